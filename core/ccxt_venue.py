@@ -1,0 +1,268 @@
+"""The base every ccxt-backed venue plugin builds on.
+
+ccxt does transport, signing and market metadata. This class adds what every venue needs
+the same way: translating ccxt errors (here and nowhere else), backing off on rate limits,
+staying under the venue's weight budget, caching markets on disk, and paging and caching
+funding history. A plugin subclass supplies its endpoints and parsing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from loguru import logger
+
+from perpcarry.errors import (
+    AuthenticationError,
+    BadSymbol,
+    ExchangeUnavailable,
+    InvalidResponse,
+    NetworkError,
+    RateLimitError,
+    VenueError,
+)
+from perpcarry.history_store import FundingHistoryStore, to_ms
+from perpcarry.markets import market_from_ccxt
+from perpcarry.ratelimit import WeightBudget, backoff_delay
+from perpcarry.settings import VenueConfig
+from perpcarry.types import FeeSchedule, FundingRecord, Market, MarketKind
+from perpcarry.venue import VenueContext
+
+MAX_RETRIES = 3
+
+
+def translate_ccxt_error(venue: str, exc: Exception, headers: dict[str, str] | None) -> VenueError:
+    """Map a ccxt exception to perpcarry's error types. The one place this happens."""
+    import ccxt
+
+    text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    # Order matters: ccxt's hierarchy nests these (RateLimitExceeded < DDoSProtection <
+    # NetworkError; OnMaintenance < ExchangeNotAvailable < NetworkError).
+    if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+        retry_after = None
+        for key, value in (headers or {}).items():
+            if key.lower() == "retry-after":
+                try:
+                    retry_after = float(value)
+                except ValueError:
+                    retry_after = None
+        return RateLimitError(venue, f"rate limited: {text}", retry_after)
+    if isinstance(exc, ccxt.ExchangeNotAvailable):
+        return ExchangeUnavailable(venue, f"exchange unavailable or in maintenance: {text}")
+    if isinstance(exc, ccxt.RequestTimeout | ccxt.NetworkError):
+        return NetworkError(venue, f"network error: {text}")
+    if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied | ccxt.AccountSuspended):
+        return AuthenticationError(venue, f"authentication failed: {text}")
+    if isinstance(exc, ccxt.BadSymbol):
+        return BadSymbol(venue, f"bad symbol: {text}")
+    if isinstance(exc, ccxt.BadResponse | ccxt.NullResponse):
+        return InvalidResponse(venue, f"invalid response: {text}")
+    if isinstance(exc, ccxt.ExchangeError):
+        return InvalidResponse(venue, f"exchange error: {text}")
+    if isinstance(exc, json.JSONDecodeError | ValueError | KeyError | TypeError):
+        return InvalidResponse(venue, f"invalid response: {type(exc).__name__}: {text}")
+    return NetworkError(venue, f"{type(exc).__name__}: {text}")
+
+
+class CcxtVenue(ABC):
+    """A market-data venue over ``ccxt.async_support``. Subclasses set the class attributes
+    and implement the three venue-specific methods."""
+
+    venue_id: ClassVar[str]
+    ccxt_id: ClassVar[str]
+    # ccxt ``fetchMarkets`` types restricted to spot and linear perps.
+    market_types: ClassVar[tuple[str, ...]]
+    ccxt_options: ClassVar[dict[str, Any]] = {}
+    # Published request-weight budgets per minute, by API group; see each plugin's source.
+    weight_budgets: ClassVar[dict[str, int]]
+    # Weight ccxt's ``load_markets`` costs, charged against ``market_budget``.
+    market_load_weight: ClassVar[int] = 1
+    market_budget: ClassVar[str] = "default"
+    history_page_limit: ClassVar[int]
+    history_paging: ClassVar[Literal["forward", "backward"]]
+    # Names of the config fields holding credentials, mapped to ccxt's constructor keys.
+    credential_keys: ClassVar[dict[str, str]] = {"api_key": "apiKey", "secret": "secret"}
+
+    def __init__(self, config: VenueConfig, context: VenueContext) -> None:
+        import ccxt.async_support as ccxt_async
+
+        self.config = config
+        self.context = context
+        options = {"fetchMarkets": {"types": list(self.market_types)}, **self.ccxt_options}
+        params: dict[str, Any] = {"enableRateLimit": False, "options": options}
+        if config.has_credentials:
+            for field_name, ccxt_key in self.credential_keys.items():
+                params[ccxt_key] = getattr(config, field_name).get_secret_value()
+        self.exchange = getattr(ccxt_async, self.ccxt_id)(params)
+        if config.sandbox:
+            self.exchange.set_sandbox_mode(True)
+        if context.base_url:
+            self.exchange.urls["api"] = _rebase(self.exchange.urls["api"], context.base_url)
+        self.budgets = {
+            group: WeightBudget(per_minute, config.weight_budget_share, time.monotonic,
+                                context.sleep)
+            for group, per_minute in self.weight_budgets.items()
+        }
+        self.request_count = 0
+        self._markets: dict[str, Market] | None = None
+        self._history: FundingHistoryStore | None = None
+
+    # -- transport --------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _translated(self, what: str) -> AsyncIterator[None]:
+        import ccxt
+
+        try:
+            yield
+        except VenueError:
+            raise
+        except (ccxt.BaseError, ValueError, KeyError, TypeError) as exc:
+            raise translate_ccxt_error(
+                self.venue_id, exc, self.exchange.last_response_headers
+            ) from None
+        except Exception as exc:
+            if type(exc).__name__ == "CannotOverwriteExistingCassetteException":
+                raise NetworkError(self.venue_id, f"{what} is not in the recorded session") from None
+            raise
+
+    async def _with_retries(self, what: str, weight: int, budget: str, call) -> Any:
+        for attempt in range(MAX_RETRIES + 1):
+            await self.budgets[budget].acquire(weight)
+            self.request_count += 1
+            try:
+                async with self._translated(what):
+                    return await call()
+            except (RateLimitError, NetworkError) as err:
+                if attempt == MAX_RETRIES or "not in the recorded session" in str(err):
+                    raise
+                delay = backoff_delay(attempt, getattr(err, "retry_after", None))
+                logger.warning("{}: {}; retrying {} in {:.1f}s", self.venue_id, err, what, delay)
+                await self.context.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def request(self, endpoint: str, params: dict[str, Any] | None = None, *,
+                      weight: int = 1, budget: str = "default") -> Any:
+        """Call one of ccxt's implicit API methods (e.g. ``fapiPublicGetPremiumIndex``)."""
+        method = getattr(self.exchange, endpoint)
+        return await self._with_retries(endpoint, weight, budget, lambda: method(params or {}))
+
+    # -- markets ----------------------------------------------------------------------
+
+    def _market_cache_path(self):
+        return self.context.cache_dir / "markets" / f"{self.venue_id}.json"
+
+    def _read_market_cache(self) -> dict[str, Any] | None:
+        path = self._market_cache_path()
+        if self.context.offline or not path.is_file():
+            return None
+        try:
+            cached = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        age = self.context.clock().timestamp() - cached.get("fetched_at", 0)
+        if age > self.config.market_cache_hours * 3600:
+            return None
+        return cached["markets"]
+
+    def _write_market_cache(self, markets: dict[str, Any]) -> None:
+        if self.context.offline:
+            return
+        path = self._market_cache_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fetched_at": self.context.clock().timestamp(),
+                                   "markets": markets}))
+        tmp.replace(path)
+
+    async def load_markets(self) -> list[Market]:
+        if self._markets is None:
+            cached = self._read_market_cache()
+            if cached is not None:
+                self.exchange.set_markets(cached)
+            else:
+                await self._with_retries("load_markets", self.market_load_weight,
+                                         self.market_budget, self.exchange.load_markets)
+                self._write_market_cache(self.exchange.markets)
+            parsed = (market_from_ccxt(self.venue_id, m) for m in self.exchange.markets.values())
+            self._markets = {m.symbol: m for m in parsed if m is not None}
+        return list(self._markets.values())
+
+    async def markets_by_venue_symbol(self, kind: MarketKind) -> dict[str, Market]:
+        return {m.venue_symbol: m for m in await self.load_markets() if m.kind is kind}
+
+    async def market(self, symbol: str) -> Market:
+        markets = {m.symbol: m for m in await self.load_markets()}
+        if symbol not in markets:
+            raise BadSymbol(self.venue_id, f"unknown symbol {symbol}")
+        return markets[symbol]
+
+    # -- funding history --------------------------------------------------------------
+
+    @property
+    def history_store(self) -> FundingHistoryStore:
+        if self._history is None:
+            self._history = FundingHistoryStore(self.context.cache_dir / "funding_history.sqlite")
+        return self._history
+
+    async def fetch_funding_history(self, symbol: str, start: datetime,
+                                    end: datetime) -> list[FundingRecord]:
+        market = await self.market(symbol)
+        if market.kind is not MarketKind.PERP:
+            raise BadSymbol(self.venue_id, f"{symbol} is not a perpetual")
+        end = min(end, self.context.clock())
+        start_ms, end_ms = to_ms(start), to_ms(end)
+        for span_start, span_end in self.history_store.missing_spans(
+                self.venue_id, symbol, start_ms, end_ms):
+            records = await self._page_history(market, span_start, span_end)
+            self.history_store.add(self.venue_id, symbol, records, span_start, span_end)
+        return self.history_store.records(self.venue_id, symbol, start_ms, end_ms)
+
+    async def _page_history(self, market: Market, start_ms: int, end_ms: int) -> list[FundingRecord]:
+        """Page by the timestamps the venue returns, never by a fixed interval, so 1h, 4h
+        and 8h symbols all come back without gaps."""
+        found: dict[int, FundingRecord] = {}
+        cursor_start, cursor_end = start_ms, end_ms
+        while cursor_start <= cursor_end:
+            page = await self.fetch_history_page(market, cursor_start, cursor_end)
+            times = [to_ms(r.funding_time) for r in page]
+            found.update({t: r for t, r in zip(times, page, strict=True) if start_ms <= t <= end_ms})
+            if len(page) < self.history_page_limit:
+                break
+            if self.history_paging == "forward":
+                cursor_start = max(times) + 1
+            else:
+                cursor_end = min(times) - 1
+        return [found[t] for t in sorted(found)]
+
+    # -- venue-specific ---------------------------------------------------------------
+
+    @abstractmethod
+    async def fetch_history_page(self, market: Market, start_ms: int,
+                                 end_ms: int) -> list[FundingRecord]:
+        """One request of settled funding within [start_ms, end_ms], at most
+        ``history_page_limit`` records (the oldest ones for forward paging, the newest for
+        backward paging)."""
+
+    async def fetch_fee_schedule(self) -> FeeSchedule | None:
+        return None
+
+    async def close(self) -> None:
+        if self._history is not None:
+            self._history.close()
+        await self.exchange.close()
+
+
+def _rebase(urls: Any, base_url: str) -> Any:
+    """Point every ``https://host/path`` at ``{base_url}/host/path``."""
+    if isinstance(urls, dict):
+        return {k: _rebase(v, base_url) for k, v in urls.items()}
+    if isinstance(urls, str) and urls.startswith("https://"):
+        return f"{base_url.rstrip('/')}/{urls.removeprefix('https://')}"
+    return urls

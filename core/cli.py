@@ -1,0 +1,128 @@
+"""The ``perpcarry`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from perpcarry.errors import PerpcarryError
+
+# Pretty exceptions would print local variables, which may hold credentials.
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  help="Spot-perpetual cash-and-carry across crypto exchanges.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
+app.add_typer(config_app, name="config")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class State:
+    config_path: Path | None = None
+
+
+state = State()
+
+
+@app.callback()
+def main_options(
+    config: Annotated[Path | None, typer.Option("--config", help="Config file (default: "
+                      "$PERPCARRY_CONFIG, ./perpcarry.toml, then the user config dir).")] = None,
+    log_level: Annotated[LogLevel, typer.Option("--log-level", case_sensitive=False,
+                                                help="Log threshold.")] = LogLevel.WARNING,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Log as JSON lines.")] = False,
+) -> None:
+    from perpcarry.logs import configure_logging
+
+    configure_logging(log_level, log_json)
+    state.config_path = config
+
+
+def load():
+    from perpcarry.config import load_config
+
+    return load_config(state.config_path)
+
+
+def emit_json(payload) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+@app.command()
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False):
+    """List installed plugins: version, hooks implemented, venues provided."""
+    infos = load().registry.plugin_infos()
+    if as_json:
+        emit_json([info.as_dict() for info in infos])
+        return
+    table = Table("plugin", "version", "hooks", "venues", "fee models", "executors")
+    for info in infos:
+        table.add_row(info.name, info.version or "-", ", ".join(info.hooks),
+                      ", ".join(info.venues), ", ".join(info.fee_models),
+                      ", ".join(info.executors))
+    console.print(table)
+
+
+@app.command()
+def venues(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False):
+    """List the enabled venues and the capabilities each declares."""
+    config = load()
+    rows = []
+    for venue_id in config.enabled_venues():
+        spec = config.registry.venues[venue_id]
+        rows.append({"venue": venue_id, "name": spec.display_name, "plugin": spec.plugin,
+                     "credentials": config.venues[venue_id].has_credentials,
+                     "capabilities": asdict(spec.capabilities)})
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        sys.stderr.write("no venues enabled: set enabled = true under [venues.<id>] in "
+                         "perpcarry.toml (installed: "
+                         f"{', '.join(sorted(config.registry.venues)) or 'none'})\n")
+        return
+    table = Table("venue", "plugin", "credentials", "capabilities")
+    for row in rows:
+        caps = row["capabilities"]
+        flags = [k for k, v in caps.items() if v is True]
+        intervals = "/".join(f"{h}h" for h in caps["funding_intervals_hours"])
+        table.add_row(row["venue"], row["plugin"], "yes" if row["credentials"] else "no",
+                      f"{', '.join(flags)}; funding intervals {intervals}")
+    console.print(table)
+
+
+@config_app.command("show")
+def config_show():
+    """Print the effective configuration (file + env), every secret redacted."""
+    emit_json(load().redacted())
+
+
+def main() -> None:
+    try:
+        result = app(standalone_mode=False)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except PerpcarryError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(exc.exit_code)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,87 @@
+"""Local SQLite cache of settled funding, so a second request fetches only what is new."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from perpcarry.types import FundingRecord
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS funding (
+    venue TEXT NOT NULL, symbol TEXT NOT NULL, funding_time_ms INTEGER NOT NULL,
+    rate TEXT NOT NULL, mark_price TEXT,
+    PRIMARY KEY (venue, symbol, funding_time_ms)
+);
+-- The span each symbol has been fetched over; a span with no settlement is still known.
+CREATE TABLE IF NOT EXISTS coverage (
+    venue TEXT NOT NULL, symbol TEXT NOT NULL, start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL, PRIMARY KEY (venue, symbol)
+);
+"""
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class FundingHistoryStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path)
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def missing_spans(self, venue: str, symbol: str, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+        """The parts of [start_ms, end_ms] not fetched yet."""
+        row = self._db.execute(
+            "SELECT start_ms, end_ms FROM coverage WHERE venue=? AND symbol=?", (venue, symbol)
+        ).fetchone()
+        if row is None or row[0] > end_ms or row[1] < start_ms:
+            return [(start_ms, end_ms)]
+        spans = []
+        if start_ms < row[0]:
+            spans.append((start_ms, row[0] - 1))
+        if end_ms > row[1]:
+            spans.append((row[1] + 1, end_ms))
+        return spans
+
+    def add(self, venue: str, symbol: str, records: list[FundingRecord], start_ms: int, end_ms: int) -> None:
+        """Store ``records`` fetched for [start_ms, end_ms] and extend the covered span."""
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO funding VALUES (?, ?, ?, ?, ?)",
+                [
+                    (venue, symbol, to_ms(r.funding_time), str(r.rate),
+                     None if r.mark_price is None else str(r.mark_price))
+                    for r in records
+                ],
+            )
+            row = self._db.execute(
+                "SELECT start_ms, end_ms FROM coverage WHERE venue=? AND symbol=?", (venue, symbol)
+            ).fetchone()
+            if row is not None and row[0] <= end_ms + 1 and row[1] >= start_ms - 1:
+                start_ms, end_ms = min(start_ms, row[0]), max(end_ms, row[1])
+            self._db.execute(
+                "INSERT OR REPLACE INTO coverage VALUES (?, ?, ?, ?)", (venue, symbol, start_ms, end_ms)
+            )
+
+    def records(self, venue: str, symbol: str, start_ms: int, end_ms: int) -> list[FundingRecord]:
+        rows = self._db.execute(
+            "SELECT funding_time_ms, rate, mark_price FROM funding WHERE venue=? AND symbol=? "
+            "AND funding_time_ms BETWEEN ? AND ? ORDER BY funding_time_ms",
+            (venue, symbol, start_ms, end_ms),
+        ).fetchall()
+        return [
+            FundingRecord(venue, symbol, from_ms(t), Decimal(rate),
+                          None if mark is None else Decimal(mark))
+            for t, rate, mark in rows
+        ]

@@ -1,0 +1,43 @@
+"""Reading venue responses field by field. A missing or malformed field skips the symbol;
+it never becomes a zero."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+
+class MalformedField(ValueError):
+    """A required field of a venue record is missing, null, empty or not a number."""
+
+    def __init__(self, name: str, value: Any) -> None:
+        shown = "missing" if value is None else f"invalid value {value!r}"
+        super().__init__(f"field {name} is {shown}")
+
+
+def decimal_field(record: dict[str, Any], name: str) -> Decimal:
+    value = record.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise MalformedField(name, value)
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise MalformedField(name, value) from None
+    if not number.is_finite():
+        raise MalformedField(name, value)
+    return number
+
+
+def optional_decimal(record: dict[str, Any], name: str) -> Decimal | None:
+    """A field the venue may leave out; present but malformed is still an error."""
+    value = record.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return decimal_field(record, name)
+
+
+def int_field(record: dict[str, Any], name: str) -> int:
+    number = decimal_field(record, name)
+    if number != number.to_integral_value():
+        raise MalformedField(name, record.get(name))
+    return int(number)

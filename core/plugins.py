@@ -1,0 +1,172 @@
+"""The plugin manager: loads plugins from the ``perpcarry`` entry-point group.
+
+Built-in venues are plugins like any other: core never imports one by name.
+``PERPCARRY_LOAD_PLUGINS`` (comma-separated entry-point names; empty for none) turns
+autoloading off and loads only the named plugins.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+from loguru import logger
+
+from perpcarry import hookspecs
+from perpcarry.errors import PluginError
+from perpcarry.venue import Executor, FeeModel, VenueSpec
+
+LOAD_PLUGINS_ENV = "PERPCARRY_LOAD_PLUGINS"
+ENTRY_POINT_GROUP = "perpcarry"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    version: str | None
+    hooks: tuple[str, ...]
+    venues: tuple[str, ...]
+    fee_models: tuple[str, ...]
+    executors: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "hooks": list(self.hooks),
+            "venues": list(self.venues),
+            "fee_models": list(self.fee_models),
+            "executors": list(self.executors),
+        }
+
+
+@dataclass
+class Registry:
+    """What the loaded plugins registered, each object stamped with its plugin."""
+
+    pm: pluggy.PluginManager
+    versions: dict[str, str | None]
+    venues: dict[str, VenueSpec] = field(default_factory=dict)
+    # venue id -> (model, plugin); overrides win over defaults
+    fee_models: dict[str, tuple[FeeModel, str]] = field(default_factory=dict)
+    _fee_defaults: dict[str, tuple[FeeModel, str]] = field(default_factory=dict)
+    _fee_overrides: dict[str, tuple[FeeModel, str]] = field(default_factory=dict)
+    executors: dict[str, tuple[Executor, str]] = field(default_factory=dict)
+
+    def plugin_infos(self) -> list[PluginInfo]:
+        infos = []
+        for name, plugin in sorted(self.pm.list_name_plugin()):
+            hooks = sorted(
+                caller.name for caller in self.pm.get_hookcallers(plugin) or []
+            )
+            infos.append(
+                PluginInfo(
+                    name=name,
+                    version=self.versions.get(name),
+                    hooks=tuple(hooks),
+                    venues=tuple(v for v, s in self.venues.items() if s.plugin == name),
+                    fee_models=tuple(
+                        v for v, (_, owner) in self.fee_models.items() if owner == name
+                    ),
+                    executors=tuple(n for n, (_, o) in self.executors.items() if o == name),
+                )
+            )
+        return infos
+
+    def fee_model(self, venue_id: str) -> FeeModel:
+        try:
+            return self.fee_models[venue_id][0]
+        except KeyError:
+            raise PluginError(f"no installed plugin registers a fee model for {venue_id}") from None
+
+
+def _selected(name: str, allow: list[str], deny: list[str]) -> bool:
+    env = os.environ.get(LOAD_PLUGINS_ENV)
+    if env is not None:
+        return name in {n.strip() for n in env.split(",") if n.strip()}
+    if allow and name not in allow:
+        return False
+    return name not in deny
+
+
+def create_plugin_manager(
+    allow: list[str] = (), deny: list[str] = ()
+) -> tuple[pluggy.PluginManager, dict[str, str | None]]:
+    """Load the selected entry-point plugins into a fresh manager and validate them.
+
+    Returns the manager and each plugin's distribution version."""
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    versions: dict[str, str | None] = {}
+    pm.add_hookspecs(hookspecs)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if not _selected(ep.name, list(allow), list(deny)) or pm.has_plugin(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken third-party plugin must not hide the others
+            raise PluginError(f"plugin {ep.name} failed to import: {exc}") from exc
+        pm.register(plugin, name=ep.name)
+        versions[ep.name] = ep.dist.version if ep.dist else None
+        logger.debug("loaded plugin {} from {}", ep.name, ep.value)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin_name}: {exc}") from None
+    return pm, versions
+
+
+def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) -> Registry:
+    """Call each registration hook plugin by plugin, stamping owners and refusing clashes."""
+    registry = Registry(pm=pm, versions=versions)
+
+    for impl in pm.hook.register_venues.get_hookimpls():
+        owner = impl.plugin_name
+
+        def register_venue(spec: VenueSpec, owner: str = owner) -> None:
+            if spec.venue_id in registry.venues:
+                other = registry.venues[spec.venue_id].plugin
+                raise PluginError(
+                    f"venue {spec.venue_id!r} is registered by both plugin {other} "
+                    f"and plugin {owner}; deny one of them in [plugins]"
+                )
+            object.__setattr__(spec, "plugin", owner)
+            registry.venues[spec.venue_id] = spec
+
+        impl.function(register=register_venue)
+
+    for impl in pm.hook.register_fee_models.get_hookimpls():
+        owner = impl.plugin_name
+
+        def register_fee_model(model: FeeModel, override: bool = False, owner: str = owner):
+            table = registry._fee_overrides if override else registry._fee_defaults
+            if model.venue_id in table:
+                kind = "override" if override else "default"
+                raise PluginError(
+                    f"fee model {kind} for {model.venue_id!r} is registered by both plugin "
+                    f"{table[model.venue_id][1]} and plugin {owner}"
+                )
+            table[model.venue_id] = (model, owner)
+
+        impl.function(register=register_fee_model)
+    registry.fee_models = {**registry._fee_defaults, **registry._fee_overrides}
+
+    for impl in pm.hook.register_executors.get_hookimpls():
+        owner = impl.plugin_name
+
+        def register_executor(executor: Executor, owner: str = owner) -> None:
+            if executor.name in registry.executors:
+                raise PluginError(
+                    f"executor {executor.name!r} is registered by both plugin "
+                    f"{registry.executors[executor.name][1]} and plugin {owner}"
+                )
+            registry.executors[executor.name] = (executor, owner)
+
+        impl.function(register=register_executor)
+    return registry
+
+
+def load_registry(allow: list[str] = (), deny: list[str] = ()) -> Registry:
+    return build_registry(*create_plugin_manager(allow, deny))

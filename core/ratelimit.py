@@ -1,0 +1,50 @@
+"""Staying under a venue's published request-weight budget."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+
+
+class WeightBudget:
+    """A token bucket holding ``share`` of a per-minute weight budget.
+
+    Venues publish limits as weight per minute (Binance futures: 2400), so a burst of a
+    few requests is fine as long as the minute's total stays under the budget; the
+    bucket starts full and refills continuously.
+    """
+
+    def __init__(
+        self,
+        weight_per_minute: float,
+        share: float,
+        monotonic: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.capacity = weight_per_minute * share
+        self.refill_per_second = self.capacity / 60.0
+        self._tokens = self.capacity
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._last = monotonic()
+
+    def _refill(self) -> None:
+        now = self._monotonic()
+        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.refill_per_second)
+        self._last = now
+
+    async def acquire(self, weight: float) -> None:
+        self._refill()
+        if weight > self._tokens:
+            await self._sleep((weight - self._tokens) / self.refill_per_second)
+            self._refill()
+        self._tokens -= weight
+
+
+def backoff_delay(attempt: int, retry_after: float | None, base: float = 1.0, cap: float = 60.0,
+                  rng: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): Retry-After if the venue sent it,
+    else capped exponential backoff with full jitter."""
+    if retry_after is not None:
+        return retry_after + rng() * base
+    return rng() * min(cap, base * 2**attempt) + base / 2

@@ -1,0 +1,107 @@
+"""Configuration: ``perpcarry.toml`` overridden by ``PERPCARRY_...`` env vars.
+
+Core validates its own sections here; each ``[venues.<id>]`` section is validated later,
+by the model the venue's plugin registers (see :func:`perpcarry.config.load_config`).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "PERPCARRY_"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeeOverride(StrictModel):
+    """Explicit fee rates (fractions, 0.001 = 0.1 %) that replace the default schedule."""
+
+    spot_maker: Decimal | None = Field(default=None, ge=0, lt=1)
+    spot_taker: Decimal | None = Field(default=None, ge=0, lt=1)
+    perp_maker: Decimal | None = Field(default=None, ge=-1, lt=1)
+    perp_taker: Decimal | None = Field(default=None, ge=0, lt=1)
+
+
+class VenueConfig(StrictModel):
+    """The ``[venues.<id>]`` section every venue shares; plugins subclass it."""
+
+    # Credentials a venue needs together; a plugin whose venue also needs a passphrase
+    # adds the field and names it here.
+    required_credentials: ClassVar[tuple[str, ...]] = ("api_key", "secret")
+
+    enabled: bool = False
+    api_key: SecretStr | None = None
+    secret: SecretStr | None = None
+    sandbox: bool = False
+    market_cache_hours: float = Field(default=24.0, ge=0)
+    # Share of the venue's published request-weight budget perpcarry may use.
+    weight_budget_share: float = Field(default=0.6, gt=0, le=1)
+    fees: FeeOverride = FeeOverride()
+
+    @model_validator(mode="after")
+    def _credentials_together(self) -> VenueConfig:
+        given = [name for name in self.required_credentials if getattr(self, name) is not None]
+        if given and len(given) != len(self.required_credentials):
+            missing = [n for n in self.required_credentials if n not in given]
+            raise ValueError(
+                f"missing credential {', '.join(missing)} (given: {', '.join(given)})"
+            )
+        return self
+
+    @property
+    def has_credentials(self) -> bool:
+        return all(getattr(self, n) is not None for n in self.required_credentials)
+
+
+class PluginsConfig(StrictModel):
+    """Which installed plugins load. ``allow`` empty means all that are not denied."""
+
+    allow: list[str] = []
+    deny: list[str] = []
+
+
+Estimator = Literal["current", "mean", "ewma", "conservative"]
+
+
+class ScanConfig(StrictModel):
+    horizon_days: float = Field(default=30.0, gt=0)
+    estimator: Estimator = "mean"
+    window_days: float = Field(default=7.0, gt=0)
+    ewma_halflife_days: float = Field(default=2.0, gt=0)
+    min_net_apr: float | None = None
+    min_volume: float | None = Field(default=None, ge=0)
+
+
+class Settings(BaseSettings):
+    """Core settings. ``venues`` stays raw here: plugins' models validate each section."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    cache_dir: Path | None = None
+    plugins: PluginsConfig = PluginsConfig()
+    scan: ScanConfig = ScanConfig()
+    venues: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Env vars win over the TOML file, which arrives as init kwargs.
+        return (env_settings, init_settings)

@@ -1,0 +1,1 @@
+"""Reusable test kit for venue plugins; see docs/writing-a-plugin.md."""

@@ -1,0 +1,174 @@
+"""Domain types shared by core and every plugin.
+
+Small, immutable and typed. Prices, quantities, rates and fees are ``Decimal`` because
+they sit on the order path; analytics convert to float arrays where they need speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+
+class MarketKind(StrEnum):
+    SPOT = "spot"
+    PERP = "perp"
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """One tradable instrument on one venue.
+
+    ``symbol`` is ccxt's unified symbol (``BTC/USDT`` spot, ``BTC/USDT:USDT`` linear perp);
+    ``venue_symbol`` is the venue's own id (``BTCUSDT``, ``BTC-USDT-SWAP``).
+    Quantities (``quantity_step``, ``min_quantity``) are in the venue's order unit:
+    base currency for spot and for Binance/Bybit perps, contracts for OKX swaps.
+    ``contract_size`` converts one order unit to base currency (1 for spot).
+    """
+
+    venue: str
+    symbol: str
+    venue_symbol: str
+    base: str
+    quote: str
+    settle: str | None
+    kind: MarketKind
+    contract_size: Decimal
+    quantity_step: Decimal
+    min_quantity: Decimal
+    min_notional: Decimal | None
+    price_tick: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class FundingQuote:
+    """The funding rate of one perp at one instant. A rate never travels without its interval.
+
+    ``rate`` is per interval as a fraction (0.0001 = 0.01 %). ``is_predicted`` is True when
+    the rate is the current-period one still moving until ``next_funding_time`` and False
+    when it is the last settled rate. ``rate_cap``/``rate_floor`` are the venue's published
+    limits for this symbol, None where the venue does not publish them.
+    """
+
+    venue: str
+    symbol: str
+    rate: Decimal
+    interval_hours: int
+    next_funding_time: datetime
+    mark_price: Decimal | None
+    index_price: Decimal | None
+    is_predicted: bool
+    rate_cap: Decimal | None
+    rate_floor: Decimal | None
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FundingRecord:
+    """One settled funding payment from a venue's history."""
+
+    venue: str
+    symbol: str
+    funding_time: datetime
+    rate: Decimal
+    mark_price: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BookTop:
+    """Best bid and ask of one market, with 24h quote volume where the venue reports it."""
+
+    venue: str
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    bid_size: Decimal | None
+    ask_size: Decimal | None
+    timestamp: datetime
+    quote_volume_24h: Decimal | None = None
+
+    @property
+    def mid(self) -> Decimal:
+        return (self.bid + self.ask) / 2
+
+
+class FeeSource(StrEnum):
+    ACCOUNT = "account"
+    DEFAULT = "default"
+    CONFIG = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class FeeSchedule:
+    """Maker and taker fees (fractions of notional) for spot and perp on one venue."""
+
+    venue: str
+    spot_maker: Decimal
+    spot_taker: Decimal
+    perp_maker: Decimal
+    perp_taker: Decimal
+    source: FeeSource
+    source_detail: str
+
+    def taker(self, kind: MarketKind) -> Decimal:
+        return self.spot_taker if kind is MarketKind.SPOT else self.perp_taker
+
+    def describe(self) -> str:
+        return f"{self.source.value}: {self.source_detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A symbol left out of a result, and why. Skips are counted and reported, never silent."""
+
+    venue: str
+    symbol: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FundingSnapshot:
+    venue: str
+    quotes: dict[str, FundingQuote]
+    skipped: tuple[Skipped, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BookSnapshot:
+    venue: str
+    kind: MarketKind
+    books: dict[str, BookTop]
+    skipped: tuple[Skipped, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CarryPair:
+    """A perp and the spot market of the same base, quoted in the perp's settle currency."""
+
+    venue: str
+    spot: Market
+    perp: Market
+
+    @property
+    def base(self) -> str:
+        return self.perp.base
+
+    @property
+    def label(self) -> str:
+        return f"{self.perp.base}/{self.perp.settle}"
+
+
+@dataclass(slots=True)
+class SkipLog:
+    """Collects skipped symbols while a plugin parses a response."""
+
+    venue: str
+    entries: list[Skipped] = field(default_factory=list)
+
+    def skip(self, symbol: str, reason: str) -> None:
+        from loguru import logger
+
+        logger.warning("{}: skipping {}: {}", self.venue, symbol, reason)
+        self.entries.append(Skipped(self.venue, symbol, reason))

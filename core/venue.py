@@ -1,0 +1,140 @@
+"""What a venue plugin implements, in one file.
+
+A venue plugin registers a :class:`VenueSpec` through the ``register_venues`` hook. Its
+``factory`` builds a client satisfying :class:`MarketDataVenue`. Plugins built on ccxt
+subclass ``perpcarry.ccxt_venue.CcxtVenue``, which supplies the transport, error
+translation, rate limiting, market cache and funding-history paging and cache; a plugin
+then writes only its venue-specific endpoints and parsing.
+
+Account and order interfaces arrive with the execution work; :class:`Executor` is the
+shape of an execution strategy registered through ``register_executors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import asyncio
+
+from perpcarry.settings import VenueConfig
+from perpcarry.types import (
+    BookSnapshot,
+    CarryPair,
+    FeeSchedule,
+    FundingRecord,
+    FundingSnapshot,
+    Market,
+    MarketKind,
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class VenueContext:
+    """Side effects a venue client may use, injected so tests control them.
+
+    ``base_url`` points every REST host of the venue at one address (the local replay
+    server of ``bench/scan.py``). ``offline`` disables the on-disk market cache so a replay
+    never reads or writes the user's cache.
+    """
+
+    cache_dir: Path
+    clock: Callable[[], datetime] = utc_now
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    offline: bool = False
+    base_url: str | None = None
+
+
+@dataclass(frozen=True)
+class VenueCapabilities:
+    """What a venue declares it can do; core reads this instead of probing with try/except."""
+
+    spot: bool
+    linear_perp: bool
+    bulk_funding: bool
+    bulk_books: bool
+    funding_history: bool
+    funding_intervals_hours: tuple[int, ...]
+    trading: bool = False
+
+
+@runtime_checkable
+class MarketDataVenue(Protocol):
+    """The market-data half of a venue."""
+
+    venue_id: str
+
+    async def load_markets(self) -> list[Market]:
+        """Spot and linear-perp markets; served from the on-disk cache while it is fresh."""
+
+    async def fetch_funding_snapshot(self) -> FundingSnapshot:
+        """Funding for every perp, in one bulk request per data kind, with real intervals."""
+
+    async def fetch_book_tops(self, kind: MarketKind) -> BookSnapshot:
+        """Best bid/ask (and 24h quote volume) of every market of ``kind`` in one request."""
+
+    async def fetch_funding_history(
+        self, symbol: str, start: datetime, end: datetime
+    ) -> list[FundingRecord]:
+        """Settled funding of one perp in [start, end], from the local cache plus what is new."""
+
+    async def fetch_fee_schedule(self) -> FeeSchedule | None:
+        """The account's own fee rates when credentials are configured, else None."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+@dataclass(frozen=True)
+class VenueSpec:
+    """A venue as a plugin registers it."""
+
+    venue_id: str
+    display_name: str
+    config_model: type[VenueConfig]
+    capabilities: VenueCapabilities
+    factory: Callable[[VenueConfig, VenueContext], MarketDataVenue]
+    # A recorded HTTP session (vcrpy cassette) replayed by ``--offline``; None if none ships.
+    offline_snapshot: Path | None = None
+    # Set by core when the spec is registered: the plugin that owns it.
+    plugin: str = field(default="", compare=False)
+
+
+@runtime_checkable
+class FeeModel(Protocol):
+    """Resolves the fee schedule of one venue."""
+
+    venue_id: str
+
+    async def fee_schedule(
+        self, config: VenueConfig, venue: MarketDataVenue | None
+    ) -> FeeSchedule:
+        """The schedule to use: account rates, a config override, or the default table."""
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """An execution strategy: how the two legs of a carry position are placed."""
+
+    name: str
+    description: str
+
+
+def carry_pairs(markets: list[Market]) -> list[CarryPair]:
+    """Perps whose base also trades spot against the perp's settle currency on the venue."""
+    spots = {(m.base, m.quote): m for m in markets if m.kind is MarketKind.SPOT}
+    pairs = []
+    for perp in markets:
+        if perp.kind is not MarketKind.PERP:
+            continue
+        spot = spots.get((perp.base, perp.settle))
+        if spot is not None:
+            pairs.append(CarryPair(perp.venue, spot, perp))
+    return sorted(pairs, key=lambda p: p.perp.symbol)
