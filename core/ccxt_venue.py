@@ -24,6 +24,7 @@ from perpcarry.errors import (
     ExchangeUnavailable,
     InvalidResponse,
     NetworkError,
+    NotRecorded,
     RateLimitError,
     VenueError,
 )
@@ -129,7 +130,7 @@ class CcxtVenue(ABC):
             ) from None
         except Exception as exc:
             if type(exc).__name__ == "CannotOverwriteExistingCassetteException":
-                raise NetworkError(self.venue_id, f"{what} is not in the recorded session") from None
+                raise NotRecorded(self.venue_id, f"{what} is not in the recorded session") from None
             raise
 
     async def _with_retries(self, what: str, weight: int, budget: str, call) -> Any:
@@ -140,7 +141,7 @@ class CcxtVenue(ABC):
                 async with self._translated(what):
                     return await call()
             except (RateLimitError, NetworkError) as err:
-                if attempt == MAX_RETRIES or "not in the recorded session" in str(err):
+                if attempt == MAX_RETRIES or isinstance(err, NotRecorded):
                     raise
                 delay = backoff_delay(attempt, getattr(err, "retry_after", None))
                 logger.warning("{}: {}; retrying {} in {:.1f}s", self.venue_id, err, what, delay)
@@ -235,9 +236,15 @@ class CcxtVenue(ABC):
             found.update({t: r for t, r in zip(times, page, strict=True) if start_ms <= t <= end_ms})
             if len(page) < self.history_page_limit:
                 break
+            # A venue that ignores the window would repeat the page forever: stop when the
+            # cursor does not move.
             if self.history_paging == "forward":
+                if max(times) + 1 <= cursor_start:
+                    break
                 cursor_start = max(times) + 1
             else:
+                if min(times) - 1 >= cursor_end:
+                    break
                 cursor_end = min(times) - 1
         return [found[t] for t in sorted(found)]
 

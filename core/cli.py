@@ -14,10 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from perpcarry.commands.scan import scan
 from perpcarry.errors import PerpcarryError
 
 # Pretty exceptions would print local variables, which may hold credentials.
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  rich_markup_mode=None,
                   help="Spot-perpetual cash-and-carry across crypto exchanges.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
 app.add_typer(config_app, name="config")
@@ -105,6 +107,9 @@ def venues(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
         table.add_row(row["venue"], row["plugin"], "yes" if row["credentials"] else "no",
                       f"{', '.join(flags)}; funding intervals {intervals}")
     console.print(table)
+
+
+app.command()(scan)
 
 
 @config_app.command("show")

@@ -41,6 +41,10 @@ class NetworkError(VenueError):
     pass
 
 
+class NotRecorded(NetworkError):
+    """Replaying a recording (``--offline``, tests) met a request the recording lacks."""
+
+
 class RateLimitError(VenueError):
     def __init__(self, venue: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(venue, message)

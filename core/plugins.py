@@ -114,7 +114,7 @@ def create_plugin_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin_name}: {exc}") from None
+        raise PluginError(f"plugin {pm.get_name(exc.plugin)}: {exc}") from None
     return pm, versions
 
 

@@ -27,10 +27,36 @@ def cassette_vcr(**overrides):
     return vcr.VCR(**options)
 
 
+class _MergedPersister:
+    """Loads several cassettes as one, so venues replay concurrently in one event loop
+    (vcrpy patches HTTP globally: only one cassette can be active at a time)."""
+
+    SEPARATOR = "\n"
+
+    @classmethod
+    def load_cassette(cls, cassette_path, serializer):
+        from vcr.persisters.filesystem import FilesystemPersister
+
+        requests, responses = [], []
+        for path in str(cassette_path).split(cls.SEPARATOR):
+            loaded_requests, loaded_responses = FilesystemPersister.load_cassette(path, serializer)
+            requests.extend(loaded_requests)
+            responses.extend(loaded_responses)
+        return requests, responses
+
+    @staticmethod
+    def save_cassette(cassette_path, cassette_dict, serializer):
+        raise RuntimeError("perpcarry replays cassettes; it never writes them")
+
+
 @contextmanager
-def replaying(cassette: Path) -> Iterator[None]:
-    """Serve every HTTP request from ``cassette``; a request it does not hold fails."""
-    if not cassette.is_file():
-        raise FileNotFoundError(f"cassette not found: {cassette}")
-    with cassette_vcr().use_cassette(str(cassette), allow_playback_repeats=True):
+def replaying(*cassettes: Path) -> Iterator[None]:
+    """Serve every HTTP request from the cassettes; a request none of them holds fails."""
+    for cassette in cassettes:
+        if not cassette.is_file():
+            raise FileNotFoundError(f"cassette not found: {cassette}")
+    recorder = cassette_vcr()
+    recorder.register_persister(_MergedPersister)
+    joined = _MergedPersister.SEPARATOR.join(str(c) for c in cassettes)
+    with recorder.use_cassette(joined, allow_playback_repeats=True):
         yield

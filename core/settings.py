@@ -79,6 +79,26 @@ class ScanConfig(StrictModel):
     min_volume: float | None = Field(default=None, ge=0)
 
 
+class AllocatorConfig(StrictModel):
+    """``[allocator]``: how capital is split across carry positions (see perpcarry.allocator)."""
+
+    capital: float | None = Field(default=None, gt=0)
+    leverage: float = Field(default=2.0, ge=1, le=5)
+    # Free margin kept against the perp leg's losses, as a share of its initial margin.
+    margin_buffer: float = Field(default=0.5, ge=0, le=5)
+    cash_reserve: float = Field(default=0.0, ge=0, lt=1)
+    max_venue_share: float = Field(default=0.5, gt=0, le=1)
+    max_asset_share: float = Field(default=0.2, gt=0, le=1)
+    max_pair_share: float = Field(default=0.2, gt=0, le=1)
+    min_net_apr: float = 0.0
+    min_positions: int = Field(default=1, ge=0)
+    max_positions: int = Field(default=20, ge=1)
+
+
+class BacktestConfig(StrictModel):
+    """``[backtest]``: replay of carry strategies on funding history."""
+
+
 class Settings(BaseSettings):
     """Core settings. ``venues`` stays raw here: plugins' models validate each section."""
 
@@ -92,6 +112,8 @@ class Settings(BaseSettings):
     cache_dir: Path | None = None
     plugins: PluginsConfig = PluginsConfig()
     scan: ScanConfig = ScanConfig()
+    allocator: AllocatorConfig = AllocatorConfig()
+    backtest: BacktestConfig = BacktestConfig()
     venues: dict[str, dict[str, Any]] = {}
 
     @classmethod

@@ -3,6 +3,9 @@ pyproject.toml); HTTP is replayed from cassettes with record mode ``none``."""
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+
 import pytest
 
 from perpcarry.replay import cassette_vcr
@@ -25,3 +28,43 @@ def _isolated_env(monkeypatch, tmp_path):
 def vcr(request):
     """A vcrpy instance with perpcarry's one replay configuration."""
     return cassette_vcr()
+
+
+@dataclass
+class CliRun:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """Run the real ``perpcarry`` entry point in-process: exit code, stdout, stderr."""
+    from perpcarry.cli import main
+
+    def run(*args: str) -> CliRun:
+        monkeypatch.setattr(sys, "argv", ["perpcarry", *args])
+        capsys.readouterr()
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        out, err = capsys.readouterr()
+        return CliRun(code, out, err)
+
+    return run
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    def write(text: str, name: str = "perpcarry.toml"):
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+# The example third-party plugin is its own distribution with its own tests; the test in
+# test_example_plugin.py installs it into a scratch directory and runs them there.
+collect_ignore = ["example_plugin"]

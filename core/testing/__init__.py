@@ -1,1 +1,5 @@
-"""Reusable test kit for venue plugins; see docs/writing-a-plugin.md."""
+"""Reusable test kit for venue plugins, first- or third-party; see docs/writing-a-plugin.md."""
+
+from perpcarry.testing.conformance import VenueConformance
+
+__all__ = ["VenueConformance"]

@@ -1,0 +1,3 @@
+from perpcarry.cli import main
+
+main()

@@ -1,0 +1,95 @@
+"""From the LP's continuous notionals to base quantities both legs can trade.
+
+Every position is rounded DOWN to its common lot (a multiple of the spot step and of the
+perp step x contract size), so both legs carry the same base quantity and no cap can be
+exceeded by rounding. The few positions the LP's tolerance (1e-7 of the budget) leaves a
+hair over a cap lose a lot; then the capital rounding freed is spent again, one lot at a
+time, on the best positions whose caps still have room. Exact in ``Decimal``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import ROUND_FLOOR, Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from perpcarry.allocator import AllocationCandidate, Limits
+
+
+def _dec(value: float) -> Decimal:
+    return Decimal(repr(float(value)))
+
+
+def _groups(cand: AllocationCandidate) -> tuple[tuple[str, str], ...]:
+    return (("total", ""), ("venue", cand.venue), ("asset", cand.base),
+            ("pair", f"{cand.venue}\x00{cand.pair_label}"))
+
+
+def round_positions(candidates: Sequence[AllocationCandidate], notional: np.ndarray,
+                    limits: Limits) -> tuple[list[Decimal], list[int]]:
+    """Base quantity per candidate, and the indices whose LP share rounds below a minimum.
+
+    Quantities of failed candidates are 0; the caller solves again without them.
+    """
+    k = Decimal(1) + (Decimal(1) + _dec(limits.margin_buffer)) / _dec(limits.leverage)
+    caps = {"total": _dec(limits.investable),
+            "venue": _dec(limits.max_venue_share * limits.capital),
+            "asset": _dec(limits.max_asset_share * limits.capital),
+            "pair": _dec(limits.pair_cap)}
+    quantities = [Decimal(0)] * len(candidates)
+    failed: list[int] = []
+    lot_capital: dict[int, Decimal] = {}
+    for i, cand in enumerate(candidates):
+        if notional[i] <= 0:
+            continue
+        lot = cand.lot
+        quantity = (Decimal(float(notional[i])) / cand.price / lot).to_integral_value(
+            ROUND_FLOOR) * lot
+        if quantity < cand.min_base_quantity:
+            failed.append(i)
+            continue
+        quantities[i] = quantity
+        lot_capital[i] = lot * cand.price * k
+    if failed:
+        return quantities, failed
+
+    used: dict[tuple[str, str], Decimal] = {}
+    for i, quantity in enumerate(quantities):
+        if quantity:
+            for group in _groups(candidates[i]):
+                used[group] = used.get(group, Decimal(0)) + quantity * candidates[i].price * k
+
+    # Repair: take lots off the worst positions of any group the LP left over its cap.
+    by_apr = sorted(lot_capital, key=lambda i: candidates[i].net_apr)
+    for group, total in list(used.items()):
+        excess = total - caps[group[0]]
+        for i in by_apr:
+            if excess <= 0:
+                break
+            if group not in _groups(candidates[i]) or not quantities[i]:
+                continue
+            cand = candidates[i]
+            lots = -(-excess // lot_capital[i])
+            new = quantities[i] - lots * cand.lot
+            if new < cand.min_base_quantity:
+                new = Decimal(0)
+            freed = (quantities[i] - new) * cand.price * k
+            quantities[i] = new
+            excess -= freed
+            for g in _groups(cand):
+                used[g] -= freed
+
+    # Top up: spend what rounding left, best net APR first, within every cap.
+    for i in reversed(by_apr):
+        if not quantities[i]:
+            continue
+        room = min(caps[g[0]] - used.get(g, Decimal(0)) for g in _groups(candidates[i]))
+        lots = room // lot_capital[i]
+        if lots > 0:
+            quantities[i] += lots * candidates[i].lot
+            for g in _groups(candidates[i]):
+                used[g] = used.get(g, Decimal(0)) + lots * lot_capital[i]
+    return quantities, failed

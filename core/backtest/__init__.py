@@ -1,0 +1,1 @@
+"""Backtesting carry strategies on funding history."""

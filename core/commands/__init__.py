@@ -1,0 +1,1 @@
+"""CLI commands that are more than a few lines; registered in perpcarry.cli."""

@@ -1,0 +1,400 @@
+"""Cross-exchange yield comparison: which carry trades pay, where, after costs.
+
+Gathering (I/O) is per venue and concurrent; evaluation is pure and uses the money math of
+``perpcarry.yields`` and ``perpcarry.estimators``. ``offline`` replays every venue's bundled
+snapshot through the very same plugin code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from statistics import median
+
+from loguru import logger
+
+from perpcarry import yields
+from perpcarry.config import Config
+from perpcarry.errors import UsageError, VenueError
+from perpcarry.types import (
+    BookSnapshot,
+    BookTop,
+    CarryPair,
+    FeeSchedule,
+    FundingQuote,
+    FundingRecord,
+    FundingSnapshot,
+    MarketKind,
+    Skipped,
+)
+from perpcarry.venue import MarketDataVenue, VenueContext, carry_pairs
+
+ESTIMATORS = ("current", "mean", "ewma", "conservative")
+# History is always fetched over the same span, so the cache (and the offline snapshot)
+# serves every window up to this length.
+HISTORY_LOOKBACK_DAYS = 30
+HISTORY_CONCURRENCY = 8
+
+Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    venues: tuple[str, ...] | None = None
+    symbols: tuple[str, ...] | None = None
+    estimator: str = "mean"
+    window_days: float = 7.0
+    ewma_halflife_days: float = 2.0
+    horizon_days: float = 30.0
+    min_net_apr: float | None = None
+    min_volume: float | None = None
+    top: int | None = None
+    offline: bool = False
+
+    def validate(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise UsageError(f"--estimator: unknown estimator {self.estimator!r} "
+                             f"(choose from {', '.join(ESTIMATORS)})")
+        for name, value in (("--horizon", self.horizon_days), ("--window", self.window_days),
+                            ("--halflife", self.ewma_halflife_days)):
+            if not value > 0:
+                raise UsageError(f"{name}: must be a positive number of days, got {value}")
+        if self.top is not None and self.top < 1:
+            raise UsageError(f"--top: must be at least 1, got {self.top}")
+        if self.min_volume is not None and self.min_volume < 0:
+            raise UsageError(f"--min-volume: must not be negative, got {self.min_volume}")
+
+
+@dataclass(frozen=True)
+class CarryYield:
+    """One cash-and-carry candidate (long spot, short perp) on one venue, evaluated."""
+
+    venue: str
+    pair: CarryPair
+    quote: FundingQuote
+    fees: FeeSchedule
+    estimator: str
+    current_apr: float
+    expected_hourly: float | None
+    expected_apr: float | None
+    basis: float | None
+    spread_cost: float | None
+    fee_cost: float
+    round_trip_cost: float
+    break_even_hours: float | None
+    net_apr: float | None
+    horizon_days: float
+    spot_book: BookTop | None
+    perp_book: BookTop | None
+    thin_volume_24h: float | None
+
+    @property
+    def reference_price(self) -> Decimal | None:
+        """Price per base unit for sizing: the spot ask, else the perp's mark price."""
+        return self.spot_book.ask if self.spot_book else self.quote.mark_price
+
+    @property
+    def entry_premium(self) -> float | None:
+        """Basis from the books, else the venue's own premium of mark over index."""
+        if self.basis is not None:
+            return self.basis
+        q = self.quote
+        if q.mark_price is not None and q.index_price:
+            return float((q.mark_price - q.index_price) / q.index_price)
+        return None
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    rows: list[CarryYield]
+    reverse_rows: list[CarryYield]
+    failures: dict[str, str]
+    skipped: list[Skipped]
+    notes: list[str]
+    snapshot_times: dict[str, datetime] = field(default_factory=dict)
+
+
+@dataclass
+class VenueData:
+    """What one venue returned for one scan."""
+
+    venue: str
+    pairs: list[CarryPair]
+    funding: FundingSnapshot
+    books: dict[MarketKind, BookSnapshot]
+    fees: FeeSchedule
+    history: dict[str, list[FundingRecord]]
+    snapshot_time: datetime
+    skipped: list[Skipped]
+    notes: list[str]
+
+
+# -- gathering ---------------------------------------------------------------------------
+
+
+async def _gather_venue(config: Config, venue_id: str, client: MarketDataVenue,
+                        options: ScanOptions, progress: Progress) -> VenueData:
+    skipped: list[Skipped] = []
+    notes: list[str] = []
+    progress(venue_id, "loading markets")
+    markets = await client.load_markets()
+    pairs = carry_pairs(markets)
+    if options.symbols:
+        wanted = {s.upper() for s in options.symbols}
+        pairs = [p for p in pairs if p.base in wanted]
+
+    progress(venue_id, "loading funding and books")
+    funding, spot_books, perp_books, fees = await asyncio.gather(
+        client.fetch_funding_snapshot(),
+        _books(client, MarketKind.SPOT, notes),
+        _books(client, MarketKind.PERP, notes),
+        config.registry.fee_model(venue_id).fee_schedule(config.venues[venue_id], client),
+    )
+    skipped.extend(funding.skipped)
+    quoted = [p for p in pairs if p.perp.symbol in funding.quotes]
+    for p in pairs:
+        if p.perp.symbol not in funding.quotes:
+            skipped.append(Skipped(venue_id, p.perp.symbol, "no funding quote in the snapshot"))
+    snapshot_time = max((q.timestamp for q in funding.quotes.values()), default=None)
+    if snapshot_time is None:
+        raise VenueError(venue_id, "the funding snapshot holds no usable quote")
+
+    history: dict[str, list[FundingRecord]] = {}
+    if options.estimator != "current" and quoted:
+        history = await _histories(client, venue_id, quoted, snapshot_time, options,
+                                   skipped, progress)
+    books = {k: b for k, b in ((MarketKind.SPOT, spot_books), (MarketKind.PERP, perp_books))
+             if b is not None}
+    progress(venue_id, "done")
+    return VenueData(venue_id, quoted, funding, books, fees, history, snapshot_time,
+                     skipped, notes)
+
+
+async def _books(client: MarketDataVenue, kind: MarketKind, notes: list[str]) -> BookSnapshot | None:
+    """Books are optional: without them a row shows no basis and no spread cost."""
+    try:
+        return await client.fetch_book_tops(kind)
+    except VenueError as err:
+        notes.append(f"{err.venue}: {kind.value} books unavailable, basis and spread not "
+                     f"counted ({str(err).removeprefix(err.venue + ': ')})")
+        return None
+
+
+async def _histories(client, venue_id, pairs, until, options, skipped, progress):
+    lookback = max(HISTORY_LOOKBACK_DAYS, options.window_days)
+    start = until - timedelta(days=lookback)
+    limit = asyncio.Semaphore(HISTORY_CONCURRENCY)
+    done = 0
+
+    async def one(pair: CarryPair):
+        nonlocal done
+        async with limit:
+            try:
+                records = await client.fetch_funding_history(pair.perp.symbol, start, until)
+            except VenueError as err:
+                skipped.append(Skipped(venue_id, pair.perp.symbol, f"no funding history: {err}"))
+                records = None
+        done += 1
+        progress(venue_id, f"history {done}/{len(pairs)}")
+        return pair.perp.symbol, records
+
+    results = await asyncio.gather(*(one(p) for p in pairs))
+    return {symbol: records for symbol, records in results if records is not None}
+
+
+def _client(config: Config, venue_id: str, context: VenueContext) -> MarketDataVenue:
+    spec = config.registry.venues[venue_id]
+    return spec.factory(config.venues[venue_id], context)
+
+
+async def gather(config: Config, options: ScanOptions,
+                 progress: Progress) -> tuple[list[VenueData], dict[str, str]]:
+    """Fetch every selected venue concurrently; one failing venue never stops the others."""
+    venue_ids = select_venues(config, options)
+    with tempfile.TemporaryDirectory(prefix="perpcarry-offline-") as scratch:
+        cache_dir = Path(scratch) if options.offline else config.cache_dir
+        context = VenueContext(cache_dir=cache_dir, offline=options.offline)
+        clients = {v: _client(config, v, context) for v in venue_ids}
+
+        async def guarded(venue_id: str):
+            try:
+                return await _gather_venue(config, venue_id, clients[venue_id], options, progress)
+            except VenueError as err:
+                progress(venue_id, "failed")
+                logger.warning("{}", err)
+                return err
+            finally:
+                await clients[venue_id].close()
+
+        if options.offline:
+            from perpcarry.replay import replaying
+
+            snapshots = [config.registry.venues[v].offline_snapshot for v in venue_ids]
+            with replaying(*snapshots):
+                outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids))
+        else:
+            outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids))
+    data = [o for o in outcomes if isinstance(o, VenueData)]
+    failures = {v: str(o).removeprefix(f"{v}: ") for v, o in zip(venue_ids, outcomes, strict=True)
+                if isinstance(o, VenueError)}
+    return data, failures
+
+
+def select_venues(config: Config, options: ScanOptions) -> list[str]:
+    installed = config.registry.venues
+    if options.venues:
+        unknown = [v for v in options.venues if v not in installed]
+        if unknown:
+            raise UsageError(f"--venues: unknown venue {', '.join(unknown)} "
+                             f"(installed: {', '.join(sorted(installed)) or 'none'})")
+        chosen = list(dict.fromkeys(options.venues))
+    elif options.offline:
+        chosen = sorted(installed)
+    else:
+        chosen = config.enabled_venues()
+        if not chosen:
+            raise UsageError("no venues enabled: set enabled = true under [venues.<id>] in "
+                             "perpcarry.toml, or pass --venues, or try --offline")
+    if options.offline:
+        missing = [v for v in chosen if installed[v].offline_snapshot is None]
+        if missing:
+            raise UsageError(f"--offline: no bundled snapshot for {', '.join(missing)}")
+    return chosen
+
+
+# -- evaluation (pure) ---------------------------------------------------------------------
+
+
+def latest_estimates(data: VenueData, options: ScanOptions) -> dict[str, tuple[float | None, float | None]]:
+    """(mean, ewma) hourly funding at each symbol's latest settlement."""
+    import polars as pl
+
+    from perpcarry.estimators import settlement_estimates
+
+    rows = [(symbol, r.funding_time, float(r.rate))
+            for symbol, records in data.history.items() for r in records]
+    if not rows:
+        return {}
+    history = pl.DataFrame(rows, schema={"key": pl.String, "time": pl.Datetime("ms", "UTC"),
+                                         "rate": pl.Float64}, orient="row")
+    estimates = settlement_estimates(history, window_hours=options.window_days * 24,
+                                     halflife_hours=options.ewma_halflife_days * 24)
+    last = estimates.group_by("key").agg(pl.all().sort_by("time").last())
+    return {key: (mean, ewma) for key, mean, ewma in
+            last.select("key", "hourly_mean", "hourly_ewma").iter_rows()}
+
+
+def _expected_hourly(estimator: str, current: float, mean: float | None,
+                     ewma: float | None) -> float | None:
+    if estimator == "current":
+        return current
+    if estimator == "mean":
+        return mean
+    if estimator == "ewma":
+        return ewma
+    if mean is None or ewma is None:
+        return None
+    return float(yields.conservative(current, mean, ewma))
+
+
+def evaluate(data: VenueData, options: ScanOptions) -> tuple[list[CarryYield], list[Skipped]]:
+    estimates = latest_estimates(data, options) if options.estimator != "current" else {}
+    rows, skipped = [], []
+    spot_books = data.books.get(MarketKind.SPOT)
+    perp_books = data.books.get(MarketKind.PERP)
+    for pair in data.pairs:
+        quote = data.funding.quotes[pair.perp.symbol]
+        rate, interval = float(quote.rate), quote.interval_hours
+        current_hourly = yields.hourly_rate(rate, interval)
+        mean, ewma = estimates.get(pair.perp.symbol, (None, None))
+        expected = _expected_hourly(options.estimator, current_hourly, mean, ewma)
+        if expected is None:
+            skipped.append(Skipped(data.venue, pair.perp.symbol,
+                                   f"not enough funding history for the {options.estimator} "
+                                   f"estimator ({options.window_days:g}-day window)"))
+            continue
+        spot_book = spot_books.books.get(pair.spot.symbol) if spot_books else None
+        perp_book = perp_books.books.get(pair.perp.symbol) if perp_books else None
+        basis = spread = None
+        if spot_book and perp_book:
+            basis = float(yields.basis(perp_book.bid, spot_book.ask))
+            spread = float(yields.half_spread(spot_book.bid, spot_book.ask)
+                           + yields.half_spread(perp_book.bid, perp_book.ask))
+        fee_cost = float(yields.round_trip_cost(data.fees.spot_taker, data.fees.perp_taker))
+        cost = fee_cost + (spread or 0.0)
+        volumes = [b.quote_volume_24h for b in (spot_book, perp_book) if b is not None]
+        thin = float(min(volumes)) if len(volumes) == 2 and None not in volumes else None
+        expected_apr = yields.apr_from_hourly(expected)
+        rows.append(CarryYield(
+            venue=data.venue, pair=pair, quote=quote, fees=data.fees,
+            estimator=options.estimator,
+            current_apr=yields.funding_apr(rate, interval),
+            expected_hourly=expected, expected_apr=expected_apr,
+            basis=basis, spread_cost=spread, fee_cost=fee_cost, round_trip_cost=cost,
+            break_even_hours=yields.break_even_hours(expected, basis or 0.0, cost),
+            net_apr=yields.net_apr(expected_apr, basis or 0.0, cost, options.horizon_days),
+            horizon_days=options.horizon_days,
+            spot_book=spot_book, perp_book=perp_book, thin_volume_24h=thin,
+        ))
+    return rows, skipped
+
+
+def rank(rows: list[CarryYield], options: ScanOptions) -> tuple[list[CarryYield], list[CarryYield]]:
+    """Carry rows best first after filters; reverse-funding rows apart, never as carry."""
+    carry = [r for r in rows if r.expected_hourly >= 0]
+    reverse = sorted((r for r in rows if r.expected_hourly < 0), key=lambda r: r.net_apr)
+    if options.min_net_apr is not None:
+        carry = [r for r in carry if r.net_apr >= options.min_net_apr]
+    if options.min_volume is not None:
+        carry = [r for r in carry
+                 if r.thin_volume_24h is not None and r.thin_volume_24h >= options.min_volume]
+    carry.sort(key=lambda r: r.net_apr, reverse=True)
+    return carry[: options.top] if options.top else carry, reverse
+
+
+async def run_scan(config: Config, options: ScanOptions,
+                   progress: Progress = lambda venue, stage: None) -> ScanResult:
+    options.validate()
+    data, failures = await gather(config, options, progress)
+    rows, skipped, notes = [], [], []
+    for venue_data in data:
+        venue_rows, venue_skipped = evaluate(venue_data, options)
+        rows.extend(venue_rows)
+        skipped.extend(venue_data.skipped + venue_skipped)
+        notes.extend(venue_data.notes)
+    carry, reverse = rank(rows, options)
+    return ScanResult(carry, reverse, failures, skipped, notes,
+                      {d.venue: d.snapshot_time for d in data})
+
+
+@dataclass(frozen=True)
+class VenueSummary:
+    venue: str
+    candidates: int
+    median_net_apr: float | None
+    best_net_apr: float | None
+    best_pair: str | None
+
+
+def compare_venues(result: ScanResult) -> tuple[list[VenueSummary], dict[str, CarryYield]]:
+    """Per venue: candidates, median and best net APR; per multi-venue asset: the best venue."""
+    summaries = []
+    venues = sorted({r.venue for r in result.rows} | set(result.snapshot_times))
+    for venue in venues:
+        venue_rows = [r for r in result.rows if r.venue == venue]
+        best = max(venue_rows, key=lambda r: r.net_apr, default=None)
+        summaries.append(VenueSummary(
+            venue, len(venue_rows),
+            median(r.net_apr for r in venue_rows) if venue_rows else None,
+            best.net_apr if best else None, best.pair.label if best else None))
+    by_asset: dict[str, list[CarryYield]] = {}
+    for row in result.rows:
+        by_asset.setdefault(row.pair.base, []).append(row)
+    best_venue = {asset: max(rows, key=lambda r: r.net_apr) for asset, rows in by_asset.items()
+                  if len({r.venue for r in rows}) > 1}
+    return summaries, dict(sorted(best_venue.items()))

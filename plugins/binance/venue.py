@@ -1,0 +1,148 @@
+"""Binance spot + USDⓈ-M perpetuals over ccxt: endpoints, weights, budgets."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from perpcarry.ccxt_venue import CcxtVenue
+from perpcarry.errors import InvalidResponse
+from perpcarry.parsing import MalformedField
+from perpcarry.types import (
+    BookSnapshot,
+    FeeSchedule,
+    FeeSource,
+    FundingRecord,
+    FundingSnapshot,
+    Market,
+    MarketKind,
+    SkipLog,
+)
+
+from perpcarry_binance.parsing import (
+    parse_book_tickers,
+    parse_funding_info,
+    parse_funding_rates,
+    parse_premium_index,
+    parse_quote_volumes,
+)
+
+# Request weights of the calls below, from developers.binance.com (spot "Market data
+# endpoints", USDⓈ-M "Market Data"), read 2026-11: weights when no symbol is given.
+SPOT_EXCHANGE_INFO_WEIGHT = 20
+FAPI_EXCHANGE_INFO_WEIGHT = 1
+PREMIUM_INDEX_ALL_WEIGHT = 10
+FUNDING_INFO_WEIGHT = 1  # also counts against a separate 500 requests / 5 min / IP limit
+FUNDING_RATE_WEIGHT = 1  # shares that 500 / 5 min / IP limit with fundingInfo
+SPOT_TICKER_24HR_ALL_WEIGHT = 80
+FAPI_BOOK_TICKER_ALL_WEIGHT = 5
+FAPI_TICKER_24HR_ALL_WEIGHT = 40
+SPOT_TRADE_FEE_WEIGHT = 1  # sapi /asset/tradeFee
+FAPI_COMMISSION_RATE_WEIGHT = 20
+
+
+class BinanceVenue(CcxtVenue):
+    """Binance market data: spot (api.binance.com) and USDⓈ-M perps (fapi.binance.com)."""
+
+    venue_id = "binance"
+    ccxt_id = "binance"
+    market_types = ("spot", "linear")
+    ccxt_options: ClassVar[dict[str, Any]] = {
+        # Both are keyed calls (sapi capital/config/getall, margin/allPairs); without them
+        # load_markets is exactly the two exchangeInfo requests, with or without keys.
+        "fetchCurrencies": False,
+        "fetchMargins": False,
+    }
+    # REQUEST_WEIGHT per minute from the rateLimits of the real exchangeInfo responses:
+    # spot 6000 (api/v3/exchangeInfo, 2023-09-08), USDⓈ-M 2400 (fapi/v1/exchangeInfo,
+    # 2025-08-22); same figures in the Binance API docs, read 2026-11.
+    weight_budgets: ClassVar[dict[str, int]] = {"spot": 6000, "fapi": 2400}
+    # load_markets = spot exchangeInfo (20) + fapi exchangeInfo (1); charged to the tighter
+    # of the two budgets it touches, the spot one carrying almost all of it.
+    market_load_weight = SPOT_EXCHANGE_INFO_WEIGHT + FAPI_EXCHANGE_INFO_WEIGHT
+    market_budget = "spot"
+    history_page_limit = 1000  # /fapi/v1/fundingRate maximum `limit`
+    history_paging = "forward"  # with startTime the endpoint returns the oldest records first
+
+    async def _perps(self) -> dict[str, Market]:
+        return await self.markets_by_venue_symbol(MarketKind.PERP)
+
+    async def fetch_funding_snapshot(self) -> FundingSnapshot:
+        """premiumIndex (rates, mark/index, next funding) + fundingInfo (intervals and caps
+        of the symbols off the 8h default): two bulk requests."""
+        perps = await self._perps()
+        premium = await self.request("fapiPublicGetPremiumIndex", weight=PREMIUM_INDEX_ALL_WEIGHT,
+                                     budget="fapi")
+        info = await self.request("fapiPublicGetFundingInfo", weight=FUNDING_INFO_WEIGHT,
+                                  budget="fapi")
+        skips = SkipLog(self.venue_id)
+        try:
+            terms, bad_terms = parse_funding_info(info)
+            quotes = parse_premium_index(self.venue_id, premium, perps, terms, bad_terms, skips)
+        except MalformedField as err:
+            raise InvalidResponse(self.venue_id, f"invalid funding response: {err}") from None
+        return FundingSnapshot(self.venue_id, quotes, tuple(skips.entries))
+
+    async def fetch_book_tops(self, kind: MarketKind) -> BookSnapshot:
+        """Spot: one request, /api/v3/ticker/24hr carries the best bid/ask and the quote
+        volume. Perps: two, /fapi/v1/ticker/bookTicker for the book and /fapi/v1/ticker/24hr
+        for the volume (the futures 24hr ticker has no bid/ask)."""
+        markets = await self.markets_by_venue_symbol(kind)
+        skips = SkipLog(self.venue_id)
+        try:
+            if kind is MarketKind.SPOT:
+                tickers = await self.request("publicGetTicker24hr",
+                                             weight=SPOT_TICKER_24HR_ALL_WEIGHT, budget="spot")
+                volumes = parse_quote_volumes(tickers, markets)
+                book_rows = tickers
+            else:
+                book_rows = await self.request("fapiPublicGetTickerBookTicker",
+                                               weight=FAPI_BOOK_TICKER_ALL_WEIGHT, budget="fapi")
+                tickers = await self.request("fapiPublicGetTicker24hr",
+                                             weight=FAPI_TICKER_24HR_ALL_WEIGHT, budget="fapi")
+                volumes = parse_quote_volumes(tickers, markets)
+            books = parse_book_tickers(self.venue_id, book_rows, markets, volumes,
+                                       self.context.clock(), skips)
+        except MalformedField as err:
+            raise InvalidResponse(self.venue_id, f"invalid ticker response: {err}") from None
+        return BookSnapshot(self.venue_id, kind, books, tuple(skips.entries))
+
+    async def fetch_history_page(self, market: Market, start_ms: int,
+                                 end_ms: int) -> list[FundingRecord]:
+        params = {"symbol": market.venue_symbol, "startTime": start_ms, "endTime": end_ms,
+                  "limit": self.history_page_limit}
+        rows = await self.request("fapiPublicGetFundingRate", params,
+                                  weight=FUNDING_RATE_WEIGHT, budget="fapi")
+        try:
+            return parse_funding_rates(self.venue_id, rows, market)
+        except MalformedField as err:
+            raise InvalidResponse(self.venue_id,
+                                  f"invalid fundingRate record for {market.symbol}: {err}") from None
+
+    async def fetch_fee_schedule(self) -> FeeSchedule | None:
+        """The account's own maker/taker rates (sapi /asset/tradeFee for spot, fapi
+        /commissionRate for USDⓈ-M), for BTC/USDT and BTC/USDT:USDT."""
+        if not self.config.has_credentials:
+            return None
+        await self.load_markets()
+        spot_symbol, perp_symbol = "BTC/USDT", "BTC/USDT:USDT"
+        spot = await self._with_retries(
+            "fetch_trading_fee spot", SPOT_TRADE_FEE_WEIGHT, "spot",
+            lambda: self.exchange.fetch_trading_fee(spot_symbol))
+        perp = await self._with_retries(
+            "fetch_trading_fee perp", FAPI_COMMISSION_RATE_WEIGHT, "fapi",
+            lambda: self.exchange.fetch_trading_fee(perp_symbol))
+        try:
+            return FeeSchedule(
+                self.venue_id,
+                spot_maker=_fee(spot, "maker"), spot_taker=_fee(spot, "taker"),
+                perp_maker=_fee(perp, "maker"), perp_taker=_fee(perp, "taker"),
+                source=FeeSource.ACCOUNT,
+                source_detail=f"account rates for {spot_symbol} and {perp_symbol}")
+        except MalformedField as err:
+            raise InvalidResponse(self.venue_id, f"invalid trading fee: {err}") from None
+
+
+def _fee(fee: dict[str, Any], side: str):
+    from perpcarry.parsing import decimal_field
+
+    return decimal_field(fee, side)

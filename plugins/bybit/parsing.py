@@ -1,0 +1,215 @@
+"""Parsing Bybit v5 market responses into perpcarry types.
+
+Pure functions: no HTTP, no clock. A malformed entry is skipped with a reason; a malformed
+envelope raises ``InvalidResponse``. Nothing defaults to a zero rate or price.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from perpcarry.errors import InvalidResponse
+from perpcarry.history_store import from_ms
+from perpcarry.parsing import MalformedField, decimal_field, int_field, optional_decimal
+from perpcarry.types import (
+    BookSnapshot,
+    BookTop,
+    FundingQuote,
+    FundingRecord,
+    FundingSnapshot,
+    Market,
+    MarketKind,
+    SkipLog,
+)
+
+# Bybit instruments-info `fundingInterval` is in minutes; linear perps settle every 1, 2, 4
+# or 8 hours (all 555 USDT perps of the 2026-02-07 instruments-info dump use one of these).
+FUNDING_INTERVAL_MINUTES = frozenset({60, 120, 240, 480})
+
+
+@dataclass(frozen=True, slots=True)
+class FundingTerms:
+    """What instruments-info says about one perp's funding: interval and rate limits."""
+
+    interval_hours: int
+    rate_cap: Decimal | None
+    rate_floor: Decimal | None
+
+
+def result_list(venue: str, response: Any, what: str) -> tuple[list[Any], dict[str, Any]]:
+    """The ``result.list`` of a v5 envelope and the envelope itself; ccxt has already
+    raised for a non-zero ``retCode``."""
+    if not isinstance(response, dict):
+        raise InvalidResponse(venue, f"{what}: response is not a JSON object")
+    result = response.get("result")
+    rows = result.get("list") if isinstance(result, dict) else None
+    if not isinstance(rows, list):
+        raise InvalidResponse(venue, f"{what}: response has no result.list")
+    return rows, response
+
+
+def response_time(response: dict[str, Any], fallback: datetime) -> datetime:
+    """The server time of a v5 envelope (``time``, ms), or ``fallback`` if it is absent."""
+    try:
+        return from_ms(int_field(response, "time"))
+    except MalformedField:
+        return fallback
+
+
+def funding_terms(info: Mapping[str, Any]) -> FundingTerms:
+    """Interval (hours) and caps of one linear instrument, from its raw instruments-info.
+
+    ``fundingInterval`` is a string in older responses ("480") and a number in newer ones
+    (480); both are accepted. Raises ``MalformedField`` for a missing or unknown interval.
+    """
+    minutes = int_field(dict(info), "fundingInterval")
+    if minutes not in FUNDING_INTERVAL_MINUTES:
+        raise MalformedField("fundingInterval", info.get("fundingInterval"))
+    return FundingTerms(
+        interval_hours=minutes // 60,
+        rate_cap=optional_decimal(dict(info), "upperFundingRate"),
+        rate_floor=optional_decimal(dict(info), "lowerFundingRate"),
+    )
+
+
+def _symbol_of(row: Any) -> str | None:
+    if isinstance(row, dict) and isinstance(row.get("symbol"), str) and row["symbol"]:
+        return row["symbol"]
+    return None
+
+
+def parse_funding_tickers(
+    venue: str,
+    response: Any,
+    perps: Mapping[str, Market],
+    instruments: Mapping[str, Mapping[str, Any]],
+    known_ids: Iterable[str],
+    fallback_time: datetime,
+) -> FundingSnapshot:
+    """``/v5/market/tickers?category=linear`` → one quote per perp.
+
+    ``perps`` maps venue symbol → Market (active linear USDT/USDC perps); ``instruments``
+    maps venue symbol → raw instruments-info (the interval and caps live there, not in the
+    ticker); ``known_ids`` are all venue ids ccxt knows, so dated futures and other
+    contracts that are not carry perps are passed over rather than reported as unknown.
+    """
+    rows, envelope = result_list(venue, response, "tickers")
+    timestamp = response_time(envelope, fallback_time)
+    known = set(known_ids)
+    skips = SkipLog(venue)
+    quotes: dict[str, FundingQuote] = {}
+    for row in rows:
+        venue_symbol = _symbol_of(row)
+        if venue_symbol is None:
+            skips.skip("?", "ticker without a symbol")
+            continue
+        market = perps.get(venue_symbol)
+        if market is None:
+            if venue_symbol not in known:
+                skips.skip(venue_symbol, "unknown symbol (not in the loaded markets)")
+            continue
+        try:
+            terms = funding_terms(instruments.get(venue_symbol) or {})
+            rate = decimal_field(row, "fundingRate")
+            next_ms = int_field(row, "nextFundingTime")
+            if next_ms <= 0:
+                raise MalformedField("nextFundingTime", row.get("nextFundingTime"))
+            mark = optional_decimal(row, "markPrice")
+            index = optional_decimal(row, "indexPrice")
+        except MalformedField as exc:
+            skips.skip(market.symbol, str(exc))
+            continue
+        if terms.rate_cap is not None and rate > terms.rate_cap:
+            skips.skip(market.symbol, f"rate {rate} above the cap {terms.rate_cap}")
+            continue
+        if terms.rate_floor is not None and rate < terms.rate_floor:
+            skips.skip(market.symbol, f"rate {rate} below the floor {terms.rate_floor}")
+            continue
+        quotes[market.symbol] = FundingQuote(
+            venue=venue,
+            symbol=market.symbol,
+            rate=rate,
+            interval_hours=terms.interval_hours,
+            next_funding_time=from_ms(next_ms),
+            mark_price=mark,
+            index_price=index,
+            # The ticker's fundingRate is the current period's rate, still moving until
+            # nextFundingTime (Bybit v5 docs, Get Tickers).
+            is_predicted=True,
+            rate_cap=terms.rate_cap,
+            rate_floor=terms.rate_floor,
+            timestamp=timestamp,
+        )
+    return FundingSnapshot(venue, quotes, tuple(skips.entries))
+
+
+def parse_book_tickers(
+    venue: str,
+    kind: MarketKind,
+    response: Any,
+    markets: Mapping[str, Market],
+    known_ids: Iterable[str],
+    fallback_time: datetime,
+) -> BookSnapshot:
+    """``/v5/market/tickers?category=spot|linear`` → best bid/ask, sizes and 24h turnover."""
+    rows, envelope = result_list(venue, response, "tickers")
+    timestamp = response_time(envelope, fallback_time)
+    known = set(known_ids)
+    skips = SkipLog(venue)
+    books: dict[str, BookTop] = {}
+    for row in rows:
+        venue_symbol = _symbol_of(row)
+        if venue_symbol is None:
+            skips.skip("?", "ticker without a symbol")
+            continue
+        market = markets.get(venue_symbol)
+        if market is None:
+            if venue_symbol not in known:
+                skips.skip(venue_symbol, "unknown symbol (not in the loaded markets)")
+            continue
+        try:
+            bid = decimal_field(row, "bid1Price")
+            ask = decimal_field(row, "ask1Price")
+            bid_size = optional_decimal(row, "bid1Size")
+            ask_size = optional_decimal(row, "ask1Size")
+            turnover = optional_decimal(row, "turnover24h")
+        except MalformedField as exc:
+            skips.skip(market.symbol, str(exc))
+            continue
+        if bid <= 0 or ask <= 0 or bid > ask:
+            skips.skip(market.symbol, f"no two-sided book (bid {bid}, ask {ask})")
+            continue
+        books[market.symbol] = BookTop(
+            venue=venue, symbol=market.symbol, bid=bid, ask=ask, bid_size=bid_size,
+            ask_size=ask_size, timestamp=timestamp, quote_volume_24h=turnover)
+    return BookSnapshot(venue, kind, books, tuple(skips.entries))
+
+
+def parse_funding_history(venue: str, response: Any, market: Market) -> list[FundingRecord]:
+    """``/v5/market/funding/history`` → settled records, oldest first.
+
+    A malformed row fails the whole page (``InvalidResponse``): dropping it would leave a
+    silent gap in the history cache.
+    """
+    rows, _ = result_list(venue, response, "funding history")
+    records = []
+    for row in rows:
+        if not isinstance(row, dict):
+            raise InvalidResponse(venue, f"funding history of {market.symbol}: bad row {row!r}")
+        if row.get("symbol") not in (None, market.venue_symbol):
+            raise InvalidResponse(
+                venue, f"funding history of {market.symbol} holds {row.get('symbol')}")
+        try:
+            records.append(FundingRecord(
+                venue=venue,
+                symbol=market.symbol,
+                funding_time=from_ms(int_field(row, "fundingRateTimestamp")),
+                rate=decimal_field(row, "fundingRate"),
+            ))
+        except MalformedField as exc:
+            raise InvalidResponse(venue, f"funding history of {market.symbol}: {exc}") from None
+    return sorted(records, key=lambda r: r.funding_time)

@@ -1,0 +1,168 @@
+"""Parsing OKX v5 public responses into perpcarry types. Pure functions, no I/O.
+
+Every OKX REST response is an envelope ``{"code": "0", "data": [...], "msg": ""}``; ccxt
+raises on a non-zero ``code`` before we see it, so here a missing or non-list ``data`` means
+the body itself is broken.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from perpcarry.errors import InvalidResponse
+from perpcarry.parsing import MalformedField, decimal_field, int_field, optional_decimal
+from perpcarry.types import BookTop, FundingQuote, FundingRecord, Market, MarketKind, SkipLog
+
+HOUR_MS = 3_600_000
+# Settlement intervals OKX runs swaps on (hours). Source: OKX "Funding fee" help page and
+# the v5 changelog for /public/funding-rate (interval shortening to 1/2/4h), read 2026-11.
+FUNDING_INTERVALS_HOURS = frozenset({1, 2, 4, 8})
+
+
+def response_rows(venue: str, response: Any, endpoint: str) -> list[dict[str, Any]]:
+    """The ``data`` list of an OKX envelope; anything else is an InvalidResponse."""
+    if not isinstance(response, dict):
+        raise InvalidResponse(venue, f"{endpoint}: body is not a JSON object")
+    code = response.get("code")
+    rows = response.get("data")
+    if code not in ("0", 0) or not isinstance(rows, list):
+        raise InvalidResponse(venue, f"{endpoint}: unexpected envelope (code={code!r})")
+    return [row for row in rows if isinstance(row, dict)]
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def parse_funding_rates(venue: str, rows: list[dict[str, Any]], perps: dict[str, Market],
+                        ignored_ids: set[str], skips: SkipLog) -> dict[str, FundingQuote]:
+    """Quotes from ``GET /api/v5/public/funding-rate?instId=ANY``.
+
+    ``fundingRate`` is the current period's rate, paid at ``fundingTime`` (the upcoming
+    settlement); ``nextFundingTime`` is the settlement after it, so their difference is the
+    symbol's real interval. ``ignored_ids`` are instruments the venue knows but perpcarry
+    does not trade (inverse swaps): left out without a skip entry.
+    """
+    quotes: dict[str, FundingQuote] = {}
+    for row in rows:
+        inst_id = row.get("instId")
+        if not isinstance(inst_id, str) or not inst_id:
+            skips.skip("?", "entry without instId")
+            continue
+        if inst_id in ignored_ids:
+            continue
+        market = perps.get(inst_id)
+        if market is None:
+            skips.skip(inst_id, "unknown symbol (not a listed USDT/USDC linear swap)")
+            continue
+        try:
+            quote = _funding_quote(venue, market, row)
+        except (MalformedField, ValueError) as err:
+            skips.skip(market.symbol, str(err))
+            continue
+        quotes[market.symbol] = quote
+    return quotes
+
+
+def _funding_quote(venue: str, market: Market, row: dict[str, Any]) -> FundingQuote:
+    rate = decimal_field(row, "fundingRate")
+    funding_ms = int_field(row, "fundingTime")
+    next_ms = int_field(row, "nextFundingTime")
+    span_ms = next_ms - funding_ms
+    if span_ms <= 0 or span_ms % HOUR_MS or span_ms // HOUR_MS not in FUNDING_INTERVALS_HOURS:
+        raise ValueError(f"funding interval {span_ms / HOUR_MS:g}h is not one OKX uses")
+    cap = optional_decimal(row, "maxFundingRate")
+    floor = optional_decimal(row, "minFundingRate")
+    if (cap is not None and rate > cap) or (floor is not None and rate < floor):
+        raise ValueError(f"rate {rate} outside the published limits [{floor}, {cap}]")
+    return FundingQuote(
+        venue=venue,
+        symbol=market.symbol,
+        rate=rate,
+        interval_hours=span_ms // HOUR_MS,
+        next_funding_time=from_ms(funding_ms),
+        # /public/funding-rate carries neither; /public/mark-price would be a second
+        # request per snapshot for a figure the carry scan does not need.
+        mark_price=None,
+        index_price=None,
+        # The rate for the period still running (method current_period): it moves until
+        # fundingTime settles it.
+        is_predicted=True,
+        rate_cap=cap,
+        rate_floor=floor,
+        timestamp=from_ms(int_field(row, "ts")),
+    )
+
+
+def parse_tickers(venue: str, kind: MarketKind, rows: list[dict[str, Any]],
+                  markets: dict[str, Market], skips: SkipLog) -> dict[str, BookTop]:
+    """Book tops from ``GET /api/v5/market/tickers?instType=SPOT|SWAP``.
+
+    Sizes are converted to base currency (swap sizes come in contracts). The 24h quote
+    volume is ``volCcy24h`` for spot (quote currency) and ``volCcy24h × last`` for swaps,
+    whose ``volCcy24h`` is in base currency (ccxt's okx.parse_ticker notes the same and
+    leaves swap quoteVolume empty).
+    """
+    books: dict[str, BookTop] = {}
+    for row in rows:
+        market = markets.get(str(row.get("instId")))
+        if market is None:
+            continue  # other quote currencies, inverse swaps: not carry markets
+        try:
+            bid = decimal_field(row, "bidPx")
+            ask = decimal_field(row, "askPx")
+            if bid <= 0 or ask <= 0 or bid > ask:
+                raise ValueError(f"crossed or empty book: bid {bid}, ask {ask}")
+            bid_size = optional_decimal(row, "bidSz")
+            ask_size = optional_decimal(row, "askSz")
+            volume = optional_decimal(row, "volCcy24h")
+            if volume is not None and kind is MarketKind.PERP:
+                last = optional_decimal(row, "last")
+                volume = None if last is None else volume * last
+            timestamp = from_ms(int_field(row, "ts"))
+        except (MalformedField, ValueError) as err:
+            skips.skip(market.symbol, str(err))
+            continue
+        books[market.symbol] = BookTop(
+            venue=venue,
+            symbol=market.symbol,
+            bid=bid,
+            ask=ask,
+            bid_size=None if bid_size is None else bid_size * market.contract_size,
+            ask_size=None if ask_size is None else ask_size * market.contract_size,
+            timestamp=timestamp,
+            quote_volume_24h=volume,
+        )
+    return books
+
+
+def parse_funding_history(venue: str, market: Market,
+                          rows: list[dict[str, Any]]) -> list[FundingRecord]:
+    """Settled funding from ``GET /api/v5/public/funding-rate-history``, oldest first.
+
+    ``realizedRate`` is what was actually paid; older rows (and rows rebuilt from
+    datasets that kept only ``fundingRate``) lack it, so ``fundingRate`` is the fallback.
+    """
+    records = []
+    for row in rows:
+        if row.get("instId") not in (None, market.venue_symbol):
+            raise InvalidResponse(venue, f"history for {row.get('instId')} in a "
+                                         f"{market.venue_symbol} response")
+        try:
+            rate = optional_decimal(row, "realizedRate")
+            if rate is None:
+                rate = decimal_field(row, "fundingRate")
+            funding_time = from_ms(int_field(row, "fundingTime"))
+        except MalformedField as err:
+            raise InvalidResponse(venue, f"funding history of {market.symbol}: {err}") from None
+        records.append(FundingRecord(venue, market.symbol, funding_time, rate))
+    return sorted(records, key=lambda r: r.funding_time)
+
+
+def fee_rate(value: Any) -> Decimal:
+    """ccxt's unified trading-fee figure as a Decimal fraction of notional."""
+    if value is None:
+        raise ValueError("trading fee missing")
+    return Decimal(str(value))

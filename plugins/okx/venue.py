@@ -1,0 +1,158 @@
+"""OKX (API v5) market data over ccxt: spot and USDT/USDC-margined swaps.
+
+OKX swaps trade in contracts: ``ctVal`` (base currency per contract) becomes
+``Market.contract_size`` and ``lotSz``/``minSz`` stay in contracts (ccxt does this).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+from perpcarry.ccxt_venue import CcxtVenue
+from perpcarry.errors import InvalidResponse
+from perpcarry.settings import VenueConfig
+from perpcarry.types import (
+    BookSnapshot,
+    FeeSchedule,
+    FeeSource,
+    FundingRecord,
+    FundingSnapshot,
+    Market,
+    MarketKind,
+    SkipLog,
+)
+from perpcarry.venue import VenueContext
+
+from .parsing import (
+    fee_rate,
+    parse_funding_history,
+    parse_funding_rates,
+    parse_tickers,
+    response_rows,
+)
+
+INST_TYPE = {MarketKind.SPOT: "SPOT", MarketKind.PERP: "SWAP"}
+
+
+class OkxVenue(CcxtVenue):
+    """OKX spot + linear swaps. Every public endpoint used here answers all instruments of
+    a type in one request, so a full funding snapshot is one request and books one per kind."""
+
+    venue_id = "okx"
+    ccxt_id = "okx"
+    # ccxt okx.fetch_markets reads options.fetchMarkets.types; each type is one
+    # GET /api/v5/public/instruments?instType=... request. 'swap' includes inverse swaps,
+    # which perpcarry.markets.market_from_ccxt drops.
+    market_types = ("spot", "swap")
+    # Nothing else to switch off: okx.fetch_currencies returns {} without keys and
+    # adjustForTimeDifference (a /public/time call) is off by default; with keys the
+    # currency call is disabled on the instance in __init__.
+    ccxt_options: ClassVar[dict[str, Any]] = {"adjustForTimeDifference": False}
+    # OKX v5 REST limits are per endpoint, "N requests per 2 seconds" (docs-v5 "Rate
+    # limits" and each endpoint's "Rate Limit" line, okx.com/docs-v5/en, read 2026-11),
+    # expressed here as requests per minute (weight 1 = one request):
+    #   public/instruments          20 req / 2 s per IP            -> 600 / min
+    #   public/funding-rate         10 req / 2 s per IP+instId     -> 300 / min
+    #   public/funding-rate-history 10 req / 2 s per IP+instId     -> 300 / min
+    #   market/tickers              20 req / 2 s per IP            -> 600 / min
+    #   account/trade-fee            5 req / 2 s per user          -> 150 / min
+    weight_budgets: ClassVar[dict[str, int]] = {
+        "instruments": 600, "funding": 300, "history": 300, "tickers": 600, "account": 150,
+    }
+    market_load_weight = 2  # instruments?instType=SPOT and ?instType=SWAP
+    market_budget = "instruments"
+    # funding-rate-history "limit: maximum 400, default 400" (docs-v5, Get funding rate
+    # history, read 2026-11; the okxr R client defaults to 400 too). ccxt still pages by
+    # 100 and by fixed 8h steps, which is why the raw endpoint is used.
+    history_page_limit = 400
+    # Newest first; `after` = records older than ts, `before` = newer than ts (exclusive).
+    history_paging: ClassVar[Literal["forward", "backward"]] = "backward"
+    credential_keys: ClassVar[dict[str, str]] = {
+        "api_key": "apiKey", "secret": "secret", "passphrase": "password"}
+
+    def __init__(self, config: VenueConfig, context: VenueContext) -> None:
+        import ccxt
+
+        super().__init__(config, context)
+        # With keys ccxt would add GET /api/v5/asset/currencies (private) to every market
+        # load; markets do not need it.
+        self.exchange.has = {**self.exchange.has, "fetchCurrencies": False}
+        # ccxt maps a bare HTTP 429 to ExchangeNotAvailable (ccxt issue #9612). A 429 is a
+        # rate limit, and only RateLimitError is retried with Retry-After; OKX's usual 429
+        # body (code 50011) already maps to RateLimitExceeded.
+        self.exchange.httpExceptions = {**self.exchange.httpExceptions,
+                                        "429": ccxt.RateLimitExceeded}
+
+    async def fetch_funding_snapshot(self) -> FundingSnapshot:
+        """Current-period funding of every linear swap: one GET /public/funding-rate?instId=ANY."""
+        perps = await self.markets_by_venue_symbol(MarketKind.PERP)
+        response = await self.request("publicGetPublicFundingRate", {"instId": "ANY"},
+                                      budget="funding")
+        rows = response_rows(self.venue_id, response, "public/funding-rate")
+        # Swaps ccxt knows that perpcarry does not trade (inverse, pre-open): not skips.
+        ignored = {market_id for market_id in (self.exchange.markets_by_id or {})
+                   if market_id not in perps}
+        skips = SkipLog(self.venue_id)
+        quotes = parse_funding_rates(self.venue_id, rows, perps, ignored, skips)
+        return FundingSnapshot(self.venue_id, quotes, tuple(skips.entries))
+
+    async def fetch_book_tops(self, kind: MarketKind) -> BookSnapshot:
+        """Best bid/ask and 24h quote volume of every market of ``kind``: one
+        GET /market/tickers?instType=SPOT|SWAP."""
+        markets = await self.markets_by_venue_symbol(kind)
+        response = await self.request("publicGetMarketTickers", {"instType": INST_TYPE[kind]},
+                                      budget="tickers")
+        rows = response_rows(self.venue_id, response, "market/tickers")
+        skips = SkipLog(self.venue_id)
+        books = parse_tickers(self.venue_id, kind, rows, markets, skips)
+        return BookSnapshot(self.venue_id, kind, books, tuple(skips.entries))
+
+    async def fetch_history_page(self, market: Market, start_ms: int,
+                                 end_ms: int) -> list[FundingRecord]:
+        """The newest ``history_page_limit`` settlements in [start_ms, end_ms]."""
+        params = {
+            "instId": market.venue_symbol,
+            "after": str(end_ms + 1),  # older than end_ms + 1, i.e. <= end_ms
+            "before": str(max(start_ms - 1, 0)),  # newer than start_ms - 1, i.e. >= start_ms
+            "limit": str(self.history_page_limit),
+        }
+        response = await self.request("publicGetPublicFundingRateHistory", params,
+                                      budget="history")
+        rows = response_rows(self.venue_id, response, "public/funding-rate-history")
+        return parse_funding_history(self.venue_id, market, rows)
+
+    async def fetch_fee_schedule(self) -> FeeSchedule | None:
+        """The account's own rates from GET /api/v5/account/trade-fee (BTC spot and the
+        BTC USDT swap); None without credentials."""
+        if not self.config.has_credentials:
+            return None
+        await self.load_markets()
+        spot = await self._trading_fee("BTC/USDT")
+        perp = await self._trading_fee("BTC/USDT:USDT")
+        try:
+            # OKX reports fees as negative numbers (a rebate is positive); ccxt flips the
+            # sign. For swaps the USDT-margined rates are makerU/takerU, while ccxt's
+            # maker/taker read the coin-margined fields first.
+            perp_maker = _flip(perp["info"].get("makerU"))
+            perp_taker = _flip(perp["info"].get("takerU"))
+            if perp_maker is None or perp_taker is None:
+                perp_maker, perp_taker = fee_rate(perp["maker"]), fee_rate(perp["taker"])
+            return FeeSchedule(
+                venue=self.venue_id,
+                spot_maker=fee_rate(spot["maker"]), spot_taker=fee_rate(spot["taker"]),
+                perp_maker=perp_maker, perp_taker=perp_taker,
+                source=FeeSource.ACCOUNT,
+                source_detail="OKX account trade-fee, BTC-USDT and BTC-USDT-SWAP")
+        except (KeyError, TypeError, ValueError, ArithmeticError) as err:
+            raise InvalidResponse(self.venue_id, f"trade-fee: {err}") from None
+
+    async def _trading_fee(self, symbol: str) -> dict[str, Any]:
+        return await self._with_retries("fetch_trading_fee", 1, "account",
+                                        lambda: self.exchange.fetch_trading_fee(symbol))
+
+
+def _flip(value: Any) -> Decimal | None:
+    if value in (None, ""):
+        return None
+    return -Decimal(str(value))

@@ -1,0 +1,104 @@
+"""Bad configuration: one readable line naming the source and the field, exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+
+BAD_CONFIGS = [
+    ("[venues.kraken]\n", "venues.kraken: unknown venue (installed venues: binance, bybit, okx)"),
+    ("[venues.kraken]\nenabled = true\n",
+     "venues.kraken: venue is enabled but no installed plugin provides it"),
+    ('[venues.binance]\nenabled = "maybe"\n', "venues.binance.enabled: Input should be a valid boolean"),
+    ("[venues.binance]\nenabld = true\n", "venues.binance.enabld: unknown key"),
+    ('[venues.binance]\nenabled = true\napi_key = "k"\n',
+     "venues.binance: missing credential secret (given: api_key)"),
+    ('[venues.okx]\nenabled = true\napi_key = "k"\nsecret = "s"\n',
+     "venues.okx: missing credential passphrase (given: api_key, secret)"),
+    ("[venues.binance\nenabled = true\n", "not valid TOML: Expected ']'"),
+    ("[scan]\nhorizon_days = -1\n", "scan.horizon_days: Input should be greater than 0"),
+    ("[allocator]\nleverage = 0\n", "allocator.leverage: Input should be greater than or equal to 1"),
+    ("surprise = 1\n", "surprise: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("toml", "expected"), BAD_CONFIGS)
+def test_bad_config_is_one_line_exit_2(run_cli, write_config, toml, expected):
+    path = write_config(toml)
+    result = run_cli("--config", str(path), "venues")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {path}: ")
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_bad_env_var_is_named(run_cli, monkeypatch):
+    monkeypatch.setenv("PERPCARRY_VENUES__BINANCE__ENABLED", "notabool")
+    result = run_cli("venues")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "error: env PERPCARRY_VENUES__BINANCE__ENABLED: venues.binance.enabled:")
+
+
+def test_missing_config_file(run_cli, tmp_path):
+    result = run_cli("--config", str(tmp_path / "nope.toml"), "venues")
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {tmp_path / 'nope.toml'}: config file not found\n"
+
+
+def test_unreadable_config_file(run_cli, write_config):
+    path = write_config("[venues.binance]\nenabled = true\n")
+    path.chmod(0)
+    try:
+        if path.open("rb"):  # root reads anything; nothing to test then
+            pytest.skip("running as root: permissions are not enforced")
+    except PermissionError:
+        result = run_cli("--config", str(path), "venues")
+        assert result.exit_code == 2
+        assert "cannot read config file" in result.stderr
+    finally:
+        path.chmod(0o644)
+
+
+def test_config_path_from_env_and_cwd(run_cli, write_config, monkeypatch, tmp_path):
+    write_config("[venues.bybit]\nenabled = true\n")  # ./perpcarry.toml
+    assert "bybit" in run_cli("venues", "--json").stdout
+    other = write_config("[venues.okx]\nenabled = true\n", name="other.toml")
+    monkeypatch.setenv("PERPCARRY_CONFIG", str(other))
+    out = run_cli("venues", "--json").stdout
+    assert '"okx"' in out and '"bybit"' not in out
+
+
+def test_env_overrides_file(run_cli, write_config, monkeypatch):
+    path = write_config("[venues.binance]\nenabled = false\n")
+    monkeypatch.setenv("PERPCARRY_VENUES__BINANCE__ENABLED", "true")
+    result = run_cli("--config", str(path), "venues", "--json")
+    assert result.exit_code == 0 and '"venue": "binance"' in result.stdout
+
+
+def test_config_show_redacts_every_secret(run_cli, write_config, monkeypatch):
+    path = write_config(
+        '[venues.okx]\nenabled = true\napi_key = "key-from-file-123"\n'
+        'secret = "secret-from-file-456"\npassphrase = "pass-from-file-789"\n')
+    monkeypatch.setenv("PERPCARRY_VENUES__BINANCE__API_KEY", "env-key-abc")
+    monkeypatch.setenv("PERPCARRY_VENUES__BINANCE__SECRET", "env-secret-def")
+    result = run_cli("--config", str(path), "--log-level", "DEBUG", "config", "show")
+    assert result.exit_code == 0
+    for secret in ("key-from-file-123", "secret-from-file-456", "pass-from-file-789",
+                   "env-key-abc", "env-secret-def"):
+        assert secret not in result.stdout and secret not in result.stderr
+    assert result.stdout.count('"**********"') == 5
+
+
+def test_example_config_documents_and_validates(run_cli):
+    from pathlib import Path
+
+    from perpcarry.settings import AllocatorConfig, ScanConfig, VenueConfig
+
+    example = Path(__file__).parents[1] / "perpcarry.example.toml"
+    text = example.read_text()
+    for model in (ScanConfig, AllocatorConfig, VenueConfig):
+        for name in model.model_fields:
+            assert name in text, f"perpcarry.example.toml does not document {name}"
+    result = run_cli("--config", str(example), "venues", "--json")
+    assert result.exit_code == 0, result.stderr
