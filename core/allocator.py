@@ -34,17 +34,17 @@ from dataclasses import asdict, dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any
 
+from perpcarry.allocator_lp import LpSolution, greedy_baseline, solve_detailed, solve_lp
 from perpcarry.errors import UsageError
 from perpcarry.types import Market, Skipped
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from perpcarry.scan import CarryYield
     from perpcarry.settings import AllocatorConfig
 
-# LP weights below this share of the budget are zero (HiGHS' feasibility tolerance is 1e-7).
-WEIGHT_EPSILON = 1e-9
+__all__ = ["Allocation", "AllocationCandidate", "CapUsage", "Limits", "Position",
+           "UnusedCapital", "allocate", "candidates_from_scan", "greedy_baseline", "solve_lp"]
+
 # A cap is binding when its slack at the LP optimum is below this share of the budget.
 BINDING_EPSILON = 1e-7
 
@@ -260,116 +260,6 @@ def candidates_from_scan(rows: Iterable[CarryYield]) -> tuple[list[AllocationCan
     return candidates, skipped
 
 
-# --------------------------------------------------------------------------- the LP
-
-
-@dataclass(frozen=True)
-class LpSolution:
-    notional: np.ndarray       # per candidate
-    objective: float           # sum of net_apr x notional
-    shadow: dict[tuple[str, int], float]  # (total|venue|asset, index) -> dual of that row
-
-
-def solve_lp(net_apr, capital_per_notional, venue_index, asset_index, *, budget=1.0,
-             venue_cap=1.0, asset_cap=1.0, pair_cap=1.0) -> np.ndarray:
-    """Hedged notional per candidate maximising ``sum(net_apr * notional)``.
-
-    Subject to ``sum(k * notional) <= budget`` and, in capital used ``k * notional``, the
-    per-venue (``venue_index`` -> ``venue_cap``), per-asset (``asset_index`` -> ``asset_cap``)
-    and per-candidate (``pair_cap``) caps. ``capital_per_notional`` (k) and the caps are
-    scalars or arrays (per candidate for k and ``pair_cap``; per venue / per asset id for the
-    others, ids being 0..n-1 integers). All money in one unit: with ``budget=1`` caps are
-    shares and the result is notional per unit of capital. Negative-yield candidates get 0.
-    """
-    return _solve(net_apr, capital_per_notional, venue_index, asset_index, budget=budget,
-                  venue_cap=venue_cap, asset_cap=asset_cap, pair_cap=pair_cap).notional
-
-
-def _solve(net_apr, capital_per_notional, venue_index, asset_index, *, budget, venue_cap,
-           asset_cap, pair_cap, n_venues: int | None = None,
-           n_assets: int | None = None) -> LpSolution:
-    import numpy as np
-    from scipy.optimize import linprog
-    from scipy.sparse import csr_array
-
-    apr = np.asarray(net_apr, dtype=float)
-    n = apr.size
-    venue_index = np.asarray(venue_index, dtype=np.int64)
-    asset_index = np.asarray(asset_index, dtype=np.int64)
-    k = np.broadcast_to(np.asarray(capital_per_notional, dtype=float), (n,))
-    # Work in shares of the budget: HiGHS' tolerances are absolute.
-    scale = float(budget)
-    if n_venues is None:
-        n_venues = int(venue_index.max()) + 1 if n else 0
-    if n_assets is None:
-        n_assets = int(asset_index.max()) + 1 if n else 0
-    v_cap = np.broadcast_to(np.asarray(venue_cap, dtype=float), (n_venues,)) / scale
-    a_cap = np.broadcast_to(np.asarray(asset_cap, dtype=float), (n_assets,)) / scale
-    p_cap = np.minimum(np.broadcast_to(np.asarray(pair_cap, dtype=float), (n,)) / scale, 1.0)
-    p_cap = np.minimum(p_cap, np.minimum(v_cap[venue_index], a_cap[asset_index]))
-    take = np.flatnonzero((apr > 0) & (p_cap > 0))
-    notional = np.zeros(n)
-    if take.size == 0:
-        return LpSolution(notional, 0.0, {})
-    upper = p_cap[take]
-    # A row is redundant when its members' own caps already fit under it.
-    rows: list[tuple[str, int, np.ndarray, float]] = []
-    if upper.sum() > 1.0:
-        rows.append(("total", 0, np.arange(take.size), 1.0))
-    for kind, index, caps in (("venue", venue_index, v_cap), ("asset", asset_index, a_cap)):
-        ids = index[take]
-        member_sum = np.bincount(ids, weights=upper, minlength=caps.size)
-        for group in np.flatnonzero(member_sum > caps + 1e-15):
-            rows.append((kind, int(group), np.flatnonzero(ids == group), float(caps[group])))
-    kt = k[take]
-    if rows:
-        row_ids = np.concatenate([np.full(m.size, r) for r, (_, _, m, _) in enumerate(rows)])
-        cols = np.concatenate([m for _, _, m, _ in rows])
-        a_ub = csr_array((kt[cols], (row_ids, cols)), shape=(len(rows), take.size))
-        b_ub = np.array([cap for _, _, _, cap in rows])
-    else:
-        a_ub = b_ub = None
-    result = linprog(-apr[take], A_ub=a_ub, b_ub=b_ub,
-                     bounds=np.column_stack([np.zeros(take.size), upper / kt]), method="highs")
-    if result.status != 0:  # pragma: no cover - the LP is always feasible (x = 0) and bounded
-        raise RuntimeError(f"allocator LP failed: {result.message}")
-    x = np.clip(result.x, 0.0, None)
-    x[x < WEIGHT_EPSILON] = 0.0
-    notional[take] = x * scale
-    shadow = {}
-    if rows:
-        for (kind, group, _, _), dual in zip(rows, result.ineqlin.marginals, strict=True):
-            shadow[(kind, group)] = -float(dual)
-    return LpSolution(notional, float(apr @ notional), shadow)
-
-
-def greedy_baseline(net_apr, capital_per_notional, venue_index, asset_index, *, budget=1.0,
-                    venue_cap=1.0, asset_cap=1.0, pair_cap=1.0) -> np.ndarray:
-    """Fill the best net APR first until a cap binds: what the LP is measured against."""
-    import numpy as np
-
-    apr = np.asarray(net_apr, dtype=float)
-    n = apr.size
-    k = np.broadcast_to(np.asarray(capital_per_notional, dtype=float), (n,))
-    venue_index = np.asarray(venue_index)
-    asset_index = np.asarray(asset_index)
-    v_room = np.array(np.broadcast_to(venue_cap, (int(venue_index.max()) + 1,)), dtype=float)
-    a_room = np.array(np.broadcast_to(asset_cap, (int(asset_index.max()) + 1,)), dtype=float)
-    p_cap = np.broadcast_to(np.asarray(pair_cap, dtype=float), (n,))
-    room = float(budget)
-    notional = np.zeros(n)
-    for i in np.argsort(-apr, kind="stable"):
-        if apr[i] <= 0 or room <= 0:
-            break
-        v, a = venue_index[i], asset_index[i]
-        used = max(0.0, min(room, v_room[v], a_room[a], p_cap[i]))
-        notional[i] = used / k[i]
-        room -= used
-        v_room[v] -= used
-        a_room[a] -= used
-    return notional
-
-
 # --------------------------------------------------------------------------- allocate
 
 
@@ -384,6 +274,7 @@ def allocate(candidates: Sequence[AllocationCandidate], limits: Limits) -> Alloc
     excluded: list[Skipped] = []
     eligible: list[AllocationCandidate] = []
     best_below: AllocationCandidate | None = None
+    tightest = _tightest_cap(limits)
     for cand in candidates:
         if cand.net_apr < limits.min_net_apr or cand.net_apr <= 0:
             excluded.append(Skipped(cand.venue, cand.pair_label,
@@ -392,39 +283,39 @@ def allocate(candidates: Sequence[AllocationCandidate], limits: Limits) -> Alloc
             if best_below is None or cand.net_apr > best_below.net_apr:
                 best_below = cand
             continue
-        why = _too_small_for_caps(cand, limits)
-        if why:
-            excluded.append(Skipped(cand.venue, cand.pair_label, why))
-            continue
         eligible.append(cand)
 
-    venues = sorted({c.venue for c in candidates})
-    assets = sorted({c.base for c in candidates})
+    venues = {v: i for i, v in enumerate(sorted({c.venue for c in candidates}))}
+    assets = {a: i for i, a in enumerate(sorted({c.base for c in candidates}))}
     active = list(eligible)
     notes: list[str] = []
     reason: str | None = None
     while True:
-        venue_ids = np.array([venues.index(c.venue) for c in active], dtype=np.int64)
-        asset_ids = np.array([assets.index(c.base) for c in active], dtype=np.int64)
+        venue_ids = np.array([venues[c.venue] for c in active], dtype=np.int64)
+        asset_ids = np.array([assets[c.base] for c in active], dtype=np.int64)
         apr = np.array([c.net_apr for c in active])
         solve = _solver(apr, k, venue_ids, asset_ids, limits, len(venues), len(assets))
         solution = solve(np.arange(len(active)))
         held = np.flatnonzero(solution.notional > 0)
         if held.size > limits.max_positions:
-            keep = held[np.argsort(-solution.notional[held], kind="stable")]
-            keep = np.sort(keep[: limits.max_positions])
+            # Largest yield contribution first (ties in notional go to the better APR).
+            contribution = solution.notional[held] * apr[held]
+            keep = np.sort(held[np.argsort(-contribution, kind="stable")][:limits.max_positions])
             notes.append(f"the LP optimum holds {held.size} positions; kept the "
-                         f"{limits.max_positions} largest (max_positions) and solved again")
+                         f"{limits.max_positions} with the largest expected yield "
+                         "(max_positions) and solved again")
             solution = solve(keep)
         rounded, failed = round_positions(active, solution.notional, limits)
         if not failed:
             break
+        # Minimum orders are checked only where the LP puts capital: checking all the
+        # candidates up front costs more than the LP itself on thousands of them.
         for i in failed:
             cand = active[i]
-            excluded.append(Skipped(cand.venue, cand.pair_label,
-                                    f"its LP share ({solution.notional[i]:.2f} {cand.quote} "
-                                    "per leg) rounds below the minimum order; solved again "
-                                    "without it"))
+            why = _too_small_for_caps(cand, tightest, k) or (
+                f"its LP share ({solution.notional[i]:.2f} {cand.quote} per leg) rounds "
+                "below the minimum order; solved again without it")
+            excluded.append(Skipped(cand.venue, cand.pair_label, why))
         dropped = set(failed)
         active = [c for i, c in enumerate(active) if i not in dropped]
 
@@ -463,7 +354,7 @@ def _solver(apr, k, venue_ids, asset_ids, limits: Limits, n_venues: int, n_asset
         notional = np.zeros(apr.size)
         if subset.size == 0:
             return LpSolution(notional, 0.0, {})
-        part = _solve(apr[subset], k, venue_ids[subset], asset_ids[subset],
+        part = solve_detailed(apr[subset], k, venue_ids[subset], asset_ids[subset],
                       budget=limits.investable, venue_cap=limits.max_venue_share * limits.capital,
                       asset_cap=limits.max_asset_share * limits.capital,
                       pair_cap=limits.pair_cap, n_venues=n_venues, n_assets=n_assets)
@@ -473,15 +364,20 @@ def _solver(apr, k, venue_ids, asset_ids, limits: Limits, n_venues: int, n_asset
     return solve
 
 
-def _too_small_for_caps(cand: AllocationCandidate, limits: Limits) -> str | None:
-    """Why the minimum order alone breaks a cap, naming the tightest cap; None if it fits."""
-    min_notional = cand.min_base_quantity * cand.price
-    needed = float(min_notional) * limits.capital_per_notional
+def _tightest_cap(limits: Limits) -> tuple[float, str]:
     caps = [(limits.investable, "investable capital (after the cash reserve)"),
             (limits.max_venue_share * limits.capital, "per-venue cap"),
             (limits.max_asset_share * limits.capital, "per-asset cap"),
             (limits.pair_cap, "per-pair cap")]
-    cap, name = min(caps, key=lambda c: c[0])
+    return min(caps, key=lambda c: c[0])
+
+
+def _too_small_for_caps(cand: AllocationCandidate, tightest: tuple[float, str],
+                        capital_per_notional: float) -> str | None:
+    """Why the minimum order alone breaks a cap, naming the tightest cap; None if it fits."""
+    min_notional = cand.min_base_quantity * cand.price
+    needed = float(min_notional) * capital_per_notional
+    cap, name = tightest
     if needed <= cap:
         return None
     q = cand.quote
@@ -526,9 +422,12 @@ def _positions(active, rounded, lp_notional, limits: Limits) -> list[Position]:
 
 
 def _cap_usage(active, solution: LpSolution, positions, limits: Limits, venues, assets):
+    import numpy as np
+
     k = limits.capital_per_notional
     lp_used: dict[tuple[str, str], float] = {}
-    for cand, x in zip(active, solution.notional, strict=True):
+    for i in np.flatnonzero(solution.notional):
+        cand, x = active[i], solution.notional[i]
         for key in (("venue", cand.venue), ("asset", cand.base),
                     ("pair", f"{cand.venue} {cand.pair_label}"), ("total", "investable")):
             lp_used[key] = lp_used.get(key, 0.0) + k * float(x)
@@ -539,8 +438,7 @@ def _cap_usage(active, solution: LpSolution, positions, limits: Limits, venues, 
             used[key] = used.get(key, 0.0) + float(p.capital)
     caps = {"total": limits.investable, "venue": limits.max_venue_share * limits.capital,
             "asset": limits.max_asset_share * limits.capital, "pair": limits.pair_cap}
-    ids = {"venue": {v: i for i, v in enumerate(venues)},
-           "asset": {a: i for i, a in enumerate(assets)}, "total": {"investable": 0}}
+    ids = {"venue": venues, "asset": assets, "total": {"investable": 0}}
     out: dict[str, list[CapUsage]] = {"total": [], "venue": [], "asset": [], "pair": []}
     for (kind, name), lp in sorted(lp_used.items()):
         if kind in ("venue", "asset", "pair") and lp <= 0 and used.get((kind, name), 0) <= 0:
@@ -565,6 +463,10 @@ def _money(value) -> str:
 
 def _common_multiple(a: Decimal, b: Decimal) -> Decimal:
     """Least common multiple of two positive decimal steps (0.001 and 0.01 -> 0.01)."""
+    if a >= b and a % b == 0:
+        return a
+    if b > a and b % a == 0:
+        return b
     exponent = max(-a.normalize().as_tuple().exponent, -b.normalize().as_tuple().exponent, 0)
     ia, ib = int(a.scaleb(exponent)), int(b.scaleb(exponent))
     return Decimal(math.lcm(ia, ib)).scaleb(-exponent).normalize()

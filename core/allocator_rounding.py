@@ -39,16 +39,20 @@ def round_positions(candidates: Sequence[AllocationCandidate], notional: np.ndar
             "venue": _dec(limits.max_venue_share * limits.capital),
             "asset": _dec(limits.max_asset_share * limits.capital),
             "pair": _dec(limits.pair_cap)}
+    import numpy as np
+
     quantities = [Decimal(0)] * len(candidates)
     failed: list[int] = []
     lot_capital: dict[int, Decimal] = {}
-    for i, cand in enumerate(candidates):
-        if notional[i] <= 0:
-            continue
-        lot = cand.lot
+    lots: dict[int, Decimal] = {}
+    minimums: dict[int, Decimal] = {}
+    for i in np.flatnonzero(notional > 0).tolist():
+        cand = candidates[i]
+        lot = lots[i] = cand.lot
+        minimums[i] = cand.min_base_quantity
         quantity = (Decimal(float(notional[i])) / cand.price / lot).to_integral_value(
             ROUND_FLOOR) * lot
-        if quantity < cand.min_base_quantity:
+        if quantity < minimums[i]:
             failed.append(i)
             continue
         quantities[i] = quantity
@@ -72,9 +76,9 @@ def round_positions(candidates: Sequence[AllocationCandidate], notional: np.ndar
             if group not in _groups(candidates[i]) or not quantities[i]:
                 continue
             cand = candidates[i]
-            lots = -(-excess // lot_capital[i])
-            new = quantities[i] - lots * cand.lot
-            if new < cand.min_base_quantity:
+            n_lots = -(-excess // lot_capital[i])
+            new = quantities[i] - n_lots * lots[i]
+            if new < minimums[i]:
                 new = Decimal(0)
             freed = (quantities[i] - new) * cand.price * k
             quantities[i] = new
@@ -87,9 +91,9 @@ def round_positions(candidates: Sequence[AllocationCandidate], notional: np.ndar
         if not quantities[i]:
             continue
         room = min(caps[g[0]] - used.get(g, Decimal(0)) for g in _groups(candidates[i]))
-        lots = room // lot_capital[i]
-        if lots > 0:
-            quantities[i] += lots * candidates[i].lot
+        n_lots = room // lot_capital[i]
+        if n_lots > 0:
+            quantities[i] += n_lots * lots[i]
             for g in _groups(candidates[i]):
-                used[g] = used.get(g, Decimal(0)) + lots * lot_capital[i]
+                used[g] = used.get(g, Decimal(0)) + n_lots * lot_capital[i]
     return quantities, failed

@@ -58,6 +58,8 @@ def translate_ccxt_error(venue: str, exc: Exception, headers: dict[str, str] | N
         return ExchangeUnavailable(venue, f"exchange unavailable or in maintenance: {text}")
     if isinstance(exc, ccxt.RequestTimeout | ccxt.NetworkError):
         return NetworkError(venue, f"network error: {text}")
+    if isinstance(exc, ccxt.OperationFailed):  # e.g. Binance -1001 "internal error"
+        return ExchangeUnavailable(venue, f"exchange failed to process the request: {text}")
     if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied | ccxt.AccountSuspended):
         return AuthenticationError(venue, f"authentication failed: {text}")
     if isinstance(exc, ccxt.BadSymbol):
@@ -101,13 +103,20 @@ class CcxtVenue(ABC):
             for field_name, ccxt_key in self.credential_keys.items():
                 params[ccxt_key] = getattr(config, field_name).get_secret_value()
         self.exchange = getattr(ccxt_async, self.ccxt_id)(params)
+        # An HTTP 429 is a rate limit on every venue; some ccxt classes (okx) map a bare 429
+        # to ExchangeNotAvailable, which would not be retried after Retry-After.
+        self.exchange.httpExceptions = {
+            **self.exchange.httpExceptions,
+            "429": ccxt_async.RateLimitExceeded,
+        }
         if config.sandbox:
             self.exchange.set_sandbox_mode(True)
         if context.base_url:
             self.exchange.urls["api"] = _rebase(self.exchange.urls["api"], context.base_url)
         self.budgets = {
-            group: WeightBudget(per_minute, config.weight_budget_share, time.monotonic,
-                                context.sleep)
+            group: WeightBudget(
+                per_minute, config.weight_budget_share, time.monotonic, context.sleep
+            )
             for group, per_minute in self.weight_budgets.items()
         }
         self.request_count = 0
@@ -148,49 +157,75 @@ class CcxtVenue(ABC):
                 await self.context.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def request(self, endpoint: str, params: dict[str, Any] | None = None, *,
-                      weight: int = 1, budget: str = "default") -> Any:
+    async def request(
+        self,
+        endpoint: str,
+        params: dict[str, Any] | None = None,
+        *,
+        weight: int = 1,
+        budget: str = "default",
+    ) -> Any:
         """Call one of ccxt's implicit API methods (e.g. ``fapiPublicGetPremiumIndex``)."""
         method = getattr(self.exchange, endpoint)
         return await self._with_retries(endpoint, weight, budget, lambda: method(params or {}))
 
     # -- markets ----------------------------------------------------------------------
 
-    def _market_cache_path(self):
-        return self.context.cache_dir / "markets" / f"{self.venue_id}.json"
-
-    def _read_market_cache(self) -> dict[str, Any] | None:
-        path = self._market_cache_path()
+    def _read_cache(self, name: str, max_age_seconds: float) -> Any | None:
+        """A cached payload younger than ``max_age_seconds``; never while replaying offline."""
+        path = self.context.cache_dir / "responses" / self.venue_id / f"{name}.json"
         if self.context.offline or not path.is_file():
             return None
         try:
             cached = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        age = self.context.clock().timestamp() - cached.get("fetched_at", 0)
-        if age > self.config.market_cache_hours * 3600:
+        if self.context.clock().timestamp() - cached.get("fetched_at", 0) > max_age_seconds:
             return None
-        return cached["markets"]
+        return cached["payload"]
 
-    def _write_market_cache(self, markets: dict[str, Any]) -> None:
+    def _write_cache(self, name: str, payload: Any) -> None:
         if self.context.offline:
             return
-        path = self._market_cache_path()
+        path = self.context.cache_dir / "responses" / self.venue_id / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fetched_at": self.context.clock().timestamp(),
-                                   "markets": markets}))
+        tmp.write_text(
+            json.dumps({"fetched_at": self.context.clock().timestamp(), "payload": payload})
+        )
         tmp.replace(path)
+
+    async def request_cached(
+        self,
+        endpoint: str,
+        params: dict[str, Any] | None = None,
+        *,
+        max_age_seconds: float,
+        weight: int = 1,
+        budget: str = "default",
+    ) -> Any:
+        """:meth:`request` for slow-moving data (instrument terms, 24h volumes): answered
+        from the on-disk cache while it is younger than ``max_age_seconds``."""
+        name = endpoint + "".join(f"-{k}={v}" for k, v in sorted((params or {}).items()))
+        cached = self._read_cache(name, max_age_seconds)
+        if cached is None:
+            cached = await self.request(endpoint, params, weight=weight, budget=budget)
+            self._write_cache(name, cached)
+        return cached
 
     async def load_markets(self) -> list[Market]:
         if self._markets is None:
-            cached = self._read_market_cache()
+            cached = self._read_cache("markets", self.config.market_cache_hours * 3600)
             if cached is not None:
                 self.exchange.set_markets(cached)
             else:
-                await self._with_retries("load_markets", self.market_load_weight,
-                                         self.market_budget, self.exchange.load_markets)
-                self._write_market_cache(self.exchange.markets)
+                await self._with_retries(
+                    "load_markets",
+                    self.market_load_weight,
+                    self.market_budget,
+                    self.exchange.load_markets,
+                )
+                self._write_cache("markets", self.exchange.markets)
             parsed = (market_from_ccxt(self.venue_id, m) for m in self.exchange.markets.values())
             self._markets = {m.symbol: m for m in parsed if m is not None}
         return list(self._markets.values())
@@ -212,20 +247,24 @@ class CcxtVenue(ABC):
             self._history = FundingHistoryStore(self.context.cache_dir / "funding_history.sqlite")
         return self._history
 
-    async def fetch_funding_history(self, symbol: str, start: datetime,
-                                    end: datetime) -> list[FundingRecord]:
+    async def fetch_funding_history(
+        self, symbol: str, start: datetime, end: datetime
+    ) -> list[FundingRecord]:
         market = await self.market(symbol)
         if market.kind is not MarketKind.PERP:
             raise BadSymbol(self.venue_id, f"{symbol} is not a perpetual")
         end = min(end, self.context.clock())
         start_ms, end_ms = to_ms(start), to_ms(end)
         for span_start, span_end in self.history_store.missing_spans(
-                self.venue_id, symbol, start_ms, end_ms):
+            self.venue_id, symbol, start_ms, end_ms
+        ):
             records = await self._page_history(market, span_start, span_end)
             self.history_store.add(self.venue_id, symbol, records, span_start, span_end)
         return self.history_store.records(self.venue_id, symbol, start_ms, end_ms)
 
-    async def _page_history(self, market: Market, start_ms: int, end_ms: int) -> list[FundingRecord]:
+    async def _page_history(
+        self, market: Market, start_ms: int, end_ms: int
+    ) -> list[FundingRecord]:
         """Page by the timestamps the venue returns, never by a fixed interval, so 1h, 4h
         and 8h symbols all come back without gaps."""
         found: dict[int, FundingRecord] = {}
@@ -233,7 +272,9 @@ class CcxtVenue(ABC):
         while cursor_start <= cursor_end:
             page = await self.fetch_history_page(market, cursor_start, cursor_end)
             times = [to_ms(r.funding_time) for r in page]
-            found.update({t: r for t, r in zip(times, page, strict=True) if start_ms <= t <= end_ms})
+            found.update(
+                {t: r for t, r in zip(times, page, strict=True) if start_ms <= t <= end_ms}
+            )
             if len(page) < self.history_page_limit:
                 break
             # A venue that ignores the window would repeat the page forever: stop when the
@@ -251,8 +292,9 @@ class CcxtVenue(ABC):
     # -- venue-specific ---------------------------------------------------------------
 
     @abstractmethod
-    async def fetch_history_page(self, market: Market, start_ms: int,
-                                 end_ms: int) -> list[FundingRecord]:
+    async def fetch_history_page(
+        self, market: Market, start_ms: int, end_ms: int
+    ) -> list[FundingRecord]:
         """One request of settled funding within [start_ms, end_ms], at most
         ``history_page_limit`` records (the oldest ones for forward paging, the newest for
         backward paging)."""

@@ -16,8 +16,9 @@ import polars as pl
 ESTIMATORS = ("current", "mean", "ewma", "conservative")
 
 
-def settlement_estimates(history: pl.DataFrame, *, window_hours: float,
-                         halflife_hours: float) -> pl.DataFrame:
+def settlement_estimates(
+    history: pl.DataFrame, *, window_hours: float, halflife_hours: float
+) -> pl.DataFrame:
     """Add hourly funding estimates at each settlement.
 
     - ``interval_h``: hours since the previous settlement of the series (null for the first).
@@ -28,8 +29,8 @@ def settlement_estimates(history: pl.DataFrame, *, window_hours: float,
     - ``hourly_ewma``: exponentially weighted mean of ``hourly_last`` with the given
       half-life in time, not in settlements, so 1h and 8h series weigh alike.
     """
-    window = f"{int(round(window_hours * 3600))}s"
-    halflife = f"{int(round(halflife_hours * 3600))}s"
+    window = f"{round(window_hours * 3600)}s"
+    halflife = f"{round(halflife_hours * 3600)}s"
     frame = history.sort("key", "time").with_columns(
         interval_h=(pl.col("time").diff().dt.total_seconds() / 3600.0).over("key"),
     )
@@ -39,9 +40,8 @@ def settlement_estimates(history: pl.DataFrame, *, window_hours: float,
         series_first=pl.col("time").min().over("key"),
     )
     covered = (
-        (pl.col("time") - pl.col("series_first")).dt.total_seconds() / 3600.0
-        >= window_hours - pl.col("interval_h")
-    )
+        pl.col("time") - pl.col("series_first")
+    ).dt.total_seconds() / 3600.0 >= window_hours - pl.col("interval_h")
     return frame.with_columns(
         hourly_mean=pl.when(covered).then(pl.col("window_sum") / window_hours),
         hourly_ewma=pl.col("hourly_last").ewm_mean_by("time", half_life=halflife).over("key"),

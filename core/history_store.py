@@ -40,7 +40,9 @@ class FundingHistoryStore:
     def close(self) -> None:
         self._db.close()
 
-    def missing_spans(self, venue: str, symbol: str, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+    def missing_spans(
+        self, venue: str, symbol: str, start_ms: int, end_ms: int
+    ) -> list[tuple[int, int]]:
         """The parts of [start_ms, end_ms] not fetched yet."""
         row = self._db.execute(
             "SELECT start_ms, end_ms FROM coverage WHERE venue=? AND symbol=?", (venue, symbol)
@@ -54,14 +56,21 @@ class FundingHistoryStore:
             spans.append((row[1] + 1, end_ms))
         return spans
 
-    def add(self, venue: str, symbol: str, records: list[FundingRecord], start_ms: int, end_ms: int) -> None:
+    def add(
+        self, venue: str, symbol: str, records: list[FundingRecord], start_ms: int, end_ms: int
+    ) -> None:
         """Store ``records`` fetched for [start_ms, end_ms] and extend the covered span."""
         with self._db:
             self._db.executemany(
                 "INSERT OR REPLACE INTO funding VALUES (?, ?, ?, ?, ?)",
                 [
-                    (venue, symbol, to_ms(r.funding_time), str(r.rate),
-                     None if r.mark_price is None else str(r.mark_price))
+                    (
+                        venue,
+                        symbol,
+                        to_ms(r.funding_time),
+                        str(r.rate),
+                        None if r.mark_price is None else str(r.mark_price),
+                    )
                     for r in records
                 ],
             )
@@ -71,7 +80,8 @@ class FundingHistoryStore:
             if row is not None and row[0] <= end_ms + 1 and row[1] >= start_ms - 1:
                 start_ms, end_ms = min(start_ms, row[0]), max(end_ms, row[1])
             self._db.execute(
-                "INSERT OR REPLACE INTO coverage VALUES (?, ?, ?, ?)", (venue, symbol, start_ms, end_ms)
+                "INSERT OR REPLACE INTO coverage VALUES (?, ?, ?, ?)",
+                (venue, symbol, start_ms, end_ms),
             )
 
     def records(self, venue: str, symbol: str, start_ms: int, end_ms: int) -> list[FundingRecord]:
@@ -81,7 +91,8 @@ class FundingHistoryStore:
             (venue, symbol, start_ms, end_ms),
         ).fetchall()
         return [
-            FundingRecord(venue, symbol, from_ms(t), Decimal(rate),
-                          None if mark is None else Decimal(mark))
+            FundingRecord(
+                venue, symbol, from_ms(t), Decimal(rate), None if mark is None else Decimal(mark)
+            )
             for t, rate, mark in rows
         ]

@@ -30,7 +30,9 @@ class WeightBudget:
 
     def _refill(self) -> None:
         now = self._monotonic()
-        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.refill_per_second)
+        self._tokens = min(
+            self.capacity, self._tokens + (now - self._last) * self.refill_per_second
+        )
         self._last = now
 
     async def acquire(self, weight: float) -> None:
@@ -41,8 +43,13 @@ class WeightBudget:
         self._tokens -= weight
 
 
-def backoff_delay(attempt: int, retry_after: float | None, base: float = 1.0, cap: float = 60.0,
-                  rng: Callable[[], float] = random.random) -> float:
+def backoff_delay(
+    attempt: int,
+    retry_after: float | None,
+    base: float = 1.0,
+    cap: float = 60.0,
+    rng: Callable[[], float] = random.random,
+) -> float:
     """Seconds to wait before retry ``attempt`` (0-based): Retry-After if the venue sent it,
     else capped exponential backoff with full jitter."""
     if retry_after is not None:

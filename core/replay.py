@@ -6,7 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-MATCH_ON = ("method", "scheme", "host", "port", "path", "query")
+# "body" lets POST-body APIs (Hyperliquid's one /info endpoint) replay; a GET's body is None
+# on both sides, so GET-only venues match exactly as before. JSON bodies (Content-Type
+# application/json) are compared parsed, so key order does not matter.
+MATCH_ON = ("method", "scheme", "host", "port", "path", "query", "body")
 
 
 def cassette_vcr(**overrides):

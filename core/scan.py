@@ -58,10 +58,15 @@ class ScanOptions:
 
     def validate(self) -> None:
         if self.estimator not in ESTIMATORS:
-            raise UsageError(f"--estimator: unknown estimator {self.estimator!r} "
-                             f"(choose from {', '.join(ESTIMATORS)})")
-        for name, value in (("--horizon", self.horizon_days), ("--window", self.window_days),
-                            ("--halflife", self.ewma_halflife_days)):
+            raise UsageError(
+                f"--estimator: unknown estimator {self.estimator!r} "
+                f"(choose from {', '.join(ESTIMATORS)})"
+            )
+        for name, value in (
+            ("--horizon", self.horizon_days),
+            ("--window", self.window_days),
+            ("--halflife", self.ewma_halflife_days),
+        ):
             if not value > 0:
                 raise UsageError(f"{name}: must be a positive number of days, got {value}")
         if self.top is not None and self.top < 1:
@@ -137,8 +142,9 @@ class VenueData:
 # -- gathering ---------------------------------------------------------------------------
 
 
-async def _gather_venue(config: Config, venue_id: str, client: MarketDataVenue,
-                        options: ScanOptions, progress: Progress) -> VenueData:
+async def _gather_venue(
+    config: Config, venue_id: str, client: MarketDataVenue, options: ScanOptions, progress: Progress
+) -> VenueData:
     skipped: list[Skipped] = []
     notes: list[str] = []
     progress(venue_id, "loading markets")
@@ -166,22 +172,29 @@ async def _gather_venue(config: Config, venue_id: str, client: MarketDataVenue,
 
     history: dict[str, list[FundingRecord]] = {}
     if options.estimator != "current" and quoted:
-        history = await _histories(client, venue_id, quoted, snapshot_time, options,
-                                   skipped, progress)
-    books = {k: b for k, b in ((MarketKind.SPOT, spot_books), (MarketKind.PERP, perp_books))
-             if b is not None}
+        history = await _histories(
+            client, venue_id, quoted, snapshot_time, options, skipped, progress
+        )
+    books = {
+        k: b
+        for k, b in ((MarketKind.SPOT, spot_books), (MarketKind.PERP, perp_books))
+        if b is not None
+    }
     progress(venue_id, "done")
-    return VenueData(venue_id, quoted, funding, books, fees, history, snapshot_time,
-                     skipped, notes)
+    return VenueData(venue_id, quoted, funding, books, fees, history, snapshot_time, skipped, notes)
 
 
-async def _books(client: MarketDataVenue, kind: MarketKind, notes: list[str]) -> BookSnapshot | None:
+async def _books(
+    client: MarketDataVenue, kind: MarketKind, notes: list[str]
+) -> BookSnapshot | None:
     """Books are optional: without them a row shows no basis and no spread cost."""
     try:
         return await client.fetch_book_tops(kind)
     except VenueError as err:
-        notes.append(f"{err.venue}: {kind.value} books unavailable, basis and spread not "
-                     f"counted ({str(err).removeprefix(err.venue + ': ')})")
+        notes.append(
+            f"{err.venue}: {kind.value} books unavailable, basis and spread not "
+            f"counted ({str(err).removeprefix(err.venue + ': ')})"
+        )
         return None
 
 
@@ -212,13 +225,18 @@ def _client(config: Config, venue_id: str, context: VenueContext) -> MarketDataV
     return spec.factory(config.venues[venue_id], context)
 
 
-async def gather(config: Config, options: ScanOptions,
-                 progress: Progress) -> tuple[list[VenueData], dict[str, str]]:
-    """Fetch every selected venue concurrently; one failing venue never stops the others."""
+async def gather(
+    config: Config, options: ScanOptions, progress: Progress, context: VenueContext | None = None
+) -> tuple[list[VenueData], dict[str, str]]:
+    """Fetch every selected venue concurrently; one failing venue never stops the others.
+
+    ``context`` overrides the venues' side effects (cache dir, clock, base URL); by default
+    the config's cache dir, or a scratch dir that is thrown away when offline."""
     venue_ids = select_venues(config, options)
     with tempfile.TemporaryDirectory(prefix="perpcarry-offline-") as scratch:
-        cache_dir = Path(scratch) if options.offline else config.cache_dir
-        context = VenueContext(cache_dir=cache_dir, offline=options.offline)
+        if context is None:
+            cache_dir = Path(scratch) if options.offline else config.cache_dir
+            context = VenueContext(cache_dir=cache_dir, offline=options.offline)
         clients = {v: _client(config, v, context) for v in venue_ids}
 
         async def guarded(venue_id: str):
@@ -240,8 +258,11 @@ async def gather(config: Config, options: ScanOptions,
         else:
             outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids))
     data = [o for o in outcomes if isinstance(o, VenueData)]
-    failures = {v: str(o).removeprefix(f"{v}: ") for v, o in zip(venue_ids, outcomes, strict=True)
-                if isinstance(o, VenueError)}
+    failures = {
+        v: str(o).removeprefix(f"{v}: ")
+        for v, o in zip(venue_ids, outcomes, strict=True)
+        if isinstance(o, VenueError)
+    }
     return data, failures
 
 
@@ -250,16 +271,20 @@ def select_venues(config: Config, options: ScanOptions) -> list[str]:
     if options.venues:
         unknown = [v for v in options.venues if v not in installed]
         if unknown:
-            raise UsageError(f"--venues: unknown venue {', '.join(unknown)} "
-                             f"(installed: {', '.join(sorted(installed)) or 'none'})")
+            raise UsageError(
+                f"--venues: unknown venue {', '.join(unknown)} "
+                f"(installed: {', '.join(sorted(installed)) or 'none'})"
+            )
         chosen = list(dict.fromkeys(options.venues))
     elif options.offline:
         chosen = sorted(installed)
     else:
         chosen = config.enabled_venues()
         if not chosen:
-            raise UsageError("no venues enabled: set enabled = true under [venues.<id>] in "
-                             "perpcarry.toml, or pass --venues, or try --offline")
+            raise UsageError(
+                "no venues enabled: set enabled = true under [venues.<id>] in "
+                "perpcarry.toml, or pass --venues, or try --offline"
+            )
     if options.offline:
         missing = [v for v in chosen if installed[v].offline_snapshot is None]
         if missing:
@@ -270,27 +295,41 @@ def select_venues(config: Config, options: ScanOptions) -> list[str]:
 # -- evaluation (pure) ---------------------------------------------------------------------
 
 
-def latest_estimates(data: VenueData, options: ScanOptions) -> dict[str, tuple[float | None, float | None]]:
+def latest_estimates(
+    data: VenueData, options: ScanOptions
+) -> dict[str, tuple[float | None, float | None]]:
     """(mean, ewma) hourly funding at each symbol's latest settlement."""
     import polars as pl
 
     from perpcarry.estimators import settlement_estimates
 
-    rows = [(symbol, r.funding_time, float(r.rate))
-            for symbol, records in data.history.items() for r in records]
+    rows = [
+        (symbol, r.funding_time, float(r.rate))
+        for symbol, records in data.history.items()
+        for r in records
+    ]
     if not rows:
         return {}
-    history = pl.DataFrame(rows, schema={"key": pl.String, "time": pl.Datetime("ms", "UTC"),
-                                         "rate": pl.Float64}, orient="row")
-    estimates = settlement_estimates(history, window_hours=options.window_days * 24,
-                                     halflife_hours=options.ewma_halflife_days * 24)
+    history = pl.DataFrame(
+        rows,
+        schema={"key": pl.String, "time": pl.Datetime("ms", "UTC"), "rate": pl.Float64},
+        orient="row",
+    )
+    estimates = settlement_estimates(
+        history,
+        window_hours=options.window_days * 24,
+        halflife_hours=options.ewma_halflife_days * 24,
+    )
     last = estimates.group_by("key").agg(pl.all().sort_by("time").last())
-    return {key: (mean, ewma) for key, mean, ewma in
-            last.select("key", "hourly_mean", "hourly_ewma").iter_rows()}
+    return {
+        key: (mean, ewma)
+        for key, mean, ewma in last.select("key", "hourly_mean", "hourly_ewma").iter_rows()
+    }
 
 
-def _expected_hourly(estimator: str, current: float, mean: float | None,
-                     ewma: float | None) -> float | None:
+def _expected_hourly(
+    estimator: str, current: float, mean: float | None, ewma: float | None
+) -> float | None:
     if estimator == "current":
         return current
     if estimator == "mean":
@@ -314,33 +353,50 @@ def evaluate(data: VenueData, options: ScanOptions) -> tuple[list[CarryYield], l
         mean, ewma = estimates.get(pair.perp.symbol, (None, None))
         expected = _expected_hourly(options.estimator, current_hourly, mean, ewma)
         if expected is None:
-            skipped.append(Skipped(data.venue, pair.perp.symbol,
-                                   f"not enough funding history for the {options.estimator} "
-                                   f"estimator ({options.window_days:g}-day window)"))
+            skipped.append(
+                Skipped(
+                    data.venue,
+                    pair.perp.symbol,
+                    f"not enough funding history for the {options.estimator} "
+                    f"estimator ({options.window_days:g}-day window)",
+                )
+            )
             continue
         spot_book = spot_books.books.get(pair.spot.symbol) if spot_books else None
         perp_book = perp_books.books.get(pair.perp.symbol) if perp_books else None
         basis = spread = None
         if spot_book and perp_book:
-            basis = float(yields.basis(perp_book.bid, spot_book.ask))
-            spread = float(yields.half_spread(spot_book.bid, spot_book.ask)
-                           + yields.half_spread(perp_book.bid, perp_book.ask))
-        fee_cost = float(yields.round_trip_cost(data.fees.spot_taker, data.fees.perp_taker))
+            basis = yields.basis(float(perp_book.bid), float(spot_book.ask))
+            spread = yields.half_spread(
+                float(spot_book.bid), float(spot_book.ask)
+            ) + yields.half_spread(float(perp_book.bid), float(perp_book.ask))
+        fee_cost = yields.round_trip_cost(float(data.fees.spot_taker), float(data.fees.perp_taker))
         cost = fee_cost + (spread or 0.0)
         volumes = [b.quote_volume_24h for b in (spot_book, perp_book) if b is not None]
         thin = float(min(volumes)) if len(volumes) == 2 and None not in volumes else None
         expected_apr = yields.apr_from_hourly(expected)
-        rows.append(CarryYield(
-            venue=data.venue, pair=pair, quote=quote, fees=data.fees,
-            estimator=options.estimator,
-            current_apr=yields.funding_apr(rate, interval),
-            expected_hourly=expected, expected_apr=expected_apr,
-            basis=basis, spread_cost=spread, fee_cost=fee_cost, round_trip_cost=cost,
-            break_even_hours=yields.break_even_hours(expected, basis or 0.0, cost),
-            net_apr=yields.net_apr(expected_apr, basis or 0.0, cost, options.horizon_days),
-            horizon_days=options.horizon_days,
-            spot_book=spot_book, perp_book=perp_book, thin_volume_24h=thin,
-        ))
+        rows.append(
+            CarryYield(
+                venue=data.venue,
+                pair=pair,
+                quote=quote,
+                fees=data.fees,
+                estimator=options.estimator,
+                current_apr=yields.funding_apr(rate, interval),
+                expected_hourly=expected,
+                expected_apr=expected_apr,
+                basis=basis,
+                spread_cost=spread,
+                fee_cost=fee_cost,
+                round_trip_cost=cost,
+                break_even_hours=yields.break_even_hours(expected, basis or 0.0, cost),
+                net_apr=yields.net_apr(expected_apr, basis or 0.0, cost, options.horizon_days),
+                horizon_days=options.horizon_days,
+                spot_book=spot_book,
+                perp_book=perp_book,
+                thin_volume_24h=thin,
+            )
+        )
     return rows, skipped
 
 
@@ -351,16 +407,24 @@ def rank(rows: list[CarryYield], options: ScanOptions) -> tuple[list[CarryYield]
     if options.min_net_apr is not None:
         carry = [r for r in carry if r.net_apr >= options.min_net_apr]
     if options.min_volume is not None:
-        carry = [r for r in carry
-                 if r.thin_volume_24h is not None and r.thin_volume_24h >= options.min_volume]
+        carry = [
+            r
+            for r in carry
+            if r.thin_volume_24h is not None and r.thin_volume_24h >= options.min_volume
+        ]
     carry.sort(key=lambda r: r.net_apr, reverse=True)
     return carry[: options.top] if options.top else carry, reverse
 
 
-async def run_scan(config: Config, options: ScanOptions,
-                   progress: Progress = lambda venue, stage: None) -> ScanResult:
+async def run_scan(
+    config: Config,
+    options: ScanOptions,
+    progress: Progress = lambda venue, stage: None,
+    context: VenueContext | None = None,
+) -> ScanResult:
+    """Scan the selected venues and rank their carry pairs; see :func:`gather`."""
     options.validate()
-    data, failures = await gather(config, options, progress)
+    data, failures = await gather(config, options, progress, context)
     rows, skipped, notes = [], [], []
     for venue_data in data:
         venue_rows, venue_skipped = evaluate(venue_data, options)
@@ -368,8 +432,9 @@ async def run_scan(config: Config, options: ScanOptions,
         skipped.extend(venue_data.skipped + venue_skipped)
         notes.extend(venue_data.notes)
     carry, reverse = rank(rows, options)
-    return ScanResult(carry, reverse, failures, skipped, notes,
-                      {d.venue: d.snapshot_time for d in data})
+    return ScanResult(
+        carry, reverse, failures, skipped, notes, {d.venue: d.snapshot_time for d in data}
+    )
 
 
 @dataclass(frozen=True)
@@ -388,13 +453,21 @@ def compare_venues(result: ScanResult) -> tuple[list[VenueSummary], dict[str, Ca
     for venue in venues:
         venue_rows = [r for r in result.rows if r.venue == venue]
         best = max(venue_rows, key=lambda r: r.net_apr, default=None)
-        summaries.append(VenueSummary(
-            venue, len(venue_rows),
-            median(r.net_apr for r in venue_rows) if venue_rows else None,
-            best.net_apr if best else None, best.pair.label if best else None))
+        summaries.append(
+            VenueSummary(
+                venue,
+                len(venue_rows),
+                median(r.net_apr for r in venue_rows) if venue_rows else None,
+                best.net_apr if best else None,
+                best.pair.label if best else None,
+            )
+        )
     by_asset: dict[str, list[CarryYield]] = {}
     for row in result.rows:
         by_asset.setdefault(row.pair.base, []).append(row)
-    best_venue = {asset: max(rows, key=lambda r: r.net_apr) for asset, rows in by_asset.items()
-                  if len({r.venue for r in rows}) > 1}
+    best_venue = {
+        asset: max(rows, key=lambda r: r.net_apr)
+        for asset, rows in by_asset.items()
+        if len({r.venue for r in rows}) > 1
+    }
     return summaries, dict(sorted(best_venue.items()))

@@ -96,7 +96,29 @@ class AllocatorConfig(StrictModel):
 
 
 class BacktestConfig(StrictModel):
-    """``[backtest]``: replay of carry strategies on funding history."""
+    """``[backtest]``: replay of carry strategies on funding history (see perpcarry.backtest).
+
+    Thresholds are net APRs (fractions a year, as ``scan`` shows them): a pair enters when its
+    net APR is above ``enter_apr`` and leaves when it falls below ``exit_apr``, once held for
+    ``min_hold_hours``; after leaving it may not re-enter for ``cooldown_hours``.
+    """
+
+    capital: float = Field(default=100_000.0, gt=0)
+    # None: every settlement of the shortest funding interval in the data.
+    cadence_hours: float | None = Field(default=None, gt=0)
+    estimator: Estimator = "mean"
+    window_days: float = Field(default=7.0, gt=0)
+    ewma_halflife_days: float = Field(default=2.0, gt=0)
+    horizon_days: float = Field(default=30.0, gt=0)
+    enter_apr: float = 0.10
+    exit_apr: float = 0.02
+    min_hold_hours: float = Field(default=72.0, ge=0)
+    cooldown_hours: float = Field(default=24.0, ge=0)
+    # Sum of the spot and perp half-spreads (fraction of price) paid on every trade.
+    spread_cost: float = Field(default=0.0002, ge=0, lt=1)
+    # A held position is resized only when its target moves by more than this share of it.
+    resize_band: float = Field(default=0.25, ge=0)
+    out_dir: Path = Path("backtest-out")
 
 
 class Settings(BaseSettings):

@@ -170,5 +170,6 @@ class SkipLog:
     def skip(self, symbol: str, reason: str) -> None:
         from loguru import logger
 
-        logger.warning("{}: skipping {}: {}", self.venue, symbol, reason)
+        # Counted here and summarised by the caller; one line per symbol only on request.
+        logger.info("{}: skipping {}: {}", self.venue, symbol, reason)
         self.entries.append(Skipped(self.venue, symbol, reason))

@@ -12,13 +12,12 @@ shape of an execution strategy registered through ``register_executors``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
-
-import asyncio
 
 from perpcarry.settings import VenueConfig
 from perpcarry.types import (

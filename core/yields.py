@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import numpy as np
 
-HOURS_PER_DAY = 24.0
-DAYS_PER_YEAR = 365.0
+# Integers, so exact inputs (Fraction, Decimal) stay exact.
+HOURS_PER_DAY = 24
+DAYS_PER_YEAR = 365
 HOURS_PER_YEAR = HOURS_PER_DAY * DAYS_PER_YEAR
 
 
 def funding_apr(rate, interval_hours):
     """Annualise a per-interval funding rate with its own interval."""
-    return rate * (HOURS_PER_DAY / interval_hours) * DAYS_PER_YEAR
+    return rate * HOURS_PER_DAY * DAYS_PER_YEAR / interval_hours
 
 
 def hourly_rate(rate, interval_hours):
@@ -53,7 +54,7 @@ def half_spread(bid, ask):
 
 def round_trip_cost(spot_taker, perp_taker, exit_half_spreads=0.0):
     """Taker fees on both legs in and out, plus the half spreads paid when leaving."""
-    return 2.0 * (spot_taker + perp_taker) + exit_half_spreads
+    return 2 * (spot_taker + perp_taker) + exit_half_spreads
 
 
 def net_apr(expected_apr, entry_basis, cost, horizon_days):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import itertools
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from perpcarry.errors import ExchangeUnavailable, InvalidResponse, RateLimitError
-from perpcarry.replay import replaying
+from perpcarry.replay import cassette_vcr, replaying
 from perpcarry.settings import VenueConfig
 from perpcarry.types import Market, MarketKind, SkipLog
 from perpcarry.venue import VenueContext, carry_pairs
@@ -43,6 +43,7 @@ async def full_venue(tmp_path):
     venue = make_venue(tmp_path, clock=lambda: utc(2026, 9, 1))
     with replaying(CASSETTES / "markets_full.json"):
         await venue.load_markets()
+    venue.request_count = 0  # count only what the test itself sends
     yield venue
     await venue.close()
 
@@ -52,6 +53,7 @@ async def snapshot_venue(tmp_path):
     venue = make_venue(tmp_path)
     with replaying(SNAPSHOT):
         await venue.load_markets()
+    venue.request_count = 0  # count only what the test itself sends
     yield venue
     await venue.close()
 
@@ -61,20 +63,19 @@ async def snapshot_venue(tmp_path):
 
 async def test_cold_market_load_is_two_requests_and_warm_load_none(tmp_path):
     cold = make_venue(tmp_path, offline=False)
-    with replaying(CASSETTES / "markets_full.json"):
+    with cassette_vcr().use_cassette(str(CASSETTES / "markets_full.json")) as cassette:
         markets = await cold.load_markets()
     await cold.close()
-    cassette = json.loads((CASSETTES / "markets_full.json").read_text())
-    assert len(cassette["interactions"]) == 2  # api/v3 + fapi/v1 exchangeInfo, nothing else
-    assert cold.request_count == 1  # one load_markets call, two HTTP requests inside it
+    # api/v3/exchangeInfo + fapi/v1/exchangeInfo; no currency or margin calls
+    assert cassette.play_count == 2
     kinds = {kind: sum(m.kind is kind for m in markets) for kind in MarketKind}
-    assert kinds[MarketKind.PERP] == 505 and kinds[MarketKind.SPOT] == 365
+    assert kinds == {MarketKind.PERP: 508, MarketKind.SPOT: 362}
 
     warm = make_venue(tmp_path, offline=False)
-    with replaying(CASSETTES / "error_maintenance.json"):  # any HTTP call would not match
+    with cassette_vcr().use_cassette(str(CASSETTES / "markets_full.json")) as cassette:
         again = await warm.load_markets()
     await warm.close()
-    assert warm.request_count == 0
+    assert cassette.play_count == 0 and warm.request_count == 0
     assert {m.symbol for m in again} == {m.symbol for m in markets}
 
 
@@ -150,13 +151,14 @@ async def test_offline_snapshot_is_coherent_at_t(tmp_path):
 
 def assert_no_gaps(records, hours: int) -> None:
     gaps = {round((b.funding_time - a.funding_time).total_seconds() / 3600)
-            for a, b in zip(records, records[1:], strict=False)}
+            for a, b in itertools.pairwise(records)}
     assert gaps == {hours}
 
 
 async def test_history_pages_forward_without_gaps_and_caches(full_venue):
     with replaying(CASSETTES / "history_paging.json"):
-        btc = await full_venue.fetch_funding_history("BTC/USDT:USDT", utc(2024, 1, 1), utc(2025, 1, 1))
+        btc = await full_venue.fetch_funding_history("BTC/USDT:USDT", utc(2024, 1, 1),
+                                                     utc(2025, 1, 1))
         assert full_venue.request_count == 2  # 1,098 settlements, 1,000 per page
         assert len(btc) == 1098 and btc[0].funding_time == utc(2024, 1, 1)
         assert_no_gaps(btc, 8)
@@ -170,8 +172,12 @@ async def test_history_pages_forward_without_gaps_and_caches(full_venue):
                                                       utc(2026, 8, 21))
         assert full_venue.request_count == 6  # 2,187 settlements: three pages
         assert len(ordi) == 2187
-        four_hourly = ordi[ordi.index(next(r for r in ordi if r.funding_time > utc(2025, 9, 1))):]
-        assert_no_gaps(four_hourly, 4)
+        # 4h throughout; the one 8h step is in the source data (no 2026-06-24 04:00 row),
+        # not a page boundary (pages end at the 1,000th and 2,000th settlement).
+        long_steps = [b.funding_time for a, b in itertools.pairwise(ordi)
+                      if b.funding_time - a.funding_time > timedelta(hours=5)]
+        assert [t.replace(microsecond=0) for t in long_steps] == [utc(2026, 6, 24, 8)]
+        assert_no_gaps(ordi[:1500], 4)
         await full_venue.fetch_funding_history("ORDI/USDT:USDT", utc(2026, 8, 1),
                                                utc(2026, 8, 21, 12))
         assert full_venue.request_count == 7
@@ -191,7 +197,8 @@ async def test_rate_limit_reads_retry_after(snapshot_venue):
     with replaying(CASSETTES / "error_rate_limit.json"), pytest.raises(RateLimitError) as err:
         await snapshot_venue.fetch_funding_snapshot()
     assert err.value.retry_after == 7
-    assert snapshot_venue.request_count == 4  # first try + 3 retries
+    # premiumIndex: first try + 3 retries; fundingInfo, fetched alongside, once
+    assert snapshot_venue.request_count == 5
 
 
 async def test_ip_ban_418_is_a_rate_limit(snapshot_venue):
@@ -281,3 +288,10 @@ def test_next_funding_time_zero_is_skipped():
     quotes = parsing.parse_premium_index("binance", [row], {"BTCUSDT": perp}, {}, {}, skips)
     assert quotes == {}
     assert skips.entries[0].reason.startswith("nextFundingTime is 0")
+
+
+async def test_no_fee_schedule_without_credentials(tmp_path):
+    venue = make_venue(tmp_path)
+    assert await venue.fetch_fee_schedule() is None
+    assert venue.request_count == 0
+    await venue.close()

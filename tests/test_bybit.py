@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -145,14 +147,15 @@ async def test_history_pages_backward_without_gaps(client):
             "ORDI/USDT:USDT", datetime(2025, 12, 1, tzinfo=UTC), T)
 
     assert inj_requests == 2  # more than one 200-row page
-    steps = Counter(b.funding_time - a.funding_time for a, b in zip(inj, inj[1:], strict=False))
+    steps = Counter(b.funding_time - a.funding_time for a, b in pairwise(inj))
     # INJUSDT really switched from 8h to 1h funding on 2026-02-19 and back on 2026-02-27.
-    assert steps == {timedelta(hours=8): 76, timedelta(hours=1): 170, timedelta(hours=6): 1}
+    assert steps == {timedelta(hours=8): 74, timedelta(hours=1): 170, timedelta(hours=6): 1}
+    assert len(inj) == 246  # every real settlement in the window
     assert inj[0].funding_time == datetime(2026, 2, 1, tzinfo=UTC)
     assert inj[-1].funding_time == datetime(2026, 3, 5, tzinfo=UTC)
 
     assert len(ordi) == 68 * 6 + 1
-    assert {b.funding_time - a.funding_time for a, b in zip(ordi, ordi[1:], strict=False)} == {
+    assert {b.funding_time - a.funding_time for a, b in pairwise(ordi)} == {
         timedelta(hours=4)}
 
 
@@ -293,3 +296,14 @@ def test_caps_are_never_exceeded(rate, cap):
 
 async def test_no_fee_schedule_without_credentials(client):
     assert await client.fetch_fee_schedule() is None
+
+
+async def test_offline_snapshot_has_no_perp_books(loaded):
+    """The rebuilt tickers hold funding only: perp books are reported unavailable, once."""
+    with replaying(SNAPSHOT):
+        funding, books = await asyncio.gather(
+            loaded.fetch_funding_snapshot(), loaded.fetch_book_tops(MarketKind.PERP),
+            return_exceptions=True)
+    assert len(funding.quotes) == 22
+    assert isinstance(books, InvalidResponse) and "no best bid/ask" in str(books)
+    assert loaded.request_count == 1  # funding and perp books share one tickers request

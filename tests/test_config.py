@@ -6,17 +6,29 @@ import pytest
 
 BAD_CONFIGS = [
     ("[venues.kraken]\n", "venues.kraken: unknown venue (installed venues: binance, bybit, okx)"),
-    ("[venues.kraken]\nenabled = true\n",
-     "venues.kraken: venue is enabled but no installed plugin provides it"),
-    ('[venues.binance]\nenabled = "maybe"\n', "venues.binance.enabled: Input should be a valid boolean"),
+    (
+        "[venues.kraken]\nenabled = true\n",
+        "venues.kraken: venue is enabled but no installed plugin provides it",
+    ),
+    (
+        '[venues.binance]\nenabled = "maybe"\n',
+        "venues.binance.enabled: Input should be a valid boolean",
+    ),
     ("[venues.binance]\nenabld = true\n", "venues.binance.enabld: unknown key"),
-    ('[venues.binance]\nenabled = true\napi_key = "k"\n',
-     "venues.binance: missing credential secret (given: api_key)"),
-    ('[venues.okx]\nenabled = true\napi_key = "k"\nsecret = "s"\n',
-     "venues.okx: missing credential passphrase (given: api_key, secret)"),
+    (
+        '[venues.binance]\nenabled = true\napi_key = "k"\n',
+        "venues.binance: missing credential secret (given: api_key)",
+    ),
+    (
+        '[venues.okx]\nenabled = true\napi_key = "k"\nsecret = "s"\n',
+        "venues.okx: missing credential passphrase (given: api_key, secret)",
+    ),
     ("[venues.binance\nenabled = true\n", "not valid TOML: Expected ']'"),
     ("[scan]\nhorizon_days = -1\n", "scan.horizon_days: Input should be greater than 0"),
-    ("[allocator]\nleverage = 0\n", "allocator.leverage: Input should be greater than or equal to 1"),
+    (
+        "[allocator]\nleverage = 0\n",
+        "allocator.leverage: Input should be greater than or equal to 1",
+    ),
     ("surprise = 1\n", "surprise: unknown key"),
 ]
 
@@ -37,7 +49,8 @@ def test_bad_env_var_is_named(run_cli, monkeypatch):
     result = run_cli("venues")
     assert result.exit_code == 2
     assert result.stderr.startswith(
-        "error: env PERPCARRY_VENUES__BINANCE__ENABLED: venues.binance.enabled:")
+        "error: env PERPCARRY_VENUES__BINANCE__ENABLED: venues.binance.enabled:"
+    )
 
 
 def test_missing_config_file(run_cli, tmp_path):
@@ -79,13 +92,19 @@ def test_env_overrides_file(run_cli, write_config, monkeypatch):
 def test_config_show_redacts_every_secret(run_cli, write_config, monkeypatch):
     path = write_config(
         '[venues.okx]\nenabled = true\napi_key = "key-from-file-123"\n'
-        'secret = "secret-from-file-456"\npassphrase = "pass-from-file-789"\n')
+        'secret = "secret-from-file-456"\npassphrase = "pass-from-file-789"\n'
+    )
     monkeypatch.setenv("PERPCARRY_VENUES__BINANCE__API_KEY", "env-key-abc")
     monkeypatch.setenv("PERPCARRY_VENUES__BINANCE__SECRET", "env-secret-def")
     result = run_cli("--config", str(path), "--log-level", "DEBUG", "config", "show")
     assert result.exit_code == 0
-    for secret in ("key-from-file-123", "secret-from-file-456", "pass-from-file-789",
-                   "env-key-abc", "env-secret-def"):
+    for secret in (
+        "key-from-file-123",
+        "secret-from-file-456",
+        "pass-from-file-789",
+        "env-key-abc",
+        "env-secret-def",
+    ):
         assert secret not in result.stdout and secret not in result.stderr
     assert result.stdout.count('"**********"') == 5
 

@@ -8,9 +8,12 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from perpcarry.errors import ExchangeUnavailable, InvalidResponse, RateLimitError
 from perpcarry.replay import replaying
-from perpcarry.types import MarketKind, SkipLog
+from perpcarry.types import Market, MarketKind, SkipLog
 from perpcarry.venue import VenueContext, carry_pairs
 from perpcarry_okx import OkxConfig
 from perpcarry_okx.parsing import parse_funding_rates
@@ -218,3 +221,32 @@ async def test_spot_book_from_real_ticker(venue):
 
 async def test_no_fee_schedule_without_keys(venue):
     assert await venue.fetch_fee_schedule() is None
+
+
+# -- invariants ------------------------------------------------------------------------
+
+_rates = st.decimals(min_value=Decimal("-0.05"), max_value=Decimal("0.05"), places=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rate=_rates, cap=_rates, span_hours=st.integers(min_value=-2, max_value=12))
+def test_parsed_quotes_never_exceed_caps_or_leave_the_interval_set(rate, cap, span_hours):
+    market_row = {"instId": "BTC-USDT-SWAP", "fundingRate": str(rate),
+                  "fundingTime": "1772870400000",
+                  "nextFundingTime": str(1772870400000 + span_hours * 3_600_000),
+                  "maxFundingRate": str(abs(cap)), "minFundingRate": str(-abs(cap)),
+                  "ts": "1772866800000"}
+    perp = _btc_perp()
+    skips = SkipLog("okx")
+    quotes = parse_funding_rates("okx", [market_row], {"BTC-USDT-SWAP": perp}, set(), skips)
+    assert len(quotes) + len(skips.entries) == 1
+    for quote in quotes.values():
+        assert quote.rate_floor <= quote.rate <= quote.rate_cap
+        assert quote.interval_hours in (1, 2, 4, 8)
+
+
+def _btc_perp() -> Market:
+    return Market(venue="okx", symbol="BTC/USDT:USDT", venue_symbol="BTC-USDT-SWAP",
+                  base="BTC", quote="USDT", settle="USDT", kind=MarketKind.PERP,
+                  contract_size=Decimal("0.01"), quantity_step=Decimal("0.01"),
+                  min_quantity=Decimal("0.01"), min_notional=None, price_tick=Decimal("0.1"))

@@ -76,9 +76,8 @@ def test_misspelled_hook_fails_at_load_naming_the_plugin(monkeypatch):
 
 
 def test_two_plugins_registering_one_venue_id_are_refused(monkeypatch):
-    from perpcarry_binance import BinanceConfig
-
     from perpcarry.venue import VenueCapabilities, VenueSpec
+    from perpcarry_binance import BinanceConfig
 
     def register_venues(register):
         register(VenueSpec("binance", "Impostor", BinanceConfig,
@@ -114,7 +113,7 @@ def test_two_fee_model_defaults_for_one_venue_are_refused(monkeypatch):
         register(TableFeeModel("okx", *(Decimal("0.001"),) * 4, detail="copy"))
 
     _fake_plugin(monkeypatch, "copycat_fees", register_fee_models=register_fee_models)
-    with pytest.raises(PluginError, match="okx.*plugin okx and plugin copycat_fees"):
+    with pytest.raises(PluginError, match=r"okx.*plugin okx and plugin copycat_fees"):
         load_registry()
 
 
@@ -131,5 +130,5 @@ def test_executors_register_and_clash(monkeypatch):
         ("perp-first",)]
 
     _fake_plugin(monkeypatch, "exec_b", register_executors=register_executors)
-    with pytest.raises(PluginError, match="perp-first.*exec_a.*exec_b"):
+    with pytest.raises(PluginError, match=r"perp-first.*exec_a.*exec_b"):
         load_registry()

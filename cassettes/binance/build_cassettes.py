@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import itertools
 import json
 import tempfile
 import threading
@@ -27,9 +28,11 @@ RAW = SHARED / "raw-responses" / "binance"
 OUT = REPO / "cassettes" / "binance"
 SNAPSHOT = REPO / "plugins" / "binance" / "snapshot" / "snapshot.json"
 
-SPOT_INFO = RAW / "api-v3-exchangeInfo_spot-full_2023-09-08_SM2A-Binance_API_exchangeInfoCompact.json"
+SPOT_INFO = RAW / (
+    "api-v3-exchangeInfo_spot-full_2023-09-08_SM2A-Binance_API_exchangeInfoCompact.json")
 FAPI_INFO = RAW / "fapi-v1-exchangeInfo_usdm-full_2025-08-22_eduDorus-arkin_binance_usdm.json"
-FUNDING_INFO_2 = RAW / "fapi-v1-fundingInfo_2-symbols_2026-09_khonghao0109_funding_binance_info.json"
+FUNDING_INFO_2 = RAW / (
+    "fapi-v1-fundingInfo_2-symbols_2026-09_khonghao0109_funding_binance_info.json")
 SPOT_24HR = RAW / "api-v3-ticker-24hr_spot-all_2024-01-05_Reda-Agbalou-Talend-Project_24hr.json"
 FAPI_24HR = RAW / "fapi-v1-ticker-24hr_usdm-all_2024-03-31_asruben2019-host_api_24hr.json"
 BOOK_DOCS = RAW / "DOCS-EXAMPLE_api-v3-ticker-bookTicker_single_nautilus_book_ticker_response.json"
@@ -59,7 +62,7 @@ def ok(payload) -> Route:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server API)
+    def do_GET(self):
         parts = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         route = self.server.routes.get(parts.path)
@@ -149,7 +152,8 @@ def adee_history() -> dict[str, list[dict]]:
 
 
 def interval_hours(rows: list[dict]) -> int:
-    gaps = {round((b["fundingTime"] - a["fundingTime"]) / HOUR_MS) for a, b in zip(rows, rows[1:])}
+    gaps = {round((b["fundingTime"] - a["fundingTime"]) / HOUR_MS)
+            for a, b in itertools.pairwise(rows)}
     assert len(gaps) == 1, gaps
     return gaps.pop()
 
@@ -181,7 +185,8 @@ def premium_at_settlement(row: dict, hours: int, time_ms: int) -> dict:
 def snapshot_data():
     history = adee_history()
     at_t = {s: next(r for r in rows if r["fundingTime"] - r["fundingTime"] % HOUR_MS == T_MS)
-            for s, rows in history.items() if any(abs(r["fundingTime"] - T_MS) < 1000 for r in rows)}
+            for s, rows in history.items()
+            if any(abs(r["fundingTime"] - T_MS) < 1000 for r in rows)}
     intervals = {s: interval_hours(history[s]) for s in at_t}
     time_ms = max(r["fundingTime"] for r in at_t.values())
     premium = [premium_at_settlement(at_t[s], intervals[s], time_ms) for s in sorted(at_t)]
@@ -263,7 +268,8 @@ def zushen_history(symbol: str) -> list[dict]:
              .sort("settlement_ts"))
     return [{"symbol": symbol, "fundingTime": int(ts.timestamp() * 1000),
              "fundingRate": f"{rate:.8f}", "markPrice": f"{mark:.8f}"}
-            for ts, rate, mark in frame.select("settlement_ts", "rate_raw", "mark_price").iter_rows()]
+            for ts, rate, mark
+            in frame.select("settlement_ts", "rate_raw", "mark_price").iter_rows()]
 
 
 def btc_csv_history() -> list[dict]:
@@ -377,7 +383,8 @@ async def build_errors(local: LocalBinance):
         "error_rate_limit_1003.json": error(418, json.dumps({
             "code": -1003, "msg": "Way too many requests; IP banned. Please use the "
             "websocket for live updates to avoid bans."}), {"Retry-After": "120"}),
-        "error_maintenance.json": error(503, json.dumps({"code": 1, "msg": "System is under maintenance."})),
+        "error_maintenance.json": error(
+            503, json.dumps({"code": 1, "msg": "System is under maintenance."})),
         "error_truncated.json": lambda q: (200, {"Content-Type": "application/json"},
                                            json.dumps(premium)[:5000]),
     }

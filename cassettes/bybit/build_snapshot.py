@@ -216,7 +216,7 @@ async def history_session(venue) -> None:
         await venue.fetch_funding_history(symbol, start, end)
 
 
-def error_cassettes(tickers: list[dict]) -> None:
+def error_cassettes(tickers: list[dict], history: dict[str, list[tuple[int, str]]]) -> None:
     """Hand-written error cassettes for GET /v5/market/tickers?category=linear."""
     uri = f"https://{HOST}/v5/market/tickers?category=linear"
 
@@ -230,7 +230,8 @@ def error_cassettes(tickers: list[dict]) -> None:
 
     json_type = {"Content-Type": ["application/json; charset=utf-8"]}
     # Real 10006 body (donewiththedollar/directionalscalper issue #57, 2023-09-05).
-    limited = '{"retCode":10006,"retMsg":"Too many visits","result":{},"retExtInfo":{},"time":1693924869139}'
+    limited = ('{"retCode":10006,"retMsg":"Too many visits","result":{},"retExtInfo":{},'
+               '"time":1693924869139}')
     write("error_rate_limit.json", 429, "Too Many Requests",
           {**json_type, "Retry-After": ["7"]}, limited)
     write("error_rate_limit_10006.json", 200, "OK",
@@ -251,9 +252,11 @@ def error_cassettes(tickers: list[dict]) -> None:
     by_symbol["DOGEUSDT"]["markPrice"] = "abc"               # present but not a number
     # INJUSDT's real 2026-02-19 19:00 settlement (-0.005117) on BTCUSDT, floor -0.005.
     by_symbol["BTCUSDT"]["fundingRate"] = "-0.005117"
-    # A real Bybit perp listed after the 2026-02-07 instruments dump: unknown there.
-    broken.append({"symbol": "AAPLUSDT", "fundingRate": "0.0001",
-                   "nextFundingTime": str(T_MS + 8 * 3_600_000)})
+    # A real Bybit perp listed after the 2026-02-07 instruments dump, so unknown to the
+    # markets: its first real settlement (zushen) and the next 8h one.
+    aapl_ms, aapl_rate = min(history["AAPLUSDT"])
+    broken.append({"symbol": "AAPLUSDT", "fundingRate": aapl_rate,
+                   "nextFundingTime": str(aapl_ms + 8 * 3_600_000)})
     write("error_missing_fields.json", 200, "OK", json_type,
           json.dumps(envelope("linear", broken, T_MS), separators=(",", ":")))
 
@@ -293,7 +296,7 @@ async def main() -> None:
             await record(path, base_url, scenario)
         finally:
             server.shutdown()
-    error_cassettes(tickers)
+    error_cassettes(tickers, history)
     static_ticker_cassette()
     print(f"T={T.isoformat()} perps with a rate at T: {len(tickers)} ({', '.join(sorted(kept))})")
 

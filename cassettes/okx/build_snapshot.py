@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import polars as pl
+
 from perpcarry.errors import VenueError
 from perpcarry.replay import cassette_vcr
 from perpcarry.types import MarketKind

@@ -41,9 +41,8 @@ RULEAKER_SCALE = 3 * 365 * 100
 SUPERVIK_UTC_OFFSET_HOURS = 3
 
 KNOWN_FORMATS = (
-    "perpcarry history parquet, zushen funding parquet, knx funding parquet (+ candles), "
-    "Binance fundingRate JSON, Binance funding CSV (adee, dorian + klines), "
-    "supervik CSV, aha all_exchanges CSV, ruleaker OKX snapshot tar.gz"
+    "perpcarry/zushen/knx parquet, Binance fundingRate JSON, Binance funding CSV, "
+    "supervik CSV, aha CSV, ruleaker OKX tar.gz"
 )
 
 
@@ -228,8 +227,14 @@ def _supervik(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
 
 
 def _aha(frame: pl.DataFrame) -> pl.DataFrame:
-    frame = frame.with_columns(pl.col("time").str.to_datetime(time_zone="UTC"),
-                               base=pl.col("pair").str.slice(0, 3))
+    # ``time`` is UK local time, not UTC as SOURCES.md says: bars sit at 00/08/16 in winter
+    # and at 01/09/17 in summer (BST). Read as Europe/London, every settlement lands on the
+    # 00/08/16 UTC grid and all 1,642 Binance BTC rates equal dorian's (not only the 715
+    # winter ones). At the autumn change 01:00 is ambiguous: it is the 00:00 UTC bar (BST).
+    frame = frame.with_columns(
+        pl.col("time").str.to_datetime().dt.replace_time_zone(
+            "Europe/London", ambiguous="earliest").dt.convert_time_zone("UTC"),
+        base=pl.col("pair").str.slice(0, 3))
     # USDCM rows are coin-margined (inverse) perps: a different trade, left out.
     perps = frame.filter((pl.col("contract") == "perpetual")
                          & pl.col("pair").str.ends_with("USDT"))

@@ -21,36 +21,72 @@ def _split(values: list[str] | None) -> tuple[str, ...] | None:
 
 
 def scan(
-    venues: Annotated[list[str] | None, typer.Option("--venues", help="Venue ids, comma-separated (default: enabled venues; offline: all bundled).")] = None,
-    symbols: Annotated[list[str] | None, typer.Option("--symbols", help="Base assets, e.g. BTC,ETH.")] = None,
-    min_net_apr: Annotated[float | None, typer.Option("--min-net-apr", help="Hide rows below this net APR, in percent.")] = None,
-    min_volume: Annotated[float | None, typer.Option("--min-volume", help="Minimum 24h quote volume of the thinner leg.")] = None,
+    venues: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--venues",
+            help="Venue ids, comma-separated (default: enabled venues; offline: all bundled).",
+        ),
+    ] = None,
+    symbols: Annotated[
+        list[str] | None, typer.Option("--symbols", help="Base assets, e.g. BTC,ETH.")
+    ] = None,
+    min_net_apr: Annotated[
+        float | None,
+        typer.Option("--min-net-apr", help="Hide rows below this net APR, in percent."),
+    ] = None,
+    min_volume: Annotated[
+        float | None,
+        typer.Option("--min-volume", help="Minimum 24h quote volume of the thinner leg."),
+    ] = None,
     top: Annotated[int | None, typer.Option("--top", help="Show the best N rows.")] = None,
-    horizon: Annotated[float | None, typer.Option("--horizon", help="Holding horizon in days for net APR [default: 30, or [scan] horizon_days].")] = None,
-    estimator: Annotated[str | None, typer.Option("--estimator", help="current | mean | ewma | conservative [default: mean].")] = None,
-    window: Annotated[float | None, typer.Option("--window", help="Mean-estimator window in days [default: 7].")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout (schema: docs/scan-json.md).")] = False,
-    as_csv: Annotated[bool, typer.Option("--csv", help="CSV of the ranked rows on stdout.")] = False,
-    offline: Annotated[bool, typer.Option("--offline", help="Replay the bundled real snapshot: no network, no config needed.")] = False,
+    horizon: Annotated[
+        float | None,
+        typer.Option(
+            "--horizon",
+            help="Holding horizon in days for net APR [default: 30, or [scan] horizon_days].",
+        ),
+    ] = None,
+    estimator: Annotated[
+        str | None,
+        typer.Option("--estimator", help="current | mean | ewma | conservative [default: mean]."),
+    ] = None,
+    window: Annotated[
+        float | None, typer.Option("--window", help="Mean-estimator window in days [default: 7].")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON on stdout (schema: docs/scan-json.md).")
+    ] = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="CSV of the ranked rows on stdout.")
+    ] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline", help="Replay the bundled real snapshot: no network, no config needed."
+        ),
+    ] = False,
 ) -> int:
     """Compare funding carry across exchanges, net of fees, spread and basis."""
     from perpcarry.cli import load
     from perpcarry.errors import UsageError
-    from perpcarry.scan import ScanOptions, run_scan
+    from perpcarry.scan import ScanOptions
 
     if as_json and as_csv:
         raise UsageError("--json and --csv: choose one output format")
     config = load()
     defaults = config.settings.scan
     options = ScanOptions(
-        venues=_split(venues), symbols=_split(symbols),
+        venues=_split(venues),
+        symbols=_split(symbols),
         estimator=estimator or defaults.estimator,
         window_days=window if window is not None else defaults.window_days,
         ewma_halflife_days=defaults.ewma_halflife_days,
         horizon_days=horizon if horizon is not None else defaults.horizon_days,
         min_net_apr=min_net_apr / 100 if min_net_apr is not None else defaults.min_net_apr,
         min_volume=min_volume if min_volume is not None else defaults.min_volume,
-        top=top, offline=offline,
+        top=top,
+        offline=offline,
     )
     result = asyncio.run(_run_with_progress(config, options, quiet=as_json or as_csv))
     if as_json:
@@ -72,8 +108,9 @@ async def _run_with_progress(config, options, quiet: bool):
     console = Console(stderr=True)
     if quiet or not console.is_terminal:
         return await run_scan(config, options)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console,
-                  transient=True) as bar:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
+    ) as bar:
         tasks: dict[str, int] = {}
 
         def progress(venue: str, stage: str) -> None:
@@ -112,44 +149,87 @@ def render(result, options) -> None:
 
     from perpcarry.scan import compare_venues
 
-    console = Console()
-    title = (f"Cash-and-carry, ranked by net APR over {options.horizon_days:g} days "
-             f"(estimator: {options.estimator})")
+    # Piped output is not wrapped at rich's 80-column default: the table is 12 columns wide.
+    console = Console() if Console().is_terminal else Console(width=160)
+    title = (
+        f"Cash-and-carry, ranked by net APR over {options.horizon_days:g} days "
+        f"(estimator: {options.estimator})"
+    )
     if options.offline:
         times = ", ".join(f"{v} {t:%Y-%m-%d %H:%M}" for v, t in result.snapshot_times.items())
         title += f"\noffline snapshot (UTC): {times}"
     table = Table(title=title, title_justify="left")
-    for name in ("venue", "pair", "int", "rate", "next in", "APR now",
-                 f"APR {options.estimator}", "basis bps", "cost bps", "b/e h", "net APR",
-                 "24h vol"):
-        table.add_column(name, justify="left" if name in ("venue", "pair") else "right")
+    for name in (
+        "venue",
+        "pair",
+        "int",
+        "rate",
+        "next in",
+        "APR now",
+        f"APR {options.estimator}",
+        "basis bps",
+        "cost bps",
+        "b/e h",
+        "net APR",
+        "24h vol",
+    ):
+        table.add_column(
+            name, justify="left" if name in ("venue", "pair") else "right", no_wrap=True
+        )
     for r in result.rows:
         now = result.snapshot_times[r.venue]
         table.add_row(
-            r.venue, r.pair.label, f"{r.quote.interval_hours}h", f"{float(r.quote.rate) * 100:.4f}%",
-            _until(r.quote.next_funding_time, now), _pct(r.current_apr), _pct(r.expected_apr),
-            _bps(r.basis), _bps(r.round_trip_cost) + ("" if r.spread_cost is not None else "*"),
+            r.venue,
+            r.pair.label,
+            f"{r.quote.interval_hours}h",
+            f"{float(r.quote.rate) * 100:.4f}%",
+            _until(r.quote.next_funding_time, now),
+            _pct(r.current_apr),
+            _pct(r.expected_apr),
+            _bps(r.basis),
+            _bps(r.round_trip_cost) + ("" if r.spread_cost is not None else "*"),
             "inf" if r.break_even_hours == float("inf") else f"{r.break_even_hours:.0f}",
-            _pct(r.net_apr), _volume(r.thin_volume_24h))
+            _pct(r.net_apr),
+            _volume(r.thin_volume_24h),
+        )
     console.print(table)
     if any(r.spread_cost is None for r in result.rows):
         console.print("* fees only: no book for this pair, so spread and basis are not counted")
 
     summaries, best_venue = compare_venues(result)
-    comparison = Table("venue", "candidates", "median net APR", "best net APR", "best pair",
-                       title="Across exchanges", title_justify="left")
+    comparison = Table(
+        "venue",
+        "candidates",
+        "median net APR",
+        "best net APR",
+        "best pair",
+        title="Across exchanges",
+        title_justify="left",
+    )
     for s in summaries:
-        comparison.add_row(s.venue, str(s.candidates), _pct(s.median_net_apr),
-                           _pct(s.best_net_apr), s.best_pair or "-")
+        comparison.add_row(
+            s.venue,
+            str(s.candidates),
+            _pct(s.median_net_apr),
+            _pct(s.best_net_apr),
+            s.best_pair or "-",
+        )
     console.print(comparison)
     if best_venue:
-        console.print("Best venue per asset listed on several: " + ", ".join(
-            f"{asset} {row.venue} ({_pct(row.net_apr)})" for asset, row in best_venue.items()))
+        console.print(
+            "Best venue per asset listed on several: "
+            + ", ".join(
+                f"{asset} {row.venue} ({_pct(row.net_apr)})" for asset, row in best_venue.items()
+            )
+        )
     if result.reverse_rows:
-        console.print(f"{len(result.reverse_rows)} pair(s) with negative expected funding "
-                      "(reverse trade, needs margin borrowing; not a cash-and-carry): "
-                      + ", ".join(f"{r.venue} {r.pair.label} {_pct(r.expected_apr)}"
-                                  for r in result.reverse_rows[:8]))
+        console.print(
+            f"{len(result.reverse_rows)} pair(s) with negative expected funding "
+            "(reverse trade, needs margin borrowing; not a cash-and-carry): "
+            + ", ".join(
+                f"{r.venue} {r.pair.label} {_pct(r.expected_apr)}" for r in result.reverse_rows[:8]
+            )
+        )
     for note in result.notes:
         console.print(note, markup=False, highlight=False)
     if result.skipped:
@@ -157,8 +237,12 @@ def render(result, options) -> None:
         for s in result.skipped:
             key = f"{s.venue}: {s.reason.split(':')[0]}"
             reasons[key] = reasons.get(key, 0) + 1
-        console.print(f"{len(result.skipped)} symbol(s) skipped: " + "; ".join(
-            f"{k} ({n})" for k, n in sorted(reasons.items())), markup=False, highlight=False)
+        console.print(
+            f"{len(result.skipped)} symbol(s) skipped: "
+            + "; ".join(f"{k} ({n})" for k, n in sorted(reasons.items())),
+            markup=False,
+            highlight=False,
+        )
     for venue, reason in result.failures.items():
         console.print(f"{venue} failed: {reason}", style="red", markup=False, highlight=False)
 
@@ -198,13 +282,21 @@ def result_to_json(result, options) -> dict:
         "snapshot_times": {v: t.isoformat() for v, t in result.snapshot_times.items()},
         "rows": [_row_json(r) for r in result.rows],
         "reverse_rows": [_row_json(r) for r in result.reverse_rows],
-        "venues": [{"venue": s.venue, "candidates": s.candidates,
-                    "median_net_apr": s.median_net_apr, "best_net_apr": s.best_net_apr,
-                    "best_pair": s.best_pair} for s in summaries],
+        "venues": [
+            {
+                "venue": s.venue,
+                "candidates": s.candidates,
+                "median_net_apr": s.median_net_apr,
+                "best_net_apr": s.best_net_apr,
+                "best_pair": s.best_pair,
+            }
+            for s in summaries
+        ],
         "best_venue_per_asset": {a: r.venue for a, r in best_venue.items()},
         "failures": result.failures,
-        "skipped": [{"venue": s.venue, "symbol": s.symbol, "reason": s.reason}
-                    for s in result.skipped],
+        "skipped": [
+            {"venue": s.venue, "symbol": s.symbol, "reason": s.reason} for s in result.skipped
+        ],
         "notes": result.notes,
     }
 

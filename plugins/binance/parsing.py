@@ -187,7 +187,7 @@ def parse_funding_rates(venue: str, payload: Any, market: Market) -> list[Fundin
     records = []
     for entry in _rows(payload, "fundingRate"):
         if _symbol(entry) != market.venue_symbol:
-            raise MalformedField("symbol", entry.get("symbol") if isinstance(entry, dict) else entry)
+            raise MalformedField("symbol", entry)
         records.append(FundingRecord(
             venue=venue, symbol=market.symbol,
             funding_time=from_ms(int_field(entry, "fundingTime")),

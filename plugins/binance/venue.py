@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from perpcarry.ccxt_venue import CcxtVenue
 from perpcarry.errors import InvalidResponse
-from perpcarry.parsing import MalformedField
+from perpcarry.parsing import MalformedField, decimal_field
 from perpcarry.types import (
     BookSnapshot,
     FeeSchedule,
@@ -17,7 +19,6 @@ from perpcarry.types import (
     MarketKind,
     SkipLog,
 )
-
 from perpcarry_binance.parsing import (
     parse_book_tickers,
     parse_funding_info,
@@ -38,6 +39,9 @@ FAPI_BOOK_TICKER_ALL_WEIGHT = 5
 FAPI_TICKER_24HR_ALL_WEIGHT = 40
 SPOT_TRADE_FEE_WEIGHT = 1  # sapi /asset/tradeFee
 FAPI_COMMISSION_RATE_WEIGHT = 20
+# A 24h rolling volume barely moves in minutes; refetching it every scan would cost a
+# fourth request (and 40 weight) for a liquidity filter.
+VOLUME_CACHE_SECONDS = 900
 
 
 class BinanceVenue(CcxtVenue):
@@ -68,12 +72,16 @@ class BinanceVenue(CcxtVenue):
 
     async def fetch_funding_snapshot(self) -> FundingSnapshot:
         """premiumIndex (rates, mark/index, next funding) + fundingInfo (intervals and caps
-        of the symbols off the 8h default): two bulk requests."""
+        of the symbols off the 8h default): two bulk requests, fundingInfo cached."""
         perps = await self._perps()
-        premium = await self.request("fapiPublicGetPremiumIndex", weight=PREMIUM_INDEX_ALL_WEIGHT,
-                                     budget="fapi")
-        info = await self.request("fapiPublicGetFundingInfo", weight=FUNDING_INFO_WEIGHT,
-                                  budget="fapi")
+        # fundingInfo holds instrument terms (interval, caps) that change as rarely as
+        # markets do, so it is cached with them.
+        premium, info = await asyncio.gather(
+            self.request("fapiPublicGetPremiumIndex", weight=PREMIUM_INDEX_ALL_WEIGHT,
+                         budget="fapi"),
+            self.request_cached("fapiPublicGetFundingInfo", weight=FUNDING_INFO_WEIGHT,
+                                budget="fapi",
+                                max_age_seconds=self.config.market_cache_hours * 3600))
         skips = SkipLog(self.venue_id)
         try:
             terms, bad_terms = parse_funding_info(info)
@@ -84,8 +92,8 @@ class BinanceVenue(CcxtVenue):
 
     async def fetch_book_tops(self, kind: MarketKind) -> BookSnapshot:
         """Spot: one request, /api/v3/ticker/24hr carries the best bid/ask and the quote
-        volume. Perps: two, /fapi/v1/ticker/bookTicker for the book and /fapi/v1/ticker/24hr
-        for the volume (the futures 24hr ticker has no bid/ask)."""
+        volume. Perps: /fapi/v1/ticker/bookTicker for the book and /fapi/v1/ticker/24hr for
+        the volume (the futures 24hr ticker has no bid/ask), the volume cached briefly."""
         markets = await self.markets_by_venue_symbol(kind)
         skips = SkipLog(self.venue_id)
         try:
@@ -95,10 +103,12 @@ class BinanceVenue(CcxtVenue):
                 volumes = parse_quote_volumes(tickers, markets)
                 book_rows = tickers
             else:
-                book_rows = await self.request("fapiPublicGetTickerBookTicker",
-                                               weight=FAPI_BOOK_TICKER_ALL_WEIGHT, budget="fapi")
-                tickers = await self.request("fapiPublicGetTicker24hr",
-                                             weight=FAPI_TICKER_24HR_ALL_WEIGHT, budget="fapi")
+                book_rows, tickers = await asyncio.gather(
+                    self.request("fapiPublicGetTickerBookTicker",
+                                 weight=FAPI_BOOK_TICKER_ALL_WEIGHT, budget="fapi"),
+                    self.request_cached("fapiPublicGetTicker24hr",
+                                        weight=FAPI_TICKER_24HR_ALL_WEIGHT, budget="fapi",
+                                        max_age_seconds=VOLUME_CACHE_SECONDS))
                 volumes = parse_quote_volumes(tickers, markets)
             books = parse_book_tickers(self.venue_id, book_rows, markets, volumes,
                                        self.context.clock(), skips)
@@ -115,8 +125,8 @@ class BinanceVenue(CcxtVenue):
         try:
             return parse_funding_rates(self.venue_id, rows, market)
         except MalformedField as err:
-            raise InvalidResponse(self.venue_id,
-                                  f"invalid fundingRate record for {market.symbol}: {err}") from None
+            raise InvalidResponse(
+                self.venue_id, f"invalid fundingRate record for {market.symbol}: {err}") from None
 
     async def fetch_fee_schedule(self) -> FeeSchedule | None:
         """The account's own maker/taker rates (sapi /asset/tradeFee for spot, fapi
@@ -142,7 +152,5 @@ class BinanceVenue(CcxtVenue):
             raise InvalidResponse(self.venue_id, f"invalid trading fee: {err}") from None
 
 
-def _fee(fee: dict[str, Any], side: str):
-    from perpcarry.parsing import decimal_field
-
+def _fee(fee: dict[str, Any], side: str) -> Decimal:
     return decimal_field(fee, side)

@@ -157,6 +157,11 @@ def parse_book_tickers(
 ) -> BookSnapshot:
     """``/v5/market/tickers?category=spot|linear`` → best bid/ask, sizes and 24h turnover."""
     rows, envelope = result_list(venue, response, "tickers")
+    ours = [row for row in rows if _symbol_of(row) in markets]
+    if ours and not any("bid1Price" in row or "ask1Price" in row for row in ours):
+        # A response without any book field (the offline snapshot's rebuilt tickers) is
+        # no book source at all, rather than one skip per symbol.
+        raise InvalidResponse(venue, f"{kind.value} tickers carry no best bid/ask")
     timestamp = response_time(envelope, fallback_time)
     known = set(known_ids)
     skips = SkipLog(venue)

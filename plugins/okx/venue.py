@@ -72,17 +72,11 @@ class OkxVenue(CcxtVenue):
         "api_key": "apiKey", "secret": "secret", "passphrase": "password"}
 
     def __init__(self, config: VenueConfig, context: VenueContext) -> None:
-        import ccxt
 
         super().__init__(config, context)
         # With keys ccxt would add GET /api/v5/asset/currencies (private) to every market
         # load; markets do not need it.
         self.exchange.has = {**self.exchange.has, "fetchCurrencies": False}
-        # ccxt maps a bare HTTP 429 to ExchangeNotAvailable (ccxt issue #9612). A 429 is a
-        # rate limit, and only RateLimitError is retried with Retry-After; OKX's usual 429
-        # body (code 50011) already maps to RateLimitExceeded.
-        self.exchange.httpExceptions = {**self.exchange.httpExceptions,
-                                        "429": ccxt.RateLimitExceeded}
 
     async def fetch_funding_snapshot(self) -> FundingSnapshot:
         """Current-period funding of every linear swap: one GET /public/funding-rate?instId=ANY."""

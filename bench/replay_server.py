@@ -1,0 +1,78 @@
+"""A local HTTP server answering from recorded cassettes, with an injected delay.
+
+Venue clients reach it through ``VenueContext(base_url=...)``, which turns
+``https://host/path`` into ``{base_url}/host/path``. Requests are matched on host, path and
+query; a request whose query was not recorded gets the first recording of the same path
+(the benchmark measures requests and latency, not values), and an unknown path gets ``{}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections import Counter
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+from aiohttp import web
+
+
+def _key(host: str, path: str, query: str) -> tuple[str, str, frozenset]:
+    return host, path, frozenset(parse_qsl(query, keep_blank_values=True))
+
+
+class ReplayServer:
+    def __init__(self, cassettes: list[Path], delay_seconds: float) -> None:
+        self.delay = delay_seconds
+        self.exact: dict[tuple, dict] = {}
+        self.by_path: dict[tuple[str, str], dict] = {}
+        for cassette in cassettes:
+            for interaction in json.loads(cassette.read_text())["interactions"]:
+                url = urlsplit(interaction["request"]["uri"])
+                response = interaction["response"]
+                self.exact.setdefault(_key(url.hostname, url.path, url.query), response)
+                self.by_path.setdefault((url.hostname, url.path), response)
+        self.requests: Counter[str] = Counter()
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        host, _, path = request.path.lstrip("/").partition("/")
+        self.requests[host] += 1
+        await asyncio.sleep(self.delay)
+        recorded = self.exact.get(_key(host, "/" + path, request.query_string)) or \
+            self.by_path.get((host, "/" + path))
+        if recorded is None:
+            return web.json_response({})
+        body = recorded["body"]["string"]
+        headers = {k: v[0] for k, v in recorded["headers"].items()
+                   if k.lower() in {"content-type", "retry-after"}}
+        return web.Response(status=recorded["status"]["code"], body=body.encode(),
+                            headers=headers)
+
+    def reset(self) -> None:
+        self.requests.clear()
+
+    def start(self) -> str:
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", self._handle)
+            runner = web.AppRunner(app, access_log=None)
+            self._loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            self._loop.run_until_complete(site.start())
+            port = site._server.sockets[0].getsockname()[1]
+            self.url = f"http://127.0.0.1:{port}"
+            self._ready.set()
+            self._loop.run_forever()
+
+        threading.Thread(target=serve, daemon=True).start()
+        self._ready.wait(10)
+        return self.url
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)

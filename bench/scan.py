@@ -1,0 +1,157 @@
+"""Benchmark of a full three-venue scan against a local replay server.
+
+    python bench/scan.py [--delay-ms 50] [--runs 5]
+
+1. Serves the recorded responses (bundled snapshots + cassettes/) on 127.0.0.1 with an
+   injected delay per request, points all venue plugins at it, runs one scan to warm the
+   market and funding-history caches, then measures warm scans: requests per venue and wall
+   time (targets: <= 3 requests per venue, wall time <= 3x the delay).
+2. Measures the naive approach from the seed guide over the same symbols: one spot-price and
+   one premium-index request per symbol, all fired concurrently (target: >= 20x more
+   requests than the scan).
+3. Cold start: `perpcarry scan --offline` to a printed table against
+   `python -c "import ccxt.async_support"` (target: <= 1.6x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from replay_server import ReplayServer
+
+ROOT = Path(__file__).parents[1]
+VENUES = ("binance", "bybit", "okx")
+# The per-symbol endpoints the naive approach calls, per venue: spot price, then funding.
+NAIVE = {
+    "binance": (
+        "api.binance.com/api/v3/ticker/price?symbol={spot}",
+        "fapi.binance.com/fapi/v1/premiumIndex?symbol={perp}",
+    ),
+    "bybit": (
+        "api.bybit.com/v5/market/tickers?category=spot&symbol={spot}",
+        "api.bybit.com/v5/market/tickers?category=linear&symbol={perp}",
+    ),
+    "okx": (
+        "www.okx.com/api/v5/market/ticker?instId={spot}",
+        "www.okx.com/api/v5/public/funding-rate?instId={perp}",
+    ),
+}
+
+
+def cassettes() -> list[Path]:
+    found = [ROOT / "plugins" / v / "snapshot" / "snapshot.json" for v in VENUES]
+    found += sorted(
+        p
+        for v in VENUES
+        for p in (ROOT / "cassettes" / v).glob("*.json")
+        if not p.name.startswith("error_")
+    )
+    return found
+
+
+async def timed_scan(config, server: ReplayServer, cache_dir: Path):
+    from perpcarry.scan import ScanOptions, run_scan
+    from perpcarry.venue import VenueContext
+
+    context = VenueContext(cache_dir=cache_dir, base_url=server.url)
+    server.reset()
+    started = time.perf_counter()
+    result = await run_scan(config, ScanOptions(venues=VENUES), context=context)
+    return time.perf_counter() - started, dict(server.requests), result
+
+
+async def naive(server: ReplayServer, rows) -> tuple[float, int]:
+    urls = [
+        f"{server.url}/"
+        + template.format(spot=r.pair.spot.venue_symbol, perp=r.pair.perp.venue_symbol)
+        for r in rows
+        for template in NAIVE[r.venue]
+    ]
+    server.reset()
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def get(url: str) -> None:
+            async with session.get(url) as response:
+                await response.read()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(get(u) for u in urls))
+        return time.perf_counter() - started, sum(server.requests.values())
+
+
+def wall(command: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--delay-ms", type=float, default=50.0)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    delay = args.delay_ms / 1000
+
+    for venue in VENUES:
+        os.environ[f"PERPCARRY_VENUES__{venue.upper()}__ENABLED"] = "true"
+    os.environ.pop("PERPCARRY_CONFIG", None)
+    from perpcarry.config import load_config
+
+    config = load_config(None)
+    server = ReplayServer(cassettes(), delay)
+    server.start()
+    with tempfile.TemporaryDirectory() as cache:
+        cold_time, cold_requests, _ = asyncio.run(timed_scan(config, server, Path(cache)))
+        warm = [asyncio.run(timed_scan(config, server, Path(cache))) for _ in range(args.runs)]
+    warm_time = statistics.median(w[0] for w in warm)
+    warm_requests = warm[-1][1]
+    result = warm[-1][2]
+    naive_time, naive_requests = asyncio.run(naive(server, result.rows))
+    server.stop()
+
+    total = sum(warm_requests.values())
+    print(
+        f"injected delay per request: {args.delay_ms:.0f} ms; carry pairs scanned: "
+        f"{len(result.rows)}; venues failed: {result.failures or 'none'}"
+    )
+    print(
+        f"first scan (cold caches): {sum(cold_requests.values())} requests "
+        f"{cold_requests}, {cold_time * 1000:.0f} ms"
+    )
+    print(
+        f"warm scan: {total} requests {warm_requests}, median wall {warm_time * 1000:.0f} ms "
+        f"= {warm_time / delay:.2f}x the delay (target <= 3x; <= 3 requests per venue: "
+        f"{'met' if max(warm_requests.values()) <= 3 else 'MISSED'})"
+    )
+    print(
+        f"naive (price + premium index per symbol, concurrent): {naive_requests} requests, "
+        f"wall {naive_time * 1000:.0f} ms"
+    )
+    print(f"requests ratio naive/scan: {naive_requests / total:.1f}x (target >= 20x)")
+
+    ccxt_import = wall([sys.executable, "-c", "import ccxt.async_support"], args.runs)
+    offline = wall([sys.executable, "-m", "perpcarry", "scan", "--offline"], args.runs)
+    print(
+        f"cold start: `perpcarry scan --offline` {offline:.2f} s vs "
+        f"`import ccxt.async_support` {ccxt_import:.2f} s = {offline / ccxt_import:.2f}x "
+        f"(target <= 1.6x)"
+    )
+
+
+if __name__ == "__main__":
+    main()

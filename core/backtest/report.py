@@ -1,0 +1,96 @@
+"""Statistics of a simulation: returns, risk, costs, activity, contributions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from perpcarry.yields import DAYS_PER_YEAR, HOURS_PER_DAY
+
+if TYPE_CHECKING:
+    from perpcarry.backtest.engine import Simulation
+    from perpcarry.settings import BacktestConfig
+
+
+def daily_equity(sim: Simulation) -> np.ndarray:
+    """Equity at the last grid time of each UTC day, starting from the capital."""
+    day = np.floor(sim.panel.hours / HOURS_PER_DAY).astype(np.int64)
+    last_of_day = np.flatnonzero(np.append(day[1:] != day[:-1], True))
+    return np.concatenate([[sim.strategy.capital], sim.equity[last_of_day]])
+
+
+def max_drawdown(equity: np.ndarray) -> float:
+    peak = np.maximum.accumulate(equity)
+    return float(np.max(1.0 - equity / peak)) if equity.size else 0.0
+
+
+def _contributions(sim: Simulation, labels: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    labels_arr = np.array(labels)
+    out = {}
+    held = sim.quantity > 0
+    span = np.diff(sim.panel.hours, prepend=sim.panel.hours[0])
+    for label in sorted(set(labels)):
+        cols = labels_arr == label
+        funding = float(sim.funding[:, cols].sum())
+        fees = float(sim.fees[:, cols].sum())
+        spread = float(sim.spread[:, cols].sum())
+        marking = float(sim.marking[:, cols].sum())
+        if not (held[:, cols].any() or fees):
+            continue
+        out[label] = {
+            "funding_income": funding, "fees_paid": fees, "spread_paid": spread,
+            "basis_pnl": marking, "net_pnl": funding + marking - fees - spread,
+            "entries": int(sim.entries[:, cols].sum()),
+            "position_days": float((held[:, cols] * span[:, None]).sum() / HOURS_PER_DAY),
+        }
+    return out
+
+
+def summarise(sim: Simulation, settings: BacktestConfig, *, notes=(), fee_sources=None) -> dict:
+    """Everything ``perpcarry backtest`` prints, as plain data (``--json``)."""
+    panel, capital = sim.panel, sim.strategy.capital
+    hours = panel.hours
+    days = max((hours[-1] - hours[0]) / HOURS_PER_DAY, 1e-9)
+    final = float(sim.equity[-1])
+    total_return = final / capital - 1.0
+    daily = daily_equity(sim)
+    returns = daily[1:] / daily[:-1] - 1.0
+    vol = float(np.std(returns, ddof=1) * np.sqrt(DAYS_PER_YEAR)) if returns.size > 1 else 0.0
+    mean_annual = float(np.mean(returns) * DAYS_PER_YEAR) if returns.size else 0.0
+    span = np.diff(hours, prepend=hours[0])
+    in_market = (sim.quantity > 0).any(axis=1)
+    traded = float(sim.traded.sum())
+    return {
+        "start": str(panel.times[0].astype("datetime64[s]")) + "Z",
+        "end": str(panel.times[-1].astype("datetime64[s]")) + "Z",
+        "days": days,
+        "capital": capital,
+        "final_equity": final,
+        "total_return": total_return,
+        # Simple annualisation, like funding APRs; CAGR compounds.
+        "apr": total_return * DAYS_PER_YEAR / days,
+        "cagr": (final / capital) ** (DAYS_PER_YEAR / days) - 1.0 if final > 0 else -1.0,
+        "annual_volatility": vol,
+        "sharpe": mean_annual / vol if vol > 0 else None,
+        "max_drawdown": max_drawdown(np.concatenate([[capital], sim.equity])),
+        "funding_income": float(sim.funding.sum()),
+        "fees_paid": float(sim.fees.sum()),
+        "spread_paid": float(sim.spread.sum()),
+        "basis_pnl": float(sim.marking.sum()),
+        "traded_notional": traded,
+        "turnover": traded / capital,
+        "entries": int(sim.entries.sum()),
+        "exits": int(sim.exits.sum()),
+        "time_in_market": float((span * in_market).sum() / max(span.sum(), 1e-9)),
+        "rebalances": int(panel.rebalance.size),
+        "allocator_runs": sim.allocator_runs,
+        "settlements": panel.events,
+        "series": len(panel.symbols),
+        "cadence_hours": panel.cadence_hours,
+        "settings": settings.model_dump(mode="json"),
+        "fee_sources": fee_sources or {},
+        "per_venue": _contributions(sim, panel.venues),
+        "per_asset": _contributions(sim, panel.bases),
+        "notes": list(notes),
+    }

@@ -1,0 +1,89 @@
+"""One backtest from configuration to result: data, fee schedules, allocator limits, engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from perpcarry.backtest.engine import Simulation, Strategy, lp_allocator, simulate
+from perpcarry.backtest.history import load_bundled, load_path
+from perpcarry.backtest.panel import build_panel, select
+from perpcarry.backtest.report import summarise
+
+if TYPE_CHECKING:
+    from perpcarry.config import Config
+    from perpcarry.settings import BacktestConfig
+
+
+@dataclass(frozen=True)
+class BacktestRun:
+    history: pl.DataFrame        # the rows simulated (after venue/symbol/date selection)
+    simulation: Simulation
+    summary: dict
+    fee_sources: dict[str, str]  # venue -> where its taker fees come from
+
+
+def strategy_from(settings: BacktestConfig) -> Strategy:
+    return Strategy(capital=settings.capital, enter_apr=settings.enter_apr,
+                    exit_apr=settings.exit_apr, min_hold_hours=settings.min_hold_hours,
+                    cooldown_hours=settings.cooldown_hours, horizon_days=settings.horizon_days,
+                    spread_cost=settings.spread_cost, resize_band=settings.resize_band)
+
+
+def taker_fees(config: Config, venues) -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
+    """Spot and perp taker fee per venue from its fee model's default schedule (and config
+    overrides), as ``plan`` would use without account credentials."""
+    fees, sources = {}, {}
+    for venue in sorted(set(venues)):
+        models = config.registry.fee_models.get(venue)
+        if not models or venue not in config.venues:
+            continue
+        venue_config = config.venues[venue]
+        schedule = models[0].default_schedule(venue_config)
+        overrides = venue_config.fees
+        spot = overrides.spot_taker if overrides.spot_taker is not None else schedule.spot_taker
+        perp = overrides.perp_taker if overrides.perp_taker is not None else schedule.perp_taker
+        fees[venue] = (float(spot), float(perp))
+        sources[venue] = schedule.describe()
+    return fees, sources
+
+
+def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None = None,
+                 venues=None, symbols=None, start: datetime | None = None,
+                 end: datetime | None = None, allocate=None,
+                 progress: Callable[[int, int], None] | None = None) -> BacktestRun:
+    """Replay ``settings`` on the bundled history (or ``data``) with ``config``'s fee models
+    and allocator limits. ``allocate`` replaces the LP (tests only)."""
+    from perpcarry.allocator import Limits
+
+    history = load_path(data) if data is not None else load_bundled()
+    history = select(history, venues, symbols)
+    fees, sources = taker_fees(config, history["venue"].unique())
+    notes = []
+    unknown = sorted(set(history["venue"].unique()) - set(fees))
+    if unknown:
+        notes.append(f"left out {', '.join(unknown)}: no fee model installed for it")
+        history = select(history, list(fees))
+    panel = build_panel(history, estimator=settings.estimator,
+                        window_hours=settings.window_days * 24,
+                        halflife_hours=settings.ewma_halflife_days * 24,
+                        start=start, end=end, cadence_hours=settings.cadence_hours)
+    spot_taker = np.array([fees[v][0] for v in panel.venues])
+    perp_taker = np.array([fees[v][1] for v in panel.venues])
+    if allocate is None:
+        limits = Limits.from_config(config.settings.allocator, capital=settings.capital)
+        allocate = lp_allocator(limits, panel.venues, panel.bases)
+    simulation = simulate(panel, strategy_from(settings), spot_taker, perp_taker, allocate,
+                          progress)
+    if start is not None:
+        history = history.filter(pl.col("time") >= start)
+    if end is not None:
+        history = history.filter(pl.col("time") <= end)
+    summary = summarise(simulation, settings, notes=[*notes, *panel.notes], fee_sources=sources)
+    return BacktestRun(history, simulation, summary, sources)

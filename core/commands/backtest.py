@@ -1,0 +1,162 @@
+"""``perpcarry backtest``: replay a carry configuration on real funding history.
+
+Registered in perpcarry.cli with ``app.command()(backtest)``. Imports stay light at module
+level: numpy, polars and matplotlib load only when the command runs.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from perpcarry.errors import PerpcarryError, UsageError
+
+ESTIMATOR_NAMES = ("current", "mean", "ewma", "conservative")
+
+
+def _date(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: expected a date such as 2024-01-31") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _split(values: list[str] | None) -> tuple[str, ...] | None:
+    if not values:
+        return None
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+
+
+def backtest(
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Funding history file or folder to import (default: the bundled real "
+                       "history, see perpcarry/backtest/data/PROVENANCE.md).")] = None,
+    venues: Annotated[list[str] | None, typer.Option(
+        "--venue", "-v", help="Venue to include (repeat or comma-separate; default all).")] = None,
+    symbols: Annotated[list[str] | None, typer.Option(
+        "--symbol", "-s", help="Base asset (BTC) or perp symbol (BTC/USDT:USDT).")] = None,
+    start: Annotated[str | None, typer.Option(help="First day, UTC (2023-01-01).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last instant, UTC.")] = None,
+    capital: Annotated[float | None, typer.Option(help="Starting capital.")] = None,
+    cadence_hours: Annotated[float | None, typer.Option(
+        "--cadence-hours", help="Hours between rebalances (default: shortest funding "
+                                "interval in the data).")] = None,
+    enter_apr: Annotated[float | None, typer.Option(
+        "--enter-apr", help="Enter above this net APR (0.1 = 10 %).")] = None,
+    exit_apr: Annotated[float | None, typer.Option(
+        "--exit-apr", help="Exit below this net APR.")] = None,
+    min_hold_hours: Annotated[float | None, typer.Option("--min-hold-hours")] = None,
+    cooldown_hours: Annotated[float | None, typer.Option("--cooldown-hours")] = None,
+    spread_cost: Annotated[float | None, typer.Option(
+        "--spread-cost", help="Spot + perp half-spreads paid per trade (fraction).")] = None,
+    estimator: Annotated[str | None, typer.Option(
+        help="current | mean | ewma | conservative.")] = None,
+    horizon_days: Annotated[float | None, typer.Option("--horizon-days")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Folder for the charts (default ./backtest-out).")] = None,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the charts.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+) -> None:
+    """Replay the carry strategy on real funding history: returns, risk, costs, charts."""
+    from perpcarry import cli
+
+    try:
+        _run(cli, data=data, venues=_split(venues), symbols=_split(symbols),
+             start=_date(start, "--start"), end=_date(end, "--end"), no_plots=no_plots,
+             as_json=as_json, out=out, overrides={
+                 "capital": capital, "cadence_hours": cadence_hours, "enter_apr": enter_apr,
+                 "exit_apr": exit_apr, "min_hold_hours": min_hold_hours,
+                 "cooldown_hours": cooldown_hours, "spread_cost": spread_cost,
+                 "estimator": estimator, "horizon_days": horizon_days})
+    except PerpcarryError as err:
+        cli.err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(err.exit_code) from None
+
+
+def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, overrides) -> None:
+    from pydantic import ValidationError
+    from rich.progress import Progress
+
+    from perpcarry.backtest.run import run_backtest
+
+    if overrides["estimator"] is not None and overrides["estimator"] not in ESTIMATOR_NAMES:
+        raise UsageError(f"--estimator {overrides['estimator']!r}: choose one of "
+                         f"{', '.join(ESTIMATOR_NAMES)}")
+    config = cli.load()
+    base = config.settings.backtest
+    try:
+        settings = base.model_validate(
+            {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise UsageError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    out_dir = out or settings.out_dir
+    with Progress(console=cli.err_console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("backtest", total=None)
+        run = run_backtest(config, settings, data=data, venues=venues, symbols=symbols,
+                           start=start, end=end,
+                           progress=lambda done, total: bar.update(task, completed=done,
+                                                                   total=total))
+        charts = []
+        if not no_plots:
+            from perpcarry.backtest.plots import write_charts
+
+            bar.update(task, description="charts")
+            charts = [str(p) for p in write_charts(run, out_dir)]
+    summary = {**run.summary, "charts": charts}
+    if as_json:
+        cli.emit_json(summary)
+        return
+    _print(cli.console, summary)
+
+
+def _print(console, s: dict) -> None:
+    from rich.table import Table
+
+    pct = "{:+.2%}".format
+    money = "{:,.2f}".format
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column(justify="right")
+    sharpe = "-" if s["sharpe"] is None else f"{s['sharpe']:.2f}"
+    for label, value in (
+        ("period", f"{s['start']} → {s['end']} ({s['days']:.0f} days)"),
+        ("series / settlements", f"{s['series']} / {s['settlements']:,}"),
+        ("rebalance", f"every {s['cadence_hours']:g}h, {s['rebalances']:,} times, "
+                      f"allocator solved {s['allocator_runs']:,} times"),
+        ("capital → equity", f"{money(s['capital'])} → {money(s['final_equity'])}"),
+        ("total return / APR", f"{pct(s['total_return'])} / {pct(s['apr'])}"),
+        ("volatility / Sharpe", f"{s['annual_volatility']:.2%} / {sharpe}"),
+        ("max drawdown", f"{s['max_drawdown']:.2%}"),
+        ("funding income", money(s["funding_income"])),
+        ("fees / spread paid", f"{money(s['fees_paid'])} / {money(s['spread_paid'])}"),
+        ("basis P&L", money(s["basis_pnl"])),
+        ("turnover", f"{s['turnover']:.2f}x capital ({money(s['traded_notional'])} per leg)"),
+        ("entries / exits", f"{s['entries']} / {s['exits']}"),
+        ("time in market", f"{s['time_in_market']:.1%}"),
+    ):
+        head.add_row(label, value)
+    console.print(head)
+    for title, rows in (("venue", s["per_venue"]), ("asset", s["per_asset"])):
+        if not rows:
+            continue
+        table = Table(title=f"contribution per {title}", title_justify="left")
+        for column in (title, "funding", "fees+spread", "basis", "net", "entries",
+                       "position-days"):
+            table.add_column(column, justify="left" if column == title else "right")
+        for name, row in sorted(rows.items(), key=lambda kv: -kv[1]["net_pnl"]):
+            table.add_row(name, money(row["funding_income"]),
+                          money(row["fees_paid"] + row["spread_paid"]), money(row["basis_pnl"]),
+                          money(row["net_pnl"]), str(row["entries"]),
+                          f"{row['position_days']:.0f}")
+        console.print(table)
+    for note in s["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    for chart in s.get("charts", []):
+        console.print(f"chart: {chart}", highlight=False)

@@ -1,0 +1,181 @@
+"""``perpcarry plan``: target carry positions for a capital, under the allocator's caps."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Annotated
+
+import typer
+
+JSON_SCHEMA_VERSION = 1
+
+def plan(
+    capital: Annotated[float | None, typer.Option(
+        "--capital", help="Capital to allocate, in quote currency (USDT/USDC) "
+        "[default: [allocator] capital].")] = None,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="Plan on the bundled real snapshot: no network, no config needed.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+    venues: Annotated[list[str] | None, typer.Option(
+        "--venues", help="Venue ids, comma-separated.")] = None,
+    symbols: Annotated[list[str] | None, typer.Option(
+        "--symbols", help="Base assets, e.g. BTC,ETH.")] = None,
+    estimator: Annotated[str | None, typer.Option(
+        "--estimator", help="current | mean | ewma | conservative [default: [scan] estimator].")
+    ] = None,
+    horizon: Annotated[float | None, typer.Option(
+        "--horizon", help="Holding horizon in days for net APR [default: [scan] horizon_days].")
+    ] = None,
+    leverage: Annotated[float | None, typer.Option(
+        "--leverage", help="Perp leverage, 1 to 5 [default: [allocator] leverage, 2].")] = None,
+    venue_cap: Annotated[float | None, typer.Option(
+        "--venue-cap", help="Max percent of capital on one venue [default: 50].")] = None,
+    asset_cap: Annotated[float | None, typer.Option(
+        "--asset-cap", help="Max percent of capital in one asset, all venues [default: 20].")
+    ] = None,
+    pair_cap: Annotated[float | None, typer.Option(
+        "--pair-cap", help="Max percent of capital in one position [default: 20].")] = None,
+    cash_reserve: Annotated[float | None, typer.Option(
+        "--cash-reserve", help="Percent of capital kept out of positions [default: 0].")] = None,
+    min_net_apr: Annotated[float | None, typer.Option(
+        "--min-net-apr", help="Skip candidates below this net APR, in percent [default: 0].")
+    ] = None,
+    max_positions: Annotated[int | None, typer.Option(
+        "--max-positions", help="Most positions to hold [default: 20].")] = None,
+    min_positions: Annotated[int | None, typer.Option(
+        "--min-positions", help="Fewest positions to hold [default: 1].")] = None,
+) -> int:
+    """Allocate capital to carry positions: per-venue, per-asset and per-pair caps, lot sizes."""
+    import asyncio
+
+    from perpcarry.allocator import Limits, allocate, candidates_from_scan
+    from perpcarry.cli import load
+    from perpcarry.commands.scan import _split
+    from perpcarry.errors import UsageError
+    from perpcarry.scan import ScanOptions, run_scan
+
+    if capital is not None and not (math.isfinite(capital) and capital > 0):
+        raise UsageError(f"--capital: must be a positive amount, got {capital:g}")
+    if leverage is not None and not 1 <= leverage <= 5:
+        raise UsageError(f"--leverage: must be between 1 and 5, got {leverage:g}")
+    percents = {"--venue-cap": venue_cap, "--asset-cap": asset_cap, "--pair-cap": pair_cap}
+    for name, value in percents.items():
+        if value is not None and not 0 < value <= 100:
+            raise UsageError(f"{name}: a cap is a percentage of capital above 0 and at most "
+                             f"100, got {value:g}")
+    if cash_reserve is not None and not 0 <= cash_reserve < 100:
+        raise UsageError(f"--cash-reserve: a percentage of capital from 0 to below 100, "
+                         f"got {cash_reserve:g}")
+    for name, count in (("--max-positions", max_positions), ("--min-positions", min_positions)):
+        if count is not None and count < (1 if name == "--max-positions" else 0):
+            raise UsageError(f"{name}: must be at least "
+                             f"{1 if name == '--max-positions' else 0}, got {count}")
+
+    config = load()
+    scan_defaults = config.settings.scan
+    allocator_defaults = config.settings.allocator
+    if capital is None and allocator_defaults.capital is None:
+        raise UsageError("no capital: pass --capital or set capital under [allocator]")
+    shares = {"max_venue_share": venue_cap, "max_asset_share": asset_cap,
+              "max_pair_share": pair_cap, "cash_reserve": cash_reserve}
+    overrides = {name: value / 100 for name, value in shares.items() if value is not None}
+    limits = Limits.from_config(
+        allocator_defaults, capital, leverage=leverage,
+        min_net_apr=None if min_net_apr is None else min_net_apr / 100,
+        max_positions=max_positions, min_positions=min_positions, **overrides)
+
+    options = ScanOptions(
+        venues=_split(venues), symbols=_split(symbols),
+        estimator=estimator or scan_defaults.estimator,
+        window_days=scan_defaults.window_days,
+        ewma_halflife_days=scan_defaults.ewma_halflife_days,
+        horizon_days=horizon if horizon is not None else scan_defaults.horizon_days,
+        min_volume=scan_defaults.min_volume, offline=offline,
+    )
+    result = asyncio.run(run_scan(config, options))
+    candidates, skipped = candidates_from_scan(result.rows)
+    allocation = allocate(candidates, limits)
+    if as_json:
+        payload = {"schema_version": JSON_SCHEMA_VERSION, "offline": offline,
+                   "estimator": options.estimator, "horizon_days": options.horizon_days,
+                   "limits": vars(limits) | {"capital_per_notional":
+                                             limits.capital_per_notional},
+                   **allocation.as_dict(),
+                   "scan_skipped": [vars_of(s) for s in [*skipped, *result.skipped]],
+                   "scan_failures": result.failures}
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    else:
+        render(allocation, limits, options, failures=result.failures,
+               scan_skipped=len(skipped) + len(result.skipped))
+    return 1 if not allocation.positions else 0
+
+
+def vars_of(skipped) -> dict:
+    return {"venue": skipped.venue, "symbol": skipped.symbol, "reason": skipped.reason}
+
+
+def _money(value) -> str:
+    return f"{float(value):,.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.2f}%"
+
+
+def _quantity(value) -> str:
+    return format(value.normalize(), "f")
+
+
+def render(allocation, limits, options, *, failures: dict[str, str], scan_skipped: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    print_plain = lambda text, **kw: console.print(text, markup=False, highlight=False, **kw)  # noqa: E731
+    for venue, reason in failures.items():
+        print_plain(f"{venue} failed: {reason}", style="red")
+    if not allocation.positions:
+        print_plain(f"No allocation: {allocation.reason}.", style="bold red")
+        return
+    k = limits.capital_per_notional
+    title = (f"Plan for {_money(limits.capital)} capital: leverage {limits.leverage:g}x, "
+             f"margin buffer {limits.margin_buffer:.0%}, so 1 of notional uses {k:.3g} of "
+             f"capital; net APR over {options.horizon_days:g} days ({options.estimator})")
+    table = Table(title=title, title_justify="left")
+    for name in ("entry", "venue", "pair", "base qty", "perp contracts", "notional/leg",
+                 "margin", "capital", "daily funding", "net APR"):
+        table.add_column(name, justify="left" if name in ("venue", "pair") else "right")
+    for p in allocation.positions:
+        table.add_row(str(p.entry_rank), p.venue, p.pair_label, _quantity(p.base_quantity),
+                      _quantity(p.perp_contracts), _money(p.notional), _money(p.margin),
+                      _money(p.capital),
+                      "n/a" if p.expected_daily_funding is None
+                      else _money(p.expected_daily_funding), _pct(p.net_apr))
+    console.print(table)
+    caps = Table("cap", "name", "used", "cap", "of cap", "LP optimum", "binding",
+                 title="Capital against caps", title_justify="left")
+    for usage in (*allocation.venues, *allocation.assets):
+        caps.add_row(usage.kind, usage.name, _money(usage.used), _money(usage.cap),
+                     f"{usage.used / usage.cap:.1%}", _money(usage.lp_used),
+                     "yes" if usage.binding else "")
+    console.print(caps)
+    if allocation.binding:
+        print_plain("Binding at the LP optimum: " + "; ".join(
+            f"{u.kind} {u.name} (cap {_money(u.cap)}"
+            + (f", +1 of capital there adds {_pct(u.shadow_apr)} a year)"
+               if u.shadow_apr else ")") for u in allocation.binding))
+    total = sum(float(p.capital) for p in allocation.positions)
+    yearly = allocation.objective
+    u = allocation.unused
+    print_plain(f"Deployed {_money(total)} of {_money(allocation.capital)}; expected net "
+                f"{_money(yearly)} a year ({_money(yearly / 365)} a day). Unused "
+                f"{_money(u.total)}: reserve {_money(u.reserve)}, left idle by caps "
+                f"{_money(u.caps)}, rounding to lot sizes {_money(u.rounding)}.")
+    for note in allocation.notes:
+        print_plain(f"note: {note}")
+    if allocation.excluded or scan_skipped:
+        print_plain(f"{len(allocation.excluded)} candidate(s) excluded by the allocator, "
+                    f"{scan_skipped} by the scan (--json lists them with reasons).")

@@ -1,0 +1,127 @@
+"""Venue-specific behaviour the conformance kit does not pin down: the numbers in the
+recorded session (instant T = 2025-04-17 12:00 UTC, see cassettes/PROVENANCE.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from perpcarry.plugins import load_registry
+from perpcarry.replay import replaying
+from perpcarry.types import MarketKind
+from perpcarry.venue import VenueContext, carry_pairs
+
+T = datetime(2025, 4, 17, 12, tzinfo=UTC)
+
+
+async def _no_sleep(seconds: float) -> None:
+    return None
+
+
+def _client(cache_dir):
+    spec = load_registry().venues["hyperliquid"]
+    context = VenueContext(cache_dir=cache_dir, offline=True, sleep=_no_sleep)
+    return spec, spec.factory(spec.config_model(enabled=True), context)
+
+
+def test_registered_through_the_entry_point():
+    registry = load_registry()
+    assert registry.venues["hyperliquid"].plugin == "hyperliquid_example"
+    assert registry.fee_model("hyperliquid").perp_taker == Decimal("0.00045")
+
+
+def test_snapshot_funding_is_hourly_with_real_rates(tmp_path):
+    async def run():
+        spec, client = _client(tmp_path)
+        try:
+            with replaying(spec.offline_snapshot):
+                markets = await client.load_markets()
+                snapshot = await client.fetch_funding_snapshot()
+            return markets, snapshot, client.request_count
+        finally:
+            await client.close()
+
+    markets, snapshot, requests = asyncio.run(run())
+    # One bulk request for the markets (spot + perps run concurrently: 1 counted call) and
+    # one for the funding of every perp.
+    assert requests == 2
+    assert sorted(snapshot.quotes) == [
+        "BTC/USDC:USDC", "DOGE/USDC:USDC", "ETH/USDC:USDC", "SOL/USDC:USDC"]
+    btc = snapshot.quotes["BTC/USDC:USDC"]
+    assert btc.rate == Decimal("0.000008573446666666664")
+    assert btc.interval_hours == 1 and btc.is_predicted
+    assert btc.timestamp == T and btc.next_funding_time == T + timedelta(hours=1)
+    assert btc.mark_price == Decimal("84523") and btc.rate_cap == Decimal("0.04")
+    assert [p.label for p in carry_pairs(markets)] == ["BTC/USDC", "ETH/USDC"]
+    spot_btc = next(m for m in markets if m.symbol == "BTC/USDC")
+    assert spot_btc.kind is MarketKind.SPOT and spot_btc.venue_symbol == "@142"
+    assert spot_btc.quantity_step == Decimal("0.00001")
+
+
+def test_history_pages_forward_without_gaps_and_caches(tmp_path):
+    async def run():
+        spec, client = _client(tmp_path)
+        try:
+            with replaying(spec.offline_snapshot):
+                await client.load_markets()
+                history = client.fetch_funding_history
+                first = await history("BTC/USDC:USDC", T - timedelta(days=30), T)
+                after_first = client.request_count
+                again = await history("ETH/USDC:USDC", T - timedelta(days=30), T)
+                cached = await history("BTC/USDC:USDC", T - timedelta(days=10), T)
+            return first, again, cached, after_first, client.request_count
+        finally:
+            await client.close()
+
+    first, eth, cached, after_first, total = asyncio.run(run())
+    assert after_first == 1 + 2  # markets, then two 500-row pages
+    assert len(first) == len(eth) == 30 * 24 + 1
+    steps = {b.funding_time - a.funding_time for a, b in pairwise(first)}
+    assert steps == {timedelta(hours=1)}
+    assert first[0].funding_time == T - timedelta(days=30) and first[-1].funding_time == T
+    assert total == after_first + 2  # ETH's two pages; the BTC sub-range came from SQLite
+    assert cached == [r for r in first if r.funding_time >= T - timedelta(days=10)]
+
+
+def test_missing_fields_are_skipped_not_zeroed(tmp_path):
+    cassettes = Path(__file__).parents[1] / "cassettes"
+
+    async def run():
+        spec, client = _client(tmp_path)
+        try:
+            with replaying(spec.offline_snapshot):
+                await client.load_markets()
+            with replaying(cassettes / "error_missing_fields.json"):
+                return await client.fetch_funding_snapshot()
+        finally:
+            await client.close()
+
+    snapshot = asyncio.run(run())
+    assert list(snapshot.quotes) == ["DOGE/USDC:USDC"]
+    reasons = {s.symbol: s.reason for s in snapshot.skipped}
+    assert reasons == {
+        "BTC/USDC:USDC": "field funding is missing",
+        "ETH/USDC:USDC": "field funding is missing",
+        "SOL/USDC:USDC": "field funding is invalid value ''",
+        "ATOM": "unknown symbol (not a listed perp)",
+    }
+
+
+def test_books_are_declared_unsupported():
+    spec = load_registry().venues["hyperliquid"]
+    assert spec.capabilities.bulk_books is False
+    assert spec.capabilities.funding_intervals_hours == (1,)
+
+
+@pytest.mark.parametrize("field", ["wallet_address", "private_key"])
+def test_credentials_come_in_pairs(field):
+    from perpcarry_example_hyperliquid import HyperliquidConfig
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="missing credential"):
+        HyperliquidConfig(**{field: "x"})

@@ -1,0 +1,56 @@
+"""``perpcarry backtest`` as a user runs it: exit codes, messages, JSON, charts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from perpcarry.commands.backtest import backtest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    app.command()(backtest)
+    return app
+
+
+def test_bundled_run_prints_json_and_writes_three_charts(tmp_path):
+    out = tmp_path / "charts"
+    result = CliRunner().invoke(_app(), [
+        "backtest", "--venue", "bybit,okx", "--start", "2023-01-01", "--end", "2024-07-01",
+        "--json", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["entries"] > 0 and summary["funding_income"] > 0
+    assert set(summary["per_venue"]) <= {"bybit", "okx"}
+    for key in ("total_return", "apr", "annual_volatility", "sharpe", "max_drawdown",
+                "fees_paid", "turnover", "time_in_market", "per_asset"):
+        assert key in summary
+    charts = sorted(p.name for p in out.iterdir())
+    assert charts == ["equity.png", "funding_heatmap.png", "venue_yield.png"]
+    assert all((out / name).stat().st_size > 10_000 for name in charts)
+
+
+def test_unknown_data_format_is_one_line_and_exit_code_2():
+    target = SHARED_DATA / "eddysan-binance" / "exchange_info.json"
+    result = CliRunner().invoke(_app(), ["backtest", "--data", str(target), "--no-plots"])
+    assert result.exit_code == 2
+    message = result.output.strip()
+    assert "\n" not in message
+    assert message.startswith("error:") and "unknown funding data format" in message
+
+
+def test_imported_folder_runs_and_bad_option_is_a_usage_error():
+    result = CliRunner().invoke(_app(), ["backtest", "--data", str(SHARED_DATA / "aha-3exch"),
+                                         "--no-plots", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["series"] == 6
+    result = CliRunner().invoke(_app(), ["backtest", "--min-hold-hours", "-1", "--no-plots"])
+    assert result.exit_code == 2
+    assert "--min-hold-hours" in result.output
