@@ -11,11 +11,11 @@ Data (all real, see /work/shared/data/SOURCES.md):
   base units and a 5 USDT minimum notional (both venues' usual spot minimum);
 - prices: Binance premiumIndex mark prices (2025-06-17) per base; bases without one are left
   out;
-- net APRs: each candidate draws one real funding APR of its own venue: a settled rate from
-  the zushen Binance or Bybit history (2025-08 to 2026-08) annualised with its own interval
-  (perpcarry.yields.funding_apr), or for OKX a current rate from the ruleaker snapshots
-  (2026-05 to 2026-08, annualised by that repo as x 3 x 365); net of a 0.3 % round trip
-  amortised over 30 days.
+- net APRs: funding is mostly the asset's, so each asset draws one real settled funding APR
+  from the zushen Binance and Bybit histories (2025-08 to 2026-08, each rate annualised with
+  its own interval by perpcarry.yields.funding_apr) and each venue adds half of a real
+  Binance-minus-Bybit gap (same symbol, same hour); net of a 0.3 % round trip amortised
+  over 30 days.
 
 Three venues list ~1,300 real USDT perps; to reach 5,000 candidates each venue's list is
 cycled and later cycles get distinct synthetic asset names (``BTC.2``), so asset caps
@@ -53,9 +53,9 @@ FILES = {
             "exchangeInfoCompact.json",
     "prices": "danghung-binance/premiumIndex.json",
 }
-LIMITS = dict(leverage=2.0, margin_buffer=0.5, cash_reserve=0.05, max_venue_share=0.4,
-              max_asset_share=0.03, max_pair_share=0.01, min_net_apr=0.02, min_positions=20,
-              max_positions=150)
+LIMITS = dict(leverage=2.0, margin_buffer=0.5, cash_reserve=0.05, max_venue_share=0.3,
+              max_asset_share=0.03, max_pair_share=0.02, min_net_apr=0.02, min_positions=20,
+              max_positions=40)
 CAPITAL = 10_000_000.0
 
 
@@ -101,26 +101,25 @@ def spot_filters(data: Path) -> dict[str, tuple[str, str, str]]:
     return out
 
 
-def real_aprs(data: Path) -> dict[str, np.ndarray]:
-    """Real funding APRs per venue: settled history for Binance and Bybit, OKX snapshots."""
-    import tarfile
+def real_aprs(data: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Real settled funding APRs, and real gaps between two venues on the same settlement.
 
+    From the zushen Binance and Bybit histories: each rate annualised with its own interval;
+    the gaps pair the same symbol's Binance and Bybit rates on the same hour.
+    """
     import polars as pl
 
-    out = {}
+    frames = []
     for venue in ("binance", "bybit"):
         frame = pl.read_parquet(data / f"zushen-funding/venue={venue}/data.parquet")
-        out[venue] = funding_apr(frame["rate_raw"].to_numpy(),
-                                 frame["interval_hours"].to_numpy())
-    # ruleaker stores OKX current rates already annualised in percent (rate x 3 x 365 x 100).
-    values: list[float] = []
-    with tarfile.open(data / "ruleaker-okx-bitget/data_history.tar.gz") as archive:
-        for member in archive.getmembers():
-            if member.isfile() and member.name.endswith(".json"):
-                snapshot = json.load(archive.extractfile(member))
-                values.extend(snapshot["venues"].get("okx", {}).values())
-    out["okx"] = np.asarray(values, dtype=float) / 100
-    return out
+        frames.append(frame.select(
+            "canonical_symbol", pl.col("settlement_ts").dt.truncate("1h").alias("hour"),
+            pl.Series(venue, funding_apr(frame["rate_raw"].to_numpy(),
+                                         frame["interval_hours"].to_numpy()))))
+    pooled = np.concatenate([f[f.columns[-1]].to_numpy() for f in frames])
+    both = frames[0].join(frames[1], on=["canonical_symbol", "hour"])
+    gaps = (both["binance"] - both["bybit"]).to_numpy()
+    return pooled[np.isfinite(pooled)], gaps[np.isfinite(gaps)]
 
 
 def build_candidates(data: Path, rng: np.random.Generator) -> list[AllocationCandidate]:
@@ -131,9 +130,10 @@ def build_candidates(data: Path, rng: np.random.Generator) -> list[AllocationCan
               if p["symbol"].endswith("USDT") and Decimal(p["markPrice"]) > 0}
     for venue in perps:
         perps[venue] = [m for m in perps[venue] if m.base in prices]
-    history = real_aprs(data)
-    aprs = np.array([rng.choice(history[("binance", "bybit", "okx")[i % 3]])
-                     for i in range(N_CANDIDATES)])
+    pooled, gaps = real_aprs(data)
+    # Funding is mostly the asset's (crowded longs pay everywhere) plus a venue gap.
+    asset_apr: dict[str, float] = {}
+    aprs = np.empty(N_CANDIDATES)
     cost = 0.003
     out = []
     for i in range(N_CANDIDATES):
@@ -145,6 +145,9 @@ def build_candidates(data: Path, rng: np.random.Generator) -> list[AllocationCan
                         str(perp.min_quantity * perp.contract_size), "5"))
         spot = _market(venue, perp.base, MarketKind.SPOT, step, min_qty, min_notional)
         base = perp.base if cycle == 0 else f"{perp.base}.{cycle + 1}"
+        if base not in asset_apr:
+            asset_apr[base] = float(rng.choice(pooled))
+        aprs[i] = asset_apr[base] + float(rng.choice(gaps)) / 2
         out.append(AllocationCandidate(
             venue=venue, base=base, pair_label=f"{base}/USDT", spot=spot, perp=perp,
             net_apr=float(amortised_apr(aprs[i], 0.0, cost, 30.0)), price=prices[perp.base],

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from perpcarry.commands.backtest import backtest
 from perpcarry.commands.scan import scan
 from perpcarry.errors import PerpcarryError
 
@@ -110,6 +111,7 @@ def venues(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
 
 
 app.command()(scan)
+app.command()(backtest)
 
 
 @config_app.command("show")

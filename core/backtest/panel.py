@@ -75,11 +75,16 @@ def expected_hourly(frame: pl.DataFrame, estimator: str) -> np.ndarray:
     raise UsageError(f"unknown estimator {estimator!r} (current, mean, ewma, conservative)")
 
 
-def ffill(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Carry each column's last valid value down the rows (NaN before the first)."""
-    rows = np.where(valid, np.arange(values.shape[0])[:, None], -1)
+def last_valid_row(valid: np.ndarray) -> np.ndarray:
+    """Per cell, the row of the column's last valid value at or above it (-1: none yet)."""
+    rows = np.where(valid, np.arange(valid.shape[0])[:, None], -1)
     np.maximum.accumulate(rows, axis=0, out=rows)
-    out = values[np.clip(rows, 0, None), np.arange(values.shape[1])]
+    return rows
+
+
+def _take_last(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Each cell's value at ``rows`` of its column: a forward fill (NaN where -1)."""
+    out = np.take_along_axis(values, np.clip(rows, 0, None), axis=0)
     out[rows < 0] = np.nan
     return out
 
@@ -133,13 +138,14 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
         notes.append(f"{int((~priced).sum())} series ({', '.join(unpriced)}) have no price in "
                      "the data: sized in quote terms (constant notional, no basis)")
         mark_raw[:, ~priced] = np.where(settled[:, ~priced], 1.0, np.nan)
-    mark = ffill(mark_raw, np.isfinite(mark_raw))
-    spot = ffill(spot_raw, np.isfinite(spot_raw))
+    # Prices are forward-filled within each series in the long table, so on the grid the
+    # value in force is the one at the series' last settlement.
+    last = last_valid_row(settled)
+    mark = _take_last(mark_raw, last)
+    spot = _take_last(spot_raw, last)
     spot = np.where(np.isfinite(spot), spot, mark)
 
     hours = times.astype("datetime64[s]").astype(np.int64) / 3600.0
-    last = np.where(settled, np.arange(shape[0])[:, None], -1)
-    np.maximum.accumulate(last, axis=0, out=last)
     nxt = np.where(settled, np.arange(shape[0])[:, None], shape[0])
     nxt = np.minimum.accumulate(nxt[::-1], axis=0)[::-1]
     nxt = np.vstack([nxt[1:], np.full((1, shape[1]), shape[0])])  # first settlement after t
@@ -157,6 +163,6 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
     return Panel(
         times=times, hours=hours, venues=tuple(series["venue"]), symbols=tuple(series["symbol"]),
         bases=tuple(series["base"]), rate=rate, settled=settled, mark=mark, spot=spot,
-        expected_hourly=ffill(grid(estimate), settled), live=live, priced=priced,
+        expected_hourly=_take_last(grid(estimate), last), live=live, priced=priced,
         rebalance=rebalance, cadence_hours=cadence, notes=tuple(notes),
     )

@@ -1,0 +1,76 @@
+"""Third-party plugins are real: the example distribution under tests/example_plugin installs
+through its own pyproject.toml and entry point, is listed, can be enabled, and passes the
+conformance kit. It is installed into a scratch directory, so the environment is left as
+it was found."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).parent / "example_plugin"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> dict[str, str]:
+    scratch = tmp_path_factory.mktemp("example-plugin")
+    source = scratch / "source"
+    shutil.copytree(EXAMPLE, source)  # setuptools writes build/ and egg-info next to the source
+    target = scratch / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--target", str(target), str(source)],
+        check=True, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERPCARRY_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
+    env["HOME"] = str(scratch)
+    return env
+
+
+def _perpcarry(env, *args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "perpcarry", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_plugins_lists_the_installed_example(installed):
+    listed = {p["name"]: p for p in json.loads(_perpcarry(installed, "plugins", "--json").stdout)}
+    assert set(listed) == {"binance", "bybit", "okx", "hyperliquid_example"}
+    example = listed["hyperliquid_example"]
+    assert example["version"] == "0.1.0" and example["venues"] == ["hyperliquid"]
+    assert example["hooks"] == ["register_fee_models", "register_venues"]
+
+
+def test_enabling_the_example_venue_in_config_works(installed, tmp_path):
+    (tmp_path / "perpcarry.toml").write_text("[venues.hyperliquid]\nenabled = true\n")
+    result = _perpcarry(installed, "venues", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [v["venue"] for v in json.loads(result.stdout)] == ["hyperliquid"]
+    # its own config model validates its section
+    (tmp_path / "perpcarry.toml").write_text("[venues.hyperliquid]\nenabled = true\nfoo = 1\n")
+    bad = _perpcarry(installed, "venues", cwd=tmp_path)
+    assert bad.returncode == 2 and "venues.hyperliquid.foo: unknown key" in bad.stderr
+
+
+def test_without_the_plugin_its_venue_is_unknown(tmp_path):
+    (tmp_path / "perpcarry.toml").write_text("[venues.hyperliquid]\nenabled = true\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERPCARRY_")}
+    result = _perpcarry(env, "venues", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "venue is enabled but no installed plugin provides it" in result.stderr
+
+
+def test_the_example_passes_the_conformance_kit_and_its_own_tests(installed):
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--block-network",
+         "--record-mode=none", str(EXAMPLE / "tests")],
+        env=installed, capture_output=True, text=True, timeout=300, cwd=EXAMPLE)
+    assert result.returncode == 0, result.stdout[-3000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert "passed" in summary and "skipped" not in summary and "failed" not in summary
+    assert "test_conformance.py" in result.stdout or "18 passed" in summary
