@@ -20,6 +20,10 @@ Constraints, all measured in capital used (spot notional + perp margin + buffer)
 - each leg's quantity step, minimum quantity and minimum notional; both legs carry the same
   base quantity.
 
+Money is in the pairs' quote currency, USDT and USDC counted one for one; sizing uses each
+candidate's reference price (spot ask, else perp mark), so the venue re-checks minimum
+notionals at the fill price.
+
 The per-venue and per-asset caps are not nested, so a greedy fill by net APR is not optimal
 in general (see :func:`greedy_baseline`); the continuous problem is solved exactly by HiGHS,
 then every position is rounded down to its common lot and leftover capital is spent again,

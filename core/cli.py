@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from perpcarry.commands.backtest import backtest
+from perpcarry.commands.plan import plan
 from perpcarry.commands.scan import scan
 from perpcarry.errors import PerpcarryError
 
@@ -111,6 +112,7 @@ def venues(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
 
 
 app.command()(scan)
+app.command()(plan)
 app.command()(backtest)
 
 

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-# "body" lets POST-body APIs (Hyperliquid's one /info endpoint) replay; a GET's body is None
-# on both sides, so GET-only venues match exactly as before. JSON bodies (Content-Type
-# application/json) are compared parsed, so key order does not matter.
-MATCH_ON = ("method", "scheme", "host", "port", "path", "query", "body")
+
+def _canonical(request) -> tuple:
+    """What identifies a request in a recording: method, scheme, host, port, path, the query
+    as a set, and the body (JSON compared parsed, so key order does not matter; a GET's body
+    is None on both sides). Computed once per request object: vcrpy compares every live
+    request with every recorded one, and with its stock matchers that dominated a replay."""
+    key = getattr(request, "_perpcarry_key", None)
+    if key is None:
+        body = request.body
+        if body:
+            with suppress(ValueError, TypeError):
+                body = json.dumps(json.loads(body), sort_keys=True)
+        key = (request.method, request.scheme, request.host, request.port, request.path,
+               tuple(sorted(request.query)), body or None)
+        request._perpcarry_key = key
+    return key
+
+
+def _same_request(r1, r2) -> None:
+    assert _canonical(r1) == _canonical(r2)
 
 
 def cassette_vcr(**overrides):
@@ -19,7 +36,7 @@ def cassette_vcr(**overrides):
     options = {
         "serializer": "json",
         "record_mode": "none",
-        "match_on": MATCH_ON,
+        "match_on": ("perpcarry",),
         "decode_compressed_response": True,
         "filter_headers": ["X-MBX-APIKEY", "X-BAPI-API-KEY", "X-BAPI-SIGN", "OK-ACCESS-KEY",
                            "OK-ACCESS-SIGN", "OK-ACCESS-PASSPHRASE", "OK-ACCESS-TIMESTAMP",
@@ -27,7 +44,9 @@ def cassette_vcr(**overrides):
         "filter_query_parameters": ["signature", "timestamp", "recvWindow"],
     }
     options.update(overrides)
-    return vcr.VCR(**options)
+    recorder = vcr.VCR(**options)
+    recorder.register_matcher("perpcarry", _same_request)
+    return recorder
 
 
 class _MergedPersister:

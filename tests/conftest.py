@@ -1,5 +1,6 @@
 """Shared fixtures. The network is blocked for every test (``--block-network`` in
-pyproject.toml); HTTP is replayed from cassettes with record mode ``none``."""
+pyproject.toml, from pytest-recording); HTTP is replayed from cassettes by
+``perpcarry.replay.replaying``, which never records."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import sys
 from dataclasses import dataclass
 
 import pytest
-
-from perpcarry.replay import cassette_vcr
 
 
 @pytest.fixture(autouse=True)
@@ -22,12 +21,6 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-
-
-@pytest.fixture
-def vcr(request):
-    """A vcrpy instance with perpcarry's one replay configuration."""
-    return cassette_vcr()
 
 
 @dataclass

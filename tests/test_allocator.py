@@ -16,6 +16,7 @@ from perpcarry.allocator import (
     AllocationCandidate,
     Limits,
     allocate,
+    candidates_from_scan,
     greedy_baseline,
     solve_lp,
 )
@@ -263,3 +264,29 @@ def test_solve_lp_matches_the_dual_on_the_worked_example():
 def test_solve_lp_ignores_negative_yields():
     x = solve_lp([-0.1, 0.0, 0.1], 2.0, [0, 0, 0], [0, 1, 2], asset_cap=0.3)
     assert x == pytest.approx([0, 0, 0.15])
+
+
+def test_candidates_from_scan_skip_rows_without_net_apr_or_price():
+    from types import SimpleNamespace
+
+    from perpcarry.types import CarryPair
+
+    c = candidate("okx", "BTC", 0.1)
+    pair = CarryPair("okx", c.spot, c.perp)
+    quote = SimpleNamespace(rate=Decimal("0.0001"), interval_hours=8)
+
+    def row(net_apr, price, premium):
+        return SimpleNamespace(venue="okx", pair=pair, quote=quote, estimator="mean",
+                               net_apr=net_apr, reference_price=price, entry_premium=premium,
+                               current_apr=0.1095, expected_apr=0.08, horizon_days=30.0)
+
+    cands, skipped = candidates_from_scan([row(None, Decimal(1), None),
+                                           row(0.05, None, None),
+                                           row(0.05, Decimal("60000"), 0.001)])
+    assert [s.reason for s in skipped] == [
+        "no net APR: the mean estimator has too little funding history",
+        "no reference price (no book, no mark)"]
+    (only,) = cands
+    # Entry score: current APR plus the 10 bps premium amortised over 30 days.
+    assert only.entry_score == pytest.approx(0.1095 + 0.001 * 365 / 30)
+    assert only.price == Decimal("60000") and only.interval_hours == 8

@@ -133,7 +133,8 @@ def render(allocation, limits, options, *, failures: dict[str, str], scan_skippe
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    # Piped output keeps full rows rather than rich's 80-column default.
+    console = Console() if Console().is_terminal else Console(width=160)
     print_plain = lambda text, **kw: console.print(text, markup=False, highlight=False, **kw)  # noqa: E731
     for venue, reason in failures.items():
         print_plain(f"{venue} failed: {reason}", style="red")
