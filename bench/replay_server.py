@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
+import multiprocessing
 from collections import Counter
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -34,9 +34,6 @@ class ReplayServer:
                 self.exact.setdefault(_key(url.hostname, url.path, url.query), response)
                 self.by_path.setdefault((url.hostname, url.path), response)
         self.requests: Counter[str] = Counter()
-        self.url = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
 
     async def _handle(self, request: web.Request) -> web.Response:
         host, _, path = request.path.lstrip("/").partition("/")
@@ -52,27 +49,55 @@ class ReplayServer:
         return web.Response(status=recorded["status"]["code"], body=body.encode(),
                             headers=headers)
 
-    def reset(self) -> None:
-        self.requests.clear()
+    async def _stats(self, request: web.Request) -> web.Response:
+        if request.method == "DELETE":
+            self.requests.clear()
+        return web.json_response(dict(self.requests))
+
+    def serve(self, port_out) -> None:
+        """Run the server until the process is terminated (in a child process)."""
+        loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_route("*", "/__stats", self._stats)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        port_out.send(site._server.sockets[0].getsockname()[1])
+        loop.run_forever()
+
+
+class ServerProcess:
+    """The replay server in its own process, so its work never competes with the client
+    being measured for the interpreter lock."""
+
+    def __init__(self, cassettes: list[Path], delay_seconds: float) -> None:
+        self._server = ReplayServer(cassettes, delay_seconds)
+        self.url = ""
 
     def start(self) -> str:
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", self._handle)
-            runner = web.AppRunner(app, access_log=None)
-            self._loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            self._loop.run_until_complete(site.start())
-            port = site._server.sockets[0].getsockname()[1]
-            self.url = f"http://127.0.0.1:{port}"
-            self._ready.set()
-            self._loop.run_forever()
-
-        threading.Thread(target=serve, daemon=True).start()
-        self._ready.wait(10)
+        receive, send = multiprocessing.Pipe(duplex=False)
+        self._process = multiprocessing.Process(target=self._server.serve, args=(send,),
+                                                daemon=True)
+        self._process.start()
+        self.url = f"http://127.0.0.1:{receive.recv()}"
         return self.url
 
+    def _stats(self, method: str) -> dict[str, int]:
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.url}/__stats", method=method)
+        with urllib.request.urlopen(request) as response:
+            return json.loads(response.read())
+
+    @property
+    def requests(self) -> dict[str, int]:
+        return self._stats("GET")
+
+    def reset(self) -> None:
+        self._stats("DELETE")
+
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._process.terminate()
+        self._process.join()

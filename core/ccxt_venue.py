@@ -8,7 +8,9 @@ funding history. A plugin subclass supplies its endpoints and parsing.
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
@@ -103,6 +105,13 @@ class CcxtVenue(ABC):
             for field_name, ccxt_key in self.credential_keys.items():
                 params[ccxt_key] = getattr(config, field_name).get_secret_value()
         self.exchange = getattr(ccxt_async, self.ccxt_id)(params)
+        # ccxt builds a TLS context per exchange instance (reading the CA bundle each time);
+        # one per process serves every venue.
+        self.exchange.ssl_context = _tls_context(self.exchange.cafile)
+        if context.offline:
+            # ccxt waits 250 ms in close() for TLS connections to shut down; a replay never
+            # opens one.
+            self.exchange.timeout_on_exit = 0
         # An HTTP 429 is a rate limit on every venue; some ccxt classes (okx) map a bare 429
         # to ExchangeNotAvailable, which would not be retried after Retry-After.
         self.exchange.httpExceptions = {
@@ -306,6 +315,11 @@ class CcxtVenue(ABC):
         if self._history is not None:
             self._history.close()
         await self.exchange.close()
+
+
+@functools.cache
+def _tls_context(cafile: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cafile)
 
 
 def _rebase(urls: Any, base_url: str) -> Any:

@@ -48,71 +48,99 @@ def settlement_estimates(
     ).drop("window_sum", "series_first")
 
 
+def accumulate_down(ufunc, array):
+    """``ufunc.accumulate(array, axis=0)`` in place, one row at a time: numpy accumulates a
+    C-ordered (T, S) array along axis 0 several times slower than T vector steps."""
+    for t in range(1, array.shape[0]):
+        ufunc(array[t - 1], array[t], out=array[t])
+    return array
+
+
 def dense_settlement_estimates(
-    time_us, settled, rate, *, window_hours: float, halflife_hours: float,
-    want: tuple[str, ...] = ("mean", "ewma"),
+    grid_time_us, row, column, rate, *, window_hours: float, halflife_hours: float,
+    want: tuple[str, ...] = ("interval_h", "hourly_last", "mean", "ewma"),
 ) -> dict:
-    """:func:`settlement_estimates` on a time x series grid, for the backtest's speed.
+    """:func:`settlement_estimates` on numpy arrays, for the backtest's speed.
 
-    The SAME definitions, on arrays instead of a long table: ``time_us`` (T,) strictly
-    increasing settlement times in microseconds since the epoch, ``settled`` (T, S) bool
-    (column s settles at row t), ``rate`` (T, S) per-interval rate where settled (any value
-    elsewhere). Each column is one ``key`` and the grid must hold its whole history (the
-    window and the EWMA start at the column's first settlement, as ``over("key")`` does).
+    The SAME definitions and the same rows in and out, as arrays: settlement e of series
+    ``column[e]`` (integer ids 0..S-1, the ``key``) at ``grid_time_us[row[e]]`` (the
+    distinct settlement times, increasing, microseconds since the epoch) with per-interval
+    ``rate[e]``. Rows must be grouped by column, in time order within each; each column
+    holds its whole history (the window and the EWMA start at its first settlement, as
+    ``over("key")`` does).
 
-    Returns (T, S) float arrays, NaN where the long-table version is null or where the
-    column does not settle: ``interval_h`` and ``hourly_last`` always, ``hourly_mean`` and
-    ``hourly_ewma`` when named in ``want``. The rolling sum is a difference of cumulative
-    sums (equal to polars' running sum up to float rounding, ~1e-16 of the column's total);
-    the EWMA is polars' ``ewm_mean_by`` recurrence, run once per time step across all
-    columns: ``y = d * y_prev + (1 - d) * x`` with ``d = exp(-dt / half_life * ln 2)``.
+    Returns arrays aligned with the input for the names in ``want``: ``interval_h``,
+    ``hourly_last``, ``hourly_mean`` (``mean``) and ``hourly_ewma`` (``ewma``), NaN where
+    the long-table version is null. Both estimates run across all series at once on the
+    time x series grid: the window sum is a difference of cumulative sums down each column
+    (equal to polars' compensated running sum up to float rounding of the column's running
+    total, ~1e-16 of it); the EWMA is polars' ``ewm_mean_by`` recurrence, one vector step
+    per distinct time: ``y = d * y_prev + (1 - d) * x``, ``d = exp(-dt / half_life * ln 2)``.
     """
     import math
 
     import numpy as np
 
-    time_us = np.asarray(time_us, dtype=np.int64)
-    settled = np.asarray(settled, dtype=bool)
-    n_rows, n_cols = settled.shape
-    rows = np.arange(n_rows)
-    # Row of the column's previous settlement (strictly before each row), -1 if none.
-    last = np.where(settled, rows[:, None], -1)
-    np.maximum.accumulate(last, axis=0, out=last)
-    prev = np.empty_like(last)
-    prev[0] = -1
-    prev[1:] = last[:-1]
-    valid = settled & (prev >= 0)                  # interval_h is not null
-    gap_us = np.where(valid, time_us[:, None] - time_us[np.clip(prev, 0, None)], 0)
+    grid_time_us = np.asarray(grid_time_us, dtype=np.int64)
+    row, column = np.asarray(row), np.asarray(column)
+    rate = np.asarray(rate, dtype=float)
+    n_events, n_rows = row.size, grid_time_us.size
+    n_cols = int(column.max()) + 1 if n_events else 0
+    time_us = grid_time_us[row]
+    first = np.ones(n_events, dtype=bool)          # first settlement of its series
+    if n_events:
+        np.not_equal(column[1:], column[:-1], out=first[1:])
+    gap_us = np.empty(n_events, dtype=np.int64)
+    gap_us[0:1] = 0
+    np.subtract(time_us[1:], time_us[:-1], out=gap_us[1:])
+    gap_us[first] = 0
+    # total_seconds() is whole seconds, then / 3600.0, as in the long-table version.
+    interval_h = (gap_us // 1_000_000) / 3600.0
+    interval_h[first] = np.nan
+    out = {}
+    if "interval_h" in want:
+        out["interval_h"] = interval_h
     with np.errstate(invalid="ignore", divide="ignore"):
-        # total_seconds() is whole seconds, then / 3600.0, as in the long-table version.
-        interval_h = np.where(valid, (gap_us // 1_000_000) / 3600.0, np.nan)
         hourly_last = rate / interval_h
-    out = {"interval_h": interval_h, "hourly_last": hourly_last}
+    if "hourly_last" in want:
+        out["hourly_last"] = hourly_last
+    flat = row * n_cols + column
     if "mean" in want:
         window_us = round(window_hours * 3600) * 1_000_000
-        cum = np.cumsum(np.where(settled, rate, 0.0), axis=0)
-        # Window (t - window, t]: the first row inside it; the sum is cum[t] - cum[lo - 1].
-        lo = np.searchsorted(time_us, time_us - window_us, side="right")
-        before = np.zeros((n_rows, n_cols))
-        inside = lo > 0
-        before[inside] = cum[lo[inside] - 1]
-        first = np.argmax(settled, axis=0)
-        since_first_h = ((time_us[:, None] - time_us[first][None, :]) // 1_000_000) / 3600.0
+        # cum[r + 1] sums rows 0..r of each column (cum[0] = 0). The window (t - window, t]
+        # starts at grid row lo, so its sum is cum[t + 1] - cum[lo].
+        cum = np.zeros((n_rows + 1, n_cols))
+        cum.ravel()[flat + n_cols] = rate
+        accumulate_down(np.add, cum)
+        lo = np.searchsorted(grid_time_us, grid_time_us - window_us, side="right")
+        window_sum = cum.ravel()[flat + n_cols]
+        window_sum -= cum.ravel()[lo[row] * n_cols + column]
+        del cum
+        starts = np.flatnonzero(first)
+        series_first = np.repeat(time_us[starts], np.diff(np.append(starts, n_events)))
         with np.errstate(invalid="ignore"):
-            covered = valid & (since_first_h >= window_hours - interval_h)
-        out["hourly_mean"] = np.where(covered, (cum - before) / window_hours, np.nan)
+            covered = ((time_us - series_first) // 1_000_000) / 3600.0 \
+                >= window_hours - interval_h                      # False where NaN
+        out["hourly_mean"] = np.where(covered, window_sum / window_hours, np.nan)
     if "ewma" in want:
         halflife_us = float(round(halflife_hours * 3600) * 1_000_000)
-        # Cells that do not update keep y (d = 1, x = 0); a column's first value is x (d = 0).
-        started = np.cumsum(valid, axis=0) > 1
-        decay = np.where(valid, np.exp(-gap_us.astype(float) / halflife_us * math.log(2)), 1.0)
-        decay[valid & ~started] = 0.0
-        pushed = np.where(valid, (1.0 - decay) * np.where(valid, hourly_last, 0.0), 0.0)
-        ewma = np.empty((n_rows, n_cols))
-        state = np.zeros(n_cols)
-        for t in range(n_rows):
-            np.multiply(decay[t], state, out=state)
-            np.add(state, pushed[t], out=state)
-            ewma[t] = state
-        out["hourly_ewma"] = np.where(valid, ewma, np.nan)
+        decay = np.exp(-gap_us.astype(float) / halflife_us * math.log(2))
+        # A series' first value is x itself (d = 0); its very first settlement has no x.
+        second = np.zeros(n_events, dtype=bool)
+        second[1:] = first[:-1] & ~first[1:]
+        decay[second] = 0.0
+        pushed = (1.0 - decay) * hourly_last
+        decay[first], pushed[first] = 1.0, 0.0
+        # Cells where a column does not settle keep its value: d = 1, x contributes 0.
+        grid_decay = np.ones((n_rows, n_cols))
+        grid_decay.ravel()[flat] = decay
+        ewma = np.zeros((n_rows, n_cols))
+        ewma.ravel()[flat] = pushed
+        step = np.empty(n_cols)
+        for t in range(1, n_rows):
+            np.multiply(grid_decay[t], ewma[t - 1], out=step)
+            ewma[t] += step
+        values = ewma.ravel()[flat]
+        values[first] = np.nan
+        out["hourly_ewma"] = values
     return out

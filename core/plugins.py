@@ -126,6 +126,7 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
         owner = impl.plugin_name
 
         def register_venue(spec: VenueSpec, owner: str = owner) -> None:
+            _check(spec, VenueSpec, "a VenueSpec", owner)
             if spec.venue_id in registry.venues:
                 other = registry.venues[spec.venue_id].plugin
                 raise PluginError(
@@ -141,6 +142,7 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
         owner = impl.plugin_name
 
         def register_fee_model(model: FeeModel, override: bool = False, owner: str = owner):
+            _check(model, FeeModel, "a fee model (perpcarry.venue.FeeModel)", owner)
             table = registry._fee_overrides if override else registry._fee_defaults
             if model.venue_id in table:
                 kind = "override" if override else "default"
@@ -157,6 +159,7 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
         owner = impl.plugin_name
 
         def register_executor(executor: Executor, owner: str = owner) -> None:
+            _check(executor, Executor, "an executor (perpcarry.venue.Executor)", owner)
             if executor.name in registry.executors:
                 raise PluginError(
                     f"executor {executor.name!r} is registered by both plugin "
@@ -166,6 +169,11 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
 
         impl.function(register=register_executor)
     return registry
+
+
+def _check(obj: Any, kind: type, what: str, owner: str) -> None:
+    if not isinstance(obj, kind):
+        raise PluginError(f"plugin {owner} registered {type(obj).__name__}, which is not {what}")
 
 
 def load_registry(allow: list[str] = (), deny: list[str] = ()) -> Registry:

@@ -122,6 +122,8 @@ class ScanResult:
     skipped: list[Skipped]
     notes: list[str]
     snapshot_times: dict[str, datetime] = field(default_factory=dict)
+    # Every carry pair with a funding quote that was evaluated, ranked or not.
+    scanned_pairs: list[CarryPair] = field(default_factory=list)
 
 
 @dataclass
@@ -433,7 +435,8 @@ async def run_scan(
         notes.extend(venue_data.notes)
     carry, reverse = rank(rows, options)
     return ScanResult(
-        carry, reverse, failures, skipped, notes, {d.venue: d.snapshot_time for d in data}
+        carry, reverse, failures, skipped, notes, {d.venue: d.snapshot_time for d in data},
+        [p for d in data for p in d.pairs],
     )
 
 

@@ -20,7 +20,7 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 DORIAN = SHARED_DATA / "dorian-binance"
 
 
-def equal_shares(members, net_apr, equity):
+def equal_shares(members, net_apr, equity, pinned=None):
     """Hold every eligible pair with an equal share of half the equity (no LP)."""
     return np.full(members.size, 0.5 * equity / members.size)
 

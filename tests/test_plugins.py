@@ -117,8 +117,29 @@ def test_two_fee_model_defaults_for_one_venue_are_refused(monkeypatch):
         load_registry()
 
 
+class PerpFirst:
+    """A minimal executor: perp leg first, then spot; unwinds the perp if spot fails."""
+
+    name = "perp-first"
+    description = "short the perp, then buy spot"
+
+    async def open_position(self, venue, pair, base_quantity):
+        perp = await venue.market_order(pair.perp, "sell", base_quantity / pair.perp.contract_size)
+        try:
+            spot = await venue.market_order(pair.spot, "buy", base_quantity)
+        except Exception:
+            await venue.market_order(pair.perp, "buy", perp.quantity, reduce_only=True)
+            raise
+        return spot, perp
+
+    async def close_position(self, venue, pair, base_quantity):
+        perp = await venue.market_order(pair.perp, "buy", base_quantity / pair.perp.contract_size,
+                                        reduce_only=True)
+        return await venue.market_order(pair.spot, "sell", base_quantity), perp
+
+
 def test_executors_register_and_clash(monkeypatch):
-    executor = types.SimpleNamespace(name="perp-first", description="perp leg first")
+    executor = PerpFirst()
 
     def register_executors(register):
         register(executor)
@@ -131,4 +152,14 @@ def test_executors_register_and_clash(monkeypatch):
 
     _fake_plugin(monkeypatch, "exec_b", register_executors=register_executors)
     with pytest.raises(PluginError, match=r"perp-first.*exec_a.*exec_b"):
+        load_registry()
+
+
+def test_an_object_that_is_not_an_executor_is_refused(monkeypatch):
+    def register_executors(register):
+        register(types.SimpleNamespace(name="half-done", description="no methods"))
+
+    _fake_plugin(monkeypatch, "half_plugin", register_executors=register_executors)
+    with pytest.raises(PluginError, match="plugin half_plugin registered SimpleNamespace, "
+                                          "which is not an executor"):
         load_registry()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -52,22 +53,73 @@ class Strategy:
 
 @dataclass(frozen=True)
 class Simulation:
+    """What happened: the equity curve, per-row money flows, and every trade. The (T, S)
+    views (quantity, funding, marking, fees, ...) are built from these on first use."""
+
     panel: Panel
     strategy: Strategy
-    quantity: np.ndarray         # (T, S) base quantity held coming into each grid time
-    funding: np.ndarray          # (T, S) funding received at each settlement
-    marking: np.ndarray          # (T, S) mark-to-market of the hedged legs
-    fees: np.ndarray             # (T, S) taker fees paid
-    spread: np.ndarray           # (T, S) spread paid
-    traded: np.ndarray           # (T, S) notional traded (per leg, at the perp price)
-    entries: np.ndarray          # (T, S) bool
-    exits: np.ndarray            # (T, S) bool
     equity: np.ndarray           # (T,) after the rebalance at each grid time
     allocator_runs: int
+    changes: tuple[tuple[int, np.ndarray], ...]  # (grid row, quantity held after it)
+    event_funding: np.ndarray    # (N,) funding received at each settlement
+    event_marking: np.ndarray    # (N,) mark-to-market of the hedged legs at each settlement
+    trade_row: np.ndarray        # (K,) one entry per trade of one series
+    trade_series: np.ndarray
+    trade_fee: np.ndarray
+    trade_spread: np.ndarray
+    trade_notional: np.ndarray   # per leg, at the perp price
+    trade_entry: np.ndarray      # bool: the series had no position before
+    trade_exit: np.ndarray       # bool: the series has none after
 
     @property
     def final_quantity(self) -> np.ndarray:
         return self.quantity[-1]
+
+    def _trades(self, values, dtype=float) -> np.ndarray:
+        out = np.zeros(self.panel.index.shape, dtype=dtype)
+        out[self.trade_row, self.trade_series] = values
+        return out
+
+    @cached_property
+    def quantity(self) -> np.ndarray:
+        """(T, S) base quantity held coming into each grid time."""
+        out = np.zeros(self.panel.index.shape)
+        bounds = [*[row for row, _ in self.changes][1:], out.shape[0] - 1]
+        for (row, held), until in zip(self.changes, bounds, strict=True):
+            out[row + 1:until + 1] = held
+        return out
+
+    @cached_property
+    def funding(self) -> np.ndarray:
+        out = np.zeros(self.panel.index.shape)
+        out.ravel()[self.panel.event_flat] = self.event_funding
+        return out
+
+    @cached_property
+    def marking(self) -> np.ndarray:
+        out = np.zeros(self.panel.index.shape)
+        out.ravel()[self.panel.event_flat] = self.event_marking
+        return out
+
+    @cached_property
+    def fees(self) -> np.ndarray:
+        return self._trades(self.trade_fee)
+
+    @cached_property
+    def spread(self) -> np.ndarray:
+        return self._trades(self.trade_spread)
+
+    @cached_property
+    def traded(self) -> np.ndarray:
+        return self._trades(self.trade_notional)
+
+    @cached_property
+    def entries(self) -> np.ndarray:
+        return self._trades(self.trade_entry, bool)
+
+    @cached_property
+    def exits(self) -> np.ndarray:
+        return self._trades(self.trade_exit, bool)
 
 
 def keep_largest(notional: np.ndarray, net_apr: np.ndarray, max_positions: int) -> np.ndarray:
@@ -134,36 +186,49 @@ def lp_allocator(limits, venues, bases) -> Allocate:
 def simulate(panel: Panel, strategy: Strategy, spot_taker: np.ndarray, perp_taker: np.ndarray,
              allocate: Allocate, progress: Callable[[int, int], None] | None = None
              ) -> Simulation:
-    """Run the strategy over the panel. ``allocate(members, net_apr, equity, pinned)``
+    """Run the strategy over the panel. ``allocate(members, net_apr, equity, pinned=...)``
     returns the hedged notional of each member (indices of the eligible series)."""
-    T, S = panel.settled.shape
+    T, S = panel.index.shape
     reb = panel.rebalance
-    mark_r, spot_r = panel.mark[reb], panel.spot[reb]
+    series, mark, spot = panel.event_series, panel.event_mark, panel.event_spot
+    # Per settlement: net APR through the yields module, and the entry/exit tests.
     round_trip = yields.round_trip_cost(spot_taker, perp_taker, 2.0 * strategy.spread_cost)
+    hedged = bool(panel.hedged.any())
     with np.errstate(invalid="ignore"):
-        net_r = yields.net_apr(yields.apr_from_hourly(panel.expected_hourly[reb]),
-                               yields.basis(mark_r, spot_r), round_trip, strategy.horizon_days)
-        live_r = panel.live[reb]
-        gone_r = ~live_r
-        below_r = net_r < strategy.exit_apr
-        may_join_r = live_r & np.isfinite(mark_r) & (net_r > strategy.enter_apr)
+        net = yields.net_apr(yields.apr_from_hourly(panel.event_expected),
+                             yields.basis(mark, spot) if hedged else 0.0, round_trip[series],
+                             strategy.horizon_days)
+        below = net < strategy.exit_apr
+        may_join = panel.event_live & np.isfinite(mark) & (net > strategy.enter_apr)
+    # ... in force at each rebalance (index 0: no settlement yet).
+    rows = None if reb.size == T else reb
+    gone_r = panel.in_force(~panel.event_live, True, rows)
+    below_r = panel.in_force(below, False, rows)
+    may_join_r = panel.in_force(may_join, False, rows)
     now_r = panel.hours[reb]
-    hedged = np.flatnonzero(panel.hedged)
-    hedge = np.nan_to_num(panel.spot[:, hedged] - panel.mark[:, hedged])  # per unit held
+    # Settlements in time order: money between two grid times is one slice.
+    order, bounds = panel.by_time
+    carry = np.nan_to_num(panel.event_rate * mark)   # funding per unit held
+    carry_t, series_t = carry[order], series[order]
+    if hedged:   # long spot + short perp, per unit: basis moves reach the equity
+        hedge = spot - mark
+        moved = np.diff(hedge, prepend=np.nan)
+        moved[np.flatnonzero(np.diff(series, prepend=-1))] = 0.0   # first of its series
+        moved_t = np.nan_to_num(moved)[order]
 
+    def ext(values, fill):
+        return np.concatenate([[fill], values])
+
+    net_x, mark_x, spot_x = ext(net, np.nan), ext(mark, np.nan), ext(spot, np.nan)
     qty = np.zeros(S)
     held = np.zeros(S, dtype=bool)
     not_held = np.ones(S, dtype=bool)
     release_at = np.full(S, -np.inf)     # min hold over: may leave below exit_apr
     rejoin_at = np.full(S, -np.inf)      # cooldown over: may enter again
-    members_before = np.zeros(S, dtype=bool)
+    before = np.zeros(S, dtype=bool).tobytes()
     equity, checkpoint = strategy.capital, 0
-    fees = np.zeros((T, S))
-    spread = np.zeros((T, S))
-    traded = np.zeros((T, S))
-    entries = np.zeros((T, S), dtype=bool)
-    exits = np.zeros((T, S), dtype=bool)
-    changes: list[tuple[int, np.ndarray]] = []   # (grid row, quantity from the next row on)
+    trades: list[tuple] = []
+    changes: list[tuple[int, np.ndarray]] = [(0, qty)]
     runs = 0
     n_steps = reb.size
     leave = np.empty(S, dtype=bool)
@@ -183,53 +248,69 @@ def simulate(panel: Panel, strategy: Strategy, spot_taker: np.ndarray, perp_take
         eligible |= join
         if progress is not None and (step % 256 == 0 or step == n_steps - 1):
             progress(step + 1, n_steps)
-        if np.array_equal(eligible, members_before):
+        if eligible.tobytes() == before:
             continue    # same eligible set: the same targets, nothing trades
+        before = eligible.tobytes()
         i = int(reb[step])
-        members_before = eligible.copy()
+        at = panel.index[i]
+        mark_i, spot_i = mark_x[at], spot_x[at]
         if held.any():   # equity for sizing: funding and basis since the last trade
-            equity += qty @ panel.carry[checkpoint + 1:i + 1].sum(axis=0)
-            equity += qty[hedged] @ (hedge[i] - hedge[checkpoint])
+            part = slice(bounds[checkpoint + 1], bounds[i + 1])
+            equity += qty[series_t[part]] @ carry_t[part]
+            if hedged:
+                equity += qty[series_t[part]] @ moved_t[part]
         checkpoint = i
         pinned = held & eligible & (now < release_at)
         free = np.flatnonzero(eligible & ~pinned)
-        target = np.zeros(S)
-        target[pinned] = qty[pinned]
+        target = np.where(pinned, qty, 0.0)
         if free.size:
             runs += 1
-            kept = np.where(pinned, qty * mark_r[step], 0.0)
-            target[free] = allocate(free, net_r[step], equity, pinned=kept) / mark_r[step, free]
+            kept = np.where(pinned, qty * mark_i, 0.0)
+            target[free] = allocate(free, net_x[at], equity, pinned=kept) / mark_i[free]
             # Small drifts of a held position's target are not worth two taker fees.
             steady = held & eligible & (np.abs(target - qty) <= strategy.resize_band * qty)
             target[steady] = qty[steady]
-        moved = np.flatnonzero(target != qty)
-        if moved.size:
-            d, s_px, m_px = np.abs(target[moved] - qty[moved]), spot_r[step, moved], \
-                mark_r[step, moved]
-            fees[i, moved] = d * (s_px * spot_taker[moved] + m_px * perp_taker[moved])
-            spread[i, moved] = d * strategy.spread_cost * (s_px + m_px) / 2.0
-            traded[i, moved] = d * m_px
-            equity -= fees[i, moved].sum() + spread[i, moved].sum()
+        moved_series = np.flatnonzero(target != qty)
+        if moved_series.size:
+            m = moved_series
+            d, s_px, m_px = np.abs(target[m] - qty[m]), spot_i[m], mark_i[m]
+            fee = d * (s_px * spot_taker[m] + m_px * perp_taker[m])
+            spread = d * strategy.spread_cost * (s_px + m_px) / 2.0
+            equity -= fee.sum() + spread.sum()
             now_held = target > 0
-            entries[i] = now_held & not_held
-            exits[i] = held & ~now_held
-            release_at[entries[i]] = now + strategy.min_hold_hours
-            rejoin_at[exits[i]] = now + strategy.cooldown_hours
+            entry, leaving = now_held[m] & not_held[m], held[m] & ~now_held[m]
+            trades.append((np.full(m.size, i), m, fee, spread, d * m_px, entry, leaving))
+            release_at[m[entry]] = now + strategy.min_hold_hours
+            rejoin_at[m[leaving]] = now + strategy.cooldown_hours
             held, not_held, qty = now_held, ~now_held, target
             changes.append((i, qty))
 
-    # Quantity coming into each grid time: the one set at the last trade before it.
-    quantity = np.zeros((T, S))
-    for (row, q), (until, _) in zip(changes, [*changes[1:], (T - 1, None)], strict=True):
-        quantity[row + 1:until + 1] = q
-    funding = quantity * panel.carry
-    marking = np.zeros((T, S))
-    if hedged.size:
-        marking[1:, hedged] = quantity[1:, hedged] * np.diff(hedge, axis=0)
-    flows = funding.sum(axis=1) - fees.sum(axis=1) - spread.sum(axis=1)
-    if hedged.size:
-        flows += marking.sum(axis=1)
-    return Simulation(panel=panel, strategy=strategy, quantity=quantity, funding=funding,
-                      marking=marking, fees=fees, spread=spread, traded=traded,
-                      entries=entries, exits=exits,
-                      equity=strategy.capital + np.cumsum(flows), allocator_runs=runs)
+    # Money per settlement: the quantity held coming into its grid time (the one set at the
+    # last trade before it) x its funding (and basis move).
+    funding_t = np.empty(carry_t.size)
+    marking_t = np.zeros(carry_t.size)
+    spans = [*[row for row, _ in changes][1:], T - 1]
+    for (row, held_q), until in zip(changes, spans, strict=True):
+        part = slice(bounds[row + 1] if row or held_q.any() else 0, bounds[until + 1])
+        funding_t[part] = held_q[series_t[part]] * carry_t[part]
+        if hedged:
+            marking_t[part] = held_q[series_t[part]] * moved_t[part]
+    event_funding = np.empty_like(funding_t)
+    event_funding[order] = funding_t
+    event_marking = np.zeros_like(marking_t)
+    if hedged:
+        event_marking[order] = marking_t
+    rows_t = np.repeat(np.arange(T), np.diff(bounds))
+    flows = np.bincount(rows_t, weights=funding_t + marking_t, minlength=T)
+    if trades:
+        trade = [np.concatenate(part) for part in zip(*trades, strict=True)]
+    else:
+        trade = [np.zeros(0, dtype=np.int64)] * 2 + [np.zeros(0)] * 3 + \
+            [np.zeros(0, dtype=bool)] * 2
+    flows -= np.bincount(trade[0], weights=trade[2] + trade[3], minlength=T)
+    return Simulation(panel=panel, strategy=strategy,
+                      equity=strategy.capital + np.cumsum(flows), allocator_runs=runs,
+                      changes=tuple(changes), event_funding=event_funding,
+                      event_marking=event_marking, trade_row=trade[0], trade_series=trade[1],
+                      trade_fee=trade[2], trade_spread=trade[3], trade_notional=trade[4],
+                      trade_entry=trade[5], trade_exit=trade[6])

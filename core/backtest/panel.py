@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 import numpy as np
 import polars as pl
 
 from perpcarry import yields
 from perpcarry.errors import UsageError
-from perpcarry.estimators import dense_settlement_estimates
+from perpcarry.estimators import accumulate_down, dense_settlement_estimates
 
 # A series whose next settlement comes later than this many intervals has a gap (delisting,
 # missing data): positions leave at its last settlement before the gap.
@@ -29,6 +30,9 @@ GAP_INTERVALS = 1.5
 SERIES_KEY = ("venue", "symbol", "source")
 MINUTE_US = 60_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The parts of dense_settlement_estimates each estimator needs.
+ESTIMATOR_PARTS = {"current": (), "mean": ("mean",), "ewma": ("ewma",),
+                   "conservative": ("mean", "ewma")}
 # Above this many minutes between the first and last settlement the grid rows come from a
 # sort instead of a bitmap of minutes.
 MAX_BITMAP_MINUTES = 50_000_000
@@ -36,18 +40,23 @@ MAX_BITMAP_MINUTES = 50_000_000
 
 @dataclass(frozen=True)
 class Panel:
+    """Settlements as long arrays (grouped by series, time order within each) plus the
+    (T, S) index of the settlement in force at each grid cell; (T, S) views of prices,
+    estimates and liveness are built from them on first use."""
+
     times: np.ndarray            # (T,) datetime64[us], UTC
     hours: np.ndarray            # (T,) hours since the epoch
     venues: tuple[str, ...]      # (S,) per series
     symbols: tuple[str, ...]
     bases: tuple[str, ...]
-    rate: np.ndarray             # (T, S) settled rate, 0 where the series did not settle
-    settled: np.ndarray          # (T, S) bool
-    carry: np.ndarray            # (T, S) funding per unit held: rate x mark at settlement
-    mark: np.ndarray             # (T, S) perp price in force (1.0 for unpriced series)
-    spot: np.ndarray             # (T, S) spot price in force (= mark where unknown)
-    expected_hourly: np.ndarray  # (T, S) estimator's hourly funding, NaN where unavailable
-    live: np.ndarray             # (T, S) bool: inside the series' data, no gap ahead
+    event_row: np.ndarray        # (N,) grid row of each settlement
+    event_series: np.ndarray     # (N,) its series (column)
+    event_rate: np.ndarray       # (N,) settled rate
+    event_mark: np.ndarray       # (N,) perp price at the settlement (1.0 for unpriced series)
+    event_spot: np.ndarray       # (N,) spot price (= mark where unknown)
+    event_expected: np.ndarray   # (N,) estimator's hourly funding, NaN where unavailable
+    event_live: np.ndarray       # (N,) bool: the series settles again, without a gap
+    index: np.ndarray            # (T, S) 1 + the settlement in force (0: none yet)
     priced: np.ndarray           # (S,) bool: the data has a perp price for the series
     hedged: np.ndarray           # (S,) bool: the data has a spot price (basis can move)
     rebalance: np.ndarray        # (R,) grid indices where the strategy rebalances
@@ -57,7 +66,56 @@ class Panel:
     @property
     def events(self) -> int:
         """Funding settlements in the panel."""
-        return int(self.settled.sum())
+        return int(self.event_row.size)
+
+    def in_force(self, values: np.ndarray, fill, rows: np.ndarray | None = None) -> np.ndarray:
+        """(T, S) (or the given rows) of a per-settlement value: the one in force."""
+        index = self.index if rows is None else self.index[rows]
+        return np.concatenate([np.asarray([fill], dtype=values.dtype), values]).take(index)
+
+    @cached_property
+    def carry(self) -> np.ndarray:
+        """(T, S) funding per unit held: rate x mark at each settlement, 0 elsewhere."""
+        out = np.zeros(self.index.shape)
+        out.ravel()[self.event_flat] = np.nan_to_num(self.event_rate * self.event_mark)
+        return out
+
+    @cached_property
+    def event_flat(self) -> np.ndarray:
+        return self.event_row * self.index.shape[1] + self.event_series
+
+    @cached_property
+    def settled(self) -> np.ndarray:
+        out = np.zeros(self.index.shape, dtype=bool)
+        out.ravel()[self.event_flat] = True
+        return out
+
+    @cached_property
+    def mark(self) -> np.ndarray:
+        """(T, S) perp price in force (NaN before the series' first settlement)."""
+        return self.in_force(self.event_mark, np.nan)
+
+    @cached_property
+    def spot(self) -> np.ndarray:
+        return self.in_force(self.event_spot, np.nan)
+
+    @cached_property
+    def expected_hourly(self) -> np.ndarray:
+        return self.in_force(self.event_expected, np.nan)
+
+    @cached_property
+    def live(self) -> np.ndarray:
+        return self.in_force(self.event_live, False)
+
+    @cached_property
+    def by_time(self) -> tuple[np.ndarray, np.ndarray]:
+        """(settlements in time order, where each grid row's settlements start: (T + 1,))."""
+        rows = self.event_row
+        key = rows.astype(np.uint16) if self.index.shape[0] <= 65_536 else rows
+        order = np.argsort(key, kind="stable")     # radix sort for 16-bit keys
+        bounds = np.zeros(self.index.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=self.index.shape[0]), out=bounds[1:])
+        return order, bounds
 
 
 def select(history: pl.DataFrame, venues=None, symbols=None) -> pl.DataFrame:
@@ -83,13 +141,6 @@ def expected_hourly(current, mean, ewma, estimator: str) -> np.ndarray:
     if estimator == "conservative":
         return yields.conservative(current, mean, ewma)
     raise UsageError(f"unknown estimator {estimator!r} (current, mean, ewma, conservative)")
-
-
-def last_valid_row(valid: np.ndarray) -> np.ndarray:
-    """Per cell, the row of the column's last valid value at or above it (-1: none yet)."""
-    rows = np.where(valid, np.arange(valid.shape[0])[:, None], -1)
-    np.maximum.accumulate(rows, axis=0, out=rows)
-    return rows
 
 
 def _grouped(history: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
@@ -129,13 +180,14 @@ def _grid_rows(time_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return times, rows
 
 
-def _fill_forward(values: np.ndarray, starts_of_row: np.ndarray) -> np.ndarray:
+def _fill_forward(values: np.ndarray, starts: np.ndarray, series: np.ndarray) -> np.ndarray:
     """Forward-fill NaN within each series of the long table (rows grouped by series)."""
-    if not np.isnan(values).any():
+    missing = np.isnan(values)
+    if missing.all() or not missing.any():
         return values
-    index = np.where(np.isfinite(values), np.arange(values.size), -1)
+    index = np.where(missing, -1, np.arange(values.size))
     np.maximum.accumulate(index, out=index)
-    index[index < starts_of_row] = -1
+    index[index < starts[series]] = -1
     out = values[np.clip(index, 0, None)]
     out[index < 0] = np.nan
     return out
@@ -152,7 +204,7 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
                 halflife_hours: float, start: datetime | None = None,
                 end: datetime | None = None, cadence_hours: float | None = None) -> Panel:
     """Estimate on the whole history (so the window warms up before ``start``), then cut."""
-    if estimator not in ("current", "mean", "ewma", "conservative"):
+    if estimator not in ESTIMATOR_PARTS:
         expected_hourly(None, None, None, estimator)  # raises the UsageError
     if history.is_empty():
         raise UsageError("no funding history to simulate")
@@ -162,28 +214,20 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
     time_us = history["time"].to_numpy().view(np.int64)
     rate = _column(history, "rate")
     interval = _column(history, "interval_hours")
-    series_start = starts[series]
-    mark = _fill_forward(_column(history, "mark_price"), series_start)
-    spot = _fill_forward(_column(history, "spot_price"), series_start)
+    mark = _fill_forward(_column(history, "mark_price"), starts, series)
+    spot = _fill_forward(_column(history, "spot_price"), starts, series)
 
-    # Estimates on the full grid, then read back at each settlement.
+    # Estimates over each series' whole history, one value per settlement.
     times, row = _grid_rows(time_us)
-    n_series = starts.size
     current = yields.hourly_rate(rate, interval)
-    if estimator == "current":
-        estimate = current
-    else:
-        want = {"mean": ("mean",), "ewma": ("ewma",)}.get(estimator, ("mean", "ewma"))
-        settled = np.zeros((times.size, n_series), dtype=bool)
-        settled[row, series] = True
-        grid_rate = np.zeros((times.size, n_series))
-        grid_rate[row, series] = rate
-        dense = dense_settlement_estimates(times, settled, grid_rate, window_hours=window_hours,
+    want = ESTIMATOR_PARTS[estimator]
+    if want:
+        parts = dense_settlement_estimates(times, row, series, rate, window_hours=window_hours,
                                            halflife_hours=halflife_hours, want=want)
-        flat = row * n_series + series
-        mean = dense["hourly_mean"].ravel()[flat] if "mean" in want else None
-        ewma = dense["hourly_ewma"].ravel()[flat] if "ewma" in want else None
-        estimate = expected_hourly(current, mean, ewma, estimator)
+        estimate = expected_hourly(current, parts.get("hourly_mean"), parts.get("hourly_ewma"),
+                                   estimator)
+    else:
+        estimate = current
 
     # The cut: each series' rows in [start, end] are one contiguous run.
     keep = None
@@ -196,27 +240,23 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
         if not keep.any():
             raise UsageError("no funding history between the chosen start and end")
         kept_series = np.unique(series[keep])
-        new_id = np.full(n_series, -1)
+        new_id = np.full(starts.size, -1)
         new_id[kept_series] = np.arange(kept_series.size)
         series = new_id[series[keep]]
         time_us, rate, interval, mark, spot, estimate, row = (
             a[keep] for a in (time_us, rate, interval, mark, spot, estimate, row))
-        starts = starts[kept_series]
-        first_row, last_row = int(row.min()), int(row.max())
-        present = np.zeros(last_row - first_row + 1, dtype=bool)
+        starts = np.flatnonzero(np.diff(series, prepend=-1))
+        first_row = int(row.min())
+        present = np.zeros(int(row.max()) - first_row + 1, dtype=bool)
         present[row - first_row] = True
-        row_of = np.cumsum(present) - 1
-        times = times[first_row:last_row + 1][present]
-        row = row_of[row - first_row]
-        n_series = kept_series.size
-    info = history[starts].select("venue", "symbol", "base")
-    n_events = time_us.size
+        times = times[first_row:first_row + present.size][present]
+        row = (np.cumsum(present) - 1)[row - first_row]
+        info = history[np.flatnonzero(keep)[starts]].select("venue", "symbol", "base")
+    else:
+        info = history[starts].select("venue", "symbol", "base")
+    n_events, n_series = time_us.size, starts.size
     shape = (times.size, n_series)
 
-    # Long-table per-settlement facts.
-    new_series = np.empty(n_events, dtype=bool)
-    new_series[0] = True
-    np.not_equal(series[1:], series[:-1], out=new_series[1:])
     has_price = np.zeros(n_series, dtype=bool)
     has_price[series[np.isfinite(mark)]] = True
     notes = []
@@ -227,33 +267,18 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
         mark = np.where(has_price[series], mark, 1.0)
     hedged = np.zeros(n_series, dtype=bool)
     hedged[series[np.isfinite(spot)]] = True
-    spot = np.where(np.isfinite(spot), spot, mark)
     # Live after a settlement: the series settles again within GAP_INTERVALS intervals.
-    nxt = np.empty(n_events)
-    nxt[:-1] = time_us[1:]
-    nxt[-1] = np.nan
-    nxt[np.flatnonzero(new_series)[1:] - 1] = np.nan
-    ok = (nxt - time_us) <= GAP_INTERVALS * interval * 3_600_000_000
+    gap = np.full(n_events, np.inf)
+    gap[:-1] = time_us[1:] - time_us[:-1]
+    gap[starts[1:] - 1] = np.inf
+    ok = gap <= GAP_INTERVALS * 3_600_000_000 * interval
 
-    # Settlement in force at each cell: an index into the long arrays (-1: none yet).
-    flat = row * n_series + series
-    in_force = np.full(shape, -1, dtype=np.int64)
-    in_force.ravel()[flat] = np.arange(n_events)
-    np.maximum.accumulate(in_force, axis=0, out=in_force)
-    none = in_force < 0
-    index = np.where(none, n_events, in_force)  # n_events: a trailing NaN / False
-
-    def in_force_of(values, fill):
-        return np.append(values, fill)[index]
-
-    settled = np.zeros(shape, dtype=bool)
-    settled.ravel()[flat] = True
-    grid_rate = np.zeros(shape)
-    grid_rate.ravel()[flat] = rate
-    carry = np.zeros(shape)
-    carry.ravel()[flat] = np.nan_to_num(rate * mark)
-    mark_in_force = in_force_of(mark, np.nan)
-    spot_in_force = in_force_of(spot, np.nan) if hedged.any() else mark_in_force
+    # The settlement in force at each cell, as 1 + its index in the long arrays (0: none
+    # yet), so every (T, S) view is one gather.
+    index = np.zeros(shape, dtype=np.int32 if n_events < 2**31 - 1 else np.int64)
+    index.ravel()[row * n_series + series] = np.arange(1, n_events + 1)
+    accumulate_down(np.maximum, index)
+    spot = np.where(np.isfinite(spot), spot, mark) if hedged.any() else mark
 
     hours = (times // 1_000_000) / 3600.0
     cadence = float(cadence_hours or np.nanmin(interval))
@@ -263,11 +288,10 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
         raise UsageError(f"no settlement falls on the {cadence:g}h rebalance cadence")
     return Panel(
         times=times.view("datetime64[us]"), hours=hours, venues=tuple(info["venue"]),
-        symbols=tuple(info["symbol"]), bases=tuple(info["base"]), rate=grid_rate,
-        settled=settled, carry=carry, mark=mark_in_force, spot=spot_in_force,
-        expected_hourly=in_force_of(estimate, np.nan), live=in_force_of(ok, False),
-        priced=has_price, hedged=hedged, rebalance=rebalance, cadence_hours=cadence,
-        notes=tuple(notes),
+        symbols=tuple(info["symbol"]), bases=tuple(info["base"]), event_row=row,
+        event_series=series, event_rate=rate, event_mark=mark, event_spot=spot,
+        event_expected=estimate, event_live=ok, index=index, priced=has_price, hedged=hedged,
+        rebalance=rebalance, cadence_hours=cadence, notes=tuple(notes),
     )
 
 
