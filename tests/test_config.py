@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 BAD_CONFIGS = [
@@ -121,3 +123,14 @@ def test_example_config_documents_and_validates(run_cli):
             assert name in text, f"perpcarry.example.toml does not document {name}"
     result = run_cli("--config", str(example), "venues", "--json")
     assert result.exit_code == 0, result.stderr
+
+
+def test_log_json_writes_json_lines_without_secrets(run_cli, write_config):
+    path = write_config('[venues.bybit]\nenabled = true\napi_key = "k-123456"\nsecret = "s-7890"\n')
+    result = run_cli("--config", str(path), "--log-level", "DEBUG", "--log-json", "plugins")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines, "DEBUG logs the plugins it loads"
+    for line in lines:
+        record = json.loads(line)
+        assert {"text", "record"} <= set(record)
+    assert "k-123456" not in result.stderr and "s-7890" not in result.stderr

@@ -230,6 +230,9 @@ def render(result, options) -> None:
                 f"{r.venue} {r.pair.label} {_pct(r.expected_apr)}" for r in result.reverse_rows[:8]
             )
         )
+    fee_sources = {r.venue: r.fees.describe() for r in result.rows + result.reverse_rows}
+    for venue, source in sorted(fee_sources.items()):
+        console.print(f"fees {venue}: {source}", markup=False, highlight=False)
     for note in result.notes:
         console.print(note, markup=False, highlight=False)
     if result.skipped:
