@@ -56,9 +56,34 @@ def accumulate_down(ufunc, array):
     return array
 
 
+def grid_cells(row, column, n_rows: int, n_cols: int):
+    """Flat positions ``row * n_cols + column`` in a C-ordered (n_rows, n_cols) grid, in
+    the narrowest integer type that holds them."""
+    import numpy as np
+
+    dtype = np.int32 if n_rows * n_cols < 2**31 else np.int64
+    out = np.multiply(row, n_cols, dtype=dtype)
+    out += column
+    return out
+
+
+def in_force_index(row, column, n_rows: int, n_cols: int):
+    """(S, T) grid, series-major: 1 + the position (in the long arrays) of the settlement
+    in force at each cell, i.e. the column's last one at or before the row; 0 before its
+    first. Series-major because the long arrays are: a series' cells are contiguous."""
+    import numpy as np
+
+    n_events = row.size
+    index = np.zeros((n_cols, n_rows), dtype=np.int32 if n_events < 2**31 - 1 else np.int64)
+    index.ravel()[grid_cells(column, row, n_cols, n_rows)] = np.arange(1, n_events + 1,
+                                                                      dtype=index.dtype)
+    np.maximum.accumulate(index, axis=1, out=index)
+    return index
+
+
 def dense_settlement_estimates(
     grid_time_us, row, column, rate, *, window_hours: float, halflife_hours: float,
-    want: tuple[str, ...] = ("interval_h", "hourly_last", "mean", "ewma"),
+    want: tuple[str, ...] = ("interval_h", "hourly_last", "mean", "ewma"), in_force=None,
 ) -> dict:
     """:func:`settlement_estimates` on numpy arrays, for the backtest's speed.
 
@@ -67,15 +92,17 @@ def dense_settlement_estimates(
     distinct settlement times, increasing, microseconds since the epoch) with per-interval
     ``rate[e]``. Rows must be grouped by column, in time order within each; each column
     holds its whole history (the window and the EWMA start at its first settlement, as
-    ``over("key")`` does).
+    ``over("key")`` does). ``in_force`` is :func:`in_force_index` of these rows if the
+    caller has it.
 
     Returns arrays aligned with the input for the names in ``want``: ``interval_h``,
     ``hourly_last``, ``hourly_mean`` (``mean``) and ``hourly_ewma`` (``ewma``), NaN where
-    the long-table version is null. Both estimates run across all series at once on the
-    time x series grid: the window sum is a difference of cumulative sums down each column
-    (equal to polars' compensated running sum up to float rounding of the column's running
-    total, ~1e-16 of it); the EWMA is polars' ``ewm_mean_by`` recurrence, one vector step
-    per distinct time: ``y = d * y_prev + (1 - d) * x``, ``d = exp(-dt / half_life * ln 2)``.
+    the long-table version is null (and ``in_force``, when it was built for the mean).
+    The window sum is a difference of running sums within each series, its start found
+    through the grid (equal to polars' compensated running sum up to float rounding of
+    the series' running total, ~1e-16 of it); the EWMA is polars' ``ewm_mean_by``
+    recurrence run across all series at once, one vector step per distinct time:
+    ``y = d * y_prev + (1 - d) * x`` with ``d = exp(-dt / half_life * ln 2)``.
     """
     import math
 
@@ -86,45 +113,74 @@ def dense_settlement_estimates(
     rate = np.asarray(rate, dtype=float)
     n_events, n_rows = row.size, grid_time_us.size
     n_cols = int(column.max()) + 1 if n_events else 0
-    time_us = grid_time_us[row]
     first = np.ones(n_events, dtype=bool)          # first settlement of its series
     if n_events:
         np.not_equal(column[1:], column[:-1], out=first[1:])
-    gap_us = np.empty(n_events, dtype=np.int64)
-    gap_us[0:1] = 0
-    np.subtract(time_us[1:], time_us[:-1], out=gap_us[1:])
-    gap_us[first] = 0
+    starts = np.flatnonzero(first)
     # total_seconds() is whole seconds, then / 3600.0, as in the long-table version.
-    interval_h = (gap_us // 1_000_000) / 3600.0
+    if np.any(grid_time_us % 1_000_000):
+        time_s = None
+        time_us = grid_time_us[row]
+        gap_s = np.empty(n_events, dtype=np.int64)
+        np.subtract(time_us[1:], time_us[:-1], out=gap_s[1:])
+        gap_s //= 1_000_000
+    else:   # whole seconds: seconds since the first time (int32 up to 68 years)
+        grid_s = (grid_time_us - grid_time_us[0]) // 1_000_000
+        narrow = np.int32 if grid_s[-1] < 2**31 else np.int64
+        time_s = grid_s.astype(narrow)[row]
+        gap_s = np.empty(n_events, dtype=narrow)
+        np.subtract(time_s[1:], time_s[:-1], out=gap_s[1:])
+    gap_s[first] = 0
+    interval_h = gap_s / 3600.0
     interval_h[first] = np.nan
     out = {}
     if "interval_h" in want:
         out["interval_h"] = interval_h
-    with np.errstate(invalid="ignore", divide="ignore"):
-        hourly_last = rate / interval_h
-    if "hourly_last" in want:
-        out["hourly_last"] = hourly_last
-    flat = row * n_cols + column
+    if "hourly_last" in want or "ewma" in want:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            hourly_last = rate / interval_h
+        if "hourly_last" in want:
+            out["hourly_last"] = hourly_last
     if "mean" in want:
+        if in_force is None:
+            in_force = out["in_force"] = in_force_index(row, column, n_rows, n_cols)
+        # Running sum within each series: each series starts from (about) zero, so its
+        # rounding is that of its own total. total[k] is the running sum up to event k - 1.
+        steps = rate.copy()
+        steps[starts[1:]] -= np.add.reduceat(rate, starts)[:-1]
+        total = np.empty(n_events + 1)
+        total[0] = 0.0
+        np.cumsum(steps, out=total[1:])
+        # Window (t - window, t]: its first grid row is lo, so the series' settlements
+        # before it end at in_force[series, lo - 1] (1 + position; 0: none before it).
         window_us = round(window_hours * 3600) * 1_000_000
-        # cum[r + 1] sums rows 0..r of each column (cum[0] = 0). The window (t - window, t]
-        # starts at grid row lo, so its sum is cum[t + 1] - cum[lo].
-        cum = np.zeros((n_rows + 1, n_cols))
-        cum.ravel()[flat + n_cols] = rate
-        accumulate_down(np.add, cum)
-        lo = np.searchsorted(grid_time_us, grid_time_us - window_us, side="right")
-        window_sum = cum.ravel()[flat + n_cols]
-        window_sum -= cum.ravel()[lo[row] * n_cols + column]
-        del cum
-        starts = np.flatnonzero(first)
-        series_first = np.repeat(time_us[starts], np.diff(np.append(starts, n_events)))
+        lo = np.searchsorted(grid_time_us, grid_time_us - window_us, side="right") - 1
+        before_row = lo[row]
+        earlier = before_row >= 0
+        np.maximum(before_row, 0, out=before_row)
+        before = in_force.ravel()[grid_cells(column, before_row, n_cols, n_rows)]
+        before *= earlier
+        counts = np.diff(np.append(starts, n_events))
+        series_start = np.repeat(starts.astype(before.dtype), counts)
+        window_sum = total[1:] - total[before]
+        # A window reaching back to the series' first settlement: its sum is that rate plus
+        # the steps after it (total[start] still holds the previous series' running sum).
+        whole = np.flatnonzero(before <= series_start)
+        first_of = series_start[whole]
+        window_sum[whole] = (total[whole + 1] - total[first_of + 1]) + rate[first_of]
+        if time_s is None:
+            since_s = (time_us - np.repeat(time_us[starts], counts)) // 1_000_000
+        else:
+            since_s = time_s - np.repeat(time_s[starts], counts)
         with np.errstate(invalid="ignore"):
-            covered = ((time_us - series_first) // 1_000_000) / 3600.0 \
-                >= window_hours - interval_h                      # False where NaN
-        out["hourly_mean"] = np.where(covered, window_sum / window_hours, np.nan)
+            covered = since_s / 3600.0 >= window_hours - interval_h     # False where NaN
+        window_sum /= window_hours
+        window_sum[~covered] = np.nan
+        out["hourly_mean"] = window_sum
     if "ewma" in want:
+        flat = grid_cells(row, column, n_rows, n_cols)
         halflife_us = float(round(halflife_hours * 3600) * 1_000_000)
-        decay = np.exp(-gap_us.astype(float) / halflife_us * math.log(2))
+        decay = np.exp((gap_s.astype(float) * -1_000_000.0) / halflife_us * math.log(2))
         # A series' first value is x itself (d = 0); its very first settlement has no x.
         second = np.zeros(n_events, dtype=bool)
         second[1:] = first[:-1] & ~first[1:]

@@ -7,6 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+# Signing parameters differ on every request; a recording stores them filtered out.
+VOLATILE_QUERY = frozenset({"signature", "timestamp", "recvWindow"})
+SECRET_HEADERS = ("X-MBX-APIKEY", "X-BAPI-API-KEY", "X-BAPI-SIGN", "X-BAPI-TIMESTAMP",
+                  "OK-ACCESS-KEY", "OK-ACCESS-SIGN", "OK-ACCESS-PASSPHRASE",
+                  "OK-ACCESS-TIMESTAMP", "cookie", "authorization")
+
 
 def _canonical(request) -> tuple:
     """What identifies a request in a recording: method, scheme, host, port, path, the query
@@ -19,8 +25,9 @@ def _canonical(request) -> tuple:
         if body:
             with suppress(ValueError, TypeError):
                 body = json.dumps(json.loads(body), sort_keys=True)
+        query = tuple(sorted(p for p in request.query if p[0] not in VOLATILE_QUERY))
         key = (request.method, request.scheme, request.host, request.port, request.path,
-               tuple(sorted(request.query)), body or None)
+               query, body or None)
         request._perpcarry_key = key
     return key
 
@@ -29,20 +36,21 @@ def _same_request(r1, r2) -> None:
     assert _canonical(r1) == _canonical(r2)
 
 
-def cassette_vcr(**overrides):
-    """The one vcrpy configuration perpcarry uses: JSON cassettes, never recording."""
+def cassette_vcr(record_mode: str = "none", **overrides):
+    """The one vcrpy configuration perpcarry uses: JSON cassettes, replayed, never written,
+    unless ``record_mode`` asks to record (see cassettes/README.md); then credentials and
+    signing parameters are filtered out of what is written."""
     import vcr
 
     options = {
         "serializer": "json",
-        "record_mode": "none",
+        "record_mode": record_mode,
         "match_on": ("perpcarry",),
         "decode_compressed_response": True,
-        "filter_headers": ["X-MBX-APIKEY", "X-BAPI-API-KEY", "X-BAPI-SIGN", "OK-ACCESS-KEY",
-                           "OK-ACCESS-SIGN", "OK-ACCESS-PASSPHRASE", "OK-ACCESS-TIMESTAMP",
-                           "X-BAPI-TIMESTAMP", "cookie", "authorization"],
-        "filter_query_parameters": ["signature", "timestamp", "recvWindow"],
     }
+    if record_mode != "none":
+        options["filter_headers"] = list(SECRET_HEADERS)
+        options["filter_query_parameters"] = sorted(VOLATILE_QUERY)
     options.update(overrides)
     recorder = vcr.VCR(**options)
     recorder.register_matcher("perpcarry", _same_request)

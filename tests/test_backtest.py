@@ -157,3 +157,147 @@ def test_supervik_local_time_and_aha_uk_time_land_on_dorian_settlements():
         joined = other.join(dorian, on=["symbol", "time"])
         assert len(joined) >= expected_rows
         assert (joined["rate"] - joined["rate_right"]).abs().max() == 0.0
+
+
+def test_dense_estimates_equal_the_polars_definition_on_real_data():
+    """One estimator definition: the backtest's array twin of settlement_estimates gives the
+    same numbers on every bundled settlement (the EWMA bit for bit; the window mean to float
+    rounding of a running sum: within 1e-9 relative, or 1e-17 an hour where it is ~0)."""
+    from perpcarry.estimators import dense_settlement_estimates, settlement_estimates
+
+    history = load_bundled().with_columns(
+        key=pl.col("venue") + "|" + pl.col("symbol") + "|" + pl.col("source"))
+    for window, halflife in ((7 * 24, 48), (3 * 24 + 0.5, 11.3)):
+        polars_version = settlement_estimates(history.select("key", "time", "rate"),
+                                              window_hours=window, halflife_hours=halflife)
+        _, column = np.unique(polars_version["key"].to_numpy(), return_inverse=True)
+        times, row = np.unique(polars_version["time"].to_numpy().view(np.int64),
+                               return_inverse=True)
+        dense = dense_settlement_estimates(times, row, column,
+                                           polars_version["rate"].to_numpy(),
+                                           window_hours=window, halflife_hours=halflife)
+        for name, polars_name in (("interval_h", "interval_h"),
+                                  ("hourly_last", "hourly_last"),
+                                  ("hourly_mean", "hourly_mean"),
+                                  ("hourly_ewma", "hourly_ewma")):
+            expected = polars_version[polars_name].fill_null(np.nan).to_numpy()
+            got = dense[name]
+            assert np.array_equal(np.isnan(got), np.isnan(expected)), name  # same nulls
+            known = ~np.isnan(expected)
+            assert known.sum() > 100_000
+            if name in ("interval_h", "hourly_last") or (name == "hourly_ewma"
+                                                          and halflife == 48):
+                assert np.array_equal(got[known], expected[known]), name
+            np.testing.assert_allclose(got[known], expected[known], rtol=1e-9, atol=1e-17)
+
+
+def _two_pair_history(tmp_path, jump_at: int) -> Path:
+    """BTC pays a steady 0.03 % per 8h; ETH pays nothing, then 0.1 % from ``jump_at``."""
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    rows = []
+    for base, rate_of in (("BTC", lambda i: 0.0003),
+                          ("ETH", lambda i: 0.001 if i >= jump_at else 0.0)):
+        for i in range(40):
+            rows.append(("binance", f"{base}/USDT:USDT", base, start + timedelta(hours=8 * i),
+                         rate_of(i), 8.0, 100.0, 100.0, "fixture"))
+    frame = pl.DataFrame(rows, orient="row", schema=["venue", "symbol", "base", "time", "rate",
+                                                     "interval_hours", "mark_price",
+                                                     "spot_price", "source"])
+    path = tmp_path / "two.parquet"
+    frame.with_columns(pl.col("time").dt.cast_time_unit("us")).write_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("min_hold_hours", [0.0, 10_000.0])
+def test_positions_inside_min_hold_are_pinned_when_the_lp_reruns(tmp_path, min_hold_hours):
+    """max_positions = 1: when ETH starts paying more, the LP re-runs and prefers it. A BTC
+    position still inside its minimum holding time keeps its quantity (pinned, using the
+    only slot); without a minimum hold the LP may swap it for ETH."""
+    from perpcarry.allocator import Limits
+    from perpcarry.backtest.engine import lp_allocator, simulate
+    from perpcarry.backtest.panel import build_panel
+    from perpcarry.backtest.run import strategy_from
+    from perpcarry.settings import AllocatorConfig
+
+    history = load_path(_two_pair_history(tmp_path, jump_at=20))
+    settings = BacktestConfig(estimator="current", enter_apr=0.05, exit_apr=0.01,
+                              min_hold_hours=min_hold_hours, cooldown_hours=0,
+                              spread_cost=0.0, horizon_days=365)
+    panel = build_panel(history, estimator="current", window_hours=24, halflife_hours=24)
+    limits = Limits.from_config(AllocatorConfig(max_positions=1, max_asset_share=1.0,
+                                                max_pair_share=1.0, max_venue_share=1.0),
+                                capital=settings.capital)
+    sim = simulate(panel, strategy_from(settings), np.full(2, 0.001), np.full(2, 0.0005),
+                   lp_allocator(limits, panel.venues, panel.bases))
+    btc, eth = panel.symbols.index("BTC/USDT:USDT"), panel.symbols.index("ETH/USDT:USDT")
+    assert sim.allocator_runs >= 2                     # the LP ran again when ETH joined
+    held_btc = sim.quantity[:, btc]
+    entered = np.argmax(held_btc > 0)
+    if min_hold_hours:
+        # Held from entry to the end of the data at one quantity; ETH never got the slot.
+        assert np.all(held_btc[entered:-1] == held_btc[entered]) and held_btc[entered] > 0
+        assert not sim.quantity[:, eth].any()
+    else:
+        assert sim.exits[:, btc].any() and sim.quantity[:, eth].any()
+
+
+def test_funding_history_cache_loads_with_intervals_from_spacing(tmp_path):
+    """The venue plugins' SQLite cache (history_store) as --data: rates, marks and times of
+    real bundled rows come back, intervals inferred from the settlement spacing."""
+    from decimal import Decimal
+
+    from perpcarry.history_store import FundingHistoryStore
+    from perpcarry.types import FundingRecord
+
+    real = load_bundled().filter(
+        (pl.col("venue") == "bybit") & pl.col("symbol").is_in(["WIF/USDT:USDT",
+                                                              "BTC/USDT:USDT"])
+        & (pl.col("source") == "zushen-funding")
+        & pl.col("time").is_between(datetime(2025, 9, 1, tzinfo=UTC),
+                                    datetime(2025, 9, 15, tzinfo=UTC)))
+    binance = load_bundled().filter(
+        (pl.col("venue") == "binance") & (pl.col("symbol") == "ETH/USDT:USDT")
+        & (pl.col("source") == "zushen-funding")
+        & pl.col("time").is_between(datetime(2025, 9, 1, tzinfo=UTC),
+                                    datetime(2025, 9, 15, tzinfo=UTC)))
+    real = pl.concat([real, binance])
+    store = FundingHistoryStore(tmp_path / "cache" / "funding_history.sqlite")
+    for (venue, symbol), rows in real.group_by("venue", "symbol"):
+        records = [FundingRecord(venue, symbol, t, Decimal(repr(rate)),
+                                 None if mark is None else Decimal(repr(mark)))
+                   for t, rate, mark in rows.select("time", "rate", "mark_price").iter_rows()]
+        store.add(venue, symbol, records, 0, 2**42)
+    store.close()
+
+    loaded = load_path(tmp_path / "cache")               # the cache folder, as --data takes it
+    assert loaded["source"].unique().to_list() == ["funding-history-cache"]
+    joined = loaded.join(real, on=["venue", "symbol", "time"], suffix="_real")
+    assert len(joined) == len(real) == len(loaded)
+    assert (joined["rate"] - joined["rate_real"]).abs().max() == 0.0
+    assert joined["interval_hours"].equals(joined["interval_hours_real"], check_names=False)
+    assert set(joined["interval_hours"].unique()) == {4.0, 8.0}
+    assert joined.filter(pl.col("venue") == "binance")["mark_price"].equals(
+        joined.filter(pl.col("venue") == "binance")["mark_price_real"], check_names=False)
+    run = run_backtest(load_config(None), BacktestConfig(), data=tmp_path / "cache")
+    assert run.summary["settlements"] > 0 and run.summary["series"] == 3
+
+
+def test_default_span_stays_where_the_selected_venues_have_data():
+    """The bundled history has a gap (2025-01 to 2025-08): a run without --start/--end
+    covers one stretch, where all its venues have data, and says which."""
+    run = run_backtest(load_config(None), BacktestConfig(estimator="current"),
+                       venues=["bybit", "okx"])
+    s = run.summary
+    assert s["start"] == "2023-01-01T00:00:00Z" and s["end"] == "2024-07-01T00:00:00Z"
+    assert s["notes"][0].startswith("span 2023-01-01 00:00 → 2024-07-01 00:00 (default): "
+                                    "where bybit, okx all have data")
+    run = run_backtest(load_config(None), BacktestConfig(estimator="current"),
+                       venues=["binance"], symbols=["BTC"])
+    # Two stretches of one venue: the one with more settlements (2021-2024, not 2025-26).
+    assert run.summary["start"].startswith("2021-01-01")
+    assert run.summary["end"].startswith("2024-12-31")
+    given = run_backtest(load_config(None), BacktestConfig(estimator="current"),
+                         venues=["binance"], symbols=["BTC"],
+                         start=datetime(2024, 6, 1, tzinfo=UTC))
+    assert given.summary["start"].startswith("2024-06-01")
+    assert given.summary["notes"][0].endswith("(as given)")

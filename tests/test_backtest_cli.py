@@ -33,8 +33,14 @@ def test_bundled_run_prints_json_and_writes_three_charts(tmp_path):
                 "fees_paid", "turnover", "time_in_market", "per_asset"):
         assert key in summary
     charts = sorted(p.name for p in out.iterdir())
-    assert charts == ["equity.png", "funding_heatmap.png", "venue_yield.png"]
-    assert all((out / name).stat().st_size > 10_000 for name in charts)
+    assert charts == ["equity.html", "equity.png", "funding_heatmap.png", "venue_yield.png"]
+    assert all((out / name).stat().st_size > 10_000 for name in charts if name.endswith("png"))
+    # The interactive chart: self-contained (no network), its data the run's equity curve.
+    html = (out / "equity.html").read_text()
+    assert "http" not in html and "<script src" not in html
+    data = json.loads(html.split('type="application/json">')[1].split("</script>")[0])
+    assert data["equity"][-1] == round(summary["final_equity"], 2)
+    assert len(data["t"]) == len(data["funding"]) > 500
 
 
 def test_unknown_data_format_is_one_line_and_exit_code_2():

@@ -14,13 +14,17 @@ Order of events at a grid time t:
    shares out what is left of the budget and of each cap around them;
 3. every trade pays the venue's taker fee on both legs plus ``spread_cost``.
 
-Speed: the net APRs and the entry/exit tests of every (rebalance, series) cell are
-computed once as (R, S) arrays; the sequential part is one pass over rebalance times with a
-handful of length-S vector operations, and everything else (equity for sizing, funding,
-marking) happens only when the eligible set changes, which is also the only time the LP
-runs (otherwise the positions' targets are unchanged, so re-solving would return the same
-weights). Quantities are continuous: lot rounding, which ``plan`` applies, would only add
-noise of a lot per position.
+Speed: the net APR and the entry/exit tests are computed once per settlement (long arrays)
+and read at each rebalance through the panel's "settlement in force" index as one (S, R)
+code array. The sequential part scans rebalances BLOCK at a time with (S, BLOCK) vector
+operations to find the next one whose eligible set differs; only there does anything else
+happen (equity for sizing, the LP, trades): otherwise the targets are unchanged, so
+re-solving would return the same weights. Money is accrued per settlement from the few
+held series' contiguous slices of the long arrays. Quantities are continuous: lot rounding,
+which ``plan`` applies, would only add noise of a lot per position.
+
+``max_positions``: :func:`keep_largest` is the rule of :func:`perpcarry.allocator.allocate`
+(largest notional x net APR first), which keeps it inline with no public function to call.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from perpcarry.backtest.panel import Panel
 # allocate(members, net_apr, equity, pinned) -> hedged notional of each member; ``pinned``
 # (S,) is the notional of positions that must stay as they are (not among the members).
 Allocate = Callable[..., np.ndarray]
+# Bits of the per-settlement decision code, and rebalances examined per vector step.
+GONE, BELOW, JOIN = 1, 2, 4
+BLOCK = 32
 
 
 @dataclass(frozen=True)
@@ -76,14 +83,14 @@ class Simulation:
         return self.quantity[-1]
 
     def _trades(self, values, dtype=float) -> np.ndarray:
-        out = np.zeros(self.panel.index.shape, dtype=dtype)
+        out = np.zeros(self.panel.shape, dtype=dtype)
         out[self.trade_row, self.trade_series] = values
         return out
 
     @cached_property
     def quantity(self) -> np.ndarray:
         """(T, S) base quantity held coming into each grid time."""
-        out = np.zeros(self.panel.index.shape)
+        out = np.zeros(self.panel.shape)
         bounds = [*[row for row, _ in self.changes][1:], out.shape[0] - 1]
         for (row, held), until in zip(self.changes, bounds, strict=True):
             out[row + 1:until + 1] = held
@@ -91,13 +98,13 @@ class Simulation:
 
     @cached_property
     def funding(self) -> np.ndarray:
-        out = np.zeros(self.panel.index.shape)
+        out = np.zeros(self.panel.shape)
         out.ravel()[self.panel.event_flat] = self.event_funding
         return out
 
     @cached_property
     def marking(self) -> np.ndarray:
-        out = np.zeros(self.panel.index.shape)
+        out = np.zeros(self.panel.shape)
         out.ravel()[self.panel.event_flat] = self.event_marking
         return out
 
@@ -188,77 +195,93 @@ def simulate(panel: Panel, strategy: Strategy, spot_taker: np.ndarray, perp_take
              ) -> Simulation:
     """Run the strategy over the panel. ``allocate(members, net_apr, equity, pinned=...)``
     returns the hedged notional of each member (indices of the eligible series)."""
-    T, S = panel.index.shape
+    T, S = panel.shape
     reb = panel.rebalance
     series, mark, spot = panel.event_series, panel.event_mark, panel.event_spot
     # Per settlement: net APR through the yields module, and the entry/exit tests.
     round_trip = yields.round_trip_cost(spot_taker, perp_taker, 2.0 * strategy.spread_cost)
     hedged = bool(panel.hedged.any())
     with np.errstate(invalid="ignore"):
-        net = yields.net_apr(yields.apr_from_hourly(panel.event_expected),
-                             yields.basis(mark, spot) if hedged else 0.0, round_trip[series],
-                             strategy.horizon_days)
-        below = net < strategy.exit_apr
-        may_join = panel.event_live & np.isfinite(mark) & (net > strategy.enter_apr)
-    # ... in force at each rebalance (index 0: no settlement yet).
-    rows = None if reb.size == T else reb
-    gone_r = panel.in_force(~panel.event_live, True, rows)
-    below_r = panel.in_force(below, False, rows)
-    may_join_r = panel.in_force(may_join, False, rows)
+        if hedged:
+            net = yields.net_apr(yields.apr_from_hourly(panel.event_expected),
+                                 yields.basis(mark, spot), round_trip[series],
+                                 strategy.horizon_days)
+        else:   # no basis: the same sum, its per-series cost term computed once per series
+            net = yields.apr_from_hourly(panel.event_expected)
+            net += yields.net_apr(0.0, 0.0, round_trip, strategy.horizon_days)[series]
+        # One code per settlement, in force at each rebalance (0: no settlement yet):
+        # GONE (data ends or gaps), BELOW (net under exit_apr), JOIN (may enter).
+        join = net > strategy.enter_apr
+        join &= panel.event_live
+        join &= np.isfinite(mark)
+        code = np.left_shift(join.view(np.uint8), 2)
+        code |= np.left_shift((net < strategy.exit_apr).view(np.uint8), 1)
+        code |= (~panel.event_live).view(np.uint8)
+    # (S, R) in force at each rebalance, as three bool views of the bits.
+    code_r = panel.in_force_series_major(code, GONE, None if reb.size == T else reb)
+    gone_r = (code_r & GONE).view(bool)
+    below_r = ((code_r >> 1) & 1).view(bool)
+    may_join_r = (code_r >> 2).view(bool)
+    del code_r
     now_r = panel.hours[reb]
-    # Settlements in time order: money between two grid times is one slice.
-    order, bounds = panel.by_time
-    carry = np.nan_to_num(panel.event_rate * mark)   # funding per unit held
-    carry_t, series_t = carry[order], series[order]
-    if hedged:   # long spot + short perp, per unit: basis moves reach the equity
-        hedge = spot - mark
-        moved = np.diff(hedge, prepend=np.nan)
-        moved[np.flatnonzero(np.diff(series, prepend=-1))] = 0.0   # first of its series
-        moved_t = np.nan_to_num(moved)[order]
+    hedge = spot - mark if hedged else None   # long spot + short perp, per unit held
 
-    def ext(values, fill):
-        return np.concatenate([[fill], values])
+    def money(held_q, rows_from: int, rows_to: int):
+        """Settlements of the held series in grid rows (rows_from, rows_to]: slices of
+        the long arrays (each series' settlements are contiguous, in time order)."""
+        lo = panel.index[:, rows_from] if rows_from >= 0 else np.zeros(S, dtype=np.int64)
+        hi = panel.index[:, rows_to]
+        for s in np.flatnonzero(held_q):
+            # index is 1 + the settlement in force, so (lo, hi] in 1-based is [lo, hi).
+            a, b = int(lo[s]), int(hi[s])
+            if b > a:
+                yield s, a, b
 
-    net_x, mark_x, spot_x = ext(net, np.nan), ext(mark, np.nan), ext(spot, np.nan)
     qty = np.zeros(S)
     held = np.zeros(S, dtype=bool)
     not_held = np.ones(S, dtype=bool)
     release_at = np.full(S, -np.inf)     # min hold over: may leave below exit_apr
     rejoin_at = np.full(S, -np.inf)      # cooldown over: may enter again
-    before = np.zeros(S, dtype=bool).tobytes()
+    before = np.zeros(S, dtype=bool)
     equity, checkpoint = strategy.capital, 0
     trades: list[tuple] = []
-    changes: list[tuple[int, np.ndarray]] = [(0, qty)]
+    changes: list[tuple[int, np.ndarray]] = [(-1, qty)]
     runs = 0
     n_steps = reb.size
-    leave = np.empty(S, dtype=bool)
-    join = np.empty(S, dtype=bool)
-    eligible = np.empty(S, dtype=bool)
-    for step in range(n_steps):
-        now = now_r[step]
-        # leave = held & (gone | (below & min hold over)); join = free & may join & cooled.
-        np.greater_equal(now, release_at, out=leave)
-        leave &= below_r[step]
-        leave |= gone_r[step]
-        leave &= held
-        np.greater_equal(now, rejoin_at, out=join)
-        join &= may_join_r[step]
-        join &= not_held
-        np.greater(held, leave, out=eligible)   # held and not leaving
-        eligible |= join
-        if progress is not None and (step % 256 == 0 or step == n_steps - 1):
-            progress(step + 1, n_steps)
-        if eligible.tobytes() == before:
+    step = 0
+    while step < n_steps:
+        # The next rebalance whose eligible set differs, BLOCK steps at a time:
+        # leave = held & (gone | (below & min hold over)), join = free & may join & cooled.
+        stop = min(step + BLOCK, n_steps)
+        now = now_r[step:stop]                         # (B,), against (S, 1) columns
+        stay = below_r[:, step:stop] & (now >= release_at[:, None])
+        stay |= gone_r[:, step:stop]
+        np.logical_not(stay, out=stay)
+        stay &= held[:, None]
+        join = may_join_r[:, step:stop] & (now >= rejoin_at[:, None])
+        join &= not_held[:, None]
+        stay |= join                                   # the eligible set at each step
+        stay ^= before[:, None]
+        changed = np.flatnonzero(stay.any(axis=0))
+        if progress is not None:
+            progress(stop if changed.size == 0 else step + int(changed[0]) + 1, n_steps)
+        if changed.size == 0:
+            step = stop
             continue    # same eligible set: the same targets, nothing trades
-        before = eligible.tobytes()
-        i = int(reb[step])
-        at = panel.index[i]
-        mark_i, spot_i = mark_x[at], spot_x[at]
+        step += int(changed[0])
+        eligible = stay[:, changed[0]] ^ before
+        before = eligible
+        now, i = now_r[step], int(reb[step])
+        step += 1
+        at = panel.index[:, i].astype(np.int64) - 1
+        known = at >= 0
+        mark_i = np.where(known, mark[at], np.nan)
+        spot_i = np.where(known, spot[at], np.nan)
         if held.any():   # equity for sizing: funding and basis since the last trade
-            part = slice(bounds[checkpoint + 1], bounds[i + 1])
-            equity += qty[series_t[part]] @ carry_t[part]
-            if hedged:
-                equity += qty[series_t[part]] @ moved_t[part]
+            for s, a, b in money(held, checkpoint, i):
+                equity += qty[s] * float(np.nan_to_num(panel.event_rate[a:b] * mark[a:b]).sum())
+                if hedged:
+                    equity += qty[s] * float(hedge[b - 1] - hedge[a - 1])
         checkpoint = i
         pinned = held & eligible & (now < release_at)
         free = np.flatnonzero(eligible & ~pinned)
@@ -266,13 +289,13 @@ def simulate(panel: Panel, strategy: Strategy, spot_taker: np.ndarray, perp_take
         if free.size:
             runs += 1
             kept = np.where(pinned, qty * mark_i, 0.0)
-            target[free] = allocate(free, net_x[at], equity, pinned=kept) / mark_i[free]
+            target[free] = allocate(free, np.where(known, net[at], np.nan), equity,
+                                    pinned=kept) / mark_i[free]
             # Small drifts of a held position's target are not worth two taker fees.
             steady = held & eligible & (np.abs(target - qty) <= strategy.resize_band * qty)
             target[steady] = qty[steady]
-        moved_series = np.flatnonzero(target != qty)
-        if moved_series.size:
-            m = moved_series
+        m = np.flatnonzero(target != qty)
+        if m.size:
             d, s_px, m_px = np.abs(target[m] - qty[m]), spot_i[m], mark_i[m]
             fee = d * (s_px * spot_taker[m] + m_px * perp_taker[m])
             spread = d * strategy.spread_cost * (s_px + m_px) / 2.0
@@ -286,22 +309,24 @@ def simulate(panel: Panel, strategy: Strategy, spot_taker: np.ndarray, perp_take
             changes.append((i, qty))
 
     # Money per settlement: the quantity held coming into its grid time (the one set at the
-    # last trade before it) x its funding (and basis move).
-    funding_t = np.empty(carry_t.size)
-    marking_t = np.zeros(carry_t.size)
-    spans = [*[row for row, _ in changes][1:], T - 1]
-    for (row, held_q), until in zip(changes, spans, strict=True):
-        part = slice(bounds[row + 1] if row or held_q.any() else 0, bounds[until + 1])
-        funding_t[part] = held_q[series_t[part]] * carry_t[part]
-        if hedged:
-            marking_t[part] = held_q[series_t[part]] * moved_t[part]
-    event_funding = np.empty_like(funding_t)
-    event_funding[order] = funding_t
-    event_marking = np.zeros_like(marking_t)
-    if hedged:
-        event_marking[order] = marking_t
-    rows_t = np.repeat(np.arange(T), np.diff(bounds))
-    flows = np.bincount(rows_t, weights=funding_t + marking_t, minlength=T)
+    # last trade before it) x its funding (and basis move since the series' last one).
+    event_funding = np.zeros(panel.events)
+    event_marking = np.zeros(panel.events)
+    slices = []
+    for (row, held_q), (until, _) in zip(changes, [*changes[1:], (T - 1, None)],
+                                         strict=True):
+        for s, a, b in money(held_q, row, until):
+            event_funding[a:b] = held_q[s] * np.nan_to_num(panel.event_rate[a:b] * mark[a:b])
+            if hedged and a > 0 and series[a - 1] == s:
+                event_marking[a:b] = held_q[s] * (hedge[a:b] - hedge[a - 1:b - 1])
+            elif hedged:
+                event_marking[a + 1:b] = held_q[s] * np.diff(hedge[a:b])
+            slices.append(np.arange(a, b))
+    flows = np.zeros(T)
+    if slices:    # only the held series' settlements carry money
+        paid = np.concatenate(slices)
+        flows += np.bincount(panel.event_row[paid],
+                             weights=event_funding[paid] + event_marking[paid], minlength=T)
     if trades:
         trade = [np.concatenate(part) for part in zip(*trades, strict=True)]
     else:
@@ -310,7 +335,8 @@ def simulate(panel: Panel, strategy: Strategy, spot_taker: np.ndarray, perp_take
     flows -= np.bincount(trade[0], weights=trade[2] + trade[3], minlength=T)
     return Simulation(panel=panel, strategy=strategy,
                       equity=strategy.capital + np.cumsum(flows), allocator_runs=runs,
-                      changes=tuple(changes), event_funding=event_funding,
+                      changes=tuple(changes[1:]) if len(changes) > 1 else ((0, qty),),
+                      event_funding=event_funding,
                       event_marking=event_marking, trade_row=trade[0], trade_series=trade[1],
                       trade_fee=trade[2], trade_spread=trade[3], trade_notional=trade[4],
                       trade_entry=trade[5], trade_exit=trade[6])

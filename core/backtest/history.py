@@ -12,13 +12,15 @@ Every loader returns the same columns (``HISTORY_SCHEMA``):
 - ``source``: which dataset the row came from.
 
 Formats are recognised from their columns, not their file names (see ``load_path``); the
-formats are described in ``../shared/data/SOURCES.md``.
+formats are described in ``../shared/data/SOURCES.md``. The funding-history cache the venue
+plugins keep (``<cache_dir>/funding_history.sqlite``) is read too, by its file suffix.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import tarfile
 from importlib import resources
 from pathlib import Path
@@ -42,8 +44,10 @@ SUPERVIK_UTC_OFFSET_HOURS = 3
 
 KNOWN_FORMATS = (
     "perpcarry/zushen/knx parquet, Binance fundingRate JSON, Binance funding CSV, "
-    "supervik CSV, aha CSV, ruleaker OKX tar.gz"
+    "supervik CSV, aha CSV, ruleaker OKX tar.gz, funding-history cache SQLite"
 )
+# The venue plugins' funding-history cache: <cache_dir>/funding_history.sqlite.
+STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
 
 class DataFormatError(PerpcarryError):
@@ -271,6 +275,32 @@ def _ruleaker(path: Path) -> pl.DataFrame:
     ), "ruleaker-okx-snapshot")
 
 
+def _history_store(path: Path) -> pl.DataFrame:
+    """The venue plugins' funding-history cache (``<cache_dir>/funding_history.sqlite``,
+    see perpcarry.history_store): table ``funding(venue, symbol, funding_time_ms, rate,
+    mark_price)`` with decimal text. It records no interval: ``_finish`` infers each from
+    the spacing of the symbol's settlements."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT venue, symbol, funding_time_ms, rate, mark_price FROM funding "
+                          "ORDER BY venue, symbol, funding_time_ms").fetchall()
+    finally:
+        db.close()
+    if not rows:
+        raise DataFormatError(f"{path}: the funding-history cache holds no settlements")
+    frame = pl.DataFrame(rows, orient="row", schema={
+        "venue": pl.String, "symbol": pl.String, "ms": pl.Int64, "rate": pl.String,
+        "mark_price": pl.String})
+    names = {s: unified_symbol(s) for s in frame["symbol"].unique()}
+    return _finish(frame.select(
+        "venue",
+        pl.col("symbol").replace_strict({k: v[0] for k, v in names.items()}),
+        pl.col("symbol").replace_strict({k: v[1] for k, v in names.items()}).alias("base"),
+        pl.from_epoch("ms", time_unit="ms").dt.replace_time_zone("UTC").alias("time"),
+        pl.col("rate").cast(pl.Float64), pl.col("mark_price").cast(pl.Float64),
+    ), "funding-history-cache")
+
+
 # -- dispatch -------------------------------------------------------------------------------
 
 
@@ -309,9 +339,12 @@ def _load_file(path: Path, siblings: dict[str, Path]) -> pl.DataFrame | None:
                 return _aha(frame)
         elif name.endswith((".tar.gz", ".tgz")):
             return _ruleaker(path)
+        elif name.endswith(STORE_SUFFIXES):
+            return _history_store(path)
     except DataFormatError:
         raise
-    except (OSError, ValueError, KeyError, pl.exceptions.PolarsError, tarfile.TarError) as err:
+    except (OSError, ValueError, KeyError, pl.exceptions.PolarsError, tarfile.TarError,
+            sqlite3.Error) as err:
         raise DataFormatError(f"{path}: could not read ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''})") from err
     raise DataFormatError(f"{path}: unknown funding data format (known: {KNOWN_FORMATS})")
@@ -324,7 +357,8 @@ def load_path(path: Path) -> pl.DataFrame:
         raise DataFormatError(f"{path}: no such file or folder")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file()
-                       and p.name.lower().endswith((".parquet", ".json", ".csv", ".tar.gz")))
+                       and p.name.lower().endswith((".parquet", ".json", ".csv", ".tar.gz",
+                                                    *STORE_SUFFIXES)))
     else:
         files = [path]
     frames = []

@@ -22,7 +22,7 @@ import polars as pl
 
 from perpcarry import yields
 from perpcarry.errors import UsageError
-from perpcarry.estimators import accumulate_down, dense_settlement_estimates
+from perpcarry.estimators import dense_settlement_estimates, grid_cells, in_force_index
 
 # A series whose next settlement comes later than this many intervals has a gap (delisting,
 # missing data): positions leave at its last settlement before the gap.
@@ -30,6 +30,9 @@ GAP_INTERVALS = 1.5
 SERIES_KEY = ("venue", "symbol", "source")
 MINUTE_US = 60_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A stretch with no settlement of any selected series longer than this splits the history
+# into segments (the default span stays inside one).
+SEGMENT_GAP_DAYS = 7
 # The parts of dense_settlement_estimates each estimator needs.
 ESTIMATOR_PARTS = {"current": (), "mean": ("mean",), "ewma": ("ewma",),
                    "conservative": ("mean", "ewma")}
@@ -41,7 +44,7 @@ MAX_BITMAP_MINUTES = 50_000_000
 @dataclass(frozen=True)
 class Panel:
     """Settlements as long arrays (grouped by series, time order within each) plus the
-    (T, S) index of the settlement in force at each grid cell; (T, S) views of prices,
+    (S, T) index of the settlement in force at each grid cell; (T, S) views of prices,
     estimates and liveness are built from them on first use."""
 
     times: np.ndarray            # (T,) datetime64[us], UTC
@@ -56,7 +59,7 @@ class Panel:
     event_spot: np.ndarray       # (N,) spot price (= mark where unknown)
     event_expected: np.ndarray   # (N,) estimator's hourly funding, NaN where unavailable
     event_live: np.ndarray       # (N,) bool: the series settles again, without a gap
-    index: np.ndarray            # (T, S) 1 + the settlement in force (0: none yet)
+    index: np.ndarray            # (S, T) 1 + the settlement in force (0: none yet)
     priced: np.ndarray           # (S,) bool: the data has a perp price for the series
     hedged: np.ndarray           # (S,) bool: the data has a spot price (basis can move)
     rebalance: np.ndarray        # (R,) grid indices where the strategy rebalances
@@ -68,25 +71,35 @@ class Panel:
         """Funding settlements in the panel."""
         return int(self.event_row.size)
 
-    def in_force(self, values: np.ndarray, fill, rows: np.ndarray | None = None) -> np.ndarray:
-        """(T, S) (or the given rows) of a per-settlement value: the one in force."""
-        index = self.index if rows is None else self.index[rows]
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(T, S): grid times x series."""
+        return self.index.shape[1], self.index.shape[0]
+
+    def in_force_series_major(self, values: np.ndarray, fill,
+                              rows: np.ndarray | None = None) -> np.ndarray:
+        """(S, T) (or S x the given rows) of a per-settlement value: the one in force."""
+        index = self.index if rows is None else self.index[:, rows]
         return np.concatenate([np.asarray([fill], dtype=values.dtype), values]).take(index)
+
+    def in_force(self, values: np.ndarray, fill, rows: np.ndarray | None = None) -> np.ndarray:
+        """(T, S) (or the given rows x S) of a per-settlement value: the one in force."""
+        return np.ascontiguousarray(self.in_force_series_major(values, fill, rows).T)
 
     @cached_property
     def carry(self) -> np.ndarray:
         """(T, S) funding per unit held: rate x mark at each settlement, 0 elsewhere."""
-        out = np.zeros(self.index.shape)
+        out = np.zeros(self.shape)
         out.ravel()[self.event_flat] = np.nan_to_num(self.event_rate * self.event_mark)
         return out
 
     @cached_property
     def event_flat(self) -> np.ndarray:
-        return self.event_row * self.index.shape[1] + self.event_series
+        return grid_cells(self.event_row, self.event_series, *self.shape)
 
     @cached_property
     def settled(self) -> np.ndarray:
-        out = np.zeros(self.index.shape, dtype=bool)
+        out = np.zeros(self.shape, dtype=bool)
         out.ravel()[self.event_flat] = True
         return out
 
@@ -107,15 +120,52 @@ class Panel:
     def live(self) -> np.ndarray:
         return self.in_force(self.event_live, False)
 
-    @cached_property
-    def by_time(self) -> tuple[np.ndarray, np.ndarray]:
-        """(settlements in time order, where each grid row's settlements start: (T + 1,))."""
-        rows = self.event_row
-        key = rows.astype(np.uint16) if self.index.shape[0] <= 65_536 else rows
-        order = np.argsort(key, kind="stable")     # radix sort for 16-bit keys
-        bounds = np.zeros(self.index.shape[0] + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=self.index.shape[0]), out=bounds[1:])
-        return order, bounds
+
+@dataclass(frozen=True)
+class Span:
+    start: datetime
+    end: datetime
+    note: str
+
+
+def default_span(history: pl.DataFrame) -> Span:
+    """The window a run without --start/--end covers: a stretch of the data without a gap.
+
+    The history splits into segments wherever no selected series settles for more than
+    ``SEGMENT_GAP_DAYS``. The segment where the most venues have data wins (then the one with
+    the most settlements), cut to the span where all of those venues have data, so the run
+    neither replays months with no data nor lets one venue stand in for the others."""
+    times = history.select(pl.col("time").unique().sort())["time"]
+    gaps = times.diff().dt.total_seconds() > SEGMENT_GAP_DAYS * 86_400
+    segment_start = times.filter(gaps.fill_null(True)).to_numpy()
+    segment = np.searchsorted(segment_start, history["time"].to_numpy(), side="right") - 1
+    per_venue = history.with_columns(segment=segment).group_by("segment", "venue").agg(
+        pl.col("time").min().alias("first"), pl.col("time").max().alias("last"), pl.len())
+    ranked = per_venue.group_by("segment").agg(
+        pl.col("venue").n_unique().alias("venues"), pl.col("len").sum().alias("settlements"),
+        pl.col("first").max(), pl.col("last").min(), pl.col("venue").sort()) \
+        .sort(["venues", "settlements"], descending=True)
+    best = ranked.row(0, named=True)
+    whole = f"{_day(times[0])} → {_day(times[-1])}"
+    where = ", ".join(best["venue"])
+    if len(ranked) > 1:
+        spans = per_venue.group_by("segment").agg(pl.col("first").min(), pl.col("last").max(),
+                                                  pl.col("venue").unique().sort()).sort("first")
+        others = "; ".join(f"{_day(r['first'])} → {_day(r['last'])} ({', '.join(r['venue'])})"
+                           for r in spans.iter_rows(named=True)
+                           if r["segment"] != best["segment"])
+        why = (f"the data ({whole}) has gaps of more than {SEGMENT_GAP_DAYS} days; other "
+               f"stretches: {others}")
+    else:
+        why = f"the data covers {whole}"
+    have = "all have" if len(best["venue"]) > 1 else "has"
+    note = (f"span {_day(best['first'])} → {_day(best['last'])} (default): where {where} {have} "
+            f"data ({why}; choose with --start/--end)")
+    return Span(best["first"], best["last"], note)
+
+
+def _day(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M")
 
 
 def select(history: pl.DataFrame, venues=None, symbols=None) -> pl.DataFrame:
@@ -148,18 +198,17 @@ def _grouped(history: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarra
     row, first row of each series). Loaders already group and sort; others are sorted here."""
     for attempt in range(2):
         # rle ids never decrease, so their sum changes exactly where one of them changes.
-        runs = history.lazy().select(sum(pl.col(c).rle_id().cast(pl.Int64)
-                                         for c in SERIES_KEY)).collect().to_series().to_numpy()
+        runs = history.lazy().select(sum(pl.col(c).rle_id() for c in SERIES_KEY)) \
+            .collect().to_series().to_numpy()
         time_us = history["time"].to_numpy().view(np.int64)
         boundary = np.empty(runs.size, dtype=bool)
         boundary[0] = True
         np.not_equal(runs[1:], runs[:-1], out=boundary[1:])
         starts = np.flatnonzero(boundary)
-        inside = ~boundary[1:]
-        ordered = bool(np.all(time_us[1:][inside] > time_us[:-1][inside]))
-        keys = history[starts].select(SERIES_KEY)
-        if ordered and keys.n_unique() == starts.size:
-            return history, np.cumsum(boundary) - 1, starts
+        ordered = time_us[1:] > time_us[:-1]
+        ordered |= boundary[1:]
+        if ordered.all() and history[starts].select(SERIES_KEY).n_unique() == starts.size:
+            return history, np.cumsum(boundary, dtype=np.int32) - 1, starts
         if attempt:  # pragma: no cover - sorted and de-duplicated above
             break
         history = history.unique([*SERIES_KEY, "time"], keep="first", maintain_order=True) \
@@ -170,14 +219,18 @@ def _grouped(history: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarra
 def _grid_rows(time_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sorted distinct times, row of each time)."""
     first, last = int(time_us.min()), int(time_us.max())
-    if (last - first) // MINUTE_US < MAX_BITMAP_MINUTES and not np.any(time_us % MINUTE_US):
-        minute = (time_us - first) // MINUTE_US
-        present = np.zeros(int(minute.max()) + 1, dtype=bool)
-        present[minute] = True
-        row_of = np.cumsum(present) - 1
-        return np.flatnonzero(present) * MINUTE_US + first, row_of[minute]
+    if (last - first) // MINUTE_US < MAX_BITMAP_MINUTES:
+        # Minutes since the first time: a float quotient of exact integers (far below 2**53),
+        # so a whole number exactly when the time is on a minute.
+        minute_f = (time_us - first) / float(MINUTE_US)
+        minute = minute_f.astype(np.int32)
+        if np.array_equal(minute, minute_f):
+            present = np.zeros(int(minute.max()) + 1, dtype=bool)
+            present[minute] = True
+            row_of = np.cumsum(present, dtype=np.int32) - 1
+            return np.flatnonzero(present) * MINUTE_US + first, row_of[minute]
     times, rows = np.unique(time_us, return_inverse=True)
-    return times, rows
+    return times, rows.astype(np.int32)
 
 
 def _fill_forward(values: np.ndarray, starts: np.ndarray, series: np.ndarray) -> np.ndarray:
@@ -215,15 +268,20 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
     rate = _column(history, "rate")
     interval = _column(history, "interval_hours")
     mark = _fill_forward(_column(history, "mark_price"), starts, series)
-    spot = _fill_forward(_column(history, "spot_price"), starts, series)
+    # No spot price anywhere (most funding datasets): spot = mark, nothing to fill or mark.
+    spot = None if history["spot_price"].null_count() == history.height else \
+        _fill_forward(_column(history, "spot_price"), starts, series)
 
     # Estimates over each series' whole history, one value per settlement.
     times, row = _grid_rows(time_us)
-    current = yields.hourly_rate(rate, interval)
+    current = yields.hourly_rate(rate, interval) if estimator in ("current", "conservative") \
+        else None
     want = ESTIMATOR_PARTS[estimator]
+    index = None
     if want:
         parts = dense_settlement_estimates(times, row, series, rate, window_hours=window_hours,
                                            halflife_hours=halflife_hours, want=want)
+        index = parts.get("in_force")
         estimate = expected_hourly(current, parts.get("hourly_mean"), parts.get("hourly_ewma"),
                                    estimator)
     else:
@@ -239,12 +297,14 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
     if keep is not None and not keep.all():
         if not keep.any():
             raise UsageError("no funding history between the chosen start and end")
+        index = None
         kept_series = np.unique(series[keep])
         new_id = np.full(starts.size, -1)
         new_id[kept_series] = np.arange(kept_series.size)
         series = new_id[series[keep]]
-        time_us, rate, interval, mark, spot, estimate, row = (
-            a[keep] for a in (time_us, rate, interval, mark, spot, estimate, row))
+        time_us, rate, interval, mark, estimate, row = (
+            a[keep] for a in (time_us, rate, interval, mark, estimate, row))
+        spot = None if spot is None else spot[keep]
         starts = np.flatnonzero(np.diff(series, prepend=-1))
         first_row = int(row.min())
         present = np.zeros(int(row.max()) - first_row + 1, dtype=bool)
@@ -257,27 +317,27 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
     n_events, n_series = time_us.size, starts.size
     shape = (times.size, n_series)
 
-    has_price = np.zeros(n_series, dtype=bool)
-    has_price[series[np.isfinite(mark)]] = True
+    has_price = np.logical_or.reduceat(np.isfinite(mark), starts)
     notes = []
     if not has_price.all():
         unpriced = sorted({v for v, p in zip(info["venue"], has_price, strict=True) if not p})
         notes.append(f"{int((~has_price).sum())} series ({', '.join(unpriced)}) have no price "
                      "in the data: sized in quote terms (constant notional, no basis)")
         mark = np.where(has_price[series], mark, 1.0)
-    hedged = np.zeros(n_series, dtype=bool)
-    hedged[series[np.isfinite(spot)]] = True
+    if spot is None:
+        hedged = np.zeros(n_series, dtype=bool)
+    else:
+        hedged = np.logical_or.reduceat(np.isfinite(spot), starts)
     # Live after a settlement: the series settles again within GAP_INTERVALS intervals.
-    gap = np.full(n_events, np.inf)
-    gap[:-1] = time_us[1:] - time_us[:-1]
-    gap[starts[1:] - 1] = np.inf
-    ok = gap <= GAP_INTERVALS * 3_600_000_000 * interval
+    ok = np.zeros(n_events, dtype=bool)
+    np.less_equal(time_us[1:] - time_us[:-1], GAP_INTERVALS * 3_600_000_000 * interval[:-1],
+                  out=ok[:-1])
+    ok[starts[1:] - 1] = False
 
     # The settlement in force at each cell, as 1 + its index in the long arrays (0: none
     # yet), so every (T, S) view is one gather.
-    index = np.zeros(shape, dtype=np.int32 if n_events < 2**31 - 1 else np.int64)
-    index.ravel()[row * n_series + series] = np.arange(1, n_events + 1)
-    accumulate_down(np.maximum, index)
+    if index is None:
+        index = in_force_index(row, series, *shape)
     spot = np.where(np.isfinite(spot), spot, mark) if hedged.any() else mark
 
     hours = (times // 1_000_000) / 3600.0

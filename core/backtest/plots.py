@@ -116,8 +116,95 @@ def heatmap_chart(run: BacktestRun, path: Path) -> Path:
     return path
 
 
+_HTML = r"""<!doctype html>
+<html><head><meta charset="utf-8"><title>perpcarry backtest: equity</title>
+<style>body{font:13px sans-serif;margin:16px}canvas{border:1px solid #ddd}
+#tip{position:absolute;background:#fff;border:1px solid #999;padding:4px 6px;display:none;
+pointer-events:none;white-space:pre}</style></head><body>
+<h3>Equity (funding received, fees and spread paid, basis marked)</h3>
+<p id="span"></p><canvas id="c" width="1000" height="560"></canvas><div id="tip"></div>
+<script id="data" type="application/json">__DATA__</script>
+<script>
+const d = JSON.parse(document.getElementById("data").textContent);
+const c = document.getElementById("c"), g = c.getContext("2d");
+const tip = document.getElementById("tip");
+document.getElementById("span").textContent = d.span;
+const L = 80, R = 980, panels = [[20, 300, ["equity"]], [330, 540, ["funding", "costs", "basis"]]];
+const colors = {equity: "#1f77b4", funding: "#2ca02c", costs: "#d62728", basis: "#9467bd"};
+const t0 = d.t[0], t1 = d.t[d.t.length - 1], x = t => L + (R - L) * (t - t0) / Math.max(t1 - t0, 1);
+const fmt = v => v.toLocaleString(undefined, {maximumFractionDigits: 2});
+function range(keys) {
+  let lo = Infinity, hi = -Infinity;
+  for (const k of keys) for (const v of d[k]) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  if (keys.length > 1) { lo = Math.min(lo, 0); hi = Math.max(hi, 0); }
+  return hi > lo ? [lo, hi] : [lo - 1, hi + 1];
+}
+function draw(hover) {
+  g.clearRect(0, 0, c.width, c.height);
+  for (const [top, bottom, keys] of panels) {
+    const [lo, hi] = range(keys), y = v => bottom - (bottom - top) * (v - lo) / (hi - lo);
+    g.strokeStyle = "#ccc"; g.fillStyle = "#333";
+    for (let i = 0; i <= 4; i++) {
+      const v = lo + (hi - lo) * i / 4; g.beginPath(); g.moveTo(L, y(v)); g.lineTo(R, y(v));
+      g.stroke(); g.fillText(fmt(v), 4, y(v) + 4);
+    }
+    keys.forEach((k, n) => {
+      g.strokeStyle = colors[k]; g.beginPath();
+      d[k].forEach((v, i) => i ? g.lineTo(x(d.t[i]), y(v)) : g.moveTo(x(d.t[i]), y(v)));
+      g.stroke(); g.fillStyle = colors[k]; g.fillText(k, L + 8 + 70 * n, top + 12);
+    });
+  }
+  for (let i = 0; i < d.t.length; i += Math.max(1, Math.floor(d.t.length / 8))) {
+    g.fillStyle = "#333";
+    g.fillText(new Date(d.t[i]).toISOString().slice(0, 10), x(d.t[i]) - 30, 556);
+  }
+  if (hover !== undefined) { g.strokeStyle = "#888"; g.beginPath(); g.moveTo(x(d.t[hover]), 20);
+    g.lineTo(x(d.t[hover]), 540); g.stroke(); }
+}
+c.addEventListener("mousemove", e => {
+  const px = e.offsetX, t = t0 + (px - L) / (R - L) * (t1 - t0);
+  let i = 0, lo = 0, hi = d.t.length - 1;
+  while (lo <= hi) { const m = (lo + hi) >> 1; if (d.t[m] < t) lo = m + 1; else hi = m - 1; }
+  i = Math.min(Math.max(lo, 0), d.t.length - 1); draw(i);
+  tip.style.display = "block";
+  tip.style.left = (e.pageX + 12) + "px"; tip.style.top = (e.pageY + 12) + "px";
+  tip.textContent = new Date(d.t[i]).toISOString().slice(0, 16).replace("T", " ") + " UTC\n" +
+    ["equity", "funding", "costs", "basis"].map(k => k + ": " + fmt(d[k][i])).join("\n");
+});
+c.addEventListener("mouseleave", () => { tip.style.display = "none"; draw(); });
+draw();
+</script></body></html>
+"""
+
+
+def equity_html(run: BacktestRun, path: Path) -> Path:
+    """The equity chart as one self-contained HTML file (inline data and script, no
+    network): hover to read equity and the cumulative funding, costs and basis P&L."""
+    import json
+
+    sim = run.simulation
+    # One point per UTC day (its last grid time) keeps the file small for long runs.
+    day = np.floor(sim.panel.hours / yields.HOURS_PER_DAY)
+    last = np.flatnonzero(np.append(day[1:] != day[:-1], True))
+    flows = {"funding": sim.event_funding, "basis": sim.event_marking}
+    cumulative = {k: np.cumsum(np.bincount(sim.panel.event_row, weights=v,
+                                           minlength=sim.equity.size))[last]
+                  for k, v in flows.items()}
+    costs = -np.cumsum(np.bincount(sim.trade_row, weights=sim.trade_fee + sim.trade_spread,
+                                   minlength=sim.equity.size))[last]
+    data = {"t": (sim.panel.times[last].astype("datetime64[ms]").astype(np.int64)).tolist(),
+            "equity": np.round(sim.equity[last], 2).tolist(),
+            "funding": np.round(cumulative["funding"], 2).tolist(),
+            "costs": np.round(costs, 2).tolist(),
+            "basis": np.round(cumulative["basis"], 2).tolist(),
+            "span": f"{run.summary['start']} → {run.summary['end']}"}
+    path.write_text(_HTML.replace("__DATA__", json.dumps(data).replace("</", "<\\/")))
+    return path
+
+
 def write_charts(run: BacktestRun, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     return [equity_chart(run, out_dir / "equity.png"),
+            equity_html(run, out_dir / "equity.html"),
             venue_chart(run, out_dir / "venue_yield.png"),
             heatmap_chart(run, out_dir / "funding_heatmap.png")]

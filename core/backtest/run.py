@@ -13,7 +13,7 @@ import polars as pl
 
 from perpcarry.backtest.engine import Simulation, Strategy, lp_allocator, simulate
 from perpcarry.backtest.history import load_bundled, load_path
-from perpcarry.backtest.panel import build_panel, select
+from perpcarry.backtest.panel import build_panel, default_span, select
 from perpcarry.backtest.report import summarise
 
 if TYPE_CHECKING:
@@ -70,6 +70,13 @@ def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None 
     if unknown:
         notes.append(f"left out {', '.join(unknown)}: no fee model installed for it")
         history = select(history, list(fees))
+    if start is None and end is None:
+        span = default_span(history)
+        start, end = span.start, span.end
+        notes.insert(0, span.note)
+    else:
+        notes.insert(0, f"span {start or 'the first settlement'} → {end or 'the last one'} "
+                        "(as given)")
     panel = build_panel(history, estimator=settings.estimator,
                         window_hours=settings.window_days * 24,
                         halflife_hours=settings.ewma_halflife_days * 24,

@@ -35,13 +35,16 @@ def _split(values: list[str] | None) -> tuple[str, ...] | None:
 
 def backtest(
     data: Annotated[Path | None, typer.Option(
-        "--data", help="Funding history file or folder to import (default: the bundled real "
+        "--data", help="Funding history file or folder to import, or the venue plugins' "
+                       "cache (<cache_dir>/funding_history.sqlite) (default: the bundled real "
                        "history, see perpcarry/backtest/data/PROVENANCE.md).")] = None,
     venues: Annotated[list[str] | None, typer.Option(
         "--venue", "-v", help="Venue to include (repeat or comma-separate; default all).")] = None,
     symbols: Annotated[list[str] | None, typer.Option(
         "--symbol", "-s", help="Base asset (BTC) or perp symbol (BTC/USDT:USDT).")] = None,
-    start: Annotated[str | None, typer.Option(help="First day, UTC (2023-01-01).")] = None,
+    start: Annotated[str | None, typer.Option(
+        help="First day, UTC (2023-01-01). Without --start/--end: the stretch of the data "
+             "(no gap over 7 days) where the selected venues all have data.")] = None,
     end: Annotated[str | None, typer.Option(help="Last instant, UTC.")] = None,
     capital: Annotated[float | None, typer.Option(help="Starting capital.")] = None,
     cadence_hours: Annotated[float | None, typer.Option(
