@@ -38,7 +38,13 @@ from dataclasses import asdict, dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any
 
-from perpcarry.allocator_lp import LpSolution, greedy_baseline, solve_detailed, solve_lp
+from perpcarry.allocator_lp import (
+    LpSolution,
+    greedy_baseline,
+    keep_largest,
+    solve_detailed,
+    solve_lp,
+)
 from perpcarry.errors import UsageError
 from perpcarry.types import Market, Skipped
 
@@ -302,9 +308,7 @@ def allocate(candidates: Sequence[AllocationCandidate], limits: Limits) -> Alloc
         solution = solve(np.arange(len(active)))
         held = np.flatnonzero(solution.notional > 0)
         if held.size > limits.max_positions:
-            # Largest yield contribution first (ties in notional go to the better APR).
-            contribution = solution.notional[held] * apr[held]
-            keep = np.sort(held[np.argsort(-contribution, kind="stable")][:limits.max_positions])
+            keep = keep_largest(solution.notional, apr, limits.max_positions)
             notes.append(f"the LP optimum holds {held.size} positions; kept the "
                          f"{limits.max_positions} with the largest expected yield "
                          "(max_positions) and solved again")

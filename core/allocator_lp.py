@@ -153,6 +153,18 @@ def _solve_columns(apr, k, venue_index, asset_index, v_cap, a_cap, p_cap, column
     return x, shadow, (y_total, y_venue, y_asset)
 
 
+def keep_largest(notional, net_apr, max_positions: int):
+    """Indices of the positions kept under ``max_positions``: the largest expected yield
+    contribution (notional x net APR) first, ties in order; all held ones if they fit."""
+    import numpy as np
+
+    held = np.flatnonzero(notional > 0)
+    if held.size <= max_positions:
+        return held
+    contribution = notional[held] * net_apr[held]
+    return np.sort(held[np.argsort(-contribution, kind="stable")][:max(max_positions, 0)])
+
+
 def greedy_baseline(net_apr, capital_per_notional, venue_index, asset_index, *, budget=1.0,
                     venue_cap=1.0, asset_cap=1.0, pair_cap=1.0) -> np.ndarray:
     """Fill the best net APR first until a cap binds: what the LP is measured against."""

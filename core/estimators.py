@@ -1,59 +1,55 @@
 """Expected funding from history: the estimators a user picks between.
 
 Seeds warn never to enter on a single snapshot, so the default is the mean over a window.
-Everything is computed per settlement from a long table of settled funding, so one
-function serves ``scan`` (the latest settlement of each symbol) and ``backtest`` (every
-settlement of every symbol).
-
-Input columns: ``key`` (any string naming a series, e.g. "binance|BTC/USDT:USDT"),
-``time`` (UTC datetime of the settlement), ``rate`` (per-interval fraction).
+Everything is computed per settlement, so one function serves ``scan`` (the latest
+settlement of each symbol, :func:`latest_estimates`) and ``backtest`` (every settlement of
+every series, :func:`settlement_estimates`).
 """
 
 from __future__ import annotations
 
-import polars as pl
+from collections.abc import Mapping, Sequence
 
 ESTIMATORS = ("current", "mean", "ewma", "conservative")
 
 
-def settlement_estimates(
-    history: pl.DataFrame, *, window_hours: float, halflife_hours: float
-) -> pl.DataFrame:
-    """Add hourly funding estimates at each settlement.
+def expected_hourly(current, mean, ewma, estimator: str):
+    """The picked estimator's hourly funding (floats or arrays; NaN: not available).
+    ``conservative`` is the lowest of the three, unavailable when any is."""
+    from perpcarry import yields
 
-    - ``interval_h``: hours since the previous settlement of the series (null for the first).
-    - ``hourly_last``: the settled rate spread over its interval.
-    - ``hourly_mean``: funding paid in (t - window, t] divided by the window; null until the
-      series covers the whole window (its first settlement in the window lies within one
-      interval of the window start), so a short history never passes for a full one.
-    - ``hourly_ewma``: exponentially weighted mean of ``hourly_last`` with the given
-      half-life in time, not in settlements, so 1h and 8h series weigh alike.
-    """
-    window = f"{round(window_hours * 3600)}s"
-    halflife = f"{round(halflife_hours * 3600)}s"
-    frame = history.sort("key", "time").with_columns(
-        interval_h=(pl.col("time").diff().dt.total_seconds() / 3600.0).over("key"),
-    )
-    frame = frame.with_columns(
-        hourly_last=pl.col("rate") / pl.col("interval_h"),
-        window_sum=pl.col("rate").rolling_sum_by("time", window_size=window).over("key"),
-        series_first=pl.col("time").min().over("key"),
-    )
-    covered = (
-        pl.col("time") - pl.col("series_first")
-    ).dt.total_seconds() / 3600.0 >= window_hours - pl.col("interval_h")
-    return frame.with_columns(
-        hourly_mean=pl.when(covered).then(pl.col("window_sum") / window_hours),
-        hourly_ewma=pl.col("hourly_last").ewm_mean_by("time", half_life=halflife).over("key"),
-    ).drop("window_sum", "series_first")
+    if estimator == "current":
+        return current
+    if estimator == "mean":
+        return mean
+    if estimator == "ewma":
+        return ewma
+    if estimator == "conservative":
+        return yields.conservative(current, mean, ewma)
+    raise ValueError(f"unknown estimator {estimator!r} (choose from {', '.join(ESTIMATORS)})")
 
 
-def accumulate_down(ufunc, array):
-    """``ufunc.accumulate(array, axis=0)`` in place, one row at a time: numpy accumulates a
-    C-ordered (T, S) array along axis 0 several times slower than T vector steps."""
-    for t in range(1, array.shape[0]):
-        ufunc(array[t - 1], array[t], out=array[t])
-    return array
+def latest_estimates(histories: Mapping[str, Sequence[tuple[int, float]]], *,
+                     window_hours: float, halflife_hours: float) -> dict[str, tuple[float, float]]:
+    """(mean, ewma) hourly funding at the latest settlement of each series; NaN where not
+    available. ``histories`` maps a key to its (time in microseconds, rate) settlements in
+    time order."""
+    import numpy as np
+
+    keys = [key for key, settled in histories.items() if settled]
+    if not keys:
+        return {}
+    lengths = np.array([len(histories[k]) for k in keys])
+    time_us = np.fromiter((t for k in keys for t, _ in histories[k]), np.int64, lengths.sum())
+    rate = np.fromiter((r for k in keys for _, r in histories[k]), float, lengths.sum())
+    grid = np.unique(time_us)
+    parts = settlement_estimates(grid, np.searchsorted(grid, time_us),
+                                 np.repeat(np.arange(len(keys)), lengths), rate,
+                                 window_hours=window_hours, halflife_hours=halflife_hours,
+                                 want=("mean", "ewma"))
+    last = np.cumsum(lengths) - 1
+    return {key: (float(parts["hourly_mean"][i]), float(parts["hourly_ewma"][i]))
+            for key, i in zip(keys, last, strict=True)}
 
 
 def grid_cells(row, column, n_rows: int, n_cols: int):
@@ -81,28 +77,37 @@ def in_force_index(row, column, n_rows: int, n_cols: int):
     return index
 
 
-def dense_settlement_estimates(
+def settlement_estimates(
     grid_time_us, row, column, rate, *, window_hours: float, halflife_hours: float,
     want: tuple[str, ...] = ("interval_h", "hourly_last", "mean", "ewma"), in_force=None,
 ) -> dict:
-    """:func:`settlement_estimates` on numpy arrays, for the backtest's speed.
+    """Hourly funding estimates at every settlement of every series, all series at once.
 
-    The SAME definitions and the same rows in and out, as arrays: settlement e of series
+    Definitions, per settlement of a series:
+
+    - ``interval_h``: hours since the previous settlement of the series (NaN for the first).
+    - ``hourly_last``: the settled rate spread over its interval.
+    - ``hourly_mean``: funding paid in (t - window, t] divided by the window; NaN until the
+      series covers the whole window (its first settlement lies at least one interval less
+      than the window before t), so a short history never passes for a full one.
+    - ``hourly_ewma``: exponentially weighted mean of ``hourly_last`` with the given
+      half-life in time, not in settlements, so 1h and 8h series weigh alike.
+
+    Input arrays: settlement e of series
     ``column[e]`` (integer ids 0..S-1, the ``key``) at ``grid_time_us[row[e]]`` (the
     distinct settlement times, increasing, microseconds since the epoch) with per-interval
     ``rate[e]``. Rows must be grouped by column, in time order within each; each column
     holds its whole history (the window and the EWMA start at its first settlement, as
-    ``over("key")`` does). ``in_force`` is :func:`in_force_index` of these rows if the
-    caller has it.
+    a long table grouped by series would). ``in_force`` is :func:`in_force_index` of these
+    rows if the caller has it.
 
     Returns arrays aligned with the input for the names in ``want``: ``interval_h``,
-    ``hourly_last``, ``hourly_mean`` (``mean``) and ``hourly_ewma`` (``ewma``), NaN where
-    the long-table version is null (and ``in_force``, when it was built for the mean).
-    The window sum is a difference of running sums within each series, its start found
-    through the grid (equal to polars' compensated running sum up to float rounding of
-    the series' running total, ~1e-16 of it); the EWMA is polars' ``ewm_mean_by``
-    recurrence run across all series at once, one vector step per distinct time:
-    ``y = d * y_prev + (1 - d) * x`` with ``d = exp(-dt / half_life * ln 2)``.
+    ``hourly_last``, ``hourly_mean`` (``mean``) and ``hourly_ewma`` (``ewma``), and
+    ``in_force`` when it was built for the mean. The window sum is a difference of running
+    sums within each series, its start found through the grid; the EWMA is the time-based
+    recurrence ``y = d * y_prev + (1 - d) * x`` with ``d = exp(-dt / half_life * ln 2)``,
+    one vector step per distinct time across all series. tests/reference_estimators.py
+    holds an independent long-table version the tests compare against on real data.
     """
     import math
 

@@ -8,6 +8,7 @@ snapshot through the very same plugin code.
 from __future__ import annotations
 
 import asyncio
+import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from loguru import logger
 from perpcarry import yields
 from perpcarry.config import Config
 from perpcarry.errors import UsageError, VenueError
+from perpcarry.estimators import ESTIMATORS, expected_hourly
 from perpcarry.types import (
     BookSnapshot,
     BookTop,
@@ -34,7 +36,6 @@ from perpcarry.types import (
 )
 from perpcarry.venue import MarketDataVenue, VenueContext, carry_pairs
 
-ESTIMATORS = ("current", "mean", "ewma", "conservative")
 # History is always fetched over the same span, so the cache (and the offline snapshot)
 # serves every window up to this length.
 HISTORY_LOOKBACK_DAYS = 30
@@ -297,50 +298,16 @@ def select_venues(config: Config, options: ScanOptions) -> list[str]:
 # -- evaluation (pure) ---------------------------------------------------------------------
 
 
-def latest_estimates(
-    data: VenueData, options: ScanOptions
-) -> dict[str, tuple[float | None, float | None]]:
-    """(mean, ewma) hourly funding at each symbol's latest settlement."""
-    import polars as pl
+def latest_estimates(data: VenueData, options: ScanOptions) -> dict[str, tuple[float, float]]:
+    """(mean, ewma) hourly funding at each symbol's latest settlement; NaN: not available."""
+    from perpcarry.estimators import latest_estimates
 
-    from perpcarry.estimators import settlement_estimates
-
-    rows = [
-        (symbol, r.funding_time, float(r.rate))
+    histories = {
+        symbol: [(round(r.funding_time.timestamp() * 1_000_000), float(r.rate)) for r in records]
         for symbol, records in data.history.items()
-        for r in records
-    ]
-    if not rows:
-        return {}
-    history = pl.DataFrame(
-        rows,
-        schema={"key": pl.String, "time": pl.Datetime("ms", "UTC"), "rate": pl.Float64},
-        orient="row",
-    )
-    estimates = settlement_estimates(
-        history,
-        window_hours=options.window_days * 24,
-        halflife_hours=options.ewma_halflife_days * 24,
-    )
-    last = estimates.group_by("key").agg(pl.all().sort_by("time").last())
-    return {
-        key: (mean, ewma)
-        for key, mean, ewma in last.select("key", "hourly_mean", "hourly_ewma").iter_rows()
     }
-
-
-def _expected_hourly(
-    estimator: str, current: float, mean: float | None, ewma: float | None
-) -> float | None:
-    if estimator == "current":
-        return current
-    if estimator == "mean":
-        return mean
-    if estimator == "ewma":
-        return ewma
-    if mean is None or ewma is None:
-        return None
-    return float(yields.conservative(current, mean, ewma))
+    return latest_estimates(histories, window_hours=options.window_days * 24,
+                            halflife_hours=options.ewma_halflife_days * 24)
 
 
 def evaluate(data: VenueData, options: ScanOptions) -> tuple[list[CarryYield], list[Skipped]]:
@@ -352,9 +319,9 @@ def evaluate(data: VenueData, options: ScanOptions) -> tuple[list[CarryYield], l
         quote = data.funding.quotes[pair.perp.symbol]
         rate, interval = float(quote.rate), quote.interval_hours
         current_hourly = yields.hourly_rate(rate, interval)
-        mean, ewma = estimates.get(pair.perp.symbol, (None, None))
-        expected = _expected_hourly(options.estimator, current_hourly, mean, ewma)
-        if expected is None:
+        mean, ewma = estimates.get(pair.perp.symbol, (math.nan, math.nan))
+        expected = float(expected_hourly(current_hourly, mean, ewma, options.estimator))
+        if math.isnan(expected):
             skipped.append(
                 Skipped(
                     data.venue,

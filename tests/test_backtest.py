@@ -159,23 +159,25 @@ def test_supervik_local_time_and_aha_uk_time_land_on_dorian_settlements():
         assert (joined["rate"] - joined["rate_right"]).abs().max() == 0.0
 
 
-def test_dense_estimates_equal_the_polars_definition_on_real_data():
-    """One estimator definition: the backtest's array twin of settlement_estimates gives the
-    same numbers on every bundled settlement (the EWMA bit for bit; the window mean to float
-    rounding of a running sum: within 1e-9 relative, or 1e-17 an hour where it is ~0)."""
-    from perpcarry.estimators import dense_settlement_estimates, settlement_estimates
+def test_estimates_equal_an_independent_long_table_version_on_real_data():
+    """The core estimators give the same numbers as an independent polars statement of the
+    definitions on every bundled settlement (the EWMA bit for bit at the default half-life;
+    the window mean to float rounding of a running sum: within 1e-9 relative, or 1e-17 an
+    hour where it is ~0)."""
+    from reference_estimators import reference_settlement_estimates
+
+    from perpcarry.estimators import settlement_estimates
 
     history = load_bundled().with_columns(
         key=pl.col("venue") + "|" + pl.col("symbol") + "|" + pl.col("source"))
     for window, halflife in ((7 * 24, 48), (3 * 24 + 0.5, 11.3)):
-        polars_version = settlement_estimates(history.select("key", "time", "rate"),
-                                              window_hours=window, halflife_hours=halflife)
+        polars_version = reference_settlement_estimates(
+            history.select("key", "time", "rate"), window_hours=window, halflife_hours=halflife)
         _, column = np.unique(polars_version["key"].to_numpy(), return_inverse=True)
         times, row = np.unique(polars_version["time"].to_numpy().view(np.int64),
                                return_inverse=True)
-        dense = dense_settlement_estimates(times, row, column,
-                                           polars_version["rate"].to_numpy(),
-                                           window_hours=window, halflife_hours=halflife)
+        dense = settlement_estimates(times, row, column, polars_version["rate"].to_numpy(),
+                                     window_hours=window, halflife_hours=halflife)
         for name, polars_name in (("interval_h", "interval_h"),
                                   ("hourly_last", "hourly_last"),
                                   ("hourly_mean", "hourly_mean"),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import math
+from datetime import UTC, datetime
 from fractions import Fraction
 
 import polars as pl
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from perpcarry import yields
-from perpcarry.estimators import settlement_estimates
+from perpcarry.estimators import expected_hourly, latest_estimates
 
 rates = st.fractions(min_value=Fraction(-3, 100), max_value=Fraction(3, 100), max_denominator=10**8)
 intervals = st.sampled_from([1, 2, 4, 8])
@@ -58,34 +59,58 @@ def test_break_even_is_infinite_without_positive_funding():
     assert yields.break_even_hours(-1e-5, 0.0, 0.003) == float("inf")
 
 
-def _history(key: str, interval_h: int, n: int, rate_of):
-    t0 = datetime(2025, 1, 1, tzinfo=UTC)
-    return [(key, t0 + timedelta(hours=interval_h * i), rate_of(i)) for i in range(n)]
+def _history(interval_h: int, n: int, rate_of) -> list[tuple[int, float]]:
+    t0 = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
+    return [(t0 + i * interval_h * 3_600_000_000, rate_of(i)) for i in range(n)]
 
 
 @pytest.mark.parametrize("interval_h", [1, 4, 8])
 def test_mean_estimator_is_funding_paid_over_the_window(interval_h):
-    rows = _history("x", interval_h, 400, lambda i: 0.0001 * (1 + i % 5))
-    frame = pl.DataFrame(rows, schema=["key", "time", "rate"], orient="row")
-    out = settlement_estimates(frame, window_hours=168, halflife_hours=48)
-    last = out.row(-1, named=True)
-    in_window = [r for _, t, r in rows if t > last["time"] - timedelta(hours=168)]
+    rows = _history(interval_h, 400, lambda i: 0.0001 * (1 + i % 5))
+    mean, _ = latest_estimates({"x": rows}, window_hours=168, halflife_hours=48)["x"]
+    last_time = rows[-1][0]
+    in_window = [r for t, r in rows if t > last_time - 168 * 3_600_000_000]
     assert len(in_window) == 168 // interval_h
-    assert last["hourly_mean"] == pytest.approx(sum(in_window) / 168, rel=1e-12)
+    assert mean == pytest.approx(sum(in_window) / 168, rel=1e-12)
 
 
 def test_mean_estimator_refuses_a_short_history():
-    frame = pl.DataFrame(_history("x", 8, 20, lambda i: 0.0001), schema=["key", "time", "rate"],
-                         orient="row")
-    out = settlement_estimates(frame, window_hours=168, halflife_hours=48)
-    assert out["hourly_mean"].null_count() == 20  # 20 settlements span 152h < 168h
+    # 20 settlements at 8h span 152h < 168h: the window is not covered
+    mean, ewma = latest_estimates({"x": _history(8, 20, lambda i: 0.0001)}, window_hours=168,
+                                  halflife_hours=48)["x"]
+    assert math.isnan(mean) and ewma == pytest.approx(0.0001 / 8)
+    covered, _ = latest_estimates({"x": _history(8, 21, lambda i: 0.0001)}, window_hours=168,
+                                  halflife_hours=48)["x"]
+    assert covered == pytest.approx(0.0001 / 8)
 
 
 def test_ewma_weighs_time_not_settlements():
-    hourly_rows = _history("h", 1, 24 * 20, lambda i: 0.00001)
-    eight_rows = _history("e", 8, 3 * 20, lambda i: 0.00008)
-    frame = pl.DataFrame(hourly_rows + eight_rows, schema=["key", "time", "rate"], orient="row")
-    out = settlement_estimates(frame, window_hours=168, halflife_hours=48)
-    last = out.group_by("key").agg(pl.col("hourly_ewma").last())
-    values = dict(last.iter_rows())
-    assert values["h"] == pytest.approx(0.00001) and values["e"] == pytest.approx(0.00001)
+    estimates = latest_estimates(
+        {"hourly": _history(1, 24 * 20, lambda i: 0.00001),
+         "eight": _history(8, 3 * 20, lambda i: 0.00008)},
+        window_hours=168, halflife_hours=48)
+    assert estimates["hourly"][1] == pytest.approx(0.00001)
+    assert estimates["eight"][1] == pytest.approx(0.00001)
+
+
+def test_estimates_match_the_independent_long_table_version():
+    from reference_estimators import reference_settlement_estimates
+
+    rows = _history(4, 300, lambda i: 0.0001 * ((i * 7) % 11 - 3))
+    frame = pl.DataFrame(
+        [("x", datetime.fromtimestamp(t / 1e6, UTC), r) for t, r in rows],
+        schema=["key", "time", "rate"], orient="row")
+    reference = reference_settlement_estimates(frame, window_hours=72, halflife_hours=30)
+    mean, ewma = latest_estimates({"x": rows}, window_hours=72, halflife_hours=30)["x"]
+    assert mean == pytest.approx(reference["hourly_mean"][-1], rel=1e-12)
+    assert ewma == pytest.approx(reference["hourly_ewma"][-1], rel=1e-12)
+
+
+@pytest.mark.parametrize(("estimator", "expected"), [
+    ("current", 3.0), ("mean", 2.0), ("ewma", 1.0), ("conservative", 1.0)])
+def test_expected_hourly_picks_the_estimator(estimator, expected):
+    assert expected_hourly(3.0, 2.0, 1.0, estimator) == expected
+
+
+def test_conservative_is_unavailable_when_any_estimate_is():
+    assert math.isnan(expected_hourly(3.0, math.nan, 1.0, "conservative"))

@@ -23,8 +23,8 @@ re-solving would return the same weights. Money is accrued per settlement from t
 held series' contiguous slices of the long arrays. Quantities are continuous: lot rounding,
 which ``plan`` applies, would only add noise of a lot per position.
 
-``max_positions``: :func:`keep_largest` is the rule of :func:`perpcarry.allocator.allocate`
-(largest notional x net APR first), which keeps it inline with no public function to call.
+``max_positions``: :func:`perpcarry.allocator_lp.keep_largest` (largest notional x net APR
+first), as :func:`perpcarry.allocator.allocate` applies it.
 """
 
 from __future__ import annotations
@@ -129,25 +129,12 @@ class Simulation:
         return self._trades(self.trade_exit, bool)
 
 
-def keep_largest(notional: np.ndarray, net_apr: np.ndarray, max_positions: int) -> np.ndarray:
-    """Indices of the positions ``allocate`` keeps under ``max_positions``: the largest
-    expected yield contribution (notional x net APR) first, ties in order.
-
-    The same rule as in :func:`perpcarry.allocator.allocate`, which has it inline (no
-    public function to call yet)."""
-    held = np.flatnonzero(notional > 0)
-    if held.size <= max_positions:
-        return held
-    contribution = notional[held] * net_apr[held]
-    return np.sort(held[np.argsort(-contribution, kind="stable")][:max(max_positions, 0)])
-
-
 def lp_allocator(limits, venues, bases) -> Allocate:
     """The allocator's LP over the eligible pairs, caps as shares of the equity at the
     rebalance, ``max_positions`` applied as :func:`perpcarry.allocator.allocate` applies it
     (keep the largest and solve again on them). Pinned positions use their share of the
     budget, of their venue's and asset's caps and of ``max_positions`` first."""
-    from perpcarry.allocator_lp import solve_detailed
+    from perpcarry.allocator_lp import keep_largest, solve_detailed
 
     venue_ids = np.unique(np.array(venues), return_inverse=True)[1]
     asset_ids = np.unique(np.array(bases), return_inverse=True)[1]

@@ -1,8 +1,7 @@
 """The history table as time x series arrays, with the funding estimates of ``scan``.
 
 Rows are the union of all settlement times (the grid), columns are (venue, symbol, source)
-series. Estimates are :func:`perpcarry.estimators.settlement_estimates`' definitions, computed
-on the grid by their array twin :func:`perpcarry.estimators.dense_settlement_estimates` over
+series. Estimates are :func:`perpcarry.estimators.settlement_estimates`, computed over
 each series' whole history (so the window warms up before ``start``); each stays in force
 until the series' next settlement, which is what a trader watching the venue would know.
 
@@ -22,7 +21,7 @@ import polars as pl
 
 from perpcarry import yields
 from perpcarry.errors import UsageError
-from perpcarry.estimators import dense_settlement_estimates, grid_cells, in_force_index
+from perpcarry.estimators import expected_hourly, grid_cells, in_force_index, settlement_estimates
 
 # A series whose next settlement comes later than this many intervals has a gap (delisting,
 # missing data): positions leave at its last settlement before the gap.
@@ -33,7 +32,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A stretch with no settlement of any selected series longer than this splits the history
 # into segments (the default span stays inside one).
 SEGMENT_GAP_DAYS = 7
-# The parts of dense_settlement_estimates each estimator needs.
+# The parts of settlement_estimates each estimator needs.
 ESTIMATOR_PARTS = {"current": (), "mean": ("mean",), "ewma": ("ewma",),
                    "conservative": ("mean", "ewma")}
 # Above this many minutes between the first and last settlement the grid rows come from a
@@ -180,19 +179,6 @@ def select(history: pl.DataFrame, venues=None, symbols=None) -> pl.DataFrame:
     return history
 
 
-def expected_hourly(current, mean, ewma, estimator: str) -> np.ndarray:
-    """The estimator's hourly funding, as ``scan`` picks it (NaN: not available)."""
-    if estimator == "current":
-        return current
-    if estimator == "mean":
-        return mean
-    if estimator == "ewma":
-        return ewma
-    if estimator == "conservative":
-        return yields.conservative(current, mean, ewma)
-    raise UsageError(f"unknown estimator {estimator!r} (current, mean, ewma, conservative)")
-
-
 def _grouped(history: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
     """The table with each series in one run of rows in time order: (table, series id per
     row, first row of each series). Loaders already group and sort; others are sorted here."""
@@ -258,7 +244,8 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
                 end: datetime | None = None, cadence_hours: float | None = None) -> Panel:
     """Estimate on the whole history (so the window warms up before ``start``), then cut."""
     if estimator not in ESTIMATOR_PARTS:
-        expected_hourly(None, None, None, estimator)  # raises the UsageError
+        raise UsageError(f"unknown estimator {estimator!r} "
+                         f"(choose from {', '.join(ESTIMATOR_PARTS)})")
     if history.is_empty():
         raise UsageError("no funding history to simulate")
     # One series per dataset: two datasets of one pair (years apart) must not share a price
@@ -279,7 +266,7 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
     want = ESTIMATOR_PARTS[estimator]
     index = None
     if want:
-        parts = dense_settlement_estimates(times, row, series, rate, window_hours=window_hours,
+        parts = settlement_estimates(times, row, series, rate, window_hours=window_hours,
                                            halflife_hours=halflife_hours, want=want)
         index = parts.get("in_force")
         estimate = expected_hourly(current, parts.get("hourly_mean"), parts.get("hourly_ewma"),
