@@ -8,6 +8,7 @@ funding history. A plugin subclass supplies its endpoints and parsing.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import ssl
@@ -130,6 +131,9 @@ class CcxtVenue(ABC):
         }
         self.request_count = 0
         self._markets: dict[str, Market] | None = None
+        # Venue methods send their request before they need markets, so a cold load can be
+        # asked for twice at once; the lock makes the second wait for the first.
+        self._markets_lock = asyncio.Lock()
         self._history: FundingHistoryStore | None = None
 
     # -- transport --------------------------------------------------------------------
@@ -223,30 +227,30 @@ class CcxtVenue(ABC):
         return cached
 
     async def load_markets(self) -> list[Market]:
-        if self._markets is None:
-            cached = self._read_cache("markets", self.config.market_cache_hours * 3600)
-            if cached is not None:
-                self.exchange.set_markets(cached)
-            else:
-                await self._with_retries(
-                    "load_markets",
-                    self.market_load_weight,
-                    self.market_budget,
-                    self.exchange.load_markets,
-                )
-                self._write_cache("markets", self.exchange.markets)
-            parsed = (market_from_ccxt(self.venue_id, m) for m in self.exchange.markets.values())
-            self._markets = {m.symbol: m for m in parsed if m is not None}
+        async with self._markets_lock:
+            if self._markets is None:
+                await self._load_markets()
         return list(self._markets.values())
+
+    async def _load_markets(self) -> None:
+        cached = self._read_cache("markets", self.config.market_cache_hours * 3600)
+        if cached is not None:
+            self.exchange.set_markets(cached)
+        else:
+            await self._with_retries("load_markets", self.market_load_weight,
+                                     self.market_budget, self.exchange.load_markets)
+            self._write_cache("markets", self.exchange.markets)
+        parsed = (market_from_ccxt(self.venue_id, m) for m in self.exchange.markets.values())
+        self._markets = {m.symbol: m for m in parsed if m is not None}
 
     async def markets_by_venue_symbol(self, kind: MarketKind) -> dict[str, Market]:
         return {m.venue_symbol: m for m in await self.load_markets() if m.kind is kind}
 
     async def market(self, symbol: str) -> Market:
-        markets = {m.symbol: m for m in await self.load_markets()}
-        if symbol not in markets:
+        await self.load_markets()
+        if symbol not in self._markets:
             raise BadSymbol(self.venue_id, f"unknown symbol {symbol}")
-        return markets[symbol]
+        return self._markets[symbol]
 
     # -- funding history --------------------------------------------------------------
 

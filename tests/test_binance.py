@@ -242,10 +242,20 @@ async def test_missing_fields_are_skipped_never_zero(snapshot_venue):
 # -- books -----------------------------------------------------------------------------
 
 
-async def test_spot_books_and_volume_in_one_request(full_venue):
-    with replaying(CASSETTES / "books_spot_2024-01-05.json"):
-        snap = await full_venue.fetch_book_tops(MarketKind.SPOT)
-    assert full_venue.request_count == 1
+async def test_spot_books_one_request_per_scan_once_volumes_are_cached(tmp_path):
+    venue = make_venue(tmp_path, offline=False)  # online: the disk caches are used
+    with replaying(CASSETTES / "markets_full.json", CASSETTES / "books_spot_2024-01-05.json"):
+        await venue.load_markets()
+        venue.request_count = 0
+        snap = await venue.fetch_book_tops(MarketKind.SPOT)
+        assert venue.request_count == 2  # bookTicker + the 24h volumes, cold
+        again = await venue.fetch_book_tops(MarketKind.SPOT)
+        assert venue.request_count == 3  # bookTicker only: volumes from the cache
+    await venue.close()
+    def tops(books):
+        return {s: (b.bid, b.ask, b.quote_volume_24h) for s, b in books.items()}
+
+    assert tops(again.books) == tops(snap.books)
     btc = snap.books["BTC/USDT"]
     assert (btc.bid, btc.ask) == (Decimal("43714.03"), Decimal("43714.04"))
     assert btc.quote_volume_24h is not None and btc.quote_volume_24h > 0
@@ -254,7 +264,7 @@ async def test_spot_books_and_volume_in_one_request(full_venue):
     assert all(b.bid <= b.ask for b in snap.books.values())
 
 
-async def test_perp_books_are_two_bulk_requests(full_venue):
+async def test_perp_books_are_two_bulk_requests_cold(full_venue):
     # No real fapi bookTicker dump exists: the cassette holds the docs example (LTCBTC,
     # not a perp, so no book) next to the real 2024-03-31 fapi 24hr ticker.
     with replaying(CASSETTES / "books_perp_docs-example.json"):

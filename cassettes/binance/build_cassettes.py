@@ -318,9 +318,14 @@ async def build_tests(local: LocalBinance):
     from perpcarry.types import MarketKind
 
     spot_24hr = [row for row in load(SPOT_24HR) if row["symbol"].endswith(CARRY_QUOTES)]
+    # No real spot bookTicker dump exists; the 24hr ticker of the same instant carries the
+    # same five fields, so the bookTicker answer is rebuilt from them.
+    spot_book = [{key: row[key] for key in ("symbol", "bidPrice", "bidQty", "askPrice", "askQty")}
+                 for row in spot_24hr]
     print("books_spot", await record(
         OUT / "books_spot_2024-01-05.json", local,
-        {"/api.binance.com/api/v3/ticker/24hr": ok(spot_24hr)},
+        {"/api.binance.com/api/v3/ticker/bookTicker": ok(spot_book),
+         "/api.binance.com/api/v3/ticker/24hr": ok(spot_24hr)},
         await books(MarketKind.SPOT), markets_routes=full))
     print("books_perp", await record(
         OUT / "books_perp_docs-example.json", local,

@@ -150,7 +150,10 @@ def render(result, options) -> None:
     from perpcarry.scan import compare_venues
 
     # Piped output is not wrapped at rich's 80-column default: the table is 12 columns wide.
-    console = Console() if Console().is_terminal else Console(width=160)
+    # Cells are styled by the table; rich's repr highlighter on ~1,000 cells only costs time.
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=160)
     title = (
         f"Cash-and-carry, ranked by net APR over {options.horizon_days:g} days "
         f"(estimator: {options.estimator})"

@@ -150,8 +150,8 @@ def parse_book_tickers(
     fallback_time: datetime,
     skips: SkipLog,
 ) -> dict[str, BookTop]:
-    """``/bookTicker`` or spot ``/ticker/24hr`` (both carry bidPrice/bidQty/askPrice/askQty)
-    → book tops by unified symbol. Symbols that are not our markets (other quotes, delivery
+    """``/ticker/bookTicker`` (bidPrice/bidQty/askPrice/askQty) → book tops by unified
+    symbol. Symbols that are not our markets (other quotes, delivery
     contracts) are left out without a skip: they were never candidates."""
     books: dict[str, BookTop] = {}
     for entry in _rows(payload, "bookTicker"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from perpcarry.ccxt_venue import CcxtVenue
 from perpcarry.errors import InvalidResponse
@@ -34,14 +34,31 @@ FAPI_EXCHANGE_INFO_WEIGHT = 1
 PREMIUM_INDEX_ALL_WEIGHT = 10
 FUNDING_INFO_WEIGHT = 1  # also counts against a separate 500 requests / 5 min / IP limit
 FUNDING_RATE_WEIGHT = 1  # shares that 500 / 5 min / IP limit with fundingInfo
+SPOT_BOOK_TICKER_ALL_WEIGHT = 4
 SPOT_TICKER_24HR_ALL_WEIGHT = 80
 FAPI_BOOK_TICKER_ALL_WEIGHT = 5
 FAPI_TICKER_24HR_ALL_WEIGHT = 40
 SPOT_TRADE_FEE_WEIGHT = 1  # sapi /asset/tradeFee
 FAPI_COMMISSION_RATE_WEIGHT = 20
-# A 24h rolling volume barely moves in minutes; refetching it every scan would cost a
-# fourth request (and 40 weight) for a liquidity filter.
+# A 24h rolling volume barely moves in minutes; refetching it every scan would cost two
+# more requests (and 120 weight) for a liquidity filter.
 VOLUME_CACHE_SECONDS = 900
+
+
+class Endpoint(NamedTuple):
+    endpoint: str
+    weight: int
+    budget: str
+
+
+# (best bid/ask, 24h volume) per market kind.
+BOOK_ENDPOINTS = {
+    MarketKind.SPOT: (Endpoint("publicGetTickerBookTicker", SPOT_BOOK_TICKER_ALL_WEIGHT, "spot"),
+                      Endpoint("publicGetTicker24hr", SPOT_TICKER_24HR_ALL_WEIGHT, "spot")),
+    MarketKind.PERP: (Endpoint("fapiPublicGetTickerBookTicker", FAPI_BOOK_TICKER_ALL_WEIGHT,
+                               "fapi"),
+                      Endpoint("fapiPublicGetTicker24hr", FAPI_TICKER_24HR_ALL_WEIGHT, "fapi")),
+}
 
 
 class BinanceVenue(CcxtVenue):
@@ -73,7 +90,6 @@ class BinanceVenue(CcxtVenue):
     async def fetch_funding_snapshot(self) -> FundingSnapshot:
         """premiumIndex (rates, mark/index, next funding) + fundingInfo (intervals and caps
         of the symbols off the 8h default): two bulk requests, fundingInfo cached."""
-        perps = await self._perps()
         # fundingInfo holds instrument terms (interval, caps) that change as rarely as
         # markets do, so it is cached with them.
         premium, info = await asyncio.gather(
@@ -82,6 +98,7 @@ class BinanceVenue(CcxtVenue):
             self.request_cached("fapiPublicGetFundingInfo", weight=FUNDING_INFO_WEIGHT,
                                 budget="fapi",
                                 max_age_seconds=self.config.market_cache_hours * 3600))
+        perps = await self._perps()
         skips = SkipLog(self.venue_id)
         try:
             terms, bad_terms = parse_funding_info(info)
@@ -91,30 +108,23 @@ class BinanceVenue(CcxtVenue):
         return FundingSnapshot(self.venue_id, quotes, tuple(skips.entries))
 
     async def fetch_book_tops(self, kind: MarketKind) -> BookSnapshot:
-        """Spot: one request, /api/v3/ticker/24hr carries the best bid/ask and the quote
-        volume. Perps: /fapi/v1/ticker/bookTicker for the book and /fapi/v1/ticker/24hr for
-        the volume (the futures 24hr ticker has no bid/ask), the volume cached briefly."""
+        """Best bid/ask from the all-symbols ``ticker/bookTicker`` of spot or USDⓈ-M, plus the
+        24h quote volume from ``ticker/24hr`` (which is heavy and moves slowly, so it is
+        cached briefly): one request per scan and market kind once the volumes are cached."""
+        books, volumes = BOOK_ENDPOINTS[kind]
+        book_rows, tickers = await asyncio.gather(
+            self.request(books.endpoint, weight=books.weight, budget=books.budget),
+            self.request_cached(volumes.endpoint, weight=volumes.weight, budget=volumes.budget,
+                                max_age_seconds=VOLUME_CACHE_SECONDS))
         markets = await self.markets_by_venue_symbol(kind)
         skips = SkipLog(self.venue_id)
         try:
-            if kind is MarketKind.SPOT:
-                tickers = await self.request("publicGetTicker24hr",
-                                             weight=SPOT_TICKER_24HR_ALL_WEIGHT, budget="spot")
-                volumes = parse_quote_volumes(tickers, markets)
-                book_rows = tickers
-            else:
-                book_rows, tickers = await asyncio.gather(
-                    self.request("fapiPublicGetTickerBookTicker",
-                                 weight=FAPI_BOOK_TICKER_ALL_WEIGHT, budget="fapi"),
-                    self.request_cached("fapiPublicGetTicker24hr",
-                                        weight=FAPI_TICKER_24HR_ALL_WEIGHT, budget="fapi",
-                                        max_age_seconds=VOLUME_CACHE_SECONDS))
-                volumes = parse_quote_volumes(tickers, markets)
-            books = parse_book_tickers(self.venue_id, book_rows, markets, volumes,
-                                       self.context.clock(), skips)
+            books_by_symbol = parse_book_tickers(
+                self.venue_id, book_rows, markets, parse_quote_volumes(tickers, markets),
+                self.context.clock(), skips)
         except MalformedField as err:
             raise InvalidResponse(self.venue_id, f"invalid ticker response: {err}") from None
-        return BookSnapshot(self.venue_id, kind, books, tuple(skips.entries))
+        return BookSnapshot(self.venue_id, kind, books_by_symbol, tuple(skips.entries))
 
     async def fetch_history_page(self, market: Market, start_ms: int,
                                  end_ms: int) -> list[FundingRecord]:

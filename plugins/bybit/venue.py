@@ -98,8 +98,8 @@ class BybitVenue(CcxtVenue):
 
     async def fetch_funding_snapshot(self) -> FundingSnapshot:
         """Every linear perp's current-period funding from one GET /v5/market/tickers."""
-        perps = await self.markets_by_venue_symbol(MarketKind.PERP)
         response = await self._linear_tickers_response()
+        perps = await self.markets_by_venue_symbol(MarketKind.PERP)
         return parse_funding_tickers(
             self.venue_id, response, perps, self._raw_instruments(),
             self._known_ids(MarketKind.PERP), self.context.clock())
@@ -107,11 +107,11 @@ class BybitVenue(CcxtVenue):
     async def fetch_book_tops(self, kind: MarketKind) -> BookSnapshot:
         """Best bid/ask, sizes and 24h turnover (quote volume) of every market of ``kind``
         from one GET /v5/market/tickers (category spot or linear)."""
-        markets = await self.markets_by_venue_symbol(kind)
         if kind is MarketKind.SPOT:
             response = await self._tickers("spot")
         else:
             response = await self._linear_tickers_response()
+        markets = await self.markets_by_venue_symbol(kind)
         return parse_book_tickers(self.venue_id, kind, response, markets,
                                   self._known_ids(kind), self.context.clock())
 

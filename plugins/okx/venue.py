@@ -80,9 +80,9 @@ class OkxVenue(CcxtVenue):
 
     async def fetch_funding_snapshot(self) -> FundingSnapshot:
         """Current-period funding of every linear swap: one GET /public/funding-rate?instId=ANY."""
-        perps = await self.markets_by_venue_symbol(MarketKind.PERP)
         response = await self.request("publicGetPublicFundingRate", {"instId": "ANY"},
                                       budget="funding")
+        perps = await self.markets_by_venue_symbol(MarketKind.PERP)
         rows = response_rows(self.venue_id, response, "public/funding-rate")
         # Swaps ccxt knows that perpcarry does not trade (inverse, pre-open): not skips.
         ignored = {market_id for market_id in (self.exchange.markets_by_id or {})
@@ -94,9 +94,9 @@ class OkxVenue(CcxtVenue):
     async def fetch_book_tops(self, kind: MarketKind) -> BookSnapshot:
         """Best bid/ask and 24h quote volume of every market of ``kind``: one
         GET /market/tickers?instType=SPOT|SWAP."""
-        markets = await self.markets_by_venue_symbol(kind)
         response = await self.request("publicGetMarketTickers", {"instType": INST_TYPE[kind]},
                                       budget="tickers")
+        markets = await self.markets_by_venue_symbol(kind)
         rows = response_rows(self.venue_id, response, "market/tickers")
         skips = SkipLog(self.venue_id)
         books = parse_tickers(self.venue_id, kind, rows, markets, skips)
