@@ -114,10 +114,9 @@ def test_config_show_redacts_every_secret(run_cli, write_config, monkeypatch):
 def test_example_config_documents_and_validates(run_cli):
     from pathlib import Path
 
+    from perpcarry.settings import AllocatorConfig, BacktestConfig, ScanConfig, Settings
     from perpcarry_binance import BinanceConfig
     from perpcarry_okx import OkxConfig
-
-    from perpcarry.settings import AllocatorConfig, BacktestConfig, ScanConfig, Settings
 
     example = Path(__file__).parents[1] / "perpcarry.example.toml"
     text = example.read_text()
