@@ -9,7 +9,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -125,12 +124,12 @@ def config_show():
 def main() -> None:
     try:
         result = app(standalone_mode=False)
-    except click.exceptions.ClickException as exc:
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors of the click that typer vendors
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
     except PerpcarryError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(exc.exit_code)

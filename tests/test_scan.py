@@ -181,3 +181,9 @@ def test_history_window_ends_at_the_snapshot(offline_mean):
     row = _row(offline_mean, "okx", "BTC/USDT:USDT")
     assert row.quote.next_funding_time - offline_mean.snapshot_times["okx"] <= timedelta(hours=8)
     assert row.pair.spot.kind is MarketKind.SPOT
+
+
+def test_unparseable_option_is_a_usage_error(run_cli):
+    result = run_cli("scan", "--offline", "--top", "many")
+    assert result.exit_code == 2
+    assert "Invalid value for '--top'" in result.stderr and "Traceback" not in result.stderr
