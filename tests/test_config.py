@@ -61,18 +61,21 @@ def test_missing_config_file(run_cli, tmp_path):
     assert result.stderr == f"error: {tmp_path / 'nope.toml'}: config file not found\n"
 
 
-def test_unreadable_config_file(run_cli, write_config):
+def test_unreadable_config_file(run_cli, write_config, monkeypatch):
+    import pathlib
+
     path = write_config("[venues.binance]\nenabled = true\n")
-    path.chmod(0)
-    try:
-        if path.open("rb"):  # root reads anything; nothing to test then
-            pytest.skip("running as root: permissions are not enforced")
-    except PermissionError:
-        result = run_cli("--config", str(path), "venues")
-        assert result.exit_code == 2
-        assert "cannot read config file" in result.stderr
-    finally:
-        path.chmod(0o644)
+    real_open = pathlib.Path.open
+
+    def denied(self, *args, **kwargs):  # chmod 0 does not stop root, who runs CI
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "open", denied)
+    result = run_cli("--config", str(path), "venues")
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {path}: cannot read config file: Permission denied\n"
 
 
 def test_config_path_from_env_and_cwd(run_cli, write_config, monkeypatch, tmp_path):

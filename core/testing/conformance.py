@@ -68,24 +68,27 @@ class VenueConformance:
         assert cls.venue_id in registry.venues, f"no installed plugin registers {cls.venue_id}"
         return registry.venues[cls.venue_id]
 
-    def client(self, cache_dir: Path, sleep: SleepRecorder | None = None) -> MarketDataVenue:
-        spec = self.spec()
+    @classmethod
+    def client(cls, cache_dir: Path, sleep: SleepRecorder | None = None) -> MarketDataVenue:
+        spec = cls.spec()
         context = VenueContext(cache_dir=cache_dir, offline=True, sleep=sleep or SleepRecorder())
         return spec.factory(spec.config_model(enabled=True), context)
 
-    async def _load_markets(self, client: MarketDataVenue) -> list[Market]:
-        snapshot = self.spec().offline_snapshot
-        assert snapshot is not None, f"{self.venue_id} registers no offline snapshot"
+    @classmethod
+    async def _load_markets(cls, client: MarketDataVenue) -> list[Market]:
+        snapshot = cls.spec().offline_snapshot
+        assert snapshot is not None, f"{cls.venue_id} registers no offline snapshot"
         with replaying(snapshot):
             return await client.load_markets()
 
     @pytest.fixture(scope="class")
-    def recorded(self, tmp_path_factory) -> Recorded:
+    @classmethod
+    def recorded(cls, tmp_path_factory) -> Recorded:
         async def run() -> Recorded:
-            client = self.client(tmp_path_factory.mktemp("conformance"))
+            client = cls.client(tmp_path_factory.mktemp("conformance"))
             try:
-                markets = await self._load_markets(client)
-                with replaying(self.spec().offline_snapshot):
+                markets = await cls._load_markets(client)
+                with replaying(cls.spec().offline_snapshot):
                     snapshot = await client.fetch_funding_snapshot()
                 return Recorded(markets, snapshot)
             finally:
