@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
 from perpcarry.allocator_lp import (
@@ -45,6 +45,7 @@ from perpcarry.allocator_lp import (
     solve_detailed,
     solve_lp,
 )
+from perpcarry.allocator_rounding import exact_capital_per_notional, round_positions
 from perpcarry.errors import UsageError
 from perpcarry.types import Market, Skipped
 
@@ -277,7 +278,6 @@ def allocate(candidates: Sequence[AllocationCandidate], limits: Limits) -> Alloc
     """The plan: LP optimum over ``candidates`` under ``limits``, rounded to lot sizes."""
     import numpy as np
 
-    from perpcarry.allocator_rounding import round_positions
 
     limits.validate()
     k = limits.capital_per_notional
@@ -408,7 +408,7 @@ def _why_nothing(candidates, eligible, excluded, best_below, limits: Limits) -> 
 
 
 def _positions(active, rounded, lp_notional, limits: Limits) -> list[Position]:
-    k_dec = Decimal(1) + (Decimal(1) + _dec(limits.margin_buffer)) / _dec(limits.leverage)
+    k_dec = exact_capital_per_notional(limits)
     chosen = [i for i, q in enumerate(rounded) if q > 0]
     ranked = sorted(chosen, key=lambda i: -active[i].entry_score)
     positions = []
@@ -461,10 +461,6 @@ def _cap_usage(active, solution: LpSolution, positions, limits: Limits, venues, 
 # --------------------------------------------------------------------------- decimals
 
 
-def _dec(value: float) -> Decimal:
-    return Decimal(repr(value))
-
-
 def _money(value) -> str:
     return f"{float(value):,.2f}".rstrip("0").rstrip(".") if value else "0"
 
@@ -479,6 +475,3 @@ def _common_multiple(a: Decimal, b: Decimal) -> Decimal:
     ia, ib = int(a.scaleb(exponent)), int(b.scaleb(exponent))
     return Decimal(math.lcm(ia, ib)).scaleb(-exponent).normalize()
 
-
-def floor_to_lot(quantity: Decimal, lot: Decimal) -> Decimal:
-    return (quantity / lot).to_integral_value(ROUND_FLOOR) * lot

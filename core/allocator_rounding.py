@@ -19,8 +19,15 @@ if TYPE_CHECKING:
     from perpcarry.allocator import AllocationCandidate, Limits
 
 
-def _dec(value: float) -> Decimal:
+def to_decimal(value: float) -> Decimal:
+    """The float's shortest repr as a Decimal (0.1 -> Decimal("0.1"), not 0.1000000000000000055)."""
     return Decimal(repr(float(value)))
+
+
+def exact_capital_per_notional(limits: Limits) -> Decimal:
+    """Capital one unit of hedged notional uses: the spot leg, the perp margin and its buffer."""
+    margin = (Decimal(1) + to_decimal(limits.margin_buffer)) / to_decimal(limits.leverage)
+    return Decimal(1) + margin
 
 
 def _groups(cand: AllocationCandidate) -> tuple[tuple[str, str], ...]:
@@ -34,11 +41,11 @@ def round_positions(candidates: Sequence[AllocationCandidate], notional: np.ndar
 
     Quantities of failed candidates are 0; the caller solves again without them.
     """
-    k = Decimal(1) + (Decimal(1) + _dec(limits.margin_buffer)) / _dec(limits.leverage)
-    caps = {"total": _dec(limits.investable),
-            "venue": _dec(limits.max_venue_share * limits.capital),
-            "asset": _dec(limits.max_asset_share * limits.capital),
-            "pair": _dec(limits.pair_cap)}
+    k = exact_capital_per_notional(limits)
+    caps = {"total": to_decimal(limits.investable),
+            "venue": to_decimal(limits.max_venue_share * limits.capital),
+            "asset": to_decimal(limits.max_asset_share * limits.capital),
+            "pair": to_decimal(limits.pair_cap)}
     import numpy as np
 
     quantities = [Decimal(0)] * len(candidates)
