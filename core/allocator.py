@@ -229,7 +229,7 @@ class Limits:
 
     @property
     def capital_per_notional(self) -> float:
-        return 1.0 + (1.0 + self.margin_buffer) / self.leverage
+        return float(exact_capital_per_notional(self))
 
     @property
     def investable(self) -> float:
