@@ -8,7 +8,7 @@ autoloading off and loads only the named plugins.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -133,8 +133,7 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
                     f"venue {spec.venue_id!r} is registered by both plugin {other} "
                     f"and plugin {owner}; deny one of them in [plugins]"
                 )
-            object.__setattr__(spec, "plugin", owner)
-            registry.venues[spec.venue_id] = spec
+            registry.venues[spec.venue_id] = replace(spec, plugin=owner)
 
         impl.function(register=register_venue)
 
