@@ -63,16 +63,18 @@ def grid_cells(row, column, n_rows: int, n_cols: int):
     return out
 
 
-def in_force_index(row, column, n_rows: int, n_cols: int):
+def in_force_index(row, column, n_rows: int, n_cols: int, cells=None):
     """(S, T) grid, series-major: 1 + the position (in the long arrays) of the settlement
     in force at each cell, i.e. the column's last one at or before the row; 0 before its
-    first. Series-major because the long arrays are: a series' cells are contiguous."""
+    first. Series-major because the long arrays are: a series' cells are contiguous.
+    ``cells`` is ``grid_cells(column, row, n_cols, n_rows)`` if the caller has it."""
     import numpy as np
 
     n_events = row.size
     index = np.zeros((n_cols, n_rows), dtype=np.int32 if n_events < 2**31 - 1 else np.int64)
-    index.ravel()[grid_cells(column, row, n_cols, n_rows)] = np.arange(1, n_events + 1,
-                                                                      dtype=index.dtype)
+    if cells is None:
+        cells = grid_cells(column, row, n_cols, n_rows)
+    index.ravel()[cells] = np.arange(1, n_events + 1, dtype=index.dtype)
     np.maximum.accumulate(index, axis=1, out=index)
     return index
 
@@ -122,66 +124,32 @@ def settlement_estimates(
     if n_events:
         np.not_equal(column[1:], column[:-1], out=first[1:])
     starts = np.flatnonzero(first)
-    # total_seconds() is whole seconds, then / 3600.0, as in the long-table version.
-    if np.any(grid_time_us % 1_000_000):
-        time_s = None
-        time_us = grid_time_us[row]
-        gap_s = np.empty(n_events, dtype=np.int64)
-        np.subtract(time_us[1:], time_us[:-1], out=gap_s[1:])
-        gap_s //= 1_000_000
-    else:   # whole seconds: seconds since the first time (int32 up to 68 years)
-        grid_s = (grid_time_us - grid_time_us[0]) // 1_000_000
-        narrow = np.int32 if grid_s[-1] < 2**31 else np.int64
-        time_s = grid_s.astype(narrow)[row]
-        gap_s = np.empty(n_events, dtype=narrow)
-        np.subtract(time_s[1:], time_s[:-1], out=gap_s[1:])
-    gap_s[first] = 0
-    interval_h = gap_s / 3600.0
-    interval_h[first] = np.nan
     out = {}
-    if "interval_h" in want:
-        out["interval_h"] = interval_h
-    if "hourly_last" in want or "ewma" in want:
+    if {"interval_h", "hourly_last", "ewma"} & set(want):
+        # total_seconds() is whole seconds, then / 3600.0, as in the long-table version.
+        if np.any(grid_time_us % 1_000_000):
+            time_us = grid_time_us[row]
+            gap_s = np.empty(n_events, dtype=np.int64)
+            np.subtract(time_us[1:], time_us[:-1], out=gap_s[1:])
+            gap_s //= 1_000_000
+        else:   # whole seconds: seconds since the first time (int32 up to 68 years)
+            grid_s = (grid_time_us - grid_time_us[0]) // 1_000_000
+            narrow = np.int32 if grid_s[-1] < 2**31 else np.int64
+            time_s = grid_s.astype(narrow)[row]
+            gap_s = np.empty(n_events, dtype=narrow)
+            np.subtract(time_s[1:], time_s[:-1], out=gap_s[1:])
+        gap_s[first] = 0
+        interval_h = gap_s / 3600.0
+        interval_h[first] = np.nan
+        if "interval_h" in want:
+            out["interval_h"] = interval_h
         with np.errstate(invalid="ignore", divide="ignore"):
             hourly_last = rate / interval_h
         if "hourly_last" in want:
             out["hourly_last"] = hourly_last
     if "mean" in want:
-        if in_force is None:
-            in_force = out["in_force"] = in_force_index(row, column, n_rows, n_cols)
-        # Running sum within each series: each series starts from (about) zero, so its
-        # rounding is that of its own total. total[k] is the running sum up to event k - 1.
-        steps = rate.copy()
-        steps[starts[1:]] -= np.add.reduceat(rate, starts)[:-1]
-        total = np.empty(n_events + 1)
-        total[0] = 0.0
-        np.cumsum(steps, out=total[1:])
-        # Window (t - window, t]: its first grid row is lo, so the series' settlements
-        # before it end at in_force[series, lo - 1] (1 + position; 0: none before it).
-        window_us = round(window_hours * 3600) * 1_000_000
-        lo = np.searchsorted(grid_time_us, grid_time_us - window_us, side="right") - 1
-        before_row = lo[row]
-        earlier = before_row >= 0
-        np.maximum(before_row, 0, out=before_row)
-        before = in_force.ravel()[grid_cells(column, before_row, n_cols, n_rows)]
-        before *= earlier
-        counts = np.diff(np.append(starts, n_events))
-        series_start = np.repeat(starts.astype(before.dtype), counts)
-        window_sum = total[1:] - total[before]
-        # A window reaching back to the series' first settlement: its sum is that rate plus
-        # the steps after it (total[start] still holds the previous series' running sum).
-        whole = np.flatnonzero(before <= series_start)
-        first_of = series_start[whole]
-        window_sum[whole] = (total[whole + 1] - total[first_of + 1]) + rate[first_of]
-        if time_s is None:
-            since_s = (time_us - np.repeat(time_us[starts], counts)) // 1_000_000
-        else:
-            since_s = time_s - np.repeat(time_s[starts], counts)
-        with np.errstate(invalid="ignore"):
-            covered = since_s / 3600.0 >= window_hours - interval_h     # False where NaN
-        window_sum /= window_hours
-        window_sum[~covered] = np.nan
-        out["hourly_mean"] = window_sum
+        out["hourly_mean"] = _window_mean(grid_time_us, row, rate, starts, n_rows, n_cols,
+                                          column, window_hours, in_force, out)
     if "ewma" in want:
         flat = grid_cells(row, column, n_rows, n_cols)
         halflife_us = float(round(halflife_hours * 3600) * 1_000_000)
@@ -205,3 +173,60 @@ def settlement_estimates(
         values[first] = np.nan
         out["hourly_ewma"] = values
     return out
+
+
+def _window_mean(grid_time_us, row, rate, starts, n_rows, n_cols, column, window_hours,
+                 in_force, out):
+    """``hourly_mean`` of :func:`settlement_estimates` (which documents it); puts the
+    in-force index it builds into ``out``."""
+    import numpy as np
+
+    n_events = row.size
+    # Series-major cells (column, row): increasing along the long arrays.
+    cells = grid_cells(column, row, n_cols, n_rows)
+    if in_force is None:
+        in_force = out["in_force"] = in_force_index(row, column, n_rows, n_cols, cells=cells)
+    # Running sum within each series: each series starts from (about) zero, so its
+    # rounding is that of its own total. total[k] is the running sum up to event k - 1.
+    total = np.empty(n_events + 1)
+    total[0] = 0.0
+    np.copyto(total[1:], rate)
+    total[1 + starts[1:]] -= np.add.reduceat(rate, starts)[:-1]
+    np.cumsum(total[1:], out=total[1:])
+    # Window (t - window, t]: lo[r] is the last grid row at or before grid time r minus the
+    # window, so the series' settlements before the window end at in_force[series, lo]
+    # (1 + position), read through the cell (series, lo[row]) = cell + (lo - row)[row].
+    window_us = round(window_hours * 3600) * 1_000_000
+    lo = np.searchsorted(grid_time_us, grid_time_us - window_us, side="right") - 1
+    before = (lo - np.arange(n_rows)).astype(cells.dtype)[row]
+    before += cells
+    before = in_force.ravel().take(before)
+    window_sum = total.take(before)
+    np.subtract(total[1:], window_sum, out=window_sum)
+    # Settlements whose window reaches back to their series' first one (time - first time
+    # < window: a prefix of each series, whose cells end before the grid row where the
+    # window starts to leave the first one out). There the read above means nothing: the
+    # sum is the first rate plus the steps after it (total[start] still holds the previous
+    # series' running sum). Everywhere else the series covers the window.
+    first_time = grid_time_us[row[starts]]
+    leaves = np.searchsorted(grid_time_us, first_time + window_us, side="left")
+    ends = np.searchsorted(cells, (np.arange(starts.size) * n_rows + leaves)
+                           .astype(cells.dtype), side="left")
+    counts = ends - starts
+    first_of = np.repeat(starts, counts)
+    whole = np.arange(first_of.size) + np.repeat(starts - (np.cumsum(counts) - counts), counts)
+    window_sum[whole] = (total[whole + 1] - total[first_of + 1]) + rate[first_of]
+    window_sum /= window_hours
+    # Covered: the first settlement lies at least one interval less than the window back
+    # (total_seconds() is whole seconds, then / 3600.0, as in the long-table version).
+    time_us = grid_time_us[row[whole]]
+    since_h = ((time_us - grid_time_us[row[first_of]]) // 1_000_000) / 3600.0
+    later = whole != first_of
+    interval_h = np.full(whole.size, np.nan)
+    interval_h[later] = ((time_us[later] - grid_time_us[row[whole[later] - 1]]) // 1_000_000) \
+        / 3600.0
+    with np.errstate(invalid="ignore"):
+        covered = since_h >= window_hours - interval_h      # False where NaN
+    window_sum[whole[~covered]] = np.nan
+    window_sum[starts] = np.nan   # no interval yet (in ``whole`` unless the window is 0)
+    return window_sum

@@ -206,15 +206,17 @@ def _grid_rows(time_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sorted distinct times, row of each time)."""
     first, last = int(time_us.min()), int(time_us.max())
     if (last - first) // MINUTE_US < MAX_BITMAP_MINUTES:
-        # Minutes since the first time: a float quotient of exact integers (far below 2**53),
-        # so a whole number exactly when the time is on a minute.
-        minute_f = (time_us - first) / float(MINUTE_US)
-        minute = minute_f.astype(np.int32)
-        if np.array_equal(minute, minute_f):
-            present = np.zeros(int(minute.max()) + 1, dtype=bool)
-            present[minute] = True
-            row_of = np.cumsum(present, dtype=np.int32) - 1
-            return np.flatnonzero(present) * MINUTE_US + first, row_of[minute]
+        minute = np.subtract(time_us, first)
+        minute //= MINUTE_US
+        present = np.zeros((last - first) // MINUTE_US + 1, dtype=bool)
+        present[minute] = True
+        row_of = np.cumsum(present, dtype=np.int32)
+        row_of -= 1
+        times = np.flatnonzero(present) * MINUTE_US + first
+        rows = row_of.take(minute)
+        # Exact when every time is on a minute: then it is its grid time.
+        if np.array_equal(times.take(rows), time_us):
+            return times, rows
     times, rows = np.unique(time_us, return_inverse=True)
     return times, rows.astype(np.int32)
 
