@@ -106,7 +106,7 @@ def create_plugin_manager(
             continue
         try:
             plugin = ep.load()
-        except Exception as exc:  # a broken third-party plugin must not hide the others
+        except Exception as exc:  # whatever third-party code raises, named after its plugin
             raise PluginError(f"plugin {ep.name} failed to import: {exc}") from exc
         pm.register(plugin, name=ep.name)
         versions[ep.name] = ep.dist.version if ep.dist else None

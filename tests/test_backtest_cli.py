@@ -5,27 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import typer
-from typer.testing import CliRunner
-
-from perpcarry.commands.backtest import backtest
-
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    app.callback()(lambda: None)
-    app.command()(backtest)
-    return app
-
-
-def test_bundled_run_prints_json_and_writes_three_charts(tmp_path):
+def test_bundled_run_prints_json_and_writes_three_charts(run_cli, tmp_path):
     out = tmp_path / "charts"
-    result = CliRunner().invoke(_app(), [
-        "backtest", "--venue", "bybit,okx", "--start", "2023-01-01", "--end", "2024-07-01",
-        "--json", "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    result = run_cli("backtest", "--venue", "bybit,okx", "--start", "2023-01-01",
+                     "--end", "2024-07-01", "--json", "--out", str(out))
+    assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["entries"] > 0 and summary["funding_income"] > 0
     assert set(summary["per_venue"]) <= {"bybit", "okx"}
@@ -43,20 +30,19 @@ def test_bundled_run_prints_json_and_writes_three_charts(tmp_path):
     assert len(data["t"]) == len(data["funding"]) > 500
 
 
-def test_unknown_data_format_is_one_line_and_exit_code_2():
+def test_unknown_data_format_is_one_line_and_exit_code_2(run_cli):
     target = SHARED_DATA / "eddysan-binance" / "exchange_info.json"
-    result = CliRunner().invoke(_app(), ["backtest", "--data", str(target), "--no-plots"])
+    result = run_cli("backtest", "--data", str(target), "--no-plots")
     assert result.exit_code == 2
-    message = result.output.strip()
-    assert "\n" not in message
-    assert message.startswith("error:") and "unknown funding data format" in message
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error:") and "unknown funding data format" in result.stderr
 
 
-def test_imported_folder_runs_and_bad_option_is_a_usage_error():
-    result = CliRunner().invoke(_app(), ["backtest", "--data", str(SHARED_DATA / "aha-3exch"),
-                                         "--no-plots", "--json"])
-    assert result.exit_code == 0, result.output
+def test_imported_folder_runs_and_bad_option_is_a_usage_error(run_cli):
+    result = run_cli("backtest", "--data", str(SHARED_DATA / "aha-3exch"), "--no-plots",
+                     "--json")
+    assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["series"] == 6
-    result = CliRunner().invoke(_app(), ["backtest", "--min-hold-hours", "-1", "--no-plots"])
+    result = run_cli("backtest", "--min-hold-hours", "-1", "--no-plots")
     assert result.exit_code == 2
-    assert "--min-hold-hours" in result.output
+    assert result.stderr.startswith("error: ") and "--min-hold-hours" in result.stderr

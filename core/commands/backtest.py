@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from perpcarry.errors import PerpcarryError, UsageError
+from perpcarry.errors import UsageError
 
 ESTIMATOR_NAMES = ("current", "mean", "ewma", "conservative")
 
@@ -69,17 +69,13 @@ def backtest(
     """Replay the carry strategy on real funding history: returns, risk, costs, charts."""
     from perpcarry import cli
 
-    try:
-        _run(cli, data=data, venues=_split(venues), symbols=_split(symbols),
-             start=_date(start, "--start"), end=_date(end, "--end"), no_plots=no_plots,
-             as_json=as_json, out=out, overrides={
-                 "capital": capital, "cadence_hours": cadence_hours, "enter_apr": enter_apr,
-                 "exit_apr": exit_apr, "min_hold_hours": min_hold_hours,
-                 "cooldown_hours": cooldown_hours, "spread_cost": spread_cost,
-                 "estimator": estimator, "horizon_days": horizon_days})
-    except PerpcarryError as err:
-        cli.err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(err.exit_code) from None
+    _run(cli, data=data, venues=_split(venues), symbols=_split(symbols),
+         start=_date(start, "--start"), end=_date(end, "--end"), no_plots=no_plots,
+         as_json=as_json, out=out, overrides={
+             "capital": capital, "cadence_hours": cadence_hours, "enter_apr": enter_apr,
+             "exit_apr": exit_apr, "min_hold_hours": min_hold_hours,
+             "cooldown_hours": cooldown_hours, "spread_cost": spread_cost,
+             "estimator": estimator, "horizon_days": horizon_days})
 
 
 def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, overrides) -> None:
@@ -100,7 +96,8 @@ def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, over
         first = err.errors()[0]
         raise UsageError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
     out_dir = out or settings.out_dir
-    with Progress(console=cli.err_console, transient=True, disable=as_json) as bar:
+    with Progress(console=cli.err_console, transient=True,
+                  disable=as_json or not cli.err_console.is_terminal) as bar:
         task = bar.add_task("backtest", total=None)
         run = run_backtest(config, settings, data=data, venues=venues, symbols=symbols,
                            start=start, end=end,
