@@ -48,6 +48,7 @@ from perpcarry.allocator_lp import (
 from perpcarry.allocator_rounding import exact_capital_per_notional, round_positions
 from perpcarry.errors import UsageError
 from perpcarry.types import Market, Skipped
+from perpcarry.yields import DAYS_PER_YEAR
 
 if TYPE_CHECKING:
     from perpcarry.scan import CarryYield
@@ -416,14 +417,15 @@ def _positions(active, rounded, lp_notional, limits: Limits) -> list[Position]:
         cand, quantity = active[i], rounded[i]
         notional = quantity * cand.price
         capital = notional * k_dec
-        daily = None if cand.expected_apr is None else cand.expected_apr * float(notional) / 365
+        daily = (None if cand.expected_apr is None
+                 else cand.expected_apr * float(notional) / DAYS_PER_YEAR)
         positions.append(Position(
             venue=cand.venue, base=cand.base, pair_label=cand.pair_label,
             spot_symbol=cand.spot.symbol, perp_symbol=cand.perp.symbol,
             base_quantity=quantity, perp_contracts=quantity / cand.perp.contract_size,
             price=cand.price, notional=notional, margin=capital - notional, capital=capital,
             net_apr=cand.net_apr, expected_daily_funding=daily,
-            expected_daily_net=cand.net_apr * float(notional) / 365, entry_rank=rank,
+            expected_daily_net=cand.net_apr * float(notional) / DAYS_PER_YEAR, entry_rank=rank,
             lp_notional=float(lp_notional[i]),
         ))
     return positions

@@ -71,7 +71,7 @@ def translate_ccxt_error(venue: str, exc: Exception, headers: dict[str, str] | N
         return InvalidResponse(venue, f"invalid response: {text}")
     if isinstance(exc, ccxt.ExchangeError):
         return InvalidResponse(venue, f"exchange error: {text}")
-    if isinstance(exc, json.JSONDecodeError | ValueError | KeyError | TypeError):
+    if isinstance(exc, ValueError | KeyError | TypeError):  # JSONDecodeError included
         return InvalidResponse(venue, f"invalid response: {type(exc).__name__}: {text}")
     return NetworkError(venue, f"{type(exc).__name__}: {text}")
 
@@ -131,8 +131,7 @@ class CcxtVenue(ABC):
         }
         self.request_count = 0
         self._markets: dict[str, Market] | None = None
-        # Venue methods send their request before they need markets, so a cold load can be
-        # asked for twice at once; the lock makes the second wait for the first.
+        # Concurrent callers (the scan, a venue method, the fee model) share one load.
         self._markets_lock = asyncio.Lock()
         self._history: FundingHistoryStore | None = None
 

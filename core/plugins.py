@@ -52,8 +52,6 @@ class Registry:
     venues: dict[str, VenueSpec] = field(default_factory=dict)
     # venue id -> (model, plugin); overrides win over defaults
     fee_models: dict[str, tuple[FeeModel, str]] = field(default_factory=dict)
-    _fee_defaults: dict[str, tuple[FeeModel, str]] = field(default_factory=dict)
-    _fee_overrides: dict[str, tuple[FeeModel, str]] = field(default_factory=dict)
     executors: dict[str, tuple[Executor, str]] = field(default_factory=dict)
 
     def plugin_infos(self) -> list[PluginInfo]:
@@ -137,12 +135,14 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
 
         impl.function(register=register_venue)
 
+    fee_defaults: dict[str, tuple[FeeModel, str]] = {}
+    fee_overrides: dict[str, tuple[FeeModel, str]] = {}
     for impl in pm.hook.register_fee_models.get_hookimpls():
         owner = impl.plugin_name
 
         def register_fee_model(model: FeeModel, override: bool = False, owner: str = owner):
             _check(model, FeeModel, "a fee model (perpcarry.venue.FeeModel)", owner)
-            table = registry._fee_overrides if override else registry._fee_defaults
+            table = fee_overrides if override else fee_defaults
             if model.venue_id in table:
                 kind = "override" if override else "default"
                 raise PluginError(
@@ -152,7 +152,7 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
             table[model.venue_id] = (model, owner)
 
         impl.function(register=register_fee_model)
-    registry.fee_models = {**registry._fee_defaults, **registry._fee_overrides}
+    registry.fee_models = {**fee_defaults, **fee_overrides}
 
     for impl in pm.hook.register_executors.get_hookimpls():
         owner = impl.plugin_name

@@ -8,7 +8,6 @@ snapshot through the very same plugin code.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import tempfile
 from collections.abc import Callable
@@ -151,27 +150,20 @@ async def _gather_venue(
 ) -> VenueData:
     skipped: list[Skipped] = []
     notes: list[str] = []
-    progress(venue_id, "loading markets, funding and books")
-    # The bulk requests go out first; markets load from the cache while they are in flight.
-    fetches = asyncio.gather(
+    progress(venue_id, "loading markets")
+    markets = await client.load_markets()
+    pairs = carry_pairs(markets)
+    if options.symbols:
+        wanted = {s.upper() for s in options.symbols}
+        pairs = [p for p in pairs if p.base in wanted]
+
+    progress(venue_id, "loading funding and books")
+    funding, spot_books, perp_books, fees = await asyncio.gather(
         client.fetch_funding_snapshot(),
         _books(client, MarketKind.SPOT, notes),
         _books(client, MarketKind.PERP, notes),
         config.registry.fee_model(venue_id).fee_schedule(config.venues[venue_id], client),
     )
-    await asyncio.sleep(0)
-    try:
-        markets = await client.load_markets()
-    except VenueError:
-        fetches.cancel()
-        with contextlib.suppress(BaseException):
-            await fetches
-        raise
-    pairs = carry_pairs(markets)
-    if options.symbols:
-        wanted = {s.upper() for s in options.symbols}
-        pairs = [p for p in pairs if p.base in wanted]
-    funding, spot_books, perp_books, fees = await fetches
     skipped.extend(funding.skipped)
     quoted = [p for p in pairs if p.perp.symbol in funding.quotes]
     for p in pairs:

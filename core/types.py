@@ -89,10 +89,6 @@ class BookTop:
     timestamp: datetime
     quote_volume_24h: Decimal | None = None
 
-    @property
-    def mid(self) -> Decimal:
-        return (self.bid + self.ask) / 2
-
 
 class FeeSource(StrEnum):
     ACCOUNT = "account"
@@ -111,9 +107,6 @@ class FeeSchedule:
     perp_taker: Decimal
     source: FeeSource
     source_detail: str
-
-    def taker(self, kind: MarketKind) -> Decimal:
-        return self.spot_taker if kind is MarketKind.SPOT else self.perp_taker
 
     def describe(self) -> str:
         return f"{self.source.value}: {self.source_detail}"

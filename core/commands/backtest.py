@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from perpcarry.commands import split_option
 from perpcarry.errors import UsageError
 
 ESTIMATOR_NAMES = ("current", "mean", "ewma", "conservative")
@@ -25,12 +26,6 @@ def _date(text: str | None, option: str) -> datetime | None:
     except ValueError:
         raise UsageError(f"{option} {text!r}: expected a date such as 2024-01-31") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _split(values: list[str] | None) -> tuple[str, ...] | None:
-    if not values:
-        return None
-    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
 
 
 def backtest(
@@ -69,7 +64,7 @@ def backtest(
     """Replay the carry strategy on real funding history: returns, risk, costs, charts."""
     from perpcarry import cli
 
-    _run(cli, data=data, venues=_split(venues), symbols=_split(symbols),
+    _run(cli, data=data, venues=split_option(venues), symbols=split_option(symbols),
          start=_date(start, "--start"), end=_date(end, "--end"), no_plots=no_plots,
          as_json=as_json, out=out, overrides={
              "capital": capital, "cadence_hours": cadence_hours, "enter_apr": enter_apr,

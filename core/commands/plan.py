@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from perpcarry.commands import percent, split_option
+
 JSON_SCHEMA_VERSION = 1
 
 def plan(
@@ -53,7 +55,6 @@ def plan(
 
     from perpcarry.allocator import Limits, allocate, candidates_from_scan
     from perpcarry.cli import load
-    from perpcarry.commands.scan import _split
     from perpcarry.errors import UsageError
     from perpcarry.scan import ScanOptions, run_scan
 
@@ -88,7 +89,7 @@ def plan(
         max_positions=max_positions, min_positions=min_positions, **overrides)
 
     options = ScanOptions(
-        venues=_split(venues), symbols=_split(symbols),
+        venues=split_option(venues), symbols=split_option(symbols),
         estimator=estimator or scan_defaults.estimator,
         window_days=scan_defaults.window_days,
         ewma_halflife_days=scan_defaults.ewma_halflife_days,
@@ -121,10 +122,6 @@ def _money(value) -> str:
     return f"{float(value):,.2f}"
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value * 100:.2f}%"
-
-
 def _quantity(value) -> str:
     return format(value.normalize(), "f")
 
@@ -154,7 +151,7 @@ def render(allocation, limits, options, *, failures: dict[str, str], scan_skippe
                       _quantity(p.perp_contracts), _money(p.notional), _money(p.margin),
                       _money(p.capital),
                       "n/a" if p.expected_daily_funding is None
-                      else _money(p.expected_daily_funding), _pct(p.net_apr))
+                      else _money(p.expected_daily_funding), percent(p.net_apr))
     console.print(table)
     caps = Table("cap", "name", "used", "cap", "of cap", "LP optimum", "binding",
                  title="Capital against caps", title_justify="left")
@@ -166,13 +163,13 @@ def render(allocation, limits, options, *, failures: dict[str, str], scan_skippe
     if allocation.binding:
         print_plain("Binding at the LP optimum: " + "; ".join(
             f"{u.kind} {u.name} (cap {_money(u.cap)}"
-            + (f", +1 of capital there adds {_pct(u.shadow_apr)} a year)"
+            + (f", +1 of capital there adds {percent(u.shadow_apr)} a year)"
                if u.shadow_apr else ")") for u in allocation.binding))
     total = sum(float(p.capital) for p in allocation.positions)
-    yearly = allocation.objective
+    daily = sum(p.expected_daily_net for p in allocation.positions)
     u = allocation.unused
     print_plain(f"Deployed {_money(total)} of {_money(allocation.capital)}; expected net "
-                f"{_money(yearly)} a year ({_money(yearly / 365)} a day). Unused "
+                f"{_money(allocation.objective)} a year ({_money(daily)} a day). Unused "
                 f"{_money(u.total)}: reserve {_money(u.reserve)}, left idle by caps "
                 f"{_money(u.caps)}, rounding to lot sizes {_money(u.rounding)}.")
     for note in allocation.notes:

@@ -11,13 +11,9 @@ from typing import Annotated
 
 import typer
 
+from perpcarry.commands import percent, split_option
+
 JSON_SCHEMA_VERSION = 1
-
-
-def _split(values: list[str] | None) -> tuple[str, ...] | None:
-    if not values:
-        return None
-    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
 
 
 def scan(
@@ -77,8 +73,8 @@ def scan(
     config = load()
     defaults = config.settings.scan
     options = ScanOptions(
-        venues=_split(venues),
-        symbols=_split(symbols),
+        venues=split_option(venues),
+        symbols=split_option(symbols),
         estimator=estimator or defaults.estimator,
         window_days=window if window is not None else defaults.window_days,
         ewma_halflife_days=defaults.ewma_halflife_days,
@@ -119,10 +115,6 @@ async def _run_with_progress(config, options, quiet: bool):
             bar.update(tasks[venue], description=f"{venue}: {stage}")
 
         return await run_scan(config, options, progress)
-
-
-def _pct(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value * 100:.{digits}f}%"
 
 
 def _bps(value: float | None) -> str:
@@ -187,12 +179,12 @@ def render(result, options) -> None:
             f"{r.quote.interval_hours}h",
             f"{float(r.quote.rate) * 100:.4f}%",
             _until(r.quote.next_funding_time, now),
-            _pct(r.current_apr),
-            _pct(r.expected_apr),
+            percent(r.current_apr),
+            percent(r.expected_apr),
             _bps(r.basis),
             _bps(r.round_trip_cost) + ("" if r.spread_cost is not None else "*"),
             "inf" if r.break_even_hours == float("inf") else f"{r.break_even_hours:.0f}",
-            _pct(r.net_apr),
+            percent(r.net_apr),
             _volume(r.thin_volume_24h),
         )
     console.print(table)
@@ -213,8 +205,8 @@ def render(result, options) -> None:
         comparison.add_row(
             s.venue,
             str(s.candidates),
-            _pct(s.median_net_apr),
-            _pct(s.best_net_apr),
+            percent(s.median_net_apr),
+            percent(s.best_net_apr),
             s.best_pair or "-",
         )
     console.print(comparison)
@@ -222,7 +214,7 @@ def render(result, options) -> None:
         console.print(
             "Best venue per asset listed on several: "
             + ", ".join(
-                f"{asset} {row.venue} ({_pct(row.net_apr)})" for asset, row in best_venue.items()
+                f"{asset} {row.venue} ({percent(row.net_apr)})" for asset, row in best_venue.items()
             )
         )
     if result.reverse_rows:
@@ -230,7 +222,8 @@ def render(result, options) -> None:
             f"{len(result.reverse_rows)} pair(s) with negative expected funding "
             "(reverse trade, needs margin borrowing; not a cash-and-carry): "
             + ", ".join(
-                f"{r.venue} {r.pair.label} {_pct(r.expected_apr)}" for r in result.reverse_rows[:8]
+                f"{r.venue} {r.pair.label} {percent(r.expected_apr)}"
+                for r in result.reverse_rows[:8]
             )
         )
     fee_sources = {r.venue: r.fees.describe() for r in result.rows + result.reverse_rows}

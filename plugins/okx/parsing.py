@@ -7,11 +7,11 @@ the body itself is broken.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from perpcarry.errors import InvalidResponse
+from perpcarry.history_store import from_ms
 from perpcarry.parsing import MalformedField, decimal_field, int_field, optional_decimal
 from perpcarry.types import BookTop, FundingQuote, FundingRecord, Market, MarketKind, SkipLog
 
@@ -30,10 +30,6 @@ def response_rows(venue: str, response: Any, endpoint: str) -> list[dict[str, An
     if code not in ("0", 0) or not isinstance(rows, list):
         raise InvalidResponse(venue, f"{endpoint}: unexpected envelope (code={code!r})")
     return [row for row in rows if isinstance(row, dict)]
-
-
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def parse_funding_rates(venue: str, rows: list[dict[str, Any]], perps: dict[str, Market],
