@@ -163,3 +163,26 @@ def test_an_object_that_is_not_an_executor_is_refused(monkeypatch):
     with pytest.raises(PluginError, match="plugin half_plugin registered SimpleNamespace, "
                                           "which is not an executor"):
         load_registry()
+
+
+def test_a_protocol_only_fee_model_prices_the_backtest(monkeypatch):
+    """The backtest resolves fees through the FeeModel protocol, so an override that is not
+    a TableFeeModel (no default table at all) is what it charges."""
+    from perpcarry.backtest.run import taker_fees
+    from perpcarry.config import load_config
+    from perpcarry.types import FeeSchedule, FeeSource
+
+    class DeskRates:
+        venue_id = "bybit"
+
+        async def fee_schedule(self, config, venue):
+            return FeeSchedule("bybit", Decimal("0.0001"), Decimal("0.0002"), Decimal("0"),
+                               Decimal("0.0003"), FeeSource.CONFIG, "desk agreement")
+
+    def register_fee_models(register):
+        register(DeskRates(), override=True)
+
+    _fake_plugin(monkeypatch, "desk_only", register_fee_models=register_fee_models)
+    fees, sources = taker_fees(load_config(None), ["bybit", "okx"])
+    assert fees["bybit"] == (0.0002, 0.0003) and "desk agreement" in sources["bybit"]
+    assert fees["okx"] == (0.0010, 0.0005)  # okx keeps its own default table

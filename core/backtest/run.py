@@ -37,21 +37,20 @@ def strategy_from(settings: BacktestConfig) -> Strategy:
 
 
 def taker_fees(config: Config, venues) -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
-    """Spot and perp taker fee per venue from its fee model's default schedule (and config
-    overrides), as ``plan`` would use without account credentials."""
-    fees, sources = {}, {}
-    for venue in sorted(set(venues)):
-        models = config.registry.fee_models.get(venue)
-        if not models or venue not in config.venues:
-            continue
-        venue_config = config.venues[venue]
-        schedule = models[0].default_schedule(venue_config)
-        overrides = venue_config.fees
-        spot = overrides.spot_taker if overrides.spot_taker is not None else schedule.spot_taker
-        perp = overrides.perp_taker if overrides.perp_taker is not None else schedule.perp_taker
-        fees[venue] = (float(spot), float(perp))
-        sources[venue] = schedule.describe()
-    return fees, sources
+    """Spot and perp taker fee per venue, from the venue's fee model as ``plan`` resolves it
+    without an account (default table, config overrides), and where each came from."""
+    import asyncio
+
+    async def schedules():
+        chosen = [v for v in sorted(set(venues))
+                  if v in config.registry.fee_models and v in config.venues]
+        resolved = await asyncio.gather(*(
+            config.registry.fee_model(v).fee_schedule(config.venues[v], None) for v in chosen))
+        return dict(zip(chosen, resolved, strict=True))
+
+    resolved = asyncio.run(schedules())
+    fees = {v: (float(s.spot_taker), float(s.perp_taker)) for v, s in resolved.items()}
+    return fees, {v: s.describe() for v, s in resolved.items()}
 
 
 def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None = None,
