@@ -11,6 +11,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from loguru import logger
+
 
 class MarketKind(StrEnum):
     SPOT = "spot"
@@ -161,8 +163,6 @@ class SkipLog:
     entries: list[Skipped] = field(default_factory=list)
 
     def skip(self, symbol: str, reason: str) -> None:
-        from loguru import logger
-
         # Counted here and summarised by the caller; one line per symbol only on request.
         logger.info("{}: skipping {}: {}", self.venue, symbol, reason)
         self.entries.append(Skipped(self.venue, symbol, reason))
