@@ -10,7 +10,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "PERPCARRY_"
@@ -21,12 +28,26 @@ class StrictModel(BaseModel):
 
 
 class FeeOverride(StrictModel):
-    """Explicit fee rates (fractions, 0.001 = 0.1 %) that replace the default schedule."""
+    """``[venues.<id>.fees]``: one of the venue's published fee tiers, and/or explicit rates
+    (fractions, 0.001 = 0.1 %); an explicit rate replaces that field of the tier (or of the
+    default schedule, or of the account's rates)."""
 
+    # The tier names the venue publishes; a venue plugin's subclass lists them.
+    tiers: ClassVar[tuple[str, ...]] = ()
+
+    tier: str | None = None
     spot_maker: Decimal | None = Field(default=None, ge=0, lt=1)
     spot_taker: Decimal | None = Field(default=None, ge=0, lt=1)
     perp_maker: Decimal | None = Field(default=None, ge=-1, lt=1)
     perp_taker: Decimal | None = Field(default=None, ge=0, lt=1)
+
+    @field_validator("tier")
+    @classmethod
+    def _published_tier(cls, tier: str | None) -> str | None:
+        if tier is not None and tier not in cls.tiers:
+            valid = ", ".join(cls.tiers) or "none, the venue's plugin ships no tier table"
+            raise ValueError(f"unknown tier {tier!r} (valid tiers: {valid})")
+        return tier
 
 
 class VenueConfig(StrictModel):

@@ -32,6 +32,17 @@ BAD_CONFIGS = [
         "allocator.leverage: Input should be greater than or equal to 1",
     ),
     ("surprise = 1\n", "surprise: unknown key"),
+    (
+        '[venues.binance.fees]\ntier = "VIP12"\n',
+        "venues.binance.fees.tier: unknown tier 'VIP12' (valid tiers: VIP0, VIP1, VIP2)",
+    ),
+    (
+        '[venues.bybit.fees]\ntier = "Supreme VIP"\n',
+        "venues.bybit.fees.tier: unknown tier 'Supreme VIP' (valid tiers: VIP0, VIP1, VIP2, "
+        "VIP3, VIP4, VIP5, SupremeVIP)",
+    ),
+    ('[venues.okx.fees]\ntier = "VIP1"\n',
+     "venues.okx.fees.tier: unknown tier 'VIP1' (valid tiers: Lv1)"),
 ]
 
 
@@ -117,14 +128,20 @@ def test_config_show_redacts_every_secret(run_cli, write_config, monkeypatch):
 def test_example_config_documents_and_validates(run_cli):
     from pathlib import Path
 
-    from perpcarry.settings import AllocatorConfig, BacktestConfig, ScanConfig, Settings
+    from perpcarry.settings import (
+        AllocatorConfig,
+        BacktestConfig,
+        FeeOverride,
+        ScanConfig,
+        Settings,
+    )
     from perpcarry_binance import BinanceConfig
     from perpcarry_okx import OkxConfig
 
     example = Path(__file__).parents[1] / "perpcarry.example.toml"
     text = example.read_text()
     for model in (Settings, ScanConfig, AllocatorConfig, BacktestConfig, BinanceConfig,
-                  OkxConfig):
+                  OkxConfig, FeeOverride):
         for name in model.model_fields:
             assert name in text, f"perpcarry.example.toml does not document {name}"
     result = run_cli("--config", str(example), "venues", "--json")

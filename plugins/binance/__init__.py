@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 
 from loguru import logger
 
-from perpcarry.fees import TableFeeModel
+from perpcarry.fees import FeeRates, TableFeeModel
 from perpcarry.hookspecs import hookimpl
-from perpcarry.settings import VenueConfig
+from perpcarry.settings import FeeOverride, VenueConfig
 from perpcarry.types import FeeSchedule
 from perpcarry.venue import VenueCapabilities, VenueContext, VenueSpec
 
@@ -18,24 +18,53 @@ logger.disable(__name__)
 
 VENUE_ID = "binance"
 
+# Published VIP tiers, in %, read 2026-11-21.
+# Spot: Binance announcement "Binance VIP Program Upgrade: Enjoy VIP 9 Equivalent Spot Trading
+#   Fees", 2022-05-31 (binance.com/en/support/announcement/40669f3da342426c87b083b659673316):
+#   regular 0.1000/0.1000, VIP 1 0.0900/0.1000, VIP 2 0.0800/0.1000; unofficial 2026 pages
+#   (i-binance.com/en/w/binance-vip-level) still list these three rows.
+# USDⓈ-M: the documented VIP table in nautechsystems/nautilus_trader
+#   crates/adapters/binance/src/common/fees.rs @ 27a8e54e; VIP 1-9 equal ccxt 4.5.90's binance
+#   linear tiers, and regular 0.02/0.05 is binance.com/en/fee/futureFee as indexed 2026-10-12
+#   (loweef Crypto Futures Fee Index).
+# VIP 3-9 are left out: their spot rates appear only on unofficial pages that disagree.
+FEE_TIERS = {
+    #                        spot maker, spot taker, perp maker, perp taker
+    "VIP0": FeeRates.percent("0.1000", "0.1000", "0.0200", "0.0500"),
+    "VIP1": FeeRates.percent("0.0900", "0.1000", "0.0160", "0.0400"),
+    "VIP2": FeeRates.percent("0.0800", "0.1000", "0.0140", "0.0350"),
+}
+FEE_TIERS_DETAIL = ("Binance VIP schedule (spot: Binance announcement 2022-05-31; USDⓈ-M: "
+                    "VIP table in nautilus_trader @ 27a8e54e), read 2026-11-21")
+# Paying USDⓈ-M fees in BNB takes 10 % off ("Binance Futures Fee Structure & Fee
+# Calculations", binance.com/en/support/faq/360033544231, read 2026-11-21).
+BNB_FUTURES_DISCOUNT = Decimal("0.9")
+
+
+class BinanceFees(FeeOverride):
+    """``[venues.binance.fees]``."""
+
+    tiers = tuple(FEE_TIERS)
+
 
 class BinanceConfig(VenueConfig):
     """``[venues.binance]``."""
 
     # Pay USDⓈ-M fees in BNB: 10 % off the futures schedule.
     bnb_fee_discount: bool = False
+    fees: BinanceFees = BinanceFees()
 
 
 @dataclass(frozen=True)
 class BinanceFeeModel(TableFeeModel):
-    def default_schedule(self, config: BinanceConfig) -> FeeSchedule:
-        schedule = super().default_schedule(config)
+    def table_schedule(self, config: BinanceConfig) -> FeeSchedule:
+        """The published tier or default, with the BNB discount on the futures side."""
+        schedule = super().table_schedule(config)
         if not config.bnb_fee_discount:
             return schedule
-        discount = Decimal("0.9")
-        return FeeSchedule(schedule.venue, schedule.spot_maker, schedule.spot_taker,
-                           schedule.perp_maker * discount, schedule.perp_taker * discount,
-                           schedule.source, f"{schedule.source_detail}, futures 10% BNB discount")
+        return replace(schedule, perp_maker=schedule.perp_maker * BNB_FUTURES_DISCOUNT,
+                       perp_taker=schedule.perp_taker * BNB_FUTURES_DISCOUNT,
+                       source_detail=f"{schedule.source_detail}, futures 10% BNB discount")
 
 
 def _client(config: BinanceConfig, context: VenueContext):
@@ -60,10 +89,6 @@ def register_venues(register):
 
 @hookimpl
 def register_fee_models(register):
-    # Regular user (VIP0) rates, binance.com/en/fee/schedule and /en/fee/futureFee,
-    # as published late 2026.
-    register(BinanceFeeModel(
-        venue_id=VENUE_ID,
-        spot_maker=Decimal("0.0010"), spot_taker=Decimal("0.0010"),
-        perp_maker=Decimal("0.0002"), perp_taker=Decimal("0.0005"),
-        detail="Binance regular (VIP0) schedule, 2026-11"))
+    register(BinanceFeeModel(VENUE_ID, *FEE_TIERS["VIP0"],
+                             detail=f"regular tier VIP0 of the {FEE_TIERS_DETAIL}",
+                             tiers=FEE_TIERS, tiers_detail=FEE_TIERS_DETAIL))

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 from typing import Any, ClassVar, NamedTuple
 
 from perpcarry.ccxt_venue import CcxtVenue
 from perpcarry.errors import InvalidResponse
-from perpcarry.parsing import MalformedField, decimal_field
+from perpcarry.fees import account_fee_schedule
+from perpcarry.parsing import MalformedField
 from perpcarry.types import (
     BookSnapshot,
     FeeSchedule,
-    FeeSource,
     FundingRecord,
     FundingSnapshot,
     Market,
@@ -40,6 +39,9 @@ FAPI_BOOK_TICKER_ALL_WEIGHT = 5
 FAPI_TICKER_24HR_ALL_WEIGHT = 40
 SPOT_TRADE_FEE_WEIGHT = 1  # sapi /asset/tradeFee
 FAPI_COMMISSION_RATE_WEIGHT = 20
+# The account's rates are read for these two markets and used for every pair: two
+# requests instead of one per market.
+FEE_SPOT_SYMBOL, FEE_PERP_SYMBOL = "BTC/USDT", "BTC/USDT:USDT"
 # A 24h rolling volume barely moves in minutes; refetching it every scan would cost two
 # more requests (and 120 weight) for a liquidity filter.
 VOLUME_CACHE_SECONDS = 900
@@ -140,27 +142,17 @@ class BinanceVenue(CcxtVenue):
 
     async def fetch_fee_schedule(self) -> FeeSchedule | None:
         """The account's own maker/taker rates (sapi /asset/tradeFee for spot, fapi
-        /commissionRate for USDⓈ-M), for BTC/USDT and BTC/USDT:USDT."""
+        /commissionRate for USDⓈ-M), for BTC/USDT and BTC/USDT:USDT; None without keys."""
         if not self.config.has_credentials:
             return None
         await self.load_markets()
-        spot_symbol, perp_symbol = "BTC/USDT", "BTC/USDT:USDT"
         spot = await self._with_retries(
             "fetch_trading_fee spot", SPOT_TRADE_FEE_WEIGHT, "spot",
-            lambda: self.exchange.fetch_trading_fee(spot_symbol))
+            lambda: self.exchange.fetch_trading_fee(FEE_SPOT_SYMBOL))
         perp = await self._with_retries(
             "fetch_trading_fee perp", FAPI_COMMISSION_RATE_WEIGHT, "fapi",
-            lambda: self.exchange.fetch_trading_fee(perp_symbol))
-        try:
-            return FeeSchedule(
-                self.venue_id,
-                spot_maker=_fee(spot, "maker"), spot_taker=_fee(spot, "taker"),
-                perp_maker=_fee(perp, "maker"), perp_taker=_fee(perp, "taker"),
-                source=FeeSource.ACCOUNT,
-                source_detail=f"account rates for {spot_symbol} and {perp_symbol}")
-        except MalformedField as err:
-            raise InvalidResponse(self.venue_id, f"invalid trading fee: {err}") from None
-
-
-def _fee(fee: dict[str, Any], side: str) -> Decimal:
-    return decimal_field(fee, side)
+            lambda: self.exchange.fetch_trading_fee(FEE_PERP_SYMBOL))
+        return account_fee_schedule(
+            self.venue_id, spot, perp,
+            f"account rates (/sapi/v1/asset/tradeFee, /fapi/v1/commissionRate) for "
+            f"{FEE_SPOT_SYMBOL} and {FEE_PERP_SYMBOL}")

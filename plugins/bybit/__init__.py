@@ -2,23 +2,47 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 
 from loguru import logger
 
-from perpcarry.fees import TableFeeModel
+from perpcarry.fees import FeeRates, TableFeeModel
 from perpcarry.hookspecs import hookimpl
-from perpcarry.settings import VenueConfig
+from perpcarry.settings import FeeOverride, VenueConfig
 from perpcarry.venue import VenueCapabilities, VenueContext, VenueSpec
 
 logger.disable(__name__)
 
 VENUE_ID = "bybit"
 
+# Published VIP levels, in %: Bybit Help Center "Trading Fee Structure" (article 000001634,
+# read 2026-11-21 through the mirror www.bybitgum.org/en-US/help-center/bybitHC_Article?id=
+# 000001634), columns "Spot Trading" (crypto pairs) and "Perpetual & Futures Contracts Trading";
+# Bybit lists taker before maker. Bybit notes that actual rates may vary by region.
+FEE_TIERS = {
+    #                        spot maker, spot taker, perp maker, perp taker
+    "VIP0": FeeRates.percent("0.1000", "0.1000", "0.0200", "0.0550"),
+    "VIP1": FeeRates.percent("0.0675", "0.0800", "0.0180", "0.0400"),
+    "VIP2": FeeRates.percent("0.0650", "0.0775", "0.0160", "0.0375"),
+    "VIP3": FeeRates.percent("0.0625", "0.0750", "0.0140", "0.0350"),
+    "VIP4": FeeRates.percent("0.0500", "0.0600", "0.0120", "0.0320"),
+    "VIP5": FeeRates.percent("0.0400", "0.0500", "0.0100", "0.0320"),
+    "SupremeVIP": FeeRates.percent("0.0300", "0.0450", "0.0000", "0.0300"),
+}
+FEE_TIERS_DETAIL = ("Bybit VIP schedule (Help Center \"Trading Fee Structure\", article "
+                    "000001634), read 2026-11-21")
+
+
+class BybitFees(FeeOverride):
+    """``[venues.bybit.fees]``."""
+
+    tiers = tuple(FEE_TIERS)
+
 
 class BybitConfig(VenueConfig):
     """``[venues.bybit]``."""
+
+    fees: BybitFees = BybitFees()
 
 
 def _client(config: BybitConfig, context: VenueContext):
@@ -43,9 +67,6 @@ def register_venues(register):
 
 @hookimpl
 def register_fee_models(register):
-    # Non-VIP rates, bybit.com/en/help-center fee structure, as published late 2026.
-    register(TableFeeModel(
-        venue_id=VENUE_ID,
-        spot_maker=Decimal("0.0010"), spot_taker=Decimal("0.0010"),
-        perp_maker=Decimal("0.0002"), perp_taker=Decimal("0.00055"),
-        detail="Bybit non-VIP schedule, 2026-11"))
+    register(TableFeeModel(VENUE_ID, *FEE_TIERS["VIP0"],
+                           detail=f"regular tier VIP0 of the {FEE_TIERS_DETAIL}",
+                           tiers=FEE_TIERS, tiers_detail=FEE_TIERS_DETAIL))

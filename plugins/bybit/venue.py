@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 from typing import Any, ClassVar
 
 from perpcarry.ccxt_venue import CcxtVenue
-from perpcarry.errors import InvalidResponse
+from perpcarry.fees import account_fee_schedule
 from perpcarry.settings import VenueConfig
 from perpcarry.types import (
     BookSnapshot,
     FeeSchedule,
-    FeeSource,
     FundingRecord,
     FundingSnapshot,
     Market,
@@ -28,6 +26,9 @@ from perpcarry_bybit.parsing import (
 # The linear tickers response serves both the funding snapshot and the perp books; a scan
 # asks for both within a second or two, so one response is reused for this long.
 LINEAR_TICKERS_REUSE_SECONDS = 5.0
+# The account's rates are read for these two markets and used for every pair: two
+# requests instead of one per market.
+FEE_SPOT_SYMBOL, FEE_PERP_SYMBOL = "BTC/USDT", "BTC/USDT:USDT"
 
 
 class BybitVenue(CcxtVenue):
@@ -129,28 +130,17 @@ class BybitVenue(CcxtVenue):
         return parse_funding_history(self.venue_id, response, market)
 
     async def fetch_fee_schedule(self) -> FeeSchedule | None:
-        """The account's own rates (GET /v5/account/fee-rate) for BTCUSDT spot and linear;
-        None without credentials."""
+        """The account's own rates (GET /v5/account/fee-rate, category spot and linear) for
+        BTC/USDT and BTC/USDT:USDT; None without keys."""
         if not self.config.has_credentials:
             return None
         await self.load_markets()
         spot = await self._with_retries(
-            "fetch_trading_fee", 1, "default",
-            lambda: self.exchange.fetch_trading_fee("BTC/USDT"))
+            "fetch_trading_fee spot", 1, "default",
+            lambda: self.exchange.fetch_trading_fee(FEE_SPOT_SYMBOL))
         perp = await self._with_retries(
-            "fetch_trading_fee", 1, "default",
-            lambda: self.exchange.fetch_trading_fee("BTC/USDT:USDT"))
-        return FeeSchedule(
-            venue=self.venue_id,
-            spot_maker=_fee(spot, "maker"), spot_taker=_fee(spot, "taker"),
-            perp_maker=_fee(perp, "maker"), perp_taker=_fee(perp, "taker"),
-            source=FeeSource.ACCOUNT,
-            source_detail="account rates from /v5/account/fee-rate (BTCUSDT spot and linear)",
-        )
-
-
-def _fee(fee: dict[str, Any], side: str) -> Decimal:
-    value = fee.get(side) if isinstance(fee, dict) else None
-    if value is None:
-        raise InvalidResponse("bybit", f"fee-rate response has no {side} rate")
-    return Decimal(str(value))
+            "fetch_trading_fee perp", 1, "default",
+            lambda: self.exchange.fetch_trading_fee(FEE_PERP_SYMBOL))
+        return account_fee_schedule(
+            self.venue_id, spot, perp,
+            f"account rates (/v5/account/fee-rate) for {FEE_SPOT_SYMBOL} and {FEE_PERP_SYMBOL}")

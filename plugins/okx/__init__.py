@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar
 
 from loguru import logger
 from pydantic import SecretStr
 
-from perpcarry.fees import TableFeeModel
+from perpcarry.fees import FeeRates, TableFeeModel
 from perpcarry.hookspecs import hookimpl
-from perpcarry.settings import VenueConfig
+from perpcarry.settings import FeeOverride, VenueConfig
 from perpcarry.venue import VenueCapabilities, VenueContext, VenueSpec
 
 logger.disable(__name__)
 
 VENUE_ID = "okx"
+
+# Published tiers, in %, read 2026-11-21. Spot (USDT/USDⓈ/crypto pairs): okx.com/fees, Lv1
+# 0.080/0.100. USDT-margined perpetuals: Lv1 0.020/0.050, okx.com/fees as indexed 2026-10-16
+# (loweef Crypto Futures Fee Index). Only Lv1 is shipped: the stored okx.com/fees page lists the
+# spot rates of Lv2-Lv5 and VIP 1-8 but not their perpetual rates, and a tier needs both.
+FEE_TIERS = {
+    #                       spot maker, spot taker, perp maker, perp taker
+    "Lv1": FeeRates.percent("0.080", "0.100", "0.020", "0.050"),
+}
+FEE_TIERS_DETAIL = "OKX fee schedule (okx.com/fees), read 2026-11-21"
+
+
+class OkxFees(FeeOverride):
+    """``[venues.okx.fees]``."""
+
+    tiers = tuple(FEE_TIERS)
 
 
 class OkxConfig(VenueConfig):
@@ -25,6 +40,7 @@ class OkxConfig(VenueConfig):
     required_credentials: ClassVar[tuple[str, ...]] = ("api_key", "secret", "passphrase")
 
     passphrase: SecretStr | None = None
+    fees: OkxFees = OkxFees()
 
 
 def _client(config: OkxConfig, context: VenueContext):
@@ -49,9 +65,6 @@ def register_venues(register):
 
 @hookimpl
 def register_fee_models(register):
-    # Regular user Lv1 rates, okx.com/fees, as published late 2026.
-    register(TableFeeModel(
-        venue_id=VENUE_ID,
-        spot_maker=Decimal("0.0008"), spot_taker=Decimal("0.0010"),
-        perp_maker=Decimal("0.0002"), perp_taker=Decimal("0.0005"),
-        detail="OKX regular Lv1 schedule, 2026-11"))
+    register(TableFeeModel(VENUE_ID, *FEE_TIERS["Lv1"],
+                           detail=f"regular tier Lv1 of the {FEE_TIERS_DETAIL}",
+                           tiers=FEE_TIERS, tiers_detail=FEE_TIERS_DETAIL))

@@ -7,7 +7,6 @@ the body itself is broken.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from perpcarry.errors import InvalidResponse
@@ -156,9 +155,3 @@ def parse_funding_history(venue: str, market: Market,
         records.append(FundingRecord(venue, market.symbol, funding_time, rate))
     return sorted(records, key=lambda r: r.funding_time)
 
-
-def fee_rate(value: Any) -> Decimal:
-    """ccxt's unified trading-fee figure as a Decimal fraction of notional."""
-    if value is None:
-        raise ValueError("trading fee missing")
-    return Decimal(str(value))

@@ -6,16 +6,16 @@ OKX swaps trade in contracts: ``ctVal`` (base currency per contract) becomes
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
+from ccxt.base.precise import Precise
+
 from perpcarry.ccxt_venue import CcxtVenue
-from perpcarry.errors import InvalidResponse
+from perpcarry.fees import account_fee_schedule
 from perpcarry.settings import VenueConfig
 from perpcarry.types import (
     BookSnapshot,
     FeeSchedule,
-    FeeSource,
     FundingRecord,
     FundingSnapshot,
     Market,
@@ -25,7 +25,6 @@ from perpcarry.types import (
 from perpcarry.venue import VenueContext
 
 from .parsing import (
-    fee_rate,
     parse_funding_history,
     parse_funding_rates,
     parse_tickers,
@@ -33,6 +32,9 @@ from .parsing import (
 )
 
 INST_TYPE = {MarketKind.SPOT: "SPOT", MarketKind.PERP: "SWAP"}
+# The account's rates are read for these two markets and used for every pair: two
+# requests instead of one per market.
+FEE_SPOT_SYMBOL, FEE_PERP_SYMBOL = "BTC/USDT", "BTC/USDT:USDT"
 
 
 class OkxVenue(CcxtVenue):
@@ -117,36 +119,31 @@ class OkxVenue(CcxtVenue):
         return parse_funding_history(self.venue_id, market, rows)
 
     async def fetch_fee_schedule(self) -> FeeSchedule | None:
-        """The account's own rates from GET /api/v5/account/trade-fee (BTC spot and the
-        BTC USDT swap); None without credentials."""
+        """The account's own rates (GET /api/v5/account/trade-fee, instType SPOT and SWAP) for
+        BTC/USDT and BTC/USDT:USDT; None without keys."""
         if not self.config.has_credentials:
             return None
         await self.load_markets()
-        spot = await self._trading_fee("BTC/USDT")
-        perp = await self._trading_fee("BTC/USDT:USDT")
-        try:
-            # OKX reports fees as negative numbers (a rebate is positive); ccxt flips the
-            # sign. For swaps the USDT-margined rates are makerU/takerU, while ccxt's
-            # maker/taker read the coin-margined fields first.
-            perp_maker = _flip(perp["info"].get("makerU"))
-            perp_taker = _flip(perp["info"].get("takerU"))
-            if perp_maker is None or perp_taker is None:
-                perp_maker, perp_taker = fee_rate(perp["maker"]), fee_rate(perp["taker"])
-            return FeeSchedule(
-                venue=self.venue_id,
-                spot_maker=fee_rate(spot["maker"]), spot_taker=fee_rate(spot["taker"]),
-                perp_maker=perp_maker, perp_taker=perp_taker,
-                source=FeeSource.ACCOUNT,
-                source_detail="OKX account trade-fee, BTC-USDT and BTC-USDT-SWAP")
-        except (KeyError, TypeError, ValueError, ArithmeticError) as err:
-            raise InvalidResponse(self.venue_id, f"trade-fee: {err}") from None
+        spot = await self._with_retries(
+            "fetch_trading_fee spot", 1, "account",
+            lambda: self.exchange.fetch_trading_fee(FEE_SPOT_SYMBOL))
+        perp = await self._with_retries(
+            "fetch_trading_fee perp", 1, "account",
+            lambda: self._usdt_margined_fee(FEE_PERP_SYMBOL))
+        return account_fee_schedule(
+            self.venue_id, spot, perp,
+            f"account rates (/api/v5/account/trade-fee) for {FEE_SPOT_SYMBOL} and "
+            f"{FEE_PERP_SYMBOL}")
 
-    async def _trading_fee(self, symbol: str) -> dict[str, Any]:
-        return await self._with_retries("fetch_trading_fee", 1, "account",
-                                        lambda: self.exchange.fetch_trading_fee(symbol))
-
-
-def _flip(value: Any) -> Decimal | None:
-    if value in (None, ""):
-        return None
-    return -Decimal(str(value))
+    async def _usdt_margined_fee(self, symbol: str) -> dict[str, Any]:
+        """ccxt's trading fee of a USDT-margined swap. For swaps OKX's ``maker``/``taker`` are
+        the crypto-margined rates, which ccxt reads first; the USDT-margined ones are
+        ``makerU``/``takerU``, negated here as ccxt negates the others (OKX reports a fee as a
+        negative number). Runs inside the retry wrapper, so a malformed rate is translated
+        like any other bad response."""
+        fee = await self.exchange.fetch_trading_fee(symbol)
+        info = fee.get("info") or {}
+        if not info.get("makerU") or not info.get("takerU"):
+            return fee
+        return {**fee, "maker": Precise.string_neg(info["makerU"]),
+                "taker": Precise.string_neg(info["takerU"])}
