@@ -131,6 +131,12 @@ class CcxtVenue(ABC):
         }
         self.request_count = 0
         self._markets: dict[str, Market] | None = None
+        self._raw_markets: dict[str, dict[str, Any]] = {}
+        # A warm start reads ccxt's unified markets from the disk cache without handing them
+        # to ccxt: its set_markets costs tens of milliseconds per venue, and only ccxt's own
+        # unified methods (fetch_trading_fee, ...) need it. Those call load_markets first,
+        # which this instance attribute answers from the cache instead of the network.
+        self.exchange.load_markets = self._ccxt_load_markets
         # Concurrent callers (the scan, a venue method, the fee model) share one load.
         self._markets_lock = asyncio.Lock()
         self._history: FundingHistoryStore | None = None
@@ -231,16 +237,31 @@ class CcxtVenue(ABC):
                 await self._load_markets()
         return list(self._markets.values())
 
+    @property
+    def raw_markets(self) -> dict[str, dict[str, Any]]:
+        """ccxt's unified market dicts by unified symbol (``info`` holds the venue's raw
+        instrument); empty until :meth:`load_markets`."""
+        return self._raw_markets
+
     async def _load_markets(self) -> None:
         cached = self._read_cache("markets", self.config.market_cache_hours * 3600)
-        if cached is not None:
-            self.exchange.set_markets(cached)
-        else:
-            await self._with_retries("load_markets", self.market_load_weight,
-                                     self.market_budget, self.exchange.load_markets)
-            self._write_cache("markets", self.exchange.markets)
-        parsed = (market_from_ccxt(self.venue_id, m) for m in self.exchange.markets.values())
+        if cached is None:
+            await self._with_retries(
+                "load_markets", self.market_load_weight, self.market_budget,
+                lambda: type(self.exchange).load_markets(self.exchange))
+            cached = self.exchange.markets
+            self._write_cache("markets", cached)
+        self._raw_markets = cached
+        parsed = (market_from_ccxt(self.venue_id, m) for m in cached.values())
         self._markets = {m.symbol: m for m in parsed if m is not None}
+
+    async def _ccxt_load_markets(self, *_: Any, **__: Any) -> Any:
+        """ccxt's ``load_markets`` as its unified methods call it: answered from
+        :meth:`load_markets`, so ccxt never loads markets on its own."""
+        await self.load_markets()
+        if not self.exchange.markets:
+            self.exchange.set_markets(self._raw_markets)
+        return self.exchange.markets
 
     async def markets_by_venue_symbol(self, kind: MarketKind) -> dict[str, Market]:
         return {m.venue_symbol: m for m in await self.load_markets() if m.kind is kind}

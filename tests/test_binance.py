@@ -74,9 +74,13 @@ async def test_cold_market_load_is_two_requests_and_warm_load_none(tmp_path):
     warm = make_venue(tmp_path, offline=False)
     with cassette_vcr().use_cassette(str(CASSETTES / "markets_full.json")) as cassette:
         again = await warm.load_markets()
+        # ccxt's unified methods load markets first; they get the cached ones, no request.
+        ccxt_markets = await warm.exchange.load_markets()
     await warm.close()
     assert cassette.play_count == 0 and warm.request_count == 0
     assert {m.symbol for m in again} == {m.symbol for m in markets}
+    assert warm.exchange.market("BTC/USDT:USDT")["id"] == "BTCUSDT"
+    assert set(ccxt_markets) == set(warm.raw_markets)
 
 
 async def test_market_fields_from_real_exchange_info(full_venue):

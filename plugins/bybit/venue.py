@@ -71,12 +71,12 @@ class BybitVenue(CcxtVenue):
 
     def _raw_instruments(self) -> dict[str, dict[str, Any]]:
         """Venue symbol → raw instruments-info of every linear contract ccxt loaded."""
-        return {m["id"]: m.get("info") or {} for m in self.exchange.markets.values()
+        return {m["id"]: m.get("info") or {} for m in self.raw_markets.values()
                 if m.get("linear") and m.get("contract")}
 
     def _known_ids(self, kind: MarketKind) -> set[str]:
         want_spot = kind is MarketKind.SPOT
-        return {m["id"] for m in self.exchange.markets.values()
+        return {m["id"] for m in self.raw_markets.values()
                 if bool(m.get("spot")) == want_spot}
 
     async def _tickers(self, category: str) -> Any:

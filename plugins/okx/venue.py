@@ -87,8 +87,7 @@ class OkxVenue(CcxtVenue):
         perps = await self.markets_by_venue_symbol(MarketKind.PERP)
         rows = response_rows(self.venue_id, response, "public/funding-rate")
         # Swaps ccxt knows that perpcarry does not trade (inverse, pre-open): not skips.
-        ignored = {market_id for market_id in (self.exchange.markets_by_id or {})
-                   if market_id not in perps}
+        ignored = {m["id"] for m in self.raw_markets.values() if m["id"] not in perps}
         skips = SkipLog(self.venue_id)
         quotes = parse_funding_rates(self.venue_id, rows, perps, ignored, skips)
         return FundingSnapshot(self.venue_id, quotes, tuple(skips.entries))

@@ -104,7 +104,7 @@ class HyperliquidVenue(CcxtVenue):
 
     def _coin(self, symbol: str) -> str:
         """Hyperliquid names a perp by its coin ("BTC"); ccxt's market id is its index."""
-        return self.exchange.market(symbol)["info"]["name"]
+        return self.raw_markets[symbol]["info"]["name"]
 
     async def _perps_by_coin(self) -> dict[str, Market]:
         perps = {m.symbol: m for m in await self.load_markets() if m.kind is MarketKind.PERP}
