@@ -106,13 +106,16 @@ class CcxtVenue(ABC):
             for field_name, ccxt_key in self.credential_keys.items():
                 params[ccxt_key] = getattr(config, field_name).get_secret_value()
         self.exchange = getattr(ccxt_async, self.ccxt_id)(params)
-        # ccxt builds a TLS context per exchange instance (reading the CA bundle each time);
-        # one per process serves every venue.
-        self.exchange.ssl_context = _tls_context(self.exchange.cafile)
         if context.offline:
-            # ccxt waits 250 ms in close() for TLS connections to shut down; a replay never
-            # opens one.
+            # A replay never opens a connection: no CA bundle to read (tens of milliseconds),
+            # a context that trusts nothing, and no 250 ms wait in close() for TLS
+            # connections to shut down.
+            self.exchange.ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             self.exchange.timeout_on_exit = 0
+        else:
+            # ccxt builds a TLS context per exchange instance (reading the CA bundle each
+            # time); one per process serves every venue.
+            self.exchange.ssl_context = _tls_context(self.exchange.cafile)
         # An HTTP 429 is a rate limit on every venue; some ccxt classes (okx) map a bare 429
         # to ExchangeNotAvailable, which would not be retried after Retry-After.
         self.exchange.httpExceptions = {
@@ -132,10 +135,10 @@ class CcxtVenue(ABC):
         self.request_count = 0
         self._markets: dict[str, Market] | None = None
         self._raw_markets: dict[str, dict[str, Any]] = {}
-        # A warm start reads ccxt's unified markets from the disk cache without handing them
-        # to ccxt: its set_markets costs tens of milliseconds per venue, and only ccxt's own
-        # unified methods (fetch_trading_fee, ...) need it. Those call load_markets first,
-        # which this instance attribute answers from the cache instead of the network.
+        # perpcarry keeps ccxt's unified markets (fetch_markets) itself and does not hand
+        # them to ccxt: its set_markets costs tens of milliseconds per venue, and only ccxt's
+        # own unified methods (fetch_trading_fee, ...) need it. Those call load_markets
+        # first, which this instance attribute answers from perpcarry's markets.
         self.exchange.load_markets = self._ccxt_load_markets
         # Concurrent callers (the scan, a venue method, the fee model) share one load.
         self._markets_lock = asyncio.Lock()
@@ -246,10 +249,10 @@ class CcxtVenue(ABC):
     async def _load_markets(self) -> None:
         cached = self._read_cache("markets", self.config.market_cache_hours * 3600)
         if cached is None:
-            await self._with_retries(
+            fetched = await self._with_retries(
                 "load_markets", self.market_load_weight, self.market_budget,
-                lambda: type(self.exchange).load_markets(self.exchange))
-            cached = self.exchange.markets
+                self.exchange.fetch_markets)
+            cached = {m["symbol"]: m for m in fetched}
             self._write_cache("markets", cached)
         self._raw_markets = cached
         parsed = (market_from_ccxt(self.venue_id, m) for m in cached.values())
@@ -277,7 +280,10 @@ class CcxtVenue(ABC):
     @property
     def history_store(self) -> FundingHistoryStore:
         if self._history is None:
-            self._history = FundingHistoryStore(self.context.cache_dir / "funding_history.sqlite")
+            # Offline, history lives in memory for the run, like the markets.
+            self._history = FundingHistoryStore(
+                None if self.context.offline
+                else self.context.cache_dir / "funding_history.sqlite")
         return self._history
 
     async def fetch_funding_history(

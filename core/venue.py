@@ -42,8 +42,8 @@ class VenueContext:
     """Side effects a venue client may use, injected so tests control them.
 
     ``base_url`` points every REST host of the venue at one address (the local replay
-    server of ``bench/scan.py``). ``offline`` disables the on-disk market cache so a replay
-    never reads or writes the user's cache.
+    server of ``bench/scan.py``). ``offline`` disables the on-disk caches (markets, responses;
+    funding history is kept in memory) so a replay never reads or writes the user's cache.
     """
 
     cache_dir: Path
