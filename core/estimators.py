@@ -53,12 +53,11 @@ def latest_estimates(histories: Mapping[str, Sequence[tuple[int, float]]], *,
 
 
 def grid_cells(row, column, n_rows: int, n_cols: int):
-    """Flat positions ``row * n_cols + column`` in a C-ordered (n_rows, n_cols) grid, in
-    the narrowest integer type that holds them."""
+    """Flat positions ``row * n_cols + column`` in a C-ordered (n_rows, n_cols) grid, as
+    numpy's index type (narrower indices are converted on every gather and scatter)."""
     import numpy as np
 
-    dtype = np.int32 if n_rows * n_cols < 2**31 else np.int64
-    out = np.multiply(row, n_cols, dtype=dtype)
+    out = np.multiply(row, n_cols, dtype=np.intp)
     out += column
     return out
 
@@ -66,16 +65,28 @@ def grid_cells(row, column, n_rows: int, n_cols: int):
 def in_force_index(row, column, n_rows: int, n_cols: int, cells=None):
     """(S, T) grid, series-major: 1 + the position (in the long arrays) of the settlement
     in force at each cell, i.e. the column's last one at or before the row; 0 before its
-    first. Series-major because the long arrays are: a series' cells are contiguous.
-    ``cells`` is ``grid_cells(column, row, n_cols, n_rows)`` if the caller has it."""
+    first. Series-major because the long arrays are: grouped by column in increasing order,
+    time order within each, so their cells increase along them. ``cells`` is
+    ``grid_cells(column, row, n_cols, n_rows)`` if the caller has it."""
     import numpy as np
 
-    n_events = row.size
-    index = np.zeros((n_cols, n_rows), dtype=np.int32 if n_events < 2**31 - 1 else np.int64)
     if cells is None:
         cells = grid_cells(column, row, n_cols, n_rows)
-    index.ravel()[cells] = np.arange(1, n_events + 1, dtype=index.dtype)
-    np.maximum.accumulate(index, axis=1, out=index)
+    # The cells increase along the long arrays, so counting settlements along the flat grid
+    # gives each cell 1 + the position of the last one at or before it. A column's cells
+    # before its first settlement count the columns before it instead: they become 0.
+    settled = np.zeros(n_cols * n_rows, dtype=bool)
+    settled[cells] = True
+    index = np.cumsum(settled, dtype=np.int32 if row.size < 2**31 - 1 else np.int64) \
+        .reshape(n_cols, n_rows)
+    # Rows before each column's first settlement (past the end for a column without one).
+    column_start = np.arange(n_cols) * n_rows
+    first = np.searchsorted(cells, column_start)
+    first_row = np.full(n_cols, n_rows)
+    found = first < cells.size
+    first_row[found] = cells[first[found]] - column_start[found]
+    for col in np.flatnonzero(first_row):
+        index[col, :first_row[col]] = 0
     return index
 
 
@@ -98,10 +109,10 @@ def settlement_estimates(
     Input arrays: settlement e of series
     ``column[e]`` (integer ids 0..S-1, the ``key``) at ``grid_time_us[row[e]]`` (the
     distinct settlement times, increasing, microseconds since the epoch) with per-interval
-    ``rate[e]``. Rows must be grouped by column, in time order within each; each column
-    holds its whole history (the window and the EWMA start at its first settlement, as
-    a long table grouped by series would). ``in_force`` is :func:`in_force_index` of these
-    rows if the caller has it.
+    ``rate[e]``. Rows must be grouped by column in increasing order, in time order within
+    each; each column holds its whole history (the window and the EWMA start at its first
+    settlement, as a long table grouped by series would). ``in_force`` is
+    :func:`in_force_index` of these rows if the caller has it.
 
     Returns arrays aligned with the input for the names in ``want``: ``interval_h``,
     ``hourly_last``, ``hourly_mean`` (``mean``) and ``hourly_ewma`` (``ewma``), and
@@ -186,6 +197,13 @@ def _window_mean(grid_time_us, row, rate, starts, n_rows, n_cols, column, window
     cells = grid_cells(column, row, n_cols, n_rows)
     if in_force is None:
         in_force = out["in_force"] = in_force_index(row, column, n_rows, n_cols, cells=cells)
+    # Settlements whose window reaches back to their series' first one (time - first time
+    # < window: a prefix of each series, whose cells end before the grid row where the
+    # window starts to leave the first one out), [starts, ends). The window read below
+    # means nothing there: see ``whole``.
+    window_us = round(window_hours * 3600) * 1_000_000
+    leaves = np.searchsorted(grid_time_us, grid_time_us[row[starts]] + window_us, side="left")
+    ends = np.searchsorted(cells, np.arange(starts.size) * n_rows + leaves, side="left")
     # Running sum within each series: each series starts from (about) zero, so its
     # rounding is that of its own total. total[k] is the running sum up to event k - 1.
     total = np.empty(n_events + 1)
@@ -195,23 +213,15 @@ def _window_mean(grid_time_us, row, rate, starts, n_rows, n_cols, column, window
     np.cumsum(total[1:], out=total[1:])
     # Window (t - window, t]: lo[r] is the last grid row at or before grid time r minus the
     # window, so the series' settlements before the window end at in_force[series, lo]
-    # (1 + position), read through the cell (series, lo[row]) = cell + (lo - row)[row].
-    window_us = round(window_hours * 3600) * 1_000_000
+    # (1 + position), read through the cell (series, lo[row]) = cell + (lo - row)[row]
+    # (``cells`` becomes that cell, then the position read there).
     lo = np.searchsorted(grid_time_us, grid_time_us - window_us, side="right") - 1
-    before = (lo - np.arange(n_rows)).astype(cells.dtype)[row]
-    before += cells
-    before = in_force.ravel().take(before)
-    window_sum = total.take(before)
+    cells += (lo - np.arange(n_rows)).take(row)
+    np.copyto(cells, in_force.ravel().take(cells))
+    window_sum = total.take(cells)
     np.subtract(total[1:], window_sum, out=window_sum)
-    # Settlements whose window reaches back to their series' first one (time - first time
-    # < window: a prefix of each series, whose cells end before the grid row where the
-    # window starts to leave the first one out). There the read above means nothing: the
-    # sum is the first rate plus the steps after it (total[start] still holds the previous
-    # series' running sum). Everywhere else the series covers the window.
-    first_time = grid_time_us[row[starts]]
-    leaves = np.searchsorted(grid_time_us, first_time + window_us, side="left")
-    ends = np.searchsorted(cells, (np.arange(starts.size) * n_rows + leaves)
-                           .astype(cells.dtype), side="left")
+    # In the prefix the sum is the first rate plus the steps after it (total[start] still
+    # holds the previous series' running sum). Everywhere else the series covers the window.
     counts = ends - starts
     first_of = np.repeat(starts, counts)
     whole = np.arange(first_of.size) + np.repeat(starts - (np.cumsum(counts) - counts), counts)

@@ -6,9 +6,12 @@ import csv
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import hypothesis
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from perpcarry.backtest.history import load_bundled, load_path
 from perpcarry.backtest.run import run_backtest
@@ -191,6 +194,46 @@ def test_estimates_equal_an_independent_long_table_version_on_real_data():
                                                           and halflife == 48):
                 assert np.array_equal(got[known], expected[known]), name
             np.testing.assert_allclose(got[known], expected[known], rtol=1e-9, atol=1e-17)
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 29), unique=True, max_size=12), max_size=6))
+def test_in_force_index_is_each_series_last_settlement_at_or_before_the_row(rows):
+    """Cell (series, grid row) holds 1 + the position in the long arrays of the series' last
+    settlement at or before that row, 0 before its first (series may start late or never
+    settle)."""
+    from perpcarry.estimators import in_force_index
+
+    rows = [sorted(r) for r in rows]
+    index = in_force_index(np.array([r for rs in rows for r in rs], dtype=np.intp),
+                           np.repeat(np.arange(len(rows)), [len(rs) for rs in rows]),
+                           30, len(rows))
+    assert index.shape == (len(rows), 30)
+    position = 0
+    for series, settled in enumerate(rows):
+        for row in range(30):
+            done = [p for p, r in enumerate(settled) if r <= row]
+            assert index[series, row] == (position + done[-1] + 1 if done else 0)
+        position += len(settled)
+
+
+def test_settlements_off_the_minute_keep_their_own_grid_times():
+    """A venue stamping settlements 30 s after the hour gets grid times of its own (no
+    rounding to the minute), and every settlement lands on its exact time."""
+    from perpcarry.backtest.panel import build_panel
+
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    rows = [(venue, "BTC/USDT:USDT", "BTC", start + timedelta(hours=8 * i, seconds=offset),
+             1e-4, 8.0, 100.0, None, "fixture")
+            for venue, offset in (("binance", 0), ("bybit", 30)) for i in range(30)]
+    history = pl.DataFrame(rows, orient="row", schema=[
+        "venue", "symbol", "base", "time", "rate", "interval_hours", "mark_price",
+        "spot_price", "source"]).with_columns(pl.col("time").dt.cast_time_unit("us"))
+    panel = build_panel(history, estimator="mean", window_hours=24, halflife_hours=24)
+    times = history["time"].to_numpy()
+    assert np.array_equal(panel.times, np.unique(times)) and panel.times.size == 60
+    assert np.array_equal(panel.times[panel.event_row], times)
+    assert panel.rebalance.size == 30                     # binance's, on the 8h cadence
 
 
 def _two_pair_history(tmp_path, jump_at: int) -> Path:

@@ -14,14 +14,16 @@ Order of events at a grid time t:
    shares out what is left of the budget and of each cap around them;
 3. every trade pays the venue's taker fee on both legs plus ``spread_cost``.
 
-Speed: the net APR and the entry/exit tests are computed once per settlement (long arrays)
-and read at each rebalance through the panel's "settlement in force" index as one (S, R)
-code array. The sequential part scans rebalances BLOCK at a time with (S, BLOCK) vector
-operations to find the next one whose eligible set differs; only there does anything else
-happen (equity for sizing, the LP, trades): otherwise the targets are unchanged, so
-re-solving would return the same weights. Money is accrued per settlement from the few
-held series' contiguous slices of the long arrays. Quantities are continuous: lot rounding,
-which ``plan`` applies, would only add noise of a lot per position.
+Speed: the net APR and the entry test are computed once per settlement (long arrays). The
+sequential part looks for the next rebalance whose eligible set differs, a block of
+rebalances at a time: pairs held, eligible or cooling down are watched one by one through
+the panel's "settlement in force" index; any other pair changes the set exactly at the
+rebalances where a settlement of it that may join is in force, which a count per rebalance
+tells (less the watched pairs among them). Only at a change does anything else happen
+(equity for sizing, the LP, trades): otherwise the targets are unchanged, so re-solving
+would return the same weights. Money is accrued per settlement from the few held series'
+contiguous slices of the long arrays. Quantities are continuous: lot rounding, which
+``plan`` applies, would only add noise of a lot per position.
 
 ``max_positions``: :func:`perpcarry.allocator_lp.keep_largest` (largest notional x net APR
 first), as :func:`perpcarry.allocator.allocate` applies it.
@@ -41,9 +43,9 @@ from perpcarry.backtest.panel import Panel
 # allocate(members, net_apr, equity, pinned) -> hedged notional of each member; ``pinned``
 # (S,) is the notional of positions that must stay as they are (not among the members).
 Allocate = Callable[..., np.ndarray]
-# Bits of the per-settlement decision code, and rebalances examined per vector step.
-GONE, BELOW, JOIN = 1, 2, 4
-BLOCK = 32
+# Rebalances examined per vector step after a change; the step doubles while the eligible
+# set stays the same, up to BLOCK_CELLS (watched pair, rebalance) cells.
+BLOCK, BLOCK_CELLS = 32, 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -185,33 +187,56 @@ def simulate(panel: Panel, strategy: Strategy, spot_taker: np.ndarray, perp_take
     T, S = panel.shape
     reb = panel.rebalance
     series, mark, spot = panel.event_series, panel.event_mark, panel.event_spot
-    # Per settlement: net APR through the yields module, and the entry/exit tests.
+    # Per settlement: net APR through the yields module, and the entry test (net above
+    # enter_apr, the data goes on, priced); the exit tests are read where they matter.
     round_trip = yields.round_trip_cost(spot_taker, perp_taker, 2.0 * strategy.spread_cost)
     hedged = bool(panel.hedged.any())
+    # index[:, -1] is 1 + each series' last settlement: series s has [index[s - 1, -1],
+    # index[s, -1]) of the long arrays.
+    settlements = np.diff(panel.index[:, -1], prepend=0)
     with np.errstate(invalid="ignore"):
         if hedged:
             net = yields.net_apr(yields.apr_from_hourly(panel.event_expected),
-                                 yields.basis(mark, spot), round_trip[series],
+                                 yields.basis(mark, spot), np.repeat(round_trip, settlements),
                                  strategy.horizon_days)
         else:   # no basis: the same sum, its per-series cost term computed once per series
             net = yields.apr_from_hourly(panel.event_expected)
-            net += yields.net_apr(0.0, 0.0, round_trip, strategy.horizon_days)[series]
-        # One code per settlement, in force at each rebalance (0: no settlement yet):
-        # GONE (data ends or gaps), BELOW (net under exit_apr), JOIN (may enter).
-        join = net > strategy.enter_apr
-        join &= panel.event_live
-        join &= np.isfinite(mark)
-        code = np.left_shift(join.view(np.uint8), 2)
-        code |= np.left_shift((net < strategy.exit_apr).view(np.uint8), 1)
-        code |= (~panel.event_live).view(np.uint8)
-    # (S, R) in force at each rebalance, as three bool views of the bits.
-    code_r = panel.in_force_series_major(code, GONE, None if reb.size == T else reb)
-    gone_r = (code_r & GONE).view(bool)
-    below_r = ((code_r >> 1) & 1).view(bool)
-    may_join_r = (code_r >> 2).view(bool)
-    del code_r
+            net += np.repeat(yields.net_apr(0.0, 0.0, round_trip, strategy.horizon_days),
+                             settlements)
+        may_join = net > strategy.enter_apr
+        may_join &= panel.event_live
+        may_join &= np.isfinite(mark)
+    n_steps = reb.size
     now_r = panel.hours[reb]
+    # Pairs that may join at each rebalance: a settlement that may join counts from the
+    # first rebalance at or after it to the first one at or after its series' next one.
+    joiners = np.flatnonzero(may_join)
+    replaced = np.full(joiners.size, n_steps)
+    follows = joiners + 1 < series.size
+    follows[follows] = series[joiners[follows] + 1] == series[joiners[follows]]
+    replaced[follows] = np.searchsorted(reb, panel.event_row[joiners[follows] + 1])
+    may_join_count = np.cumsum(
+        np.bincount(np.searchsorted(reb, panel.event_row[joiners]), minlength=n_steps + 1)
+        - np.bincount(replaced, minlength=n_steps + 1))[:n_steps]
     hedge = spot - mark if hedged else None   # long spot + short perp, per unit held
+
+    def eligibility(members, in_force: np.ndarray, now: np.ndarray):
+        """(eligible, may join) of ``members`` (indices or a slice of the series) whose
+        settlements ``in_force`` (1 + position, 0: none yet) hold at rebalance times ``now``:
+        held pairs stay unless their data ends or gaps, or their net is below exit_apr once
+        held ``min_hold_hours``; others join when they may and their cooldown is over."""
+        at = in_force - 1
+        known = at >= 0
+        at[~known] = 0
+        may = known & may_join[at]
+        with np.errstate(invalid="ignore"):
+            leave = known & (net[at] < strategy.exit_apr)
+        leave &= now >= release_at[members, None]
+        leave |= ~(known & panel.event_live[at])
+        is_held = held[members, None]
+        stay = is_held & ~leave
+        stay |= ~is_held & may & (now >= rejoin_at[members, None])
+        return stay, may
 
     def money(held_q, rows_from: int, rows_to: int):
         """Settlements of the held series in grid rows (rows_from, rows_to]: slices of
@@ -234,33 +259,33 @@ def simulate(panel: Panel, strategy: Strategy, spot_taker: np.ndarray, perp_take
     trades: list[tuple] = []
     changes: list[tuple[int, np.ndarray]] = [(-1, qty)]
     runs = 0
-    n_steps = reb.size
-    step = 0
+    step, block, watched = 0, BLOCK, None
     while step < n_steps:
-        # The next rebalance whose eligible set differs, BLOCK steps at a time:
-        # leave = held & (gone | (below & min hold over)), join = free & may join & cooled.
-        stop = min(step + BLOCK, n_steps)
-        now = now_r[step:stop]                         # (B,), against (S, 1) columns
-        stay = below_r[:, step:stop] & (now >= release_at[:, None])
-        stay |= gone_r[:, step:stop]
-        np.logical_not(stay, out=stay)
-        stay &= held[:, None]
-        join = may_join_r[:, step:stop] & (now >= rejoin_at[:, None])
-        join &= not_held[:, None]
-        stay |= join                                   # the eligible set at each step
-        stay ^= before[:, None]
-        changed = np.flatnonzero(stay.any(axis=0))
+        # The next rebalance whose eligible set differs, a block of rebalances at a time.
+        # Pairs held, eligible or cooling down are watched one by one; any other pair
+        # changes the set exactly where it may join, which the count of pairs that may join
+        # less the watched ones tells.
+        if watched is None:
+            watched = np.flatnonzero(held | before | (rejoin_at > now_r[step]))
+        stop = min(step + block, n_steps)
+        stay, may = eligibility(watched, panel.index[np.ix_(watched, reb[step:stop])],
+                                now_r[step:stop])
+        differs = (stay != before[watched, None]).any(axis=0)
+        differs |= may_join_count[step:stop] > may.sum(axis=0)
+        changed = np.flatnonzero(differs)
         if progress is not None:
             progress(stop if changed.size == 0 else step + int(changed[0]) + 1, n_steps)
         if changed.size == 0:
             step = stop
+            block = max(min(2 * block, BLOCK_CELLS // max(watched.size, 1)), BLOCK)
             continue    # same eligible set: the same targets, nothing trades
         step += int(changed[0])
-        eligible = stay[:, changed[0]] ^ before
-        before = eligible
         now, i = now_r[step], int(reb[step])
+        in_force = panel.index[:, i]
+        eligible = eligibility(slice(None), in_force[:, None], now_r[step:step + 1])[0][:, 0]
+        before, block, watched = eligible, BLOCK, None
         step += 1
-        at = panel.index[:, i].astype(np.int64) - 1
+        at = in_force.astype(np.int64) - 1
         known = at >= 0
         mark_i = np.where(known, mark[at], np.nan)
         spot_i = np.where(known, spot[at], np.nan)

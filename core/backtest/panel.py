@@ -179,9 +179,10 @@ def select(history: pl.DataFrame, venues=None, symbols=None) -> pl.DataFrame:
     return history
 
 
-def _grouped(history: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
-    """The table with each series in one run of rows in time order: (table, series id per
-    row, first row of each series). Loaders already group and sort; others are sorted here."""
+def _grouped(history: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """The table with each series in one run of rows in time order: (table, its times in
+    microseconds, series id per row, first row of each series). Loaders already group and
+    sort; others are sorted here."""
     for attempt in range(2):
         # rle ids never decrease, so their sum changes exactly where one of them changes.
         runs = history.lazy().select(sum(pl.col(c).rle_id() for c in SERIES_KEY)) \
@@ -193,8 +194,10 @@ def _grouped(history: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarra
         starts = np.flatnonzero(boundary)
         ordered = time_us[1:] > time_us[:-1]
         ordered |= boundary[1:]
-        if ordered.all() and history[starts].select(SERIES_KEY).n_unique() == starts.size:
-            return history, np.cumsum(boundary, dtype=np.int32) - 1, starts
+        if ordered.all() and history.select(SERIES_KEY)[starts].n_unique() == starts.size:
+            series = np.repeat(np.arange(starts.size, dtype=np.int32),
+                               np.diff(starts, append=runs.size))
+            return history, time_us, series, starts
         if attempt:  # pragma: no cover - sorted and de-duplicated above
             break
         history = history.unique([*SERIES_KEY, "time"], keep="first", maintain_order=True) \
@@ -202,29 +205,30 @@ def _grouped(history: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray, np.ndarra
     raise UsageError("funding history has duplicate settlements")  # pragma: no cover
 
 
-def _grid_rows(time_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted distinct times, row of each time)."""
-    first, last = int(time_us.min()), int(time_us.max())
+def _grid_rows(time_us: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct times, row of each time); ``starts``: first row of each series."""
+    first = int(time_us[starts].min())
+    last = int(time_us[np.append(starts[1:], time_us.size) - 1].max())
     if (last - first) // MINUTE_US < MAX_BITMAP_MINUTES:
-        minute = np.subtract(time_us, first)
+        minute = time_us - first
+        total_us = int(minute.view(np.uint64).sum())
         minute //= MINUTE_US
-        present = np.zeros((last - first) // MINUTE_US + 1, dtype=bool)
-        present[minute] = True
-        row_of = np.cumsum(present, dtype=np.int32)
-        row_of -= 1
-        times = np.flatnonzero(present) * MINUTE_US + first
-        rows = row_of.take(minute)
-        # Exact when every time is on a minute: then it is its grid time.
-        if np.array_equal(times.take(rows), time_us):
-            return times, rows
-    times, rows = np.unique(time_us, return_inverse=True)
-    return times, rows.astype(np.int32)
+        # Exact when every time is on a minute (then it is its grid time): when the
+        # remainders, each in [0, MINUTE_US), sum to 0. Their sum is far below 2**64, so
+        # sums that wrap around (unsigned, where wrapping is well defined) show it.
+        if (total_us - MINUTE_US * int(minute.view(np.uint64).sum())) % 2**64 == 0:
+            present = np.zeros((last - first) // MINUTE_US + 1, dtype=bool)
+            present[minute] = True
+            row_of = np.cumsum(present, dtype=np.intp)
+            row_of -= 1
+            return np.flatnonzero(present) * MINUTE_US + first, row_of.take(minute)
+    return np.unique(time_us, return_inverse=True)
 
 
 def _fill_forward(values: np.ndarray, starts: np.ndarray, series: np.ndarray) -> np.ndarray:
     """Forward-fill NaN within each series of the long table (rows grouped by series)."""
     missing = np.isnan(values)
-    if missing.all() or not missing.any():
+    if not missing.any() or missing.all():
         return values
     index = np.where(missing, -1, np.arange(values.size))
     np.maximum.accumulate(index, out=index)
@@ -252,8 +256,7 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
         raise UsageError("no funding history to simulate")
     # One series per dataset: two datasets of one pair (years apart) must not share a price
     # or an estimate window across the gap between them.
-    history, series, starts = _grouped(history)
-    time_us = history["time"].to_numpy().view(np.int64)
+    history, time_us, series, starts = _grouped(history)
     rate = _column(history, "rate")
     interval = _column(history, "interval_hours")
     mark = _fill_forward(_column(history, "mark_price"), starts, series)
@@ -262,7 +265,7 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
         _fill_forward(_column(history, "spot_price"), starts, series)
 
     # Estimates over each series' whole history, one value per settlement.
-    times, row = _grid_rows(time_us)
+    times, row = _grid_rows(time_us, starts)
     current = yields.hourly_rate(rate, interval) if estimator in ("current", "conservative") \
         else None
     want = ESTIMATOR_PARTS[estimator]
@@ -300,9 +303,9 @@ def build_panel(history: pl.DataFrame, *, estimator: str, window_hours: float,
         present[row - first_row] = True
         times = times[first_row:first_row + present.size][present]
         row = (np.cumsum(present) - 1)[row - first_row]
-        info = history[np.flatnonzero(keep)[starts]].select("venue", "symbol", "base")
+        info = history.select("venue", "symbol", "base")[np.flatnonzero(keep)[starts]]
     else:
-        info = history[starts].select("venue", "symbol", "base")
+        info = history.select("venue", "symbol", "base")[starts]
     n_events, n_series = time_us.size, starts.size
     shape = (times.size, n_series)
 
