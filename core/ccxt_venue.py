@@ -16,7 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 from loguru import logger
@@ -39,6 +39,9 @@ from perpcarry.types import FeeSchedule, FundingRecord, Market, MarketKind
 from perpcarry.venue import VenueContext
 
 MAX_RETRIES = 3
+# A settlement reaches the venue's history endpoint a moment after it happens; the cache
+# never records the latest minutes as fetched, so a late record is picked up next time.
+SETTLEMENT_PUBLISH_LAG = timedelta(minutes=5)
 
 
 def translate_ccxt_error(venue: str, exc: Exception, headers: dict[str, str] | None) -> VenueError:
@@ -292,7 +295,7 @@ class CcxtVenue(ABC):
         market = await self.market(symbol)
         if market.kind is not MarketKind.PERP:
             raise BadSymbol(self.venue_id, f"{symbol} is not a perpetual")
-        end = min(end, self.context.clock())
+        end = min(end, self.context.clock() - SETTLEMENT_PUBLISH_LAG)
         start_ms, end_ms = to_ms(start), to_ms(end)
         for span_start, span_end in self.history_store.missing_spans(
             self.venue_id, symbol, start_ms, end_ms

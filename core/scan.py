@@ -176,7 +176,7 @@ async def _gather_venue(
     history: dict[str, list[FundingRecord]] = {}
     if options.estimator != "current" and quoted:
         history = await _histories(
-            client, venue_id, quoted, snapshot_time, options, skipped, progress
+            client, venue_id, quoted, funding.quotes, options, skipped, progress
         )
     books = {
         k: b
@@ -201,17 +201,20 @@ async def _books(
         return None
 
 
-async def _histories(client, venue_id, pairs, until, options, skipped, progress):
-    lookback = max(HISTORY_LOOKBACK_DAYS, options.window_days)
-    start = until - timedelta(days=lookback)
+async def _histories(client, venue_id, pairs, quotes, options, skipped, progress):
+    lookback = timedelta(days=max(HISTORY_LOOKBACK_DAYS, options.window_days))
     limit = asyncio.Semaphore(HISTORY_CONCURRENCY)
     done = 0
 
     async def one(pair: CarryPair):
         nonlocal done
+        # Settled history up to the symbol's last settlement: until the next one, a warm
+        # cache answers without a request.
+        until = quotes[pair.perp.symbol].last_settlement
         async with limit:
             try:
-                records = await client.fetch_funding_history(pair.perp.symbol, start, until)
+                records = await client.fetch_funding_history(
+                    pair.perp.symbol, until - lookback, until)
             except VenueError as err:
                 skipped.append(Skipped(venue_id, pair.perp.symbol, f"no funding history: {err}"))
                 records = None

@@ -7,7 +7,7 @@ they sit on the order path; analytics convert to float arrays where they need sp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -65,6 +65,12 @@ class FundingQuote:
     rate_cap: Decimal | None
     rate_floor: Decimal | None
     timestamp: datetime
+
+    @property
+    def last_settlement(self) -> datetime:
+        """When the period before ``next_funding_time`` settled: the newest settlement the
+        venue's history can hold."""
+        return self.next_funding_time - timedelta(hours=self.interval_hours)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from perpcarry.errors import ExchangeUnavailable, InvalidResponse, RateLimitError
+from perpcarry.history_store import to_ms
 from perpcarry.replay import cassette_vcr, replaying
 from perpcarry.settings import VenueConfig
 from perpcarry.types import Market, MarketKind, SkipLog
@@ -192,6 +193,38 @@ async def test_history_pages_forward_without_gaps_and_caches(full_venue):
     assert_no_gaps(flm, 4)
     assert_no_gaps(eth, 8)
     assert all(r.mark_price is not None for r in flm + eth)
+
+
+async def test_a_settlement_published_late_is_fetched_by_a_later_call(snapshot_venue, tmp_path):
+    """The scan asks for history up to the last settlement, which reaches the venue's
+    history endpoint a moment after it happens: the cache must not mark it as fetched
+    before then, or that settlement would be missing for good."""
+    now = T + timedelta(minutes=1)
+    venue = make_venue(tmp_path / "late", clock=lambda: now)
+    with replaying(SNAPSHOT):
+        real = await snapshot_venue.fetch_funding_history(
+            "BTC/USDT:USDT", T - timedelta(days=30), T)
+        await venue.load_markets()
+    asked = []
+
+    async def page(market, start_ms, end_ms):
+        """The real settlements, each published 2 minutes after it happened."""
+        asked.append((start_ms, end_ms))
+        return [r for r in real if start_ms <= to_ms(r.funding_time) <= end_ms
+                and r.funding_time <= now - timedelta(minutes=2)]
+
+    venue.fetch_history_page = page
+    start = T - timedelta(days=1)
+    early = await venue.fetch_funding_history("BTC/USDT:USDT", start, T)
+    now = T + timedelta(minutes=10)
+    later = await venue.fetch_funding_history("BTC/USDT:USDT", start, T)
+    again = await venue.fetch_funding_history("BTC/USDT:USDT", start, T)
+    await venue.close()
+    day = [r.funding_time for r in real if r.funding_time >= start]
+    assert day[-1] == T and len(day) == 4
+    assert [r.funding_time for r in early] == day[:-1]
+    assert [r.funding_time for r in later] == [r.funding_time for r in again] == day
+    assert len(asked) == 2  # the third call is answered from the cache
 
 
 # -- errors ----------------------------------------------------------------------------

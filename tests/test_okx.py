@@ -198,10 +198,13 @@ async def test_offline_snapshot_holds_30_days_for_every_quoted_carry_pair(venue)
                  if p.perp.symbol in funding.quotes]
         assert [p.base for p in pairs] == ["BTC", "DOGE", "ETH"]
         for pair in pairs:
+            # As the scan asks: up to the last settlement, 00:00 (T is 07:00).
+            until = funding.quotes[pair.perp.symbol].last_settlement
+            assert until == utc(2026, 3, 7, 0)
             records = await venue.fetch_funding_history(pair.perp.symbol,
-                                                        T - timedelta(days=30), T)
-            assert len(records) == 90  # 8h: 3 a day, T is not a settlement
-            assert records[-1].funding_time == utc(2026, 3, 7, 0)
+                                                        until - timedelta(days=30), until)
+            assert len(records) == 91  # 8h: 3 a day, both ends settlements
+            assert records[-1].funding_time == until
 
 
 # -- books -----------------------------------------------------------------------------

@@ -226,7 +226,10 @@ async def build_snapshot(local: LocalBinance):
         t = max(q.timestamp for q in snapshot.quotes.values())
         pairs = [p for p in carry_pairs(markets) if p.perp.symbol in snapshot.quotes]
         for pair in pairs:
-            await venue.fetch_funding_history(pair.perp.symbol, t - timedelta(days=30), t)
+            # As the scan asks: 30 days up to the symbol's last settlement.
+            until = snapshot.quotes[pair.perp.symbol].last_settlement
+            await venue.fetch_funding_history(pair.perp.symbol, until - timedelta(days=30),
+                                              until)
         return len(snapshot.quotes), len(snapshot.skipped), len(pairs), t
 
     print("snapshot", await record(SNAPSHOT, local, routes, scenario))

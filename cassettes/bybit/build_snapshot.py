@@ -204,10 +204,12 @@ async def record(path: Path, base_url: str, scenario) -> None:
 async def snapshot_session(venue) -> None:
     markets = await venue.load_markets()
     snapshot = await venue.fetch_funding_snapshot()
-    t = max(q.timestamp for q in snapshot.quotes.values())
     for pair in carry_pairs(markets):
         if pair.perp.symbol in snapshot.quotes:
-            await venue.fetch_funding_history(pair.perp.symbol, t - timedelta(days=30), t)
+            # As the scan asks: 30 days up to the symbol's last settlement.
+            until = snapshot.quotes[pair.perp.symbol].last_settlement
+            await venue.fetch_funding_history(pair.perp.symbol, until - timedelta(days=30),
+                                              until)
 
 
 async def history_session(venue) -> None:

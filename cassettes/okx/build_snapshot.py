@@ -248,7 +248,10 @@ async def main() -> None:
         assert instant == T, instant
         for pair in carry_pairs(markets):
             if pair.perp.symbol in funding.quotes:
-                await venue.fetch_funding_history(pair.perp.symbol, T - timedelta(days=30), T)
+                # As the scan asks: 30 days up to the symbol's last settlement.
+                until = funding.quotes[pair.perp.symbol].last_settlement
+                await venue.fetch_funding_history(pair.perp.symbol, until - timedelta(days=30),
+                                                  until)
 
     await record(SNAPSHOT, base_url, work, snapshot_session, preload=False)
 

@@ -151,10 +151,12 @@ async def record(base_url: str, cache_dir: Path) -> None:
         with cassette_vcr(record_mode="all").use_cassette(str(SNAPSHOT)):
             markets = await client.load_markets()
             snapshot = await client.fetch_funding_snapshot()
-            t = max(q.timestamp for q in snapshot.quotes.values())
             for pair in carry_pairs(markets):
                 if pair.perp.symbol in snapshot.quotes:
-                    await client.fetch_funding_history(pair.perp.symbol, t - timedelta(days=30), t)
+                    # As the scan asks: 30 days up to the symbol's last settlement.
+                    until = snapshot.quotes[pair.perp.symbol].last_settlement
+                    await client.fetch_funding_history(
+                        pair.perp.symbol, until - timedelta(days=30), until)
     finally:
         await client.close()
 
