@@ -31,6 +31,7 @@ from perpcarry.errors import (
     RateLimitError,
     VenueError,
 )
+from perpcarry.fees import account_fee_schedule
 from perpcarry.history_store import FundingHistoryStore, to_ms
 from perpcarry.markets import market_from_ccxt
 from perpcarry.ratelimit import WeightBudget, backoff_delay
@@ -97,6 +98,13 @@ class CcxtVenue(ABC):
     history_paging: ClassVar[Literal["forward", "backward"]]
     # Names of the config fields holding credentials, mapped to ccxt's constructor keys.
     credential_keys: ClassVar[dict[str, str]] = {"api_key": "apiKey", "secret": "secret"}
+    # The account's fee rates are read for these two markets (spot, perp) and used for every
+    # pair: two requests instead of one per market.
+    fee_symbols: ClassVar[tuple[str, str]] = ("BTC/USDT", "BTC/USDT:USDT")
+    # (weight, budget) of ccxt's fetch_trading_fee for the spot and the perp market, and the
+    # endpoints it calls (named in the schedule's source); None: no account rates.
+    fee_requests: ClassVar[tuple[tuple[int, str], tuple[int, str]] | None] = None
+    fee_endpoints: ClassVar[str] = ""
 
     def __init__(self, config: VenueConfig, context: VenueContext) -> None:
         import ccxt.async_support as ccxt_async
@@ -342,7 +350,25 @@ class CcxtVenue(ABC):
         backward paging)."""
 
     async def fetch_fee_schedule(self) -> FeeSchedule | None:
-        return None
+        """The account's own maker/taker rates for ``fee_symbols``; None without keys or
+        when the venue declares no ``fee_requests``."""
+        if not self.config.has_credentials or self.fee_requests is None:
+            return None
+        fees = []
+        for leg, symbol, (weight, budget) in zip(("spot", "perp"), self.fee_symbols,
+                                                 self.fee_requests, strict=True):
+            fees.append(await self._with_retries(
+                f"fetch_trading_fee {leg}", weight, budget,
+                functools.partial(self.trading_fee, symbol)))
+        spot_symbol, perp_symbol = self.fee_symbols
+        return account_fee_schedule(
+            self.venue_id, *fees,
+            f"account rates ({self.fee_endpoints}) for {spot_symbol} and {perp_symbol}")
+
+    async def trading_fee(self, symbol: str) -> dict[str, Any]:
+        """ccxt's trading-fee structure (``maker``/``taker`` fractions) of one market; a venue
+        overrides it where ccxt's reading does not fit perpcarry's markets."""
+        return await self.exchange.fetch_trading_fee(symbol)
 
     async def close(self) -> None:
         if self._history is not None:

@@ -7,11 +7,9 @@ from typing import Any, ClassVar, NamedTuple
 
 from perpcarry.ccxt_venue import CcxtVenue
 from perpcarry.errors import InvalidResponse
-from perpcarry.fees import account_fee_schedule
 from perpcarry.parsing import MalformedField
 from perpcarry.types import (
     BookSnapshot,
-    FeeSchedule,
     FundingRecord,
     FundingSnapshot,
     Market,
@@ -39,9 +37,6 @@ FAPI_BOOK_TICKER_ALL_WEIGHT = 5
 FAPI_TICKER_24HR_ALL_WEIGHT = 40
 SPOT_TRADE_FEE_WEIGHT = 1  # sapi /asset/tradeFee
 FAPI_COMMISSION_RATE_WEIGHT = 20
-# The account's rates are read for these two markets and used for every pair: two
-# requests instead of one per market.
-FEE_SPOT_SYMBOL, FEE_PERP_SYMBOL = "BTC/USDT", "BTC/USDT:USDT"
 # A 24h rolling volume barely moves in minutes; refetching it every scan would cost two
 # more requests (and 120 weight) for a liquidity filter.
 VOLUME_CACHE_SECONDS = 900
@@ -85,6 +80,8 @@ class BinanceVenue(CcxtVenue):
     market_budget = "spot"
     history_page_limit = 1000  # /fapi/v1/fundingRate maximum `limit`
     history_paging = "forward"  # with startTime the endpoint returns the oldest records first
+    fee_requests = ((SPOT_TRADE_FEE_WEIGHT, "spot"), (FAPI_COMMISSION_RATE_WEIGHT, "fapi"))
+    fee_endpoints = "/sapi/v1/asset/tradeFee, /fapi/v1/commissionRate"
 
     async def _perps(self) -> dict[str, Market]:
         return await self.markets_by_venue_symbol(MarketKind.PERP)
@@ -139,20 +136,3 @@ class BinanceVenue(CcxtVenue):
         except MalformedField as err:
             raise InvalidResponse(
                 self.venue_id, f"invalid fundingRate record for {market.symbol}: {err}") from None
-
-    async def fetch_fee_schedule(self) -> FeeSchedule | None:
-        """The account's own maker/taker rates (sapi /asset/tradeFee for spot, fapi
-        /commissionRate for USDⓈ-M), for BTC/USDT and BTC/USDT:USDT; None without keys."""
-        if not self.config.has_credentials:
-            return None
-        await self.load_markets()
-        spot = await self._with_retries(
-            "fetch_trading_fee spot", SPOT_TRADE_FEE_WEIGHT, "spot",
-            lambda: self.exchange.fetch_trading_fee(FEE_SPOT_SYMBOL))
-        perp = await self._with_retries(
-            "fetch_trading_fee perp", FAPI_COMMISSION_RATE_WEIGHT, "fapi",
-            lambda: self.exchange.fetch_trading_fee(FEE_PERP_SYMBOL))
-        return account_fee_schedule(
-            self.venue_id, spot, perp,
-            f"account rates (/sapi/v1/asset/tradeFee, /fapi/v1/commissionRate) for "
-            f"{FEE_SPOT_SYMBOL} and {FEE_PERP_SYMBOL}")

@@ -6,11 +6,9 @@ import asyncio
 from typing import Any, ClassVar
 
 from perpcarry.ccxt_venue import CcxtVenue
-from perpcarry.fees import account_fee_schedule
 from perpcarry.settings import VenueConfig
 from perpcarry.types import (
     BookSnapshot,
-    FeeSchedule,
     FundingRecord,
     FundingSnapshot,
     Market,
@@ -26,9 +24,6 @@ from perpcarry_bybit.parsing import (
 # The linear tickers response serves both the funding snapshot and the perp books; a scan
 # asks for both within a second or two, so one response is reused for this long.
 LINEAR_TICKERS_REUSE_SECONDS = 5.0
-# The account's rates are read for these two markets and used for every pair: two
-# requests instead of one per market.
-FEE_SPOT_SYMBOL, FEE_PERP_SYMBOL = "BTC/USDT", "BTC/USDT:USDT"
 
 
 class BybitVenue(CcxtVenue):
@@ -53,6 +48,9 @@ class BybitVenue(CcxtVenue):
     # (bybit-exchange.github.io/docs/v5/market/history-fund-rate, read 2026-11).
     history_page_limit: ClassVar[int] = 200
     history_paging = "backward"
+    # GET /v5/account/fee-rate, category spot and linear: one request each.
+    fee_requests = ((1, "default"), (1, "default"))
+    fee_endpoints = "/v5/account/fee-rate"
 
     def __init__(self, config: VenueConfig, context: VenueContext) -> None:
         import ccxt
@@ -128,19 +126,3 @@ class BybitVenue(CcxtVenue):
             "limit": self.history_page_limit,
         })
         return parse_funding_history(self.venue_id, response, market)
-
-    async def fetch_fee_schedule(self) -> FeeSchedule | None:
-        """The account's own rates (GET /v5/account/fee-rate, category spot and linear) for
-        BTC/USDT and BTC/USDT:USDT; None without keys."""
-        if not self.config.has_credentials:
-            return None
-        await self.load_markets()
-        spot = await self._with_retries(
-            "fetch_trading_fee spot", 1, "default",
-            lambda: self.exchange.fetch_trading_fee(FEE_SPOT_SYMBOL))
-        perp = await self._with_retries(
-            "fetch_trading_fee perp", 1, "default",
-            lambda: self.exchange.fetch_trading_fee(FEE_PERP_SYMBOL))
-        return account_fee_schedule(
-            self.venue_id, spot, perp,
-            f"account rates (/v5/account/fee-rate) for {FEE_SPOT_SYMBOL} and {FEE_PERP_SYMBOL}")

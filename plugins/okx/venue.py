@@ -11,11 +11,9 @@ from typing import Any, ClassVar, Literal
 from ccxt.base.precise import Precise
 
 from perpcarry.ccxt_venue import CcxtVenue
-from perpcarry.fees import account_fee_schedule
 from perpcarry.settings import VenueConfig
 from perpcarry.types import (
     BookSnapshot,
-    FeeSchedule,
     FundingRecord,
     FundingSnapshot,
     Market,
@@ -32,9 +30,6 @@ from .parsing import (
 )
 
 INST_TYPE = {MarketKind.SPOT: "SPOT", MarketKind.PERP: "SWAP"}
-# The account's rates are read for these two markets and used for every pair: two
-# requests instead of one per market.
-FEE_SPOT_SYMBOL, FEE_PERP_SYMBOL = "BTC/USDT", "BTC/USDT:USDT"
 
 
 class OkxVenue(CcxtVenue):
@@ -72,6 +67,9 @@ class OkxVenue(CcxtVenue):
     history_paging: ClassVar[Literal["forward", "backward"]] = "backward"
     credential_keys: ClassVar[dict[str, str]] = {
         "api_key": "apiKey", "secret": "secret", "passphrase": "password"}
+    # GET /api/v5/account/trade-fee, instType SPOT and SWAP: one request each.
+    fee_requests = ((1, "account"), (1, "account"))
+    fee_endpoints = "/api/v5/account/trade-fee"
 
     def __init__(self, config: VenueConfig, context: VenueContext) -> None:
 
@@ -117,29 +115,11 @@ class OkxVenue(CcxtVenue):
         rows = response_rows(self.venue_id, response, "public/funding-rate-history")
         return parse_funding_history(self.venue_id, market, rows)
 
-    async def fetch_fee_schedule(self) -> FeeSchedule | None:
-        """The account's own rates (GET /api/v5/account/trade-fee, instType SPOT and SWAP) for
-        BTC/USDT and BTC/USDT:USDT; None without keys."""
-        if not self.config.has_credentials:
-            return None
-        await self.load_markets()
-        spot = await self._with_retries(
-            "fetch_trading_fee spot", 1, "account",
-            lambda: self.exchange.fetch_trading_fee(FEE_SPOT_SYMBOL))
-        perp = await self._with_retries(
-            "fetch_trading_fee perp", 1, "account",
-            lambda: self._usdt_margined_fee(FEE_PERP_SYMBOL))
-        return account_fee_schedule(
-            self.venue_id, spot, perp,
-            f"account rates (/api/v5/account/trade-fee) for {FEE_SPOT_SYMBOL} and "
-            f"{FEE_PERP_SYMBOL}")
-
-    async def _usdt_margined_fee(self, symbol: str) -> dict[str, Any]:
-        """ccxt's trading fee of a USDT-margined swap. For swaps OKX's ``maker``/``taker`` are
-        the crypto-margined rates, which ccxt reads first; the USDT-margined ones are
-        ``makerU``/``takerU``, negated here as ccxt negates the others (OKX reports a fee as a
-        negative number). Runs inside the retry wrapper, so a malformed rate is translated
-        like any other bad response."""
+    async def trading_fee(self, symbol: str) -> dict[str, Any]:
+        """ccxt's trading fee, with a USDT-margined swap's own rates. For swaps OKX's
+        ``maker``/``taker`` are the crypto-margined rates, which ccxt reads first; the
+        USDT-margined ones are ``makerU``/``takerU``, negated here as ccxt negates the others
+        (OKX reports a fee as a negative number)."""
         fee = await self.exchange.fetch_trading_fee(symbol)
         info = fee.get("info") or {}
         if not info.get("makerU") or not info.get("takerU"):
