@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import ssl
 import time
 from abc import ABC, abstractmethod
@@ -19,6 +18,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
+import orjson
 from loguru import logger
 
 from perpcarry.errors import (
@@ -209,7 +209,7 @@ class CcxtVenue(ABC):
         if self.context.offline or not path.is_file():
             return None
         try:
-            cached = json.loads(path.read_text())
+            cached = orjson.loads(path.read_bytes())
         except (OSError, ValueError):
             return None
         if self.context.clock().timestamp() - cached.get("fetched_at", 0) > max_age_seconds:
@@ -222,8 +222,8 @@ class CcxtVenue(ABC):
         path = self.context.cache_dir / "responses" / self.venue_id / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"fetched_at": self.context.clock().timestamp(), "payload": payload})
+        tmp.write_bytes(
+            orjson.dumps({"fetched_at": self.context.clock().timestamp(), "payload": payload})
         )
         tmp.replace(path)
 
