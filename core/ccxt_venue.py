@@ -246,10 +246,14 @@ class CcxtVenue(ABC):
         return cached
 
     async def load_markets(self) -> list[Market]:
+        return list((await self._loaded_markets()).values())
+
+    async def _loaded_markets(self) -> dict[str, Market]:
+        """The markets by unified symbol, loaded once however many callers ask at once."""
         async with self._markets_lock:
             if self._markets is None:
                 await self._load_markets()
-        return list(self._markets.values())
+        return self._markets
 
     @property
     def raw_markets(self) -> dict[str, dict[str, Any]]:
@@ -272,7 +276,7 @@ class CcxtVenue(ABC):
     async def _ccxt_load_markets(self, *_: Any, **__: Any) -> Any:
         """ccxt's ``load_markets`` as its unified methods call it: answered from
         :meth:`load_markets`, so ccxt never loads markets on its own."""
-        await self.load_markets()
+        await self._loaded_markets()
         if not self.exchange.markets:
             self.exchange.set_markets(self._raw_markets)
         return self.exchange.markets
@@ -281,10 +285,10 @@ class CcxtVenue(ABC):
         return {m.venue_symbol: m for m in await self.load_markets() if m.kind is kind}
 
     async def market(self, symbol: str) -> Market:
-        await self.load_markets()
-        if symbol not in self._markets:
+        markets = await self._loaded_markets()
+        if symbol not in markets:
             raise BadSymbol(self.venue_id, f"unknown symbol {symbol}")
-        return self._markets[symbol]
+        return markets[symbol]
 
     # -- funding history --------------------------------------------------------------
 

@@ -26,6 +26,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def monthly_funding_apr(history: pl.DataFrame, by: str) -> pl.DataFrame:
     """Mean funding APR of the settlements in each calendar month, per ``by`` value."""
     return history.with_columns(
@@ -57,10 +64,7 @@ def equity_chart(run: BacktestRun, path: Path) -> Path:
     for axis in (top, bottom):
         axis.grid(alpha=0.3)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def venue_chart(run: BacktestRun, path: Path) -> Path:
@@ -81,10 +85,7 @@ def venue_chart(run: BacktestRun, path: Path) -> Path:
     axis.grid(alpha=0.3)
     axis.legend()
     fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def heatmap_chart(run: BacktestRun, path: Path) -> Path:
@@ -110,10 +111,7 @@ def heatmap_chart(run: BacktestRun, path: Path) -> Path:
     axis.set_title(f"Funding APR by asset and month, % (all venues; colours clipped at "
                    f"±{clip:g} %; blank: no data)")
     fig.colorbar(image, ax=axis, label="funding APR, %")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 _HTML = r"""<!doctype html>

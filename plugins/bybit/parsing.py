@@ -6,7 +6,7 @@ envelope raises ``InvalidResponse``. Nothing defaults to a zero rate or price.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -82,6 +82,25 @@ def _symbol_of(row: Any) -> str | None:
     return None
 
 
+def _rows_of(rows: list, markets: Mapping[str, Market], known_ids: Iterable[str],
+             skips: SkipLog) -> Iterator[tuple[str, Market, dict[str, Any]]]:
+    """(venue symbol, market, row) of the ticker rows of ``markets``. A row without a symbol,
+    or with one ccxt does not know, is skipped; known contracts that are not among
+    ``markets`` (dated futures, inverse) are passed over."""
+    known = set(known_ids)
+    for row in rows:
+        venue_symbol = _symbol_of(row)
+        if venue_symbol is None:
+            skips.skip("?", "ticker without a symbol")
+            continue
+        market = markets.get(venue_symbol)
+        if market is None:
+            if venue_symbol not in known:
+                skips.skip(venue_symbol, "unknown symbol (not in the loaded markets)")
+            continue
+        yield venue_symbol, market, row
+
+
 def parse_funding_tickers(
     venue: str,
     response: Any,
@@ -99,19 +118,9 @@ def parse_funding_tickers(
     """
     rows, envelope = result_list(venue, response, "tickers")
     timestamp = response_time(envelope, fallback_time)
-    known = set(known_ids)
     skips = SkipLog(venue)
     quotes: dict[str, FundingQuote] = {}
-    for row in rows:
-        venue_symbol = _symbol_of(row)
-        if venue_symbol is None:
-            skips.skip("?", "ticker without a symbol")
-            continue
-        market = perps.get(venue_symbol)
-        if market is None:
-            if venue_symbol not in known:
-                skips.skip(venue_symbol, "unknown symbol (not in the loaded markets)")
-            continue
+    for venue_symbol, market, row in _rows_of(rows, perps, known_ids, skips):
         try:
             terms = funding_terms(instruments.get(venue_symbol) or {})
             rate = decimal_field(row, "fundingRate")
@@ -163,19 +172,9 @@ def parse_book_tickers(
         # no book source at all, rather than one skip per symbol.
         raise InvalidResponse(venue, f"{kind.value} tickers carry no best bid/ask")
     timestamp = response_time(envelope, fallback_time)
-    known = set(known_ids)
     skips = SkipLog(venue)
     books: dict[str, BookTop] = {}
-    for row in rows:
-        venue_symbol = _symbol_of(row)
-        if venue_symbol is None:
-            skips.skip("?", "ticker without a symbol")
-            continue
-        market = markets.get(venue_symbol)
-        if market is None:
-            if venue_symbol not in known:
-                skips.skip(venue_symbol, "unknown symbol (not in the loaded markets)")
-            continue
+    for _, market, row in _rows_of(rows, markets, known_ids, skips):
         try:
             bid = decimal_field(row, "bid1Price")
             ask = decimal_field(row, "ask1Price")
