@@ -293,12 +293,12 @@ class CcxtVenue(ABC):
     # -- funding history --------------------------------------------------------------
 
     @property
-    def history_store(self) -> FundingHistoryStore:
-        if self._history is None:
-            # Offline, history lives in memory for the run, like the markets.
+    def history_store(self) -> FundingHistoryStore | None:
+        """The on-disk cache of settled funding; None offline, where each symbol's history
+        is replayed once per run and a cache would only be written and read back."""
+        if self._history is None and not self.context.offline:
             self._history = FundingHistoryStore(
-                None if self.context.offline
-                else self.context.cache_dir / "funding_history.sqlite")
+                self.context.cache_dir / "funding_history.sqlite")
         return self._history
 
     async def fetch_funding_history(
@@ -309,12 +309,16 @@ class CcxtVenue(ABC):
             raise BadSymbol(self.venue_id, f"{symbol} is not a perpetual")
         end = min(end, self.context.clock() - SETTLEMENT_PUBLISH_LAG)
         start_ms, end_ms = to_ms(start), to_ms(end)
-        for span_start, span_end in self.history_store.missing_spans(
-            self.venue_id, symbol, start_ms, end_ms
-        ):
+        store = self.history_store
+        if store is None:
+            return await self._page_history(market, start_ms, end_ms)
+        missing = store.missing_spans(self.venue_id, symbol, start_ms, end_ms)
+        for span_start, span_end in missing:
             records = await self._page_history(market, span_start, span_end)
-            self.history_store.add(self.venue_id, symbol, records, span_start, span_end)
-        return self.history_store.records(self.venue_id, symbol, start_ms, end_ms)
+            store.add(self.venue_id, symbol, records, span_start, span_end)
+        if missing == [(start_ms, end_ms)]:  # all of it just fetched
+            return records
+        return store.records(self.venue_id, symbol, start_ms, end_ms)
 
     async def _page_history(
         self, market: Market, start_ms: int, end_ms: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from dataclasses import asdict
@@ -122,15 +123,29 @@ def config_show():
 
 
 def main() -> None:
+    """The ``perpcarry`` console script: one command, then the process ends."""
+    # Most of what a command allocates lives until the process ends: importing ccxt alone
+    # creates about a million objects. The cyclic collector re-walked that heap as it grew
+    # and once more while the interpreter shut down: about 0.8 s of a 2.2 s
+    # `scan --offline`. Reference counting still frees everything outside a cycle; a
+    # command that runs for hours must turn collection back on.
+    gc.disable()
+    code = run()
+    gc.freeze()  # shutdown frees the modules without walking them for cycles first
+    sys.exit(code)
+
+
+def run() -> int:
+    """Run the command in ``sys.argv``; its exit code."""
     try:
         result = app(standalone_mode=False)
     except typer.Abort:
         sys.stderr.write("aborted\n")
-        sys.exit(130)
+        return 130
     except typer.TyperException as exc:  # usage errors of the click that typer vendors
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except PerpcarryError as exc:
         sys.stderr.write(f"error: {exc}\n")
-        sys.exit(exc.exit_code)
-    sys.exit(result if isinstance(result, int) else 0)
+        return exc.exit_code
+    return result if isinstance(result, int) else 0

@@ -42,8 +42,8 @@ def latest_estimates(histories: Mapping[str, Sequence[tuple[int, float]]], *,
     lengths = np.array([len(histories[k]) for k in keys])
     time_us = np.fromiter((t for k in keys for t, _ in histories[k]), np.int64, lengths.sum())
     rate = np.fromiter((r for k in keys for _, r in histories[k]), float, lengths.sum())
-    grid = np.unique(time_us)
-    parts = settlement_estimates(grid, np.searchsorted(grid, time_us),
+    grid, position = np.unique(time_us, return_inverse=True)
+    parts = settlement_estimates(grid, position,
                                  np.repeat(np.arange(len(keys)), lengths), rate,
                                  window_hours=window_hours, halflife_hours=halflife_hours,
                                  want=("mean", "ewma"))

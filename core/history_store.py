@@ -34,12 +34,11 @@ def from_ms(ms: int) -> datetime:
 
 
 class FundingHistoryStore:
-    """Settled funding by venue and symbol in SQLite at ``path``; in memory when None."""
+    """Settled funding by venue and symbol in SQLite at ``path``."""
 
-    def __init__(self, path: Path | None) -> None:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(":memory:" if path is None else path)
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path)
         # A cache: losing the last commits on power loss only means fetching them again,
         # so commits need not wait for the disk.
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -32,20 +32,18 @@ class CliRun:
 
 @pytest.fixture
 def run_cli(capsys, monkeypatch):
-    """Run the real ``perpcarry`` entry point in-process: exit code, stdout, stderr."""
-    from perpcarry.cli import main
+    """Run a command in-process as the ``perpcarry`` entry point does (without its
+    process-wide collector settings): exit code, stdout, stderr."""
+    from perpcarry.cli import run
 
-    def run(*args: str) -> CliRun:
+    def run_command(*args: str) -> CliRun:
         monkeypatch.setattr(sys, "argv", ["perpcarry", *args])
         capsys.readouterr()
-        try:
-            main()
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
+        code = run()
         out, err = capsys.readouterr()
         return CliRun(code, out, err)
 
-    return run
+    return run_command
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ def test_plan_json_respects_overridden_caps():
 
 
 def test_plan_with_no_possible_allocation_says_why():
-    # perpcarry.cli.main turns the command's return value into the exit code.
+    # perpcarry.cli.run turns the command's return value into the exit code.
     result = CliRunner().invoke(app, ["plan", "--offline", "--capital", "100000",
                                       "--min-net-apr", "50"], standalone_mode=False)
     assert result.return_value == 1

@@ -40,8 +40,9 @@ def make_venue(cache_dir: Path, *, offline: bool = True, clock=None) -> BinanceV
 
 @pytest.fixture
 async def full_venue(tmp_path):
-    """Markets from the full real exchangeInfo dumps (fapi 2025-08-22, spot 2023-09-08)."""
-    venue = make_venue(tmp_path, clock=lambda: utc(2026, 9, 1))
+    """Markets from the full real exchangeInfo dumps (fapi 2025-08-22, spot 2023-09-08);
+    online, so funding history is cached (offline runs cache none)."""
+    venue = make_venue(tmp_path, offline=False, clock=lambda: utc(2026, 9, 1))
     with replaying(CASSETTES / "markets_full.json"):
         await venue.load_markets()
     venue.request_count = 0  # count only what the test itself sends
@@ -200,7 +201,7 @@ async def test_a_settlement_published_late_is_fetched_by_a_later_call(snapshot_v
     history endpoint a moment after it happens: the cache must not mark it as fetched
     before then, or that settlement would be missing for good."""
     now = T + timedelta(minutes=1)
-    venue = make_venue(tmp_path / "late", clock=lambda: now)
+    venue = make_venue(tmp_path / "late", offline=False, clock=lambda: now)
     with replaying(SNAPSHOT):
         real = await snapshot_venue.fetch_funding_history(
             "BTC/USDT:USDT", T - timedelta(days=30), T)

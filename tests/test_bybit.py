@@ -159,7 +159,8 @@ async def test_history_pages_backward_without_gaps(client):
         timedelta(hours=4)}
 
 
-async def test_history_second_overlapping_request_fetches_only_the_new_part(client):
+async def test_history_second_overlapping_request_fetches_only_the_new_part(tmp_path):
+    client = make_client(tmp_path, offline=False)  # offline runs cache no history
     with replaying(CASSETTES / "history_paging.json"):
         await client.load_markets()
         before = client.request_count
@@ -169,6 +170,7 @@ async def test_history_second_overlapping_request_fetches_only_the_new_part(clie
         second = await client.fetch_funding_history(
             "BTC/USDT:USDT", T - timedelta(days=60), T)
 
+    await client.close()
     assert after_first - before == 1
     assert client.request_count - after_first == 1  # only (T-30d, T] was missing
     assert len(first) == 181 and len(second) == 181

@@ -34,13 +34,26 @@ def make_client(cache_dir: Path, offline: bool = True) -> OkxVenue:
                                               sleep=_no_sleep))
 
 
-@pytest.fixture
-async def venue(tmp_path):
+async def loaded_client(cache_dir: Path, offline: bool = True) -> OkxVenue:
     """A client whose markets come from the offline snapshot, request counter reset."""
-    client = make_client(tmp_path / "cache")
+    client = make_client(cache_dir, offline)
     with replaying(SNAPSHOT):
         await client.load_markets()
     client.request_count = 0
+    return client
+
+
+@pytest.fixture
+async def venue(tmp_path):
+    client = await loaded_client(tmp_path / "cache")
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def online_venue(tmp_path):
+    """As ``venue``, with the on-disk caches (offline runs cache no funding history)."""
+    client = await loaded_client(tmp_path / "cache", offline=False)
     yield client
     await client.close()
 
@@ -177,7 +190,8 @@ async def test_history_pages_4h_and_8h_without_gaps(venue):
     assert hype[-1].rate == Decimal("0.00005")
 
 
-async def test_overlapping_history_fetches_only_the_new_part(venue):
+async def test_overlapping_history_fetches_only_the_new_part(online_venue):
+    venue = online_venue
     with replaying(CASSETTES / "history_paging.json"):
         first = await venue.fetch_funding_history("DOGE/USDT:USDT", utc(2026, 1, 1),
                                                   utc(2026, 2, 1))

@@ -142,10 +142,13 @@ def render(result, options) -> None:
     from perpcarry.scan import compare_venues
 
     # Piped output is not wrapped at rich's 80-column default: the table is 12 columns wide.
-    # Cells are styled by the table; rich's repr highlighter on ~1,000 cells only costs time.
-    console = Console(highlight=False)
+    # Cells are plain text styled by the table: rich's markup, emoji and repr highlighting
+    # passes over ~1,000 cells only cost time (and a "[" in a venue's symbol would be taken
+    # for markup).
+    plain = {"highlight": False, "markup": False, "emoji": False}
+    console = Console(**plain)
     if not console.is_terminal:
-        console = Console(highlight=False, width=160)
+        console = Console(**plain, width=160)
     title = (
         f"Cash-and-carry, ranked by net APR over {options.horizon_days:g} days "
         f"(estimator: {options.estimator})"

@@ -23,9 +23,9 @@ async def _no_sleep(seconds: float) -> None:
     return None
 
 
-def _client(cache_dir):
+def _client(cache_dir, *, offline: bool = True):
     spec = load_registry().venues["hyperliquid"]
-    context = VenueContext(cache_dir=cache_dir, offline=True, sleep=_no_sleep)
+    context = VenueContext(cache_dir=cache_dir, offline=offline, sleep=_no_sleep)
     return spec, spec.factory(spec.config_model(enabled=True), context)
 
 
@@ -65,7 +65,7 @@ def test_snapshot_funding_is_hourly_with_real_rates(tmp_path):
 
 def test_history_pages_forward_without_gaps_and_caches(tmp_path):
     async def run():
-        spec, client = _client(tmp_path)
+        spec, client = _client(tmp_path, offline=False)  # offline runs cache no history
         try:
             with replaying(spec.offline_snapshot):
                 await client.load_markets()
