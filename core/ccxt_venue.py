@@ -13,9 +13,10 @@ import functools
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import orjson
@@ -32,7 +33,7 @@ from perpcarry.errors import (
     VenueError,
 )
 from perpcarry.fees import account_fee_schedule
-from perpcarry.history_store import FundingHistoryStore, to_ms
+from perpcarry.history_store import CachedTail, FundingHistoryStore, read_tails, to_ms
 from perpcarry.markets import market_from_ccxt
 from perpcarry.ratelimit import WeightBudget, backoff_delay
 from perpcarry.settings import VenueConfig
@@ -154,6 +155,7 @@ class CcxtVenue(ABC):
         # Concurrent callers (the scan, a venue method, the fee model) share one load.
         self._markets_lock = asyncio.Lock()
         self._history: FundingHistoryStore | None = None
+        self._prefetched: asyncio.Future[dict[str, CachedTail]] | None = None
 
     # -- transport --------------------------------------------------------------------
 
@@ -293,13 +295,26 @@ class CcxtVenue(ABC):
     # -- funding history --------------------------------------------------------------
 
     @property
+    def _history_path(self) -> Path:
+        return self.context.cache_dir / "funding_history.sqlite"
+
+    @property
     def history_store(self) -> FundingHistoryStore | None:
         """The on-disk cache of settled funding; None offline, where each symbol's history
         is replayed once per run and a cache would only be written and read back."""
         if self._history is None and not self.context.offline:
-            self._history = FundingHistoryStore(
-                self.context.cache_dir / "funding_history.sqlite")
+            self._history = FundingHistoryStore(self._history_path)
         return self._history
+
+    def prefetch_funding_history(self, symbols: Collection[str], span: timedelta) -> None:
+        """Read the newest ``span`` of the cached history of ``symbols`` in a worker thread,
+        while the caller waits on the network: ``fetch_funding_history`` then answers a
+        window inside what was read without going to the cache. Offline: no cache."""
+        if self.context.offline:
+            return
+        self._prefetched = asyncio.get_running_loop().run_in_executor(
+            None, read_tails, self._history_path, self.venue_id, frozenset(symbols),
+            int(span.total_seconds() * 1000))
 
     async def fetch_funding_history(
         self, symbol: str, start: datetime, end: datetime
@@ -312,6 +327,11 @@ class CcxtVenue(ABC):
         store = self.history_store
         if store is None:
             return await self._page_history(market, start_ms, end_ms)
+        if self._prefetched is not None:
+            tail = (await self._prefetched).get(symbol)
+            window = tail.window(start_ms, end_ms) if tail else None
+            if window is not None:
+                return window
         missing = store.missing_spans(self.venue_id, symbol, start_ms, end_ms)
         for span_start, span_end in missing:
             records = await self._page_history(market, span_start, span_end)
@@ -379,6 +399,10 @@ class CcxtVenue(ABC):
         return await self.exchange.fetch_trading_fee(symbol)
 
     async def close(self) -> None:
+        if self._prefetched is not None:
+            # Let the reading thread finish with its connection. Had the read failed, a
+            # fetch that used it would have raised; unused, its outcome does not matter.
+            await asyncio.gather(self._prefetched, return_exceptions=True)
         if self._history is not None:
             self._history.close()
         await self.exchange.close()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from bisect import bisect_left, bisect_right
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -93,14 +96,63 @@ class FundingHistoryStore:
             )
 
     def records(self, venue: str, symbol: str, start_ms: int, end_ms: int) -> list[FundingRecord]:
-        rows = self._db.execute(
-            "SELECT funding_time_ms, rate, mark_price FROM funding WHERE venue=? AND symbol=? "
-            "AND funding_time_ms BETWEEN ? AND ? ORDER BY funding_time_ms",
-            (venue, symbol, start_ms, end_ms),
+        rows = self._db.execute(_RECORDS, (venue, symbol, start_ms, end_ms)).fetchall()
+        return _records(venue, symbol, rows)
+
+
+_RECORDS = (
+    "SELECT funding_time_ms, rate, mark_price FROM funding WHERE venue=? AND symbol=? "
+    "AND funding_time_ms BETWEEN ? AND ? ORDER BY funding_time_ms"
+)
+
+
+def _records(venue: str, symbol: str, rows: list[tuple]) -> list[FundingRecord]:
+    return [
+        FundingRecord(
+            venue, symbol, from_ms(t), Decimal(rate), None if mark is None else Decimal(mark)
+        )
+        for t, rate, mark in rows
+    ]
+
+
+@dataclass(frozen=True)
+class CachedTail:
+    """The newest part of one symbol's cached history, read ahead of need."""
+
+    read_from_ms: int
+    covered_end_ms: int
+    times_ms: list[int]
+    records: list[FundingRecord]
+
+    def window(self, start_ms: int, end_ms: int) -> list[FundingRecord] | None:
+        """The records in [start_ms, end_ms]; None unless all of it was fetched and read."""
+        if start_ms < self.read_from_ms or end_ms > self.covered_end_ms:
+            return None
+        return self.records[bisect_left(self.times_ms, start_ms):
+                            bisect_right(self.times_ms, end_ms)]
+
+
+def read_tails(
+    path: Path, venue: str, symbols: Collection[str], span_ms: int
+) -> dict[str, CachedTail]:
+    """The newest ``span_ms`` of what is cached for each of ``symbols`` (those with any), on
+    a read-only connection of its own, so that it can run in a worker thread while the
+    event loop waits on the network."""
+    if not path.is_file():
+        return {}
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        tails = {}
+        coverage = db.execute(
+            "SELECT symbol, start_ms, end_ms FROM coverage WHERE venue=?", (venue,)
         ).fetchall()
-        return [
-            FundingRecord(
-                venue, symbol, from_ms(t), Decimal(rate), None if mark is None else Decimal(mark)
-            )
-            for t, rate, mark in rows
-        ]
+        for symbol, start_ms, end_ms in coverage:
+            if symbol not in symbols:
+                continue
+            read_from = max(start_ms, end_ms - span_ms)
+            rows = db.execute(_RECORDS, (venue, symbol, read_from, end_ms)).fetchall()
+            tails[symbol] = CachedTail(read_from, end_ms, [row[0] for row in rows],
+                                       _records(venue, symbol, rows))
+        return tails
+    finally:
+        db.close()

@@ -157,6 +157,11 @@ async def _gather_venue(
         wanted = {s.upper() for s in options.symbols}
         pairs = [p for p in pairs if p.base in wanted]
 
+    wants_history = options.estimator != "current" and bool(pairs)
+    if wants_history:
+        # Read what the cache holds while the funding and book requests are in flight.
+        client.prefetch_funding_history([p.perp.symbol for p in pairs],
+                                        history_lookback(options))
     progress(venue_id, "loading funding and books")
     funding, spot_books, perp_books, fees = await asyncio.gather(
         client.fetch_funding_snapshot(),
@@ -174,7 +179,7 @@ async def _gather_venue(
         raise VenueError(venue_id, "the funding snapshot holds no usable quote")
 
     history: dict[str, list[FundingRecord]] = {}
-    if options.estimator != "current" and quoted:
+    if wants_history and quoted:
         history = await _histories(
             client, venue_id, quoted, funding.quotes, options, skipped, progress
         )
@@ -201,8 +206,12 @@ async def _books(
         return None
 
 
+def history_lookback(options: ScanOptions) -> timedelta:
+    return timedelta(days=max(HISTORY_LOOKBACK_DAYS, options.window_days))
+
+
 async def _histories(client, venue_id, pairs, quotes, options, skipped, progress):
-    lookback = timedelta(days=max(HISTORY_LOOKBACK_DAYS, options.window_days))
+    lookback = history_lookback(options)
     limit = asyncio.Semaphore(HISTORY_CONCURRENCY)
     done = 0
 

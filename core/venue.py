@@ -14,9 +14,9 @@ the first-party venues arrives with live execution.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -42,8 +42,8 @@ class VenueContext:
     """Side effects a venue client may use, injected so tests control them.
 
     ``base_url`` points every REST host of the venue at one address (the local replay
-    server of ``bench/scan.py``). ``offline`` disables the on-disk caches (markets, responses;
-    funding history is kept in memory) so a replay never reads or writes the user's cache.
+    server of ``bench/scan.py``). ``offline`` disables the on-disk caches (markets,
+    responses, funding history) so a replay never reads or writes the user's cache.
     """
 
     cache_dir: Path
@@ -80,6 +80,12 @@ class MarketDataVenue(Protocol):
 
     async def fetch_book_tops(self, kind: MarketKind) -> BookSnapshot:
         """Best bid/ask (and 24h quote volume) of every market of ``kind`` in one request."""
+
+    def prefetch_funding_history(self, symbols: Collection[str], span: timedelta) -> None:
+        """A hint given before the funding snapshot is awaited: start reading the newest
+        ``span`` of the locally cached history of ``symbols`` in the background, so that the
+        ``fetch_funding_history`` calls that follow are answered sooner. A venue without a
+        local cache does nothing."""
 
     async def fetch_funding_history(
         self, symbol: str, start: datetime, end: datetime

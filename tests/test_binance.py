@@ -228,6 +228,44 @@ async def test_a_settlement_published_late_is_fetched_by_a_later_call(snapshot_v
     assert len(asked) == 2  # the third call is answered from the cache
 
 
+async def test_prefetched_history_answers_a_window_inside_it(tmp_path, monkeypatch):
+    """What prefetch_funding_history read answers a window inside it, with the records the
+    cache holds; a window that starts before what was read goes to the cache."""
+    clock = lambda: T + timedelta(hours=1)  # noqa: E731
+    first = make_venue(tmp_path, offline=False, clock=clock)
+    with replaying(SNAPSHOT):
+        await first.load_markets()
+        cached = {s: await first.fetch_funding_history(s, T - timedelta(days=30), T)
+                  for s in ("BTC/USDT:USDT", "ETH/USDT:USDT")}
+    await first.close()
+
+    venue = make_venue(tmp_path, offline=False, clock=clock)
+    await venue.load_markets()  # from the disk cache: no request, no replay needed
+    venue.prefetch_funding_history(["BTC/USDT:USDT", "ETH/USDT:USDT"], timedelta(days=10))
+    from_cache = []
+    read = venue.history_store.records
+    monkeypatch.setattr(venue.history_store, "records",
+                        lambda venue_id, symbol, *span: from_cache.append(symbol)
+                        or read(venue_id, symbol, *span))
+    btc = await venue.fetch_funding_history("BTC/USDT:USDT", T - timedelta(days=10), T)
+    eth = await venue.fetch_funding_history("ETH/USDT:USDT", T - timedelta(days=20), T)
+    await venue.close()
+    assert venue.request_count == 0
+    assert btc == [r for r in cached["BTC/USDT:USDT"] if r.funding_time >= T - timedelta(days=10)]
+    assert eth == [r for r in cached["ETH/USDT:USDT"] if r.funding_time >= T - timedelta(days=20)]
+    assert len(btc) == 31 and len(eth) == 61
+    assert from_cache == ["ETH/USDT:USDT"]  # BTC's window came from what was read ahead
+
+
+async def test_offline_history_is_never_cached(snapshot_venue, tmp_path):
+    snapshot_venue.prefetch_funding_history(["BTC/USDT:USDT"], timedelta(days=30))
+    with replaying(SNAPSHOT):
+        records = await snapshot_venue.fetch_funding_history(
+            "BTC/USDT:USDT", T - timedelta(days=30), T)
+    assert len(records) == 91 and snapshot_venue.request_count == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- errors ----------------------------------------------------------------------------
 
 
