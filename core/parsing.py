@@ -17,10 +17,9 @@ class MalformedField(ValueError):
 
 def decimal_field(record: dict[str, Any], name: str) -> Decimal:
     value = record.get(name)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise MalformedField(name, value)
     try:
-        number = Decimal(str(value))
+        # A missing field (str(None)), "" and whitespace are not numbers either.
+        number = Decimal(value if isinstance(value, str) else str(value))
     except InvalidOperation:
         raise MalformedField(name, value) from None
     if not number.is_finite():
@@ -37,6 +36,9 @@ def optional_decimal(record: dict[str, Any], name: str) -> Decimal | None:
 
 
 def int_field(record: dict[str, Any], name: str) -> int:
+    value = record.get(name)
+    if type(value) is int:  # a JSON integer (not a bool)
+        return value
     number = decimal_field(record, name)
     if number != number.to_integral_value():
         raise MalformedField(name, record.get(name))
