@@ -140,7 +140,7 @@ def read_tails(
     event loop waits on the network."""
     if not path.is_file():
         return {}
-    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
     try:
         tails = {}
         coverage = db.execute(

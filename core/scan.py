@@ -161,7 +161,7 @@ async def _gather_venue(
     if wants_history:
         # Read what the cache holds while the funding and book requests are in flight.
         client.prefetch_funding_history([p.perp.symbol for p in pairs],
-                                        history_lookback(options))
+                                        _history_lookback(options))
     progress(venue_id, "loading funding and books")
     funding, spot_books, perp_books, fees = await asyncio.gather(
         client.fetch_funding_snapshot(),
@@ -206,12 +206,12 @@ async def _books(
         return None
 
 
-def history_lookback(options: ScanOptions) -> timedelta:
+def _history_lookback(options: ScanOptions) -> timedelta:
     return timedelta(days=max(HISTORY_LOOKBACK_DAYS, options.window_days))
 
 
 async def _histories(client, venue_id, pairs, quotes, options, skipped, progress):
-    lookback = history_lookback(options)
+    lookback = _history_lookback(options)
     limit = asyncio.Semaphore(HISTORY_CONCURRENCY)
     done = 0
 
