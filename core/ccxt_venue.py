@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
 import ssl
 import time
 from abc import ABC, abstractmethod
@@ -25,6 +26,7 @@ from loguru import logger
 from perpcarry.errors import (
     AuthenticationError,
     BadSymbol,
+    CacheError,
     ExchangeUnavailable,
     InvalidResponse,
     NetworkError,
@@ -299,10 +301,10 @@ class CcxtVenue(ABC):
         return self.context.cache_dir / "funding_history.sqlite"
 
     @property
-    def history_store(self) -> FundingHistoryStore | None:
-        """The on-disk cache of settled funding; None offline, where each symbol's history
-        is replayed once per run and a cache would only be written and read back."""
-        if self._history is None and not self.context.offline:
+    def history_store(self) -> FundingHistoryStore:
+        """The on-disk cache of settled funding. Not used offline, where each symbol's
+        history is replayed once per run and a cache would only be written and read back."""
+        if self._history is None:
             self._history = FundingHistoryStore(self._history_path)
         return self._history
 
@@ -324,21 +326,31 @@ class CcxtVenue(ABC):
             raise BadSymbol(self.venue_id, f"{symbol} is not a perpetual")
         end = min(end, self.context.clock() - SETTLEMENT_PUBLISH_LAG)
         start_ms, end_ms = to_ms(start), to_ms(end)
-        store = self.history_store
-        if store is None:
+        if self.context.offline:
             return await self._page_history(market, start_ms, end_ms)
+        try:
+            return await self._cached_history(market, start_ms, end_ms)
+        except sqlite3.DatabaseError as err:
+            raise CacheError(f"funding-history cache {self._history_path}: {err}") from None
+
+    async def _cached_history(
+        self, market: Market, start_ms: int, end_ms: int
+    ) -> list[FundingRecord]:
+        """What the cache (or the prefetched part of it) holds of [start_ms, end_ms], after
+        fetching the parts it lacks."""
         if self._prefetched is not None:
-            tail = (await self._prefetched).get(symbol)
+            tail = (await self._prefetched).get(market.symbol)
             window = tail.window(start_ms, end_ms) if tail else None
             if window is not None:
                 return window
-        missing = store.missing_spans(self.venue_id, symbol, start_ms, end_ms)
+        store = self.history_store
+        missing = store.missing_spans(self.venue_id, market.symbol, start_ms, end_ms)
         for span_start, span_end in missing:
             records = await self._page_history(market, span_start, span_end)
-            store.add(self.venue_id, symbol, records, span_start, span_end)
+            store.add(self.venue_id, market.symbol, records, span_start, span_end)
         if missing == [(start_ms, end_ms)]:  # all of it just fetched
             return records
-        return store.records(self.venue_id, symbol, start_ms, end_ms)
+        return store.records(self.venue_id, market.symbol, start_ms, end_ms)
 
     async def _page_history(
         self, market: Market, start_ms: int, end_ms: int

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from perpcarry.errors import ExchangeUnavailable, InvalidResponse, RateLimitError
+from perpcarry.errors import CacheError, ExchangeUnavailable, InvalidResponse, RateLimitError
 from perpcarry.history_store import to_ms
 from perpcarry.replay import cassette_vcr, replaying
 from perpcarry.settings import VenueConfig
@@ -255,6 +255,23 @@ async def test_prefetched_history_answers_a_window_inside_it(tmp_path, monkeypat
     assert eth == [r for r in cached["ETH/USDT:USDT"] if r.funding_time >= T - timedelta(days=20)]
     assert len(btc) == 31 and len(eth) == 61
     assert from_cache == ["ETH/USDT:USDT"]  # BTC's window came from what was read ahead
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+async def test_an_unreadable_history_cache_is_an_error_naming_the_file(tmp_path, prefetch):
+    cache = tmp_path / "funding_history.sqlite"
+    cache.write_bytes(b"not a database, " * 512)
+    venue = make_venue(tmp_path, offline=False, clock=lambda: T + timedelta(hours=1))
+    with replaying(SNAPSHOT):
+        await venue.load_markets()
+    venue.request_count = 0
+    if prefetch:
+        venue.prefetch_funding_history(["BTC/USDT:USDT"], timedelta(days=30))
+    with pytest.raises(CacheError) as err:
+        await venue.fetch_funding_history("BTC/USDT:USDT", T - timedelta(days=30), T)
+    await venue.close()
+    assert str(err.value) == f"funding-history cache {cache}: file is not a database"
+    assert venue.request_count == 0
 
 
 async def test_offline_history_is_never_cached(snapshot_venue, tmp_path):
