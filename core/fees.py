@@ -36,8 +36,9 @@ class FeeRates(NamedTuple):
 @dataclass(frozen=True)
 class TableFeeModel:
     """A venue's published schedule. Resolution order: a tier named in config, else the
-    account's rates (when credentials are configured), else the default table; explicit rates
-    in config then replace single fields of whichever was chosen."""
+    account's rates (when credentials are configured), else the default table; the venue's
+    own adjustment (:meth:`adjusted`) applies to whichever was chosen, and explicit rates in
+    config then replace single fields."""
 
     venue_id: str
     spot_maker: Decimal
@@ -62,6 +63,11 @@ class TableFeeModel:
         return FeeSchedule(self.venue_id, *self.tiers[tier], FeeSource.CONFIG,
                            f"tier {tier} of the {self.tiers_detail}")
 
+    def adjusted(self, schedule: FeeSchedule, config: VenueConfig) -> FeeSchedule:
+        """What the venue takes off (or adds to) the chosen rates, such as a discount for
+        paying fees in its token; nothing by default."""
+        return schedule
+
     async def fee_schedule(self, config: VenueConfig,
                            venue: MarketDataVenue | None) -> FeeSchedule:
         """The schedule to use, in the order the class docstring gives, with its source."""
@@ -70,6 +76,7 @@ class TableFeeModel:
             schedule = await venue.fetch_fee_schedule()
         if schedule is None:
             schedule = self.table_schedule(config)
+        schedule = self.adjusted(schedule, config)
         explicit = config.fees.model_dump(exclude={"tier"}, exclude_none=True)
         if explicit:
             names = ", ".join(sorted(explicit))

@@ -166,6 +166,21 @@ async def test_account_rates_come_from_the_venue_with_credentials(account_client
     assert schedule.source_detail.endswith("for BTC/USDT and BTC/USDT:USDT")
 
 
+@pytest.mark.parametrize("account_client", ["binance"], indirect=True)
+async def test_bnb_discount_applies_to_the_account_futures_rates(account_client):
+    _, client = account_client
+    config = BinanceConfig(**KEYS, bnb_fee_discount=True)
+    with replaying(ROOT / "cassettes" / "binance" / "fee_account_docs-example.json"):
+        schedule = await load_config(None).registry.fee_model("binance").fee_schedule(config,
+                                                                                      client)
+    # the documented commissionRate example, 0.02 % / 0.04 %, 10 % off; spot untouched
+    assert (schedule.perp_maker, schedule.perp_taker) == (D("0.00018"), D("0.00036"))
+    assert (schedule.spot_maker, schedule.spot_taker) == (D("0.001"), D("0.001"))
+    assert schedule.source is FeeSource.ACCOUNT
+    assert schedule.source_detail.endswith(
+        "for BTC/USDT and BTC/USDT:USDT, futures 10% BNB discount")
+
+
 @pytest.mark.parametrize("account_client", sorted(CLIENTS), indirect=True)
 async def test_a_malformed_fee_response_is_one_line_invalid_response(account_client):
     venue, client = account_client

@@ -57,9 +57,9 @@ class BinanceConfig(VenueConfig):
 
 @dataclass(frozen=True)
 class BinanceFeeModel(TableFeeModel):
-    def table_schedule(self, config: BinanceConfig) -> FeeSchedule:
-        """The published tier or default, with the BNB discount on the futures side."""
-        schedule = super().table_schedule(config)
+    def adjusted(self, schedule: FeeSchedule, config: BinanceConfig) -> FeeSchedule:
+        """The BNB discount on the futures side, of a tier's rates and of the account's
+        (``/fapi/v1/commissionRate`` gives the rates before the discount)."""
         if not config.bnb_fee_discount:
             return schedule
         return replace(schedule, perp_maker=schedule.perp_maker * BNB_FUTURES_DISCOUNT,
