@@ -138,12 +138,18 @@ def main() -> None:
 def run() -> int:
     """Run the command in ``sys.argv``; its exit code."""
     try:
-        result = app(standalone_mode=False)
+        result = app(standalone_mode=False, prog_name="perpcarry")
     except typer.Abort:
         sys.stderr.write("aborted\n")
         return 130
-    except typer.TyperException as exc:  # usage errors of the click that typer vendors
-        exc.show()
+    except typer.TyperException as exc:  # from the click that typer vendors
+        message = exc.format_message()
+        if "\n" in message:  # no command given: the help
+            exc.show()
+        else:  # a usage error, on one line like every other error
+            context = getattr(exc, "ctx", None)
+            hint = f" (see: {context.command_path} --help)" if context is not None else ""
+            sys.stderr.write(f"error: {message}{hint}\n")
         return exc.exit_code
     except PerpcarryError as exc:
         sys.stderr.write(f"error: {exc}\n")

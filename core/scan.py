@@ -68,12 +68,20 @@ class ScanOptions:
             ("--window", self.window_days),
             ("--halflife", self.ewma_halflife_days),
         ):
-            if not value > 0:
+            if not (math.isfinite(value) and value > 0):
                 raise UsageError(f"{name}: must be a positive number of days, got {value}")
+        if self.horizon_days < 1 / 24:
+            # Net APR annualises over the horizon; shorter than an hour, no funding is earned.
+            raise UsageError(f"--horizon: must be at least one hour (1/24 day), "
+                             f"got {self.horizon_days}")
         if self.top is not None and self.top < 1:
             raise UsageError(f"--top: must be at least 1, got {self.top}")
-        if self.min_volume is not None and self.min_volume < 0:
-            raise UsageError(f"--min-volume: must not be negative, got {self.min_volume}")
+        if self.min_net_apr is not None and not math.isfinite(self.min_net_apr):
+            raise UsageError(f"--min-net-apr: must be a number, got {self.min_net_apr * 100}")
+        if self.min_volume is not None and not (math.isfinite(self.min_volume)
+                                                and self.min_volume >= 0):
+            raise UsageError(f"--min-volume: must be a non-negative number, "
+                             f"got {self.min_volume}")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ ENV_PREFIX = "PERPCARRY_"
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No unknown keys; no inf or nan, which no setting means.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FeeOverride(StrictModel):

@@ -165,6 +165,21 @@ def test_one_failing_venue_is_reported_and_the_others_scan(run_cli, monkeypatch)
     (["--venues", "kraken"], "--venues: unknown venue kraken (installed: binance, bybit, okx)"),
     (["--top", "0"], "--top: must be at least 1, got 0"),
     (["--json", "--csv"], "--json and --csv: choose one output format"),
+    (["--horizon", "inf"], "--horizon: must be a positive number of days, got inf"),
+    (["--horizon", "nan"], "--horizon: must be a positive number of days, got nan"),
+    (["--horizon", "0.01"], "--horizon: must be at least one hour (1/24 day), got 0.01"),
+    (["--window", "-2"], "--window: must be a positive number of days, got -2.0"),
+    (["--min-net-apr", "nan"], "--min-net-apr: must be a number, got nan"),
+    (["--min-volume", "inf"], "--min-volume: must be a non-negative number, got inf"),
+    (["--min-volume", "-1"], "--min-volume: must be a non-negative number, got -1.0"),
+    (["--venues", ","], "--venues: no value given"),
+    (["--symbols", " , "], "--symbols: no value given"),
+    (["--estimator", ""],
+     "--estimator: unknown estimator '' (choose from current, mean, ewma, conservative)"),
+    (["--top", "many"], "Invalid value for '--top': Input should be a valid integer, unable "
+                        "to parse string as an integer (see: perpcarry scan --help)"),
+    (["--venue", "okx"], "No such option: --venue (Possible options: --venues) "
+                         "(see: perpcarry scan --help)"),
 ])
 def test_invalid_options_are_one_line_errors(run_cli, args, message):
     result = run_cli("scan", "--offline", *args)
@@ -183,7 +198,10 @@ def test_history_window_ends_at_the_snapshot(offline_mean):
     assert row.pair.spot.kind is MarketKind.SPOT
 
 
-def test_unparseable_option_is_a_usage_error(run_cli):
-    result = run_cli("scan", "--offline", "--top", "many")
+def test_an_unknown_command_is_one_line_and_no_command_shows_the_help(run_cli):
+    result = run_cli("scn")
     assert result.exit_code == 2
-    assert "Invalid value for '--top'" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr == ("error: No such command 'scn'. Did you mean 'scan'? "
+                             "(see: perpcarry --help)\n")
+    result = run_cli()
+    assert result.exit_code == 2 and "Usage: perpcarry [OPTIONS] COMMAND" in result.stderr

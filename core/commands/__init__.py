@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from perpcarry.errors import UsageError
 
-def split_option(values: list[str] | None) -> tuple[str, ...] | None:
-    """A repeatable, comma-separated option (``--venues a,b --venues c``) as one tuple."""
+
+def split_option(values: list[str] | None, option: str) -> tuple[str, ...] | None:
+    """A repeatable, comma-separated option (``--venues a,b --venues c``) as one tuple;
+    None when not given."""
     if not values:
         return None
-    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+    parts = tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+    if not parts:
+        raise UsageError(f"{option}: no value given")
+    return parts
 
 
 def percent(value: float | None, digits: int = 2) -> str:

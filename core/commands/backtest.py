@@ -64,9 +64,9 @@ def backtest(
     """Replay the carry strategy on real funding history: returns, risk, costs, charts."""
     from perpcarry import cli
 
-    _run(cli, data=data, venues=split_option(venues), symbols=split_option(symbols),
-         start=_date(start, "--start"), end=_date(end, "--end"), no_plots=no_plots,
-         as_json=as_json, out=out, overrides={
+    _run(cli, data=data, venues=split_option(venues, "--venues"),
+         symbols=split_option(symbols, "--symbols"), start=_date(start, "--start"),
+         end=_date(end, "--end"), no_plots=no_plots, as_json=as_json, out=out, overrides={
              "capital": capital, "cadence_hours": cadence_hours, "enter_apr": enter_apr,
              "exit_apr": exit_apr, "min_hold_hours": min_hold_hours,
              "cooldown_hours": cooldown_hours, "spread_cost": spread_cost,

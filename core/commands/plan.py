@@ -89,8 +89,8 @@ def plan(
         max_positions=max_positions, min_positions=min_positions, **overrides)
 
     options = ScanOptions(
-        venues=split_option(venues), symbols=split_option(symbols),
-        estimator=estimator or scan_defaults.estimator,
+        venues=split_option(venues, "--venues"), symbols=split_option(symbols, "--symbols"),
+        estimator=estimator if estimator is not None else scan_defaults.estimator,
         window_days=scan_defaults.window_days,
         ewma_halflife_days=scan_defaults.ewma_halflife_days,
         horizon_days=horizon if horizon is not None else scan_defaults.horizon_days,

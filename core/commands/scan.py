@@ -73,9 +73,9 @@ def scan(
     config = load()
     defaults = config.settings.scan
     options = ScanOptions(
-        venues=split_option(venues),
-        symbols=split_option(symbols),
-        estimator=estimator or defaults.estimator,
+        venues=split_option(venues, "--venues"),
+        symbols=split_option(symbols, "--symbols"),
+        estimator=estimator if estimator is not None else defaults.estimator,
         window_days=window if window is not None else defaults.window_days,
         ewma_halflife_days=defaults.ewma_halflife_days,
         horizon_days=horizon if horizon is not None else defaults.horizon_days,
