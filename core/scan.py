@@ -125,7 +125,9 @@ class CarryYield:
 
 @dataclass(frozen=True)
 class ScanResult:
+    # The carry rows to show: best net APR first, after the filters, at most --top of them.
     rows: list[CarryYield]
+    # Expected funding below zero: the reverse trade, never ranked as carry.
     reverse_rows: list[CarryYield]
     failures: dict[str, str]
     skipped: list[Skipped]
@@ -133,6 +135,10 @@ class ScanResult:
     snapshot_times: dict[str, datetime] = field(default_factory=dict)
     # Every carry pair with a funding quote that was evaluated, ranked or not.
     scanned_pairs: list[CarryPair] = field(default_factory=list)
+    # Every carry row that passed the filters, before --top: what venues are compared on.
+    candidates: list[CarryYield] = field(default_factory=list)
+    # The fee schedule of each venue that answered.
+    fees: dict[str, FeeSchedule] = field(default_factory=dict)
 
 
 @dataclass
@@ -272,14 +278,21 @@ async def gather(
             finally:
                 await clients[venue_id].close()
 
+        # Every venue finishes (and closes its client) before anything unexpected that one
+        # of them raised goes on.
         if options.offline:
             from perpcarry.replay import replaying
 
             snapshots = [config.registry.venues[v].offline_snapshot for v in venue_ids]
             with replaying(*snapshots):
-                outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids))
+                outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids),
+                                                return_exceptions=True)
         else:
-            outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids))
+            outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids),
+                                            return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, VenueError):
+            raise outcome
     data = [o for o in outcomes if isinstance(o, VenueData)]
     failures = {
         v: str(o).removeprefix(f"{v}: ")
@@ -390,7 +403,8 @@ def evaluate(data: VenueData, options: ScanOptions) -> tuple[list[CarryYield], l
 
 
 def rank(rows: list[CarryYield], options: ScanOptions) -> tuple[list[CarryYield], list[CarryYield]]:
-    """Carry rows best first after filters; reverse-funding rows apart, never as carry."""
+    """Carry rows best first after the filters (not cut to --top); reverse-funding rows
+    apart, never as carry."""
     carry = [r for r in rows if r.expected_hourly >= 0]
     reverse = sorted((r for r in rows if r.expected_hourly < 0), key=lambda r: r.net_apr)
     if options.min_net_apr is not None:
@@ -402,7 +416,24 @@ def rank(rows: list[CarryYield], options: ScanOptions) -> tuple[list[CarryYield]
             if r.thin_volume_24h is not None and r.thin_volume_24h >= options.min_volume
         ]
     carry.sort(key=lambda r: r.net_apr, reverse=True)
-    return carry[: options.top] if options.top else carry, reverse
+    return carry, reverse
+
+
+def _option_notes(data: list[VenueData], rows: list[CarryYield], options: ScanOptions) -> list[str]:
+    """Why a filter may have left the table short."""
+    notes = []
+    if options.symbols:
+        listed = {p.base for d in data for p in d.pairs}
+        unmatched = [s for s in options.symbols if s.upper() not in listed]
+        if unmatched and data:
+            notes.append(f"--symbols: no quoted carry pair for {', '.join(unmatched)} on "
+                         f"{', '.join(d.venue for d in data)}")
+    if options.min_volume is not None:
+        unknown = sum(r.thin_volume_24h is None and r.expected_hourly >= 0 for r in rows)
+        if unknown:
+            notes.append(f"--min-volume: {unknown} pair(s) left out because their 24h volume "
+                         "is unknown (no book data)")
+    return notes
 
 
 async def run_scan(
@@ -422,8 +453,9 @@ async def run_scan(
         notes.extend(venue_data.notes)
     carry, reverse = rank(rows, options)
     return ScanResult(
-        carry, reverse, failures, skipped, notes, {d.venue: d.snapshot_time for d in data},
-        [p for d in data for p in d.pairs],
+        carry[: options.top] if options.top else carry, reverse, failures, skipped,
+        notes + _option_notes(data, rows, options), {d.venue: d.snapshot_time for d in data},
+        [p for d in data for p in d.pairs], carry, {d.venue: d.fees for d in data},
     )
 
 
@@ -437,11 +469,12 @@ class VenueSummary:
 
 
 def compare_venues(result: ScanResult) -> tuple[list[VenueSummary], dict[str, CarryYield]]:
-    """Per venue: candidates, median and best net APR; per multi-venue asset: the best venue."""
+    """Per venue: candidates, median and best net APR; per multi-venue asset: the best venue.
+    Over every candidate that passed the filters, however few rows --top shows."""
     summaries = []
-    venues = sorted({r.venue for r in result.rows} | set(result.snapshot_times))
+    venues = sorted({r.venue for r in result.candidates} | set(result.snapshot_times))
     for venue in venues:
-        venue_rows = [r for r in result.rows if r.venue == venue]
+        venue_rows = [r for r in result.candidates if r.venue == venue]
         best = max(venue_rows, key=lambda r: r.net_apr, default=None)
         summaries.append(
             VenueSummary(
@@ -453,7 +486,7 @@ def compare_venues(result: ScanResult) -> tuple[list[VenueSummary], dict[str, Ca
             )
         )
     by_asset: dict[str, list[CarryYield]] = {}
-    for row in result.rows:
+    for row in result.candidates:
         by_asset.setdefault(row.pair.base, []).append(row)
     best_venue = {
         asset: max(rows, key=lambda r: r.net_apr)

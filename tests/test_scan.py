@@ -13,13 +13,13 @@ from perpcarry.config import load_config
 from perpcarry.errors import ExchangeUnavailable
 from perpcarry.replay import replaying
 from perpcarry.scan import ScanOptions, VenueData, evaluate, run_scan
-from perpcarry.types import MarketKind
 from perpcarry.venue import VenueContext, carry_pairs
 
 ROOT = Path(__file__).parents[1]
 BINANCE_SNAPSHOT = ROOT / "plugins" / "binance" / "snapshot" / "snapshot.json"
 # Binance regular-tier takers (the default schedule): spot 0.10 %, USDⓈ-M 0.05 %.
 ROUND_TRIP_FEES = 2 * (0.0010 + 0.0005)
+THIRTY_DAYS = timedelta(days=30)
 
 
 def _recorded_rates(cassette: Path, url_part: str) -> list[tuple[int, float]]:
@@ -124,14 +124,36 @@ def test_offline_scan_csv(run_cli):
     header, *lines = result.stdout.strip().splitlines()
     assert header.startswith("venue,pair,spot_symbol,perp_symbol,interval_hours")
     assert lines and all(line.startswith("okx,") for line in lines)
+    empty = run_cli("scan", "--offline", "--csv", "--min-net-apr", "500")
+    assert empty.exit_code == 0 and empty.stdout.strip() == header
 
 
-def test_negative_funding_is_a_flagged_reverse_row_never_carry(offline_mean):
+def test_the_comparison_covers_every_candidate_not_only_the_top_rows(run_cli):
+    every = json.loads(run_cli("scan", "--offline", "--json").stdout)
+    top = json.loads(run_cli("scan", "--offline", "--json", "--top", "3").stdout)
+    assert len(top["rows"]) == 3 and len(every["rows"]) > 50
+    assert top["venues"] == every["venues"]
+    assert top["best_venue_per_asset"] == every["best_venue_per_asset"] != {}
+    venues = ("binance", "bybit", "okx")
+    assert {v["venue"]: v["candidates"] for v in every["venues"]} == {
+        venue: sum(r["venue"] == venue for r in every["rows"]) for venue in venues}
+    table = run_cli("scan", "--offline", "--top", "1").stdout
+    assert all(f"fees {venue}: default: regular tier" in table for venue in venues)
+
+
+def test_negative_funding_is_a_flagged_reverse_row_never_carry(offline_mean, run_cli):
     assert offline_mean.reverse_rows
     assert all(r.expected_hourly < 0 for r in offline_mean.reverse_rows)
     assert all(r.expected_hourly >= 0 for r in offline_mean.rows)
     trx = _row(offline_mean, "bybit", "TRX/USDT:USDT")
     assert trx in offline_mean.reverse_rows
+    out = run_cli("scan", "--offline").stdout
+    carry, reverse = out.split("Negative expected funding: not a cash-and-carry")
+    flagged = [line for line in reverse.splitlines()
+               if line.endswith("│ reverse: short spot on margin, long perp │")]
+    assert len(flagged) == len(offline_mean.reverse_rows)
+    assert any(line.startswith("│ bybit   │ TRX/USDT ") for line in flagged)
+    assert "│ bybit   │ TRX/USDT " not in carry
 
 
 def test_filters_and_symbols():
@@ -139,7 +161,35 @@ def test_filters_and_symbols():
     assert {r.pair.base for r in result.rows} <= {"BTC", "ETH"}
     assert all(r.net_apr >= -0.05 for r in result.rows)
     # no book offline: nothing has a known 24h volume, so a volume floor keeps nothing
-    assert _scan(ScanOptions(offline=True, min_volume=1)).rows == []
+    floor = _scan(ScanOptions(offline=True, min_volume=1))
+    assert floor.rows == []
+    assert "--min-volume: 78 pair(s) left out because their 24h volume is unknown " \
+           "(no book data)" in floor.notes
+    unmatched = _scan(ScanOptions(offline=True, symbols=("NOPE", "btc"), venues=("okx",)))
+    assert {r.pair.base for r in unmatched.rows + unmatched.reverse_rows} == {"BTC"}
+    assert "--symbols: no quoted carry pair for NOPE on okx" in unmatched.notes
+
+
+async def test_a_venue_that_breaks_unexpectedly_stops_the_scan_after_every_client_closed(
+        monkeypatch):
+    from perpcarry.ccxt_venue import CcxtVenue
+    from perpcarry_okx.venue import OkxVenue
+
+    closed = []
+    close = CcxtVenue.close
+
+    async def recorded_close(self):
+        await close(self)
+        closed.append(self.venue_id)
+
+    async def broken(self):
+        raise RuntimeError("a bug in the okx plugin")
+
+    monkeypatch.setattr(CcxtVenue, "close", recorded_close)
+    monkeypatch.setattr(OkxVenue, "fetch_funding_snapshot", broken)
+    with pytest.raises(RuntimeError, match="a bug in the okx plugin"):
+        await run_scan(load_config(None), ScanOptions(offline=True))
+    assert sorted(closed) == ["binance", "bybit", "okx"]  # before the error came out
 
 
 def test_one_failing_venue_is_reported_and_the_others_scan(run_cli, monkeypatch):
@@ -192,10 +242,23 @@ def test_online_scan_without_enabled_venues_says_how(run_cli):
     assert result.exit_code == 2 and "no venues enabled" in result.stderr
 
 
-def test_history_window_ends_at_the_snapshot(offline_mean):
-    row = _row(offline_mean, "okx", "BTC/USDT:USDT")
-    assert row.quote.next_funding_time - offline_mean.snapshot_times["okx"] <= timedelta(hours=8)
-    assert row.pair.spot.kind is MarketKind.SPOT
+async def test_history_runs_30_days_up_to_each_perps_last_settlement():
+    from perpcarry.scan import gather
+
+    data, failures = await gather(load_config(None), ScanOptions(offline=True),
+                                  lambda venue, stage: None)
+    assert not failures and {d.venue for d in data} == {"binance", "bybit", "okx"}
+    for venue in data:
+        assert venue.history.keys() == {p.perp.symbol for p in venue.pairs}
+        for symbol, records in venue.history.items():
+            quote = venue.funding.quotes[symbol]
+            settled = [r.funding_time for r in records]
+            # Binance stamps a settlement a few milliseconds after the hour.
+            first, last = (abs(t - quote.last_settlement) for t in (settled[0] + THIRTY_DAYS,
+                                                                    settled[-1]))
+            assert first < timedelta(seconds=1) and last < timedelta(seconds=1), symbol
+            assert quote.last_settlement <= venue.snapshot_time
+            assert settled == sorted(set(settled))
 
 
 def test_an_unknown_command_is_one_line_and_no_command_shows_the_help(run_cli):

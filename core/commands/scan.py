@@ -156,34 +156,13 @@ def render(result, options) -> None:
     if options.offline:
         times = ", ".join(f"{v} {t:%Y-%m-%d %H:%M}" for v, t in result.snapshot_times.items())
         title += f"\noffline snapshot (UTC): {times}"
-    table = Table(title=title, title_justify="left")
-    for name in (
-        "venue",
-        "pair",
-        "int",
-        "rate",
-        "next in",
-        "APR now",
-        f"APR {options.estimator}",
-        "basis bps",
-        "cost bps",
-        "b/e h",
-        "net APR",
-        "24h vol",
-    ):
-        table.add_column(
-            name, justify="left" if name in ("venue", "pair") else "right", no_wrap=True
-        )
+    funding_columns = ("venue", "pair", "int", "rate", "next in", "APR now",
+                       f"APR {options.estimator}")
+    table = _table(title, (*funding_columns, "basis bps", "cost bps", "b/e h", "net APR",
+                           "24h vol"))
     for r in result.rows:
-        now = result.snapshot_times[r.venue]
         table.add_row(
-            r.venue,
-            r.pair.label,
-            f"{r.quote.interval_hours}h",
-            f"{float(r.quote.rate) * 100:.4f}%",
-            _until(r.quote.next_funding_time, now),
-            percent(r.current_apr),
-            percent(r.expected_apr),
+            *_funding_cells(r, result.snapshot_times[r.venue]),
             _bps(r.basis),
             _bps(r.round_trip_cost) + ("" if r.spread_cost is not None else "*"),
             "inf" if r.break_even_hours == float("inf") else f"{r.break_even_hours:.0f}",
@@ -221,19 +200,16 @@ def render(result, options) -> None:
             )
         )
     if result.reverse_rows:
-        console.print(
-            f"{len(result.reverse_rows)} pair(s) with negative expected funding "
-            "(reverse trade, needs margin borrowing; not a cash-and-carry): "
-            + ", ".join(
-                f"{r.venue} {r.pair.label} {percent(r.expected_apr)}"
-                for r in result.reverse_rows[:8]
-            )
-        )
-    fee_sources = {r.venue: r.fees.describe() for r in result.rows + result.reverse_rows}
-    for venue, source in sorted(fee_sources.items()):
-        console.print(f"fees {venue}: {source}", markup=False, highlight=False)
+        reverse = _table("Negative expected funding: not a cash-and-carry",
+                         (*funding_columns, "trade"))
+        for r in result.reverse_rows:
+            reverse.add_row(*_funding_cells(r, result.snapshot_times[r.venue]),
+                            "reverse: short spot on margin, long perp")
+        console.print(reverse)
+    for venue, fees in sorted(result.fees.items()):
+        console.print(f"fees {venue}: {fees.describe()}")
     for note in result.notes:
-        console.print(note, markup=False, highlight=False)
+        console.print(note)
     if result.skipped:
         reasons: dict[str, int] = {}
         for s in result.skipped:
@@ -241,37 +217,63 @@ def render(result, options) -> None:
             reasons[key] = reasons.get(key, 0) + 1
         console.print(
             f"{len(result.skipped)} symbol(s) skipped: "
-            + "; ".join(f"{k} ({n})" for k, n in sorted(reasons.items())),
-            markup=False,
-            highlight=False,
+            + "; ".join(f"{k} ({n})" for k, n in sorted(reasons.items()))
         )
     for venue, reason in result.failures.items():
-        console.print(f"{venue} failed: {reason}", style="red", markup=False, highlight=False)
+        console.print(f"{venue} failed: {reason}", style="red")
+
+
+def _table(title: str, columns: tuple[str, ...]):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("venue", "pair", "trade") else "right",
+                         no_wrap=True)
+    return table
+
+
+def _funding_cells(r, now: datetime) -> tuple[str, ...]:
+    """venue, pair, interval, rate, next funding in, APR now, APR by the estimator."""
+    return (
+        r.venue,
+        r.pair.label,
+        f"{r.quote.interval_hours}h",
+        f"{float(r.quote.rate) * 100:.4f}%",
+        _until(r.quote.next_funding_time, now),
+        percent(r.current_apr),
+        percent(r.expected_apr),
+    )
+
+
+# The fields of a row in --json and --csv, in order (docs/scan-json.md).
+_ROW_FIELDS = {
+    "venue": lambda r: r.venue,
+    "pair": lambda r: r.pair.label,
+    "spot_symbol": lambda r: r.pair.spot.symbol,
+    "perp_symbol": lambda r: r.pair.perp.symbol,
+    "interval_hours": lambda r: r.quote.interval_hours,
+    "funding_rate": lambda r: str(r.quote.rate),
+    "rate_is_predicted": lambda r: r.quote.is_predicted,
+    "next_funding_time": lambda r: r.quote.next_funding_time.isoformat(),
+    "apr_now": lambda r: r.current_apr,
+    "estimator": lambda r: r.estimator,
+    "apr_expected": lambda r: r.expected_apr,
+    "basis_bps": lambda r: None if r.basis is None else r.basis * 1e4,
+    "spread_cost_bps": lambda r: None if r.spread_cost is None else r.spread_cost * 1e4,
+    "fee_cost_bps": lambda r: r.fee_cost * 1e4,
+    "round_trip_cost_bps": lambda r: r.round_trip_cost * 1e4,
+    "break_even_hours": lambda r: None if r.break_even_hours == float("inf")
+    else r.break_even_hours,
+    "net_apr": lambda r: r.net_apr,
+    "horizon_days": lambda r: r.horizon_days,
+    "thin_volume_24h": lambda r: r.thin_volume_24h,
+    "fee_source": lambda r: r.fees.describe(),
+}
 
 
 def _row_json(r) -> dict:
-    return {
-        "venue": r.venue,
-        "pair": r.pair.label,
-        "spot_symbol": r.pair.spot.symbol,
-        "perp_symbol": r.pair.perp.symbol,
-        "interval_hours": r.quote.interval_hours,
-        "funding_rate": str(r.quote.rate),
-        "rate_is_predicted": r.quote.is_predicted,
-        "next_funding_time": r.quote.next_funding_time.isoformat(),
-        "apr_now": r.current_apr,
-        "estimator": r.estimator,
-        "apr_expected": r.expected_apr,
-        "basis_bps": None if r.basis is None else r.basis * 1e4,
-        "spread_cost_bps": None if r.spread_cost is None else r.spread_cost * 1e4,
-        "fee_cost_bps": r.fee_cost * 1e4,
-        "round_trip_cost_bps": r.round_trip_cost * 1e4,
-        "break_even_hours": None if r.break_even_hours == float("inf") else r.break_even_hours,
-        "net_apr": r.net_apr,
-        "horizon_days": r.horizon_days,
-        "thin_volume_24h": r.thin_volume_24h,
-        "fee_source": r.fees.describe(),
-    }
+    return {name: value(r) for name, value in _ROW_FIELDS.items()}
 
 
 def result_to_json(result, options) -> dict:
@@ -304,9 +306,6 @@ def result_to_json(result, options) -> dict:
 
 
 def write_csv(result) -> None:
-    rows = [_row_json(r) for r in result.rows]
-    if not rows:
-        return
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(_ROW_FIELDS))
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(_row_json(r) for r in result.rows)
