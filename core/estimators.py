@@ -40,8 +40,8 @@ def latest_estimates(histories: Mapping[str, Sequence[tuple[int, float]]], *,
     if not keys:
         return {}
     lengths = np.array([len(histories[k]) for k in keys])
-    time_us = np.fromiter((t for k in keys for t, _ in histories[k]), np.int64, lengths.sum())
-    rate = np.fromiter((r for k in keys for _, r in histories[k]), float, lengths.sum())
+    time_us = np.array([t for k in keys for t, _ in histories[k]], np.int64)
+    rate = np.array([r for k in keys for _, r in histories[k]], float)
     grid, position = np.unique(time_us, return_inverse=True)
     parts = settlement_estimates(grid, position,
                                  np.repeat(np.arange(len(keys)), lengths), rate,

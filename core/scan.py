@@ -335,8 +335,11 @@ def latest_estimates(data: VenueData, options: ScanOptions) -> dict[str, tuple[f
     """(mean, ewma) hourly funding at each symbol's latest settlement; NaN: not available."""
     from perpcarry.estimators import latest_estimates
 
+    # Settlement instants recur across symbols: each is converted once.
+    moments = {r.funding_time for records in data.history.values() for r in records}
+    micros = {moment: round(moment.timestamp() * 1_000_000) for moment in moments}
     histories = {
-        symbol: [(round(r.funding_time.timestamp() * 1_000_000), float(r.rate)) for r in records]
+        symbol: [(micros[r.funding_time], float(r.rate)) for r in records]
         for symbol, records in data.history.items()
     }
     return latest_estimates(histories, window_hours=options.window_days * 24,
@@ -445,6 +448,12 @@ async def run_scan(
     """Scan the selected venues and rank their carry pairs; see :func:`gather`."""
     options.validate()
     data, failures = await gather(config, options, progress, context)
+    return scan_result(data, failures, options)
+
+
+def scan_result(data: list[VenueData], failures: dict[str, str],
+                options: ScanOptions) -> ScanResult:
+    """Evaluate and rank what :func:`gather` brought back (pure)."""
     rows, skipped, notes = [], [], []
     for venue_data in data:
         venue_rows, venue_skipped = evaluate(venue_data, options)
