@@ -97,13 +97,14 @@ def scan(
 
 async def _run_with_progress(config, options, quiet: bool):
     from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from perpcarry.scan import run_scan
 
     console = Console(stderr=True)
     if quiet or not console.is_terminal:
         return await run_scan(config, options)
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
     ) as bar:
