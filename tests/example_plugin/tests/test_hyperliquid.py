@@ -4,6 +4,7 @@ recorded session (instant T = 2025-04-17 12:00 UTC, see cassettes/PROVENANCE.md)
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
@@ -86,6 +87,37 @@ def test_history_pages_forward_without_gaps_and_caches(tmp_path):
     assert first[0].funding_time == T - timedelta(days=30) and first[-1].funding_time == T
     assert total == after_first + 2  # ETH's two pages; the BTC sub-range came from SQLite
     assert cached == [r for r in first if r.funding_time >= T - timedelta(days=10)]
+
+
+@pytest.mark.parametrize("coin", ["BTC", "ETH"])
+def test_net_apr_by_hand_for_a_1h_perp_from_the_bundled_snapshot(coin):
+    """The scan's numbers for an hourly perp, recomputed here from the recorded responses:
+    the 7-day mean of the settled rates, 8,760 payments a year, the tier-0 takers on both
+    legs in and out over the 30-day horizon (no books on this venue: no basis, no spread)."""
+    from perpcarry.config import load_config
+    from perpcarry.scan import ScanOptions, run_scan
+
+    result = asyncio.run(run_scan(load_config(None),
+                                  ScanOptions(offline=True, venues=("hyperliquid",))))
+    row = next(r for r in result.rows + result.reverse_rows
+               if r.pair.perp.symbol == f"{coin}/USDC:USDC")
+    settled = {}
+    snapshot = json.loads(load_registry().venues["hyperliquid"].offline_snapshot.read_text())
+    for interaction in snapshot["interactions"]:
+        query = json.loads(interaction["request"]["body"])
+        if query == {**query, "type": "fundingHistory", "coin": coin}:
+            body = json.loads(interaction["response"]["body"]["string"])
+            settled.update({entry["time"]: float(entry["fundingRate"]) for entry in body})
+    end_ms = int(T.timestamp() * 1000)
+    window = [rate for time_ms, rate in settled.items()
+              if end_ms - 168 * 3_600_000 < time_ms <= end_ms]
+    assert row.quote.interval_hours == 1 and len(window) == 168
+    expected_apr = sum(window) / 168 * 8760
+    round_trip = 2 * (0.0007 + 0.00045)
+    assert row.expected_apr == pytest.approx(expected_apr, rel=1e-12)
+    assert row.round_trip_cost == pytest.approx(round_trip, rel=1e-12)
+    assert row.net_apr == pytest.approx(expected_apr - round_trip * 365 / 30, rel=1e-12)
+    assert row.current_apr == pytest.approx(float(row.quote.rate) * 8760, rel=1e-12)
 
 
 def test_missing_fields_are_skipped_not_zeroed(tmp_path):
