@@ -286,7 +286,8 @@ class CcxtVenue(ABC):
         return self.exchange.markets
 
     async def markets_by_venue_symbol(self, kind: MarketKind) -> dict[str, Market]:
-        return {m.venue_symbol: m for m in await self.load_markets() if m.kind is kind}
+        markets = await self._loaded_markets()
+        return {m.venue_symbol: m for m in markets.values() if m.kind is kind}
 
     async def market(self, symbol: str) -> Market:
         markets = await self._loaded_markets()

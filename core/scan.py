@@ -11,6 +11,7 @@ import asyncio
 import math
 import tempfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -278,16 +279,16 @@ async def gather(
             finally:
                 await clients[venue_id].close()
 
-        # Every venue finishes (and closes its client) before anything unexpected that one
-        # of them raised goes on.
         if options.offline:
             from perpcarry.replay import replaying
 
-            snapshots = [config.registry.venues[v].offline_snapshot for v in venue_ids]
-            with replaying(*snapshots):
-                outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids),
-                                                return_exceptions=True)
+            transport = replaying(
+                *(config.registry.venues[v].offline_snapshot for v in venue_ids))
         else:
+            transport = nullcontext()
+        # Every venue finishes (and closes its client) before anything unexpected that one
+        # of them raised goes on.
+        with transport:
             outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids),
                                             return_exceptions=True)
     for outcome in outcomes:
