@@ -13,7 +13,7 @@ Data (all real, see /work/shared/data/SOURCES.md):
   out;
 - net APRs: funding is mostly the asset's, so each asset draws one real settled funding APR
   from the zushen Binance and Bybit histories (2025-08 to 2026-08, each rate annualised with
-  its own interval by perpcarry.yields.funding_apr) and each venue adds half of a real
+  its own interval by perpcarry.money.yields.funding_apr) and each venue adds half of a real
   Binance-minus-Bybit gap (same symbol, same hour); net of a 0.3 % round trip amortised
   over 30 days.
 
@@ -35,11 +35,17 @@ from pathlib import Path
 
 import numpy as np
 
-from perpcarry.allocator import AllocationCandidate, Limits, allocate, greedy_baseline, solve_lp
-from perpcarry.settings import AllocatorConfig
-from perpcarry.types import Market, MarketKind
-from perpcarry.yields import funding_apr
-from perpcarry.yields import net_apr as amortised_apr
+from perpcarry.allocation.allocator import (
+    AllocationCandidate,
+    Limits,
+    allocate,
+    greedy_baseline,
+    solve_lp,
+)
+from perpcarry.config.settings import AllocatorConfig
+from perpcarry.domain.types import Market, MarketKind
+from perpcarry.money.yields import funding_apr
+from perpcarry.money.yields import net_apr as amortised_apr
 
 N_CANDIDATES = 5_000
 RAW = "raw-responses"

@@ -12,7 +12,7 @@ one builds its time x series arrays (``build_panel``: ids, grid, estimates) and 
 (``simulate``); the loop is the straightforward version: rows in time order, then ONE
 Python iteration per funding event (update that series' estimator state, accrue its
 funding, and at each rebalance time decide over the series in Python), calling the same
-money math (``perpcarry.yields``) and the same allocator LP when the eligible set changes.
+money math (``perpcarry.money.yields``) and the same allocator LP when the eligible set changes.
 By default the loop runs on the full workload; ``--loop-share`` runs it on a share of the
 series instead and says so (its time is then scaled to the full event count).
 """
@@ -28,14 +28,14 @@ from collections import deque
 import numpy as np
 import polars as pl
 
-from perpcarry import yields
-from perpcarry.allocator import Limits
+from perpcarry.allocation.allocator import Limits
 from perpcarry.backtest.engine import lp_allocator, simulate
 from perpcarry.backtest.history import load_bundled
 from perpcarry.backtest.panel import build_panel
 from perpcarry.backtest.run import strategy_from, taker_fees
-from perpcarry.config import load_config
-from perpcarry.settings import BacktestConfig
+from perpcarry.config.loader import load_config
+from perpcarry.config.settings import BacktestConfig
+from perpcarry.money import yields
 
 VENUES = ("binance", "bybit", "okx")
 PER_VENUE = 500

@@ -65,8 +65,8 @@ def cassettes() -> list[Path]:
 
 
 async def timed_scan(config, server: ServerProcess, cache_dir: Path):
-    from perpcarry.scan import ScanOptions, gather, scan_result
-    from perpcarry.venue import VenueContext
+    from perpcarry.scan.engine import ScanOptions, gather, scan_result
+    from perpcarry.venues.protocol import VenueContext
 
     context = VenueContext(cache_dir=cache_dir, base_url=server.url)
     options = ScanOptions(venues=VENUES)
@@ -144,14 +144,14 @@ def main() -> None:
     args = parser.parse_args()
     delay = args.delay_ms / 1000
     # Scans run here as in the `perpcarry` command, whose process keeps the cyclic garbage
-    # collector off (perpcarry.cli.main); with it on, a full collection of ccxt's million
+    # collector off (perpcarry.cli.app.main); with it on, a full collection of ccxt's million
     # objects now and then lands inside a timed scan.
     gc.disable()
 
     for venue in VENUES:
         os.environ[f"PERPCARRY_VENUES__{venue.upper()}__ENABLED"] = "true"
     os.environ.pop("PERPCARRY_CONFIG", None)
-    from perpcarry.config import load_config
+    from perpcarry.config.loader import load_config
 
     config = load_config(None)
     server = ServerProcess(cassettes(), delay)

@@ -1,3 +1,3 @@
-from perpcarry.cli import main
+from perpcarry.cli.app import main
 
 main()

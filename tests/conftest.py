@@ -1,6 +1,6 @@
 """Shared fixtures. The network is blocked for every test (``--block-network`` in
 pyproject.toml, from pytest-recording); HTTP is replayed from cassettes by
-``perpcarry.replay.replaying``, which never records."""
+``perpcarry.ccxt.replay.replaying``, which never records."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class CliRun:
 def run_cli(capsys, monkeypatch):
     """Run a command in-process as the ``perpcarry`` entry point does (without its
     process-wide collector settings): exit code, stdout, stderr."""
-    from perpcarry.cli import run
+    from perpcarry.cli.app import run
 
     def run_command(*args: str) -> CliRun:
         monkeypatch.setattr(sys, "argv", ["perpcarry", *args])

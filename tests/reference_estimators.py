@@ -1,5 +1,5 @@
 """An independent, long-table (polars) statement of the estimator definitions of
-``perpcarry.estimators.settlement_estimates``, which the tests compare the core
+``perpcarry.money.estimators.settlement_estimates``, which the tests compare the core
 implementation against on real data."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from perpcarry.allocator import (
+from perpcarry.allocation.allocator import (
     AllocationCandidate,
     Limits,
     allocate,
@@ -20,9 +20,9 @@ from perpcarry.allocator import (
     greedy_baseline,
     solve_lp,
 )
-from perpcarry.errors import UsageError
-from perpcarry.settings import AllocatorConfig
-from perpcarry.types import Market, MarketKind
+from perpcarry.config.settings import AllocatorConfig
+from perpcarry.domain.errors import UsageError
+from perpcarry.domain.types import Market, MarketKind
 
 
 def market(venue: str, base: str, kind: str, *, step: str, min_qty: str | None = None,
@@ -269,7 +269,7 @@ def test_solve_lp_ignores_negative_yields():
 def test_candidates_from_scan_skip_rows_without_net_apr_or_price():
     from types import SimpleNamespace
 
-    from perpcarry.types import CarryPair
+    from perpcarry.domain.types import CarryPair
 
     c = candidate("okx", "BTC", 0.1)
     pair = CarryPair("okx", c.spot, c.perp)

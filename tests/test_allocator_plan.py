@@ -10,15 +10,15 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from perpcarry.allocator import Limits, allocate, candidates_from_scan
-from perpcarry.cli import main_options
-from perpcarry.commands.plan import plan
-from perpcarry.config import load_config
-from perpcarry.errors import UsageError
-from perpcarry.scan import ScanOptions, run_scan
-from perpcarry.settings import AllocatorConfig
+from perpcarry.allocation.allocator import Limits, allocate, candidates_from_scan
+from perpcarry.cli.app import main_options
+from perpcarry.cli.plan import plan
+from perpcarry.config.loader import load_config
+from perpcarry.config.settings import AllocatorConfig
+from perpcarry.domain.errors import UsageError
+from perpcarry.scan.engine import ScanOptions, run_scan
 
-# A private app, so these tests do not depend on how perpcarry.cli registers the command.
+# A private app, so these tests do not depend on how perpcarry.cli.app registers the command.
 app = typer.Typer(pretty_exceptions_enable=False)
 app.callback()(main_options)
 app.command()(plan)
@@ -81,7 +81,7 @@ def test_plan_json_respects_overridden_caps():
 
 
 def test_plan_with_no_possible_allocation_says_why():
-    # perpcarry.cli.run turns the command's return value into the exit code.
+    # perpcarry.cli.app.run turns the command's return value into the exit code.
     result = CliRunner().invoke(app, ["plan", "--offline", "--capital", "100000",
                                       "--min-net-apr", "50"], standalone_mode=False)
     assert result.return_value == 1

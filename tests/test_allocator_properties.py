@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_allocator import candidate, dual_optimum
 
-from perpcarry.allocator import Limits, allocate, greedy_baseline, solve_lp
-from perpcarry.settings import AllocatorConfig
+from perpcarry.allocation.allocator import Limits, allocate, greedy_baseline, solve_lp
+from perpcarry.config.settings import AllocatorConfig
 
 VENUES = ("binance", "bybit", "okx")
 ASSETS = ("BTC", "ETH", "SOL", "DOGE", "XRP", "ADA", "TRX")
@@ -149,7 +149,7 @@ def test_allocate_lp_objective_equals_the_independent_dual(cands, lim):
 def test_column_generation_matches_the_dual_on_large_instances(seed, monkeypatch):
     # 2,500 candidates, tight asset caps on few assets: the LP starts on the best few hundred
     # and must price the rest with the duals to find the optimum.
-    import perpcarry.allocator_lp as lp
+    import perpcarry.allocation.lp as lp
 
     rng = np.random.default_rng(seed)
     n = 2_500

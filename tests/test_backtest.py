@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from perpcarry.backtest.history import load_bundled, load_path
 from perpcarry.backtest.run import run_backtest
-from perpcarry.config import load_config
-from perpcarry.settings import BacktestConfig
+from perpcarry.config.loader import load_config
+from perpcarry.config.settings import BacktestConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -169,7 +169,7 @@ def test_estimates_equal_an_independent_long_table_version_on_real_data():
     hour where it is ~0)."""
     from reference_estimators import reference_settlement_estimates
 
-    from perpcarry.estimators import settlement_estimates
+    from perpcarry.money.estimators import settlement_estimates
 
     history = load_bundled().with_columns(
         key=pl.col("venue") + "|" + pl.col("symbol") + "|" + pl.col("source"))
@@ -202,7 +202,7 @@ def test_in_force_index_is_each_series_last_settlement_at_or_before_the_row(rows
     """Cell (series, grid row) holds 1 + the position in the long arrays of the series' last
     settlement at or before that row, 0 before its first (series may start late or never
     settle)."""
-    from perpcarry.estimators import in_force_index
+    from perpcarry.money.estimators import in_force_index
 
     rows = [sorted(r) for r in rows]
     index = in_force_index(np.array([r for rs in rows for r in rs], dtype=np.intp),
@@ -258,11 +258,11 @@ def test_positions_inside_min_hold_are_pinned_when_the_lp_reruns(tmp_path, min_h
     """max_positions = 1: when ETH starts paying more, the LP re-runs and prefers it. A BTC
     position still inside its minimum holding time keeps its quantity (pinned, using the
     only slot); without a minimum hold the LP may swap it for ETH."""
-    from perpcarry.allocator import Limits
+    from perpcarry.allocation.allocator import Limits
     from perpcarry.backtest.engine import lp_allocator, simulate
     from perpcarry.backtest.panel import build_panel
     from perpcarry.backtest.run import strategy_from
-    from perpcarry.settings import AllocatorConfig
+    from perpcarry.config.settings import AllocatorConfig
 
     history = load_path(_two_pair_history(tmp_path, jump_at=20))
     settings = BacktestConfig(estimator="current", enter_apr=0.05, exit_apr=0.01,
@@ -291,8 +291,8 @@ def test_funding_history_cache_loads_with_intervals_from_spacing(tmp_path):
     real bundled rows come back, intervals inferred from the settlement spacing."""
     from decimal import Decimal
 
-    from perpcarry.history_store import FundingHistoryStore
-    from perpcarry.types import FundingRecord
+    from perpcarry.ccxt.history_store import FundingHistoryStore
+    from perpcarry.domain.types import FundingRecord
 
     real = load_bundled().filter(
         (pl.col("venue") == "bybit") & pl.col("symbol").is_in(["WIF/USDT:USDT",

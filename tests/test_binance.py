@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from perpcarry.errors import CacheError, ExchangeUnavailable, InvalidResponse, RateLimitError
-from perpcarry.history_store import to_ms
-from perpcarry.replay import cassette_vcr, replaying
-from perpcarry.settings import VenueConfig
-from perpcarry.types import Market, MarketKind, SkipLog
-from perpcarry.venue import VenueContext, carry_pairs
+from perpcarry.ccxt.replay import cassette_vcr, replaying
+from perpcarry.config.settings import VenueConfig
+from perpcarry.domain.errors import CacheError, ExchangeUnavailable, InvalidResponse, RateLimitError
+from perpcarry.domain.parsing import to_ms
+from perpcarry.domain.types import Market, MarketKind, SkipLog
+from perpcarry.venues.protocol import VenueContext, carry_pairs
 from perpcarry_binance import parsing
 from perpcarry_binance.venue import BinanceVenue
 

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perpcarry.errors import ExchangeUnavailable, InvalidResponse, RateLimitError
-from perpcarry.parsing import MalformedField
-from perpcarry.replay import cassette_vcr, replaying
-from perpcarry.settings import VenueConfig
-from perpcarry.types import Market, MarketKind
-from perpcarry.venue import VenueContext, carry_pairs
+from perpcarry.ccxt.replay import cassette_vcr, replaying
+from perpcarry.config.settings import VenueConfig
+from perpcarry.domain.errors import ExchangeUnavailable, InvalidResponse, RateLimitError
+from perpcarry.domain.parsing import MalformedField
+from perpcarry.domain.types import Market, MarketKind
+from perpcarry.venues.protocol import VenueContext, carry_pairs
 from perpcarry_bybit.parsing import funding_terms, parse_funding_tickers
 from perpcarry_bybit.venue import BybitVenue
 

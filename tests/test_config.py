@@ -130,7 +130,7 @@ def test_config_show_redacts_every_secret(run_cli, write_config, monkeypatch):
 def test_example_config_documents_and_validates(run_cli):
     from pathlib import Path
 
-    from perpcarry.settings import (
+    from perpcarry.config.settings import (
         AllocatorConfig,
         BacktestConfig,
         FeeOverride,

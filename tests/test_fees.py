@@ -12,12 +12,12 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from pydantic import SecretStr
 
-from perpcarry.config import load_config
-from perpcarry.errors import ConfigError, InvalidResponse
-from perpcarry.fees import TableFeeModel
-from perpcarry.replay import SECRET_HEADERS, VOLATILE_QUERY, replaying
-from perpcarry.types import FeeSource
-from perpcarry.venue import VenueContext
+from perpcarry.ccxt.replay import SECRET_HEADERS, VOLATILE_QUERY, replaying
+from perpcarry.config.loader import load_config
+from perpcarry.domain.errors import ConfigError, InvalidResponse
+from perpcarry.domain.types import FeeSource
+from perpcarry.money.fees import TableFeeModel
+from perpcarry.venues.protocol import VenueContext
 from perpcarry_binance import BinanceConfig
 from perpcarry_binance.venue import BinanceVenue
 from perpcarry_bybit import BybitConfig

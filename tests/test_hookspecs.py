@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from perpcarry.plugins import load_registry
+from perpcarry.plugins.manager import load_registry
 
 ROOT = Path(__file__).parents[1]
 

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perpcarry.errors import ExchangeUnavailable, InvalidResponse, RateLimitError
-from perpcarry.replay import replaying
-from perpcarry.types import Market, MarketKind, SkipLog
-from perpcarry.venue import VenueContext, carry_pairs
+from perpcarry.ccxt.replay import replaying
+from perpcarry.domain.errors import ExchangeUnavailable, InvalidResponse, RateLimitError
+from perpcarry.domain.types import Market, MarketKind, SkipLog
+from perpcarry.venues.protocol import VenueContext, carry_pairs
 from perpcarry_okx import OkxConfig
 from perpcarry_okx.parsing import parse_funding_rates
 from perpcarry_okx.venue import OkxVenue

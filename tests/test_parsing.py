@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from perpcarry.parsing import MalformedField, decimal_field, int_field, optional_decimal
+from perpcarry.domain.parsing import MalformedField, decimal_field, int_field, optional_decimal
 
 NOT_A_NUMBER = [
     ({}, "field rate is missing"),

@@ -9,11 +9,11 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from perpcarry import plugins
-from perpcarry.errors import PluginError
-from perpcarry.fees import TableFeeModel
-from perpcarry.hookspecs import hookimpl
-from perpcarry.plugins import load_registry
+from perpcarry.domain.errors import PluginError
+from perpcarry.money.fees import TableFeeModel
+from perpcarry.plugins import manager as plugins
+from perpcarry.plugins.hookspecs import hookimpl
+from perpcarry.plugins.manager import load_registry
 
 
 def _fake_plugin(monkeypatch, name: str, **hooks) -> None:
@@ -76,7 +76,7 @@ def test_misspelled_hook_fails_at_load_naming_the_plugin(monkeypatch):
 
 
 def test_two_plugins_registering_one_venue_id_are_refused(monkeypatch):
-    from perpcarry.venue import VenueCapabilities, VenueSpec
+    from perpcarry.venues.protocol import VenueCapabilities, VenueSpec
     from perpcarry_binance import BinanceConfig
 
     def register_venues(register):
@@ -169,8 +169,8 @@ def test_a_protocol_only_fee_model_prices_the_backtest(monkeypatch):
     """The backtest resolves fees through the FeeModel protocol, so an override that is not
     a TableFeeModel (no default table at all) is what it charges."""
     from perpcarry.backtest.run import taker_fees
-    from perpcarry.config import load_config
-    from perpcarry.types import FeeSchedule, FeeSource
+    from perpcarry.config.loader import load_config
+    from perpcarry.domain.types import FeeSchedule, FeeSource
 
     class DeskRates:
         venue_id = "bybit"

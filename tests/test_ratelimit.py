@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from perpcarry.ratelimit import WeightBudget, backoff_delay
+from perpcarry.ccxt.ratelimit import WeightBudget, backoff_delay
 
 
 class FakeClock:

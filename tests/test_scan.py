@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from perpcarry.config import load_config
-from perpcarry.errors import ExchangeUnavailable
-from perpcarry.replay import replaying
-from perpcarry.scan import ScanOptions, VenueData, evaluate, run_scan
-from perpcarry.venue import VenueContext, carry_pairs
+from perpcarry.ccxt.replay import replaying
+from perpcarry.config.loader import load_config
+from perpcarry.domain.errors import ExchangeUnavailable
+from perpcarry.scan.engine import ScanOptions, VenueData, evaluate, run_scan
+from perpcarry.venues.protocol import VenueContext, carry_pairs
 
 ROOT = Path(__file__).parents[1]
 BINANCE_SNAPSHOT = ROOT / "plugins" / "binance" / "snapshot" / "snapshot.json"
@@ -172,7 +172,7 @@ def test_filters_and_symbols():
 
 async def test_a_venue_that_breaks_unexpectedly_stops_the_scan_after_every_client_closed(
         monkeypatch):
-    from perpcarry.ccxt_venue import CcxtVenue
+    from perpcarry.ccxt.venue import CcxtVenue
     from perpcarry_okx.venue import OkxVenue
 
     closed = []
@@ -243,7 +243,7 @@ def test_online_scan_without_enabled_venues_says_how(run_cli):
 
 
 async def test_history_runs_30_days_up_to_each_perps_last_settlement():
-    from perpcarry.scan import gather
+    from perpcarry.scan.engine import gather
 
     data, failures = await gather(load_config(None), ScanOptions(offline=True),
                                   lambda venue, stage: None)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perpcarry import yields
-from perpcarry.estimators import expected_hourly, latest_estimates
+from perpcarry.money import yields
+from perpcarry.money.estimators import expected_hourly, latest_estimates
 
 rates = st.fractions(min_value=Fraction(-3, 100), max_value=Fraction(3, 100), max_denominator=10**8)
 intervals = st.sampled_from([1, 2, 4, 8])

@@ -115,9 +115,9 @@ async def record(path: Path, local: LocalBinance, routes: dict[str, Route], scen
                  markets_routes: dict[str, Route] | None = None, clock_ms: int | None = None):
     """Run ``scenario(venue)`` against ``routes`` while recording to ``path``. With
     ``markets_routes`` the markets load first, outside the recording."""
-    from perpcarry.replay import cassette_vcr
-    from perpcarry.settings import VenueConfig
-    from perpcarry.venue import VenueContext
+    from perpcarry.ccxt.replay import cassette_vcr
+    from perpcarry.config.settings import VenueConfig
+    from perpcarry.venues.protocol import VenueContext
     from perpcarry_binance.venue import BinanceVenue
 
     async def no_sleep(_seconds: float) -> None:
@@ -212,7 +212,7 @@ def markets_routes(fapi, spot) -> dict[str, Route]:
 
 
 async def build_snapshot(local: LocalBinance):
-    from perpcarry.venue import carry_pairs
+    from perpcarry.venues.protocol import carry_pairs
 
     history, premium, funding_info, fapi, spot, _ = snapshot_data()
     routes = {**markets_routes(fapi, spot),
@@ -318,7 +318,7 @@ async def build_tests(local: LocalBinance):
             return len(snap.books), len(snap.skipped)
         return run
 
-    from perpcarry.types import MarketKind
+    from perpcarry.domain.types import MarketKind
 
     spot_24hr = [row for row in load(SPOT_24HR) if row["symbol"].endswith(CARRY_QUOTES)]
     # No real spot bookTicker dump exists; the 24hr ticker of the same instant carries the

@@ -23,9 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import polars as pl
 
-from perpcarry.replay import cassette_vcr
-from perpcarry.settings import VenueConfig
-from perpcarry.venue import VenueContext, carry_pairs
+from perpcarry.ccxt.replay import cassette_vcr
+from perpcarry.config.settings import VenueConfig
+from perpcarry.venues.protocol import VenueContext, carry_pairs
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"

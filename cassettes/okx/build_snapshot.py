@@ -25,10 +25,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import polars as pl
 
-from perpcarry.errors import VenueError
-from perpcarry.replay import cassette_vcr
-from perpcarry.types import MarketKind
-from perpcarry.venue import VenueContext, carry_pairs
+from perpcarry.ccxt.replay import cassette_vcr
+from perpcarry.domain.errors import VenueError
+from perpcarry.domain.types import MarketKind
+from perpcarry.venues.protocol import VenueContext, carry_pairs
 from perpcarry_okx import OkxConfig
 from perpcarry_okx.venue import OkxVenue
 

@@ -6,9 +6,9 @@ Order of events at a grid time t:
    price x the rate (received when positive, paid when negative); the hedged legs are
    marked to market (long spot minus short perp: only basis moves reach the equity);
 2. at a rebalance, the estimator's funding (known at t) gives each pair a net APR through
-   :mod:`perpcarry.yields`; held pairs leave below ``exit_apr`` once held ``min_hold_hours``
+   :mod:`perpcarry.money.yields`; held pairs leave below ``exit_apr`` once held ``min_hold_hours``
    (or at once when their data ends), others join above ``enter_apr`` outside their
-   cooldown; when that eligible set changes, :func:`perpcarry.allocator_lp.solve_detailed`
+   cooldown; when that eligible set changes, :func:`perpcarry.allocation.lp.solve_detailed`
    splits the current equity over it and positions trade to their targets. Positions still
    inside their minimum holding time are pinned: they keep their quantity, and the LP
    shares out what is left of the budget and of each cap around them;
@@ -25,8 +25,8 @@ would return the same weights. Money is accrued per settlement from the few held
 contiguous slices of the long arrays. Quantities are continuous: lot rounding, which
 ``plan`` applies, would only add noise of a lot per position.
 
-``max_positions``: :func:`perpcarry.allocator_lp.keep_largest` (largest notional x net APR
-first), as :func:`perpcarry.allocator.allocate` applies it.
+``max_positions``: :func:`perpcarry.allocation.lp.keep_largest` (largest notional x net APR
+first), as :func:`perpcarry.allocation.allocator.allocate` applies it.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from functools import cached_property
 
 import numpy as np
 
-from perpcarry import yields
 from perpcarry.backtest.panel import Panel
+from perpcarry.money import yields
 
 # allocate(members, net_apr, equity, pinned) -> hedged notional of each member; ``pinned``
 # (S,) is the notional of positions that must stay as they are (not among the members).
@@ -133,10 +133,10 @@ class Simulation:
 
 def lp_allocator(limits, venues, bases) -> Allocate:
     """The allocator's LP over the eligible pairs, caps as shares of the equity at the
-    rebalance, ``max_positions`` applied as :func:`perpcarry.allocator.allocate` applies it
-    (keep the largest and solve again on them). Pinned positions use their share of the
-    budget, of their venue's and asset's caps and of ``max_positions`` first."""
-    from perpcarry.allocator_lp import keep_largest, solve_detailed
+    rebalance, ``max_positions`` applied as :func:`perpcarry.allocation.allocator.allocate`
+    applies it (keep the largest and solve again on them). Pinned positions use their share
+    of the budget, of their venue's and asset's caps and of ``max_positions`` first."""
+    from perpcarry.allocation.lp import keep_largest, solve_detailed
 
     venue_ids = np.unique(np.array(venues), return_inverse=True)[1]
     asset_ids = np.unique(np.array(bases), return_inverse=True)[1]

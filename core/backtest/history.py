@@ -27,7 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
-from perpcarry.errors import PerpcarryError
+from perpcarry.domain.errors import PerpcarryError
 
 HISTORY_SCHEMA = {
     "venue": pl.String, "symbol": pl.String, "base": pl.String,
@@ -277,7 +277,7 @@ def _ruleaker(path: Path) -> pl.DataFrame:
 
 def _history_store(path: Path) -> pl.DataFrame:
     """The venue plugins' funding-history cache (``<cache_dir>/funding_history.sqlite``,
-    see perpcarry.history_store): table ``funding(venue, symbol, funding_time_ms, rate,
+    see perpcarry.ccxt.history_store): table ``funding(venue, symbol, funding_time_ms, rate,
     mark_price)`` with decimal text. It records no interval: ``_finish`` infers each from
     the spacing of the symbol's settlements."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

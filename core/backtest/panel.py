@@ -1,7 +1,7 @@
 """The history table as time x series arrays, with the funding estimates of ``scan``.
 
 Rows are the union of all settlement times (the grid), columns are (venue, symbol, source)
-series. Estimates are :func:`perpcarry.estimators.settlement_estimates`, computed over
+series. Estimates are :func:`perpcarry.money.estimators.settlement_estimates`, computed over
 each series' whole history (so the window warms up before ``start``); each stays in force
 until the series' next settlement, which is what a trader watching the venue would know.
 
@@ -19,9 +19,14 @@ from functools import cached_property
 import numpy as np
 import polars as pl
 
-from perpcarry import yields
-from perpcarry.errors import UsageError
-from perpcarry.estimators import expected_hourly, grid_cells, in_force_index, settlement_estimates
+from perpcarry.domain.errors import UsageError
+from perpcarry.money import yields
+from perpcarry.money.estimators import (
+    expected_hourly,
+    grid_cells,
+    in_force_index,
+    settlement_estimates,
+)
 
 # A series whose next settlement comes later than this many intervals has a gap (delisting,
 # missing data): positions leave at its last settlement before the gap.

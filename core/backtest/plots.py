@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from perpcarry import yields
+from perpcarry.money import yields
 
 if TYPE_CHECKING:
     from perpcarry.backtest.run import BacktestRun

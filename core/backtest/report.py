@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from perpcarry.yields import DAYS_PER_YEAR, HOURS_PER_DAY
+from perpcarry.money.yields import DAYS_PER_YEAR, HOURS_PER_DAY
 
 if TYPE_CHECKING:
     from perpcarry.backtest.engine import Simulation
-    from perpcarry.settings import BacktestConfig
+    from perpcarry.config.settings import BacktestConfig
 
 
 def daily_equity(sim: Simulation) -> np.ndarray:

@@ -17,8 +17,8 @@ from perpcarry.backtest.panel import build_panel, default_span, select
 from perpcarry.backtest.report import summarise
 
 if TYPE_CHECKING:
-    from perpcarry.config import Config
-    from perpcarry.settings import BacktestConfig
+    from perpcarry.config.loader import Config
+    from perpcarry.config.settings import BacktestConfig
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None 
                  progress: Callable[[int, int], None] | None = None) -> BacktestRun:
     """Replay ``settings`` on the bundled history (or ``data``) with ``config``'s fee models
     and allocator limits. ``allocate`` replaces the LP (tests only)."""
-    from perpcarry.allocator import Limits
+    from perpcarry.allocation.allocator import Limits
 
     history = load_path(data) if data is not None else load_bundled()
     history = select(history, venues, symbols)

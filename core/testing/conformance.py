@@ -24,11 +24,11 @@ from typing import ClassVar
 
 import pytest
 
-from perpcarry.errors import ExchangeUnavailable, InvalidResponse, RateLimitError, VenueError
-from perpcarry.plugins import load_registry
-from perpcarry.replay import replaying
-from perpcarry.types import FundingSnapshot, Market, MarketKind
-from perpcarry.venue import MarketDataVenue, VenueContext, VenueSpec, carry_pairs
+from perpcarry.ccxt.replay import replaying
+from perpcarry.domain.errors import ExchangeUnavailable, InvalidResponse, RateLimitError, VenueError
+from perpcarry.domain.types import FundingSnapshot, Market, MarketKind
+from perpcarry.plugins.manager import load_registry
+from perpcarry.venues.protocol import MarketDataVenue, VenueContext, VenueSpec, carry_pairs
 
 SPOT_SYMBOL = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+$")
 PERP_SYMBOL = re.compile(r"^[A-Z0-9]+/([A-Z0-9]+):\1$")

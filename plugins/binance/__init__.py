@@ -8,11 +8,11 @@ from pathlib import Path
 
 from loguru import logger
 
-from perpcarry.fees import FeeRates, TableFeeModel
-from perpcarry.hookspecs import hookimpl
-from perpcarry.settings import FeeOverride, VenueConfig
-from perpcarry.types import FeeSchedule
-from perpcarry.venue import VenueCapabilities, VenueContext, VenueSpec
+from perpcarry.config.settings import FeeOverride, VenueConfig
+from perpcarry.domain.types import FeeSchedule
+from perpcarry.money.fees import FeeRates, TableFeeModel
+from perpcarry.plugins.hookspecs import hookimpl
+from perpcarry.venues.protocol import VenueCapabilities, VenueContext, VenueSpec
 
 logger.disable(__name__)
 

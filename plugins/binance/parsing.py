@@ -11,9 +11,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from perpcarry.history_store import from_ms
-from perpcarry.parsing import MalformedField, decimal_field, int_field, optional_decimal
-from perpcarry.types import BookTop, FundingQuote, FundingRecord, Market, SkipLog
+from perpcarry.domain.parsing import (
+    MalformedField,
+    decimal_field,
+    from_ms,
+    int_field,
+    optional_decimal,
+)
+from perpcarry.domain.types import BookTop, FundingQuote, FundingRecord, Market, SkipLog
 
 # USDⓈ-M funding intervals in use (developers.binance.com, "Get Funding Rate Info",
 # read 2026-11; the 2025-06-17 premiumIndex shows all four: next funding at +1h/+2h/+4h/+8h).

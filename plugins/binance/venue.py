@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar, NamedTuple
 
-from perpcarry.ccxt_venue import CcxtVenue
-from perpcarry.errors import InvalidResponse
-from perpcarry.parsing import MalformedField
-from perpcarry.types import (
+from perpcarry.ccxt.venue import CcxtVenue
+from perpcarry.domain.errors import InvalidResponse
+from perpcarry.domain.parsing import MalformedField
+from perpcarry.domain.types import (
     BookSnapshot,
     FundingRecord,
     FundingSnapshot,

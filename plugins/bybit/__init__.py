@@ -6,10 +6,10 @@ from pathlib import Path
 
 from loguru import logger
 
-from perpcarry.fees import FeeRates, TableFeeModel
-from perpcarry.hookspecs import hookimpl
-from perpcarry.settings import FeeOverride, VenueConfig
-from perpcarry.venue import VenueCapabilities, VenueContext, VenueSpec
+from perpcarry.config.settings import FeeOverride, VenueConfig
+from perpcarry.money.fees import FeeRates, TableFeeModel
+from perpcarry.plugins.hookspecs import hookimpl
+from perpcarry.venues.protocol import VenueCapabilities, VenueContext, VenueSpec
 
 logger.disable(__name__)
 

@@ -12,10 +12,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from perpcarry.errors import InvalidResponse
-from perpcarry.history_store import from_ms
-from perpcarry.parsing import MalformedField, decimal_field, int_field, optional_decimal
-from perpcarry.types import (
+from perpcarry.domain.errors import InvalidResponse
+from perpcarry.domain.parsing import (
+    MalformedField,
+    decimal_field,
+    from_ms,
+    int_field,
+    optional_decimal,
+)
+from perpcarry.domain.types import (
     BookSnapshot,
     BookTop,
     FundingQuote,

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-from perpcarry.ccxt_venue import CcxtVenue
-from perpcarry.settings import VenueConfig
-from perpcarry.types import (
+from perpcarry.ccxt.venue import CcxtVenue
+from perpcarry.config.settings import VenueConfig
+from perpcarry.domain.types import (
     BookSnapshot,
     FundingRecord,
     FundingSnapshot,
     Market,
     MarketKind,
 )
-from perpcarry.venue import VenueContext
+from perpcarry.venues.protocol import VenueContext
 from perpcarry_bybit.parsing import (
     parse_book_tickers,
     parse_funding_history,

@@ -8,10 +8,10 @@ from typing import ClassVar
 from loguru import logger
 from pydantic import SecretStr
 
-from perpcarry.fees import FeeRates, TableFeeModel
-from perpcarry.hookspecs import hookimpl
-from perpcarry.settings import FeeOverride, VenueConfig
-from perpcarry.venue import VenueCapabilities, VenueContext, VenueSpec
+from perpcarry.config.settings import FeeOverride, VenueConfig
+from perpcarry.money.fees import FeeRates, TableFeeModel
+from perpcarry.plugins.hookspecs import hookimpl
+from perpcarry.venues.protocol import VenueCapabilities, VenueContext, VenueSpec
 
 logger.disable(__name__)
 

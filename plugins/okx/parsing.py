@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from perpcarry.errors import InvalidResponse
-from perpcarry.history_store import from_ms
-from perpcarry.parsing import MalformedField, decimal_field, int_field, optional_decimal
-from perpcarry.types import BookTop, FundingQuote, FundingRecord, Market, MarketKind, SkipLog
+from perpcarry.domain.errors import InvalidResponse
+from perpcarry.domain.parsing import (
+    MalformedField,
+    decimal_field,
+    from_ms,
+    int_field,
+    optional_decimal,
+)
+from perpcarry.domain.types import BookTop, FundingQuote, FundingRecord, Market, MarketKind, SkipLog
 
 HOUR_MS = 3_600_000
 # Settlement intervals OKX runs swaps on (hours). Source: OKX "Funding fee" help page and

@@ -10,9 +10,9 @@ from typing import Any, ClassVar, Literal
 
 from ccxt.base.precise import Precise
 
-from perpcarry.ccxt_venue import CcxtVenue
-from perpcarry.settings import VenueConfig
-from perpcarry.types import (
+from perpcarry.ccxt.venue import CcxtVenue
+from perpcarry.config.settings import VenueConfig
+from perpcarry.domain.types import (
     BookSnapshot,
     FundingRecord,
     FundingSnapshot,
@@ -20,7 +20,7 @@ from perpcarry.types import (
     MarketKind,
     SkipLog,
 )
-from perpcarry.venue import VenueContext
+from perpcarry.venues.protocol import VenueContext
 
 from .parsing import (
     parse_funding_history,
@@ -40,7 +40,7 @@ class OkxVenue(CcxtVenue):
     ccxt_id = "okx"
     # ccxt okx.fetch_markets reads options.fetchMarkets.types; each type is one
     # GET /api/v5/public/instruments?instType=... request. 'swap' includes inverse swaps,
-    # which perpcarry.markets.market_from_ccxt drops.
+    # which perpcarry.ccxt.markets.market_from_ccxt drops.
     market_types = ("spot", "swap")
     # Nothing else to switch off: okx.fetch_currencies returns {} without keys and
     # adjustForTimeDifference (a /public/time call) is off by default; with keys the

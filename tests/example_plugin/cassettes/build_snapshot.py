@@ -142,8 +142,8 @@ async def record(base_url: str, cache_dir: Path) -> None:
     from perpcarry_example_hyperliquid import HyperliquidConfig
     from perpcarry_example_hyperliquid.venue import HyperliquidVenue
 
-    from perpcarry.replay import cassette_vcr
-    from perpcarry.venue import VenueContext, carry_pairs
+    from perpcarry.ccxt.replay import cassette_vcr
+    from perpcarry.venues.protocol import VenueContext, carry_pairs
 
     context = VenueContext(cache_dir=cache_dir, offline=True, base_url=base_url)
     client = HyperliquidVenue(HyperliquidConfig(enabled=True), context)

@@ -15,10 +15,10 @@ from typing import ClassVar
 from loguru import logger
 from pydantic import SecretStr
 
-from perpcarry.fees import TableFeeModel
-from perpcarry.hookspecs import hookimpl
-from perpcarry.settings import VenueConfig
-from perpcarry.venue import VenueCapabilities, VenueContext, VenueSpec
+from perpcarry.config.settings import VenueConfig
+from perpcarry.money.fees import TableFeeModel
+from perpcarry.plugins.hookspecs import hookimpl
+from perpcarry.venues.protocol import VenueCapabilities, VenueContext, VenueSpec
 
 # A library never configures log sinks; the perpcarry CLI enables what it shows.
 logger.disable(__name__)

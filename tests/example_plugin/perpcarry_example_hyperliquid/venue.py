@@ -2,7 +2,7 @@
 
 Everything the venue needs in common with every other one (error translation, retries with
 Retry-After, the weight budget, the market cache, paging and caching funding history) comes
-from :class:`perpcarry.ccxt_venue.CcxtVenue`. This subclass sets class attributes and writes
+from :class:`perpcarry.ccxt.venue.CcxtVenue`. This subclass sets class attributes and writes
 the venue-specific requests and parsing.
 
 Hyperliquid's public API is one endpoint, ``POST https://api.hyperliquid.xyz/info``, whose
@@ -17,11 +17,11 @@ from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal
 
-from perpcarry.ccxt_venue import CcxtVenue
-from perpcarry.errors import InvalidResponse, VenueError
-from perpcarry.parsing import MalformedField, decimal_field, int_field, optional_decimal
-from perpcarry.settings import VenueConfig
-from perpcarry.types import (
+from perpcarry.ccxt.venue import CcxtVenue
+from perpcarry.config.settings import VenueConfig
+from perpcarry.domain.errors import InvalidResponse, VenueError
+from perpcarry.domain.parsing import MalformedField, decimal_field, int_field, optional_decimal
+from perpcarry.domain.types import (
     BookSnapshot,
     FundingQuote,
     FundingRecord,
@@ -30,7 +30,7 @@ from perpcarry.types import (
     MarketKind,
     SkipLog,
 )
-from perpcarry.venue import VenueContext
+from perpcarry.venues.protocol import VenueContext
 
 INTERVAL_HOURS = 1
 # "Funding is capped at 4%/hour" in either direction: Hyperliquid docs, "Trading > Funding"

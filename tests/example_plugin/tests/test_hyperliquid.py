@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from perpcarry.plugins import load_registry
-from perpcarry.replay import replaying
-from perpcarry.types import MarketKind
-from perpcarry.venue import VenueContext, carry_pairs
+from perpcarry.ccxt.replay import replaying
+from perpcarry.domain.types import MarketKind
+from perpcarry.plugins.manager import load_registry
+from perpcarry.venues.protocol import VenueContext, carry_pairs
 
 T = datetime(2025, 4, 17, 12, tzinfo=UTC)
 
@@ -94,8 +94,8 @@ def test_net_apr_by_hand_for_a_1h_perp_from_the_bundled_snapshot(coin):
     """The scan's numbers for an hourly perp, recomputed here from the recorded responses:
     the 7-day mean of the settled rates, 8,760 payments a year, the tier-0 takers on both
     legs in and out over the 30-day horizon (no books on this venue: no basis, no spread)."""
-    from perpcarry.config import load_config
-    from perpcarry.scan import ScanOptions, run_scan
+    from perpcarry.config.loader import load_config
+    from perpcarry.scan.engine import ScanOptions, run_scan
 
     result = asyncio.run(run_scan(load_config(None),
                                   ScanOptions(offline=True, venues=("hyperliquid",))))

@@ -15,9 +15,9 @@ from typing import Any
 import pluggy
 from loguru import logger
 
-from perpcarry import hookspecs
-from perpcarry.errors import PluginError
-from perpcarry.venue import Executor, FeeModel, VenueSpec
+from perpcarry.domain.errors import PluginError
+from perpcarry.plugins import hookspecs
+from perpcarry.venues.protocol import Executor, FeeModel, VenueSpec
 
 LOAD_PLUGINS_ENV = "PERPCARRY_LOAD_PLUGINS"
 ENTRY_POINT_GROUP = "perpcarry"
@@ -141,7 +141,7 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
         owner = impl.plugin_name
 
         def register_fee_model(model: FeeModel, override: bool = False, owner: str = owner):
-            _check(model, FeeModel, "a fee model (perpcarry.venue.FeeModel)", owner)
+            _check(model, FeeModel, "a fee model (perpcarry.venues.protocol.FeeModel)", owner)
             table = fee_overrides if override else fee_defaults
             if model.venue_id in table:
                 kind = "override" if override else "default"
@@ -158,7 +158,7 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
         owner = impl.plugin_name
 
         def register_executor(executor: Executor, owner: str = owner) -> None:
-            _check(executor, Executor, "an executor (perpcarry.venue.Executor)", owner)
+            _check(executor, Executor, "an executor (perpcarry.venues.protocol.Executor)", owner)
             if executor.name in registry.executors:
                 raise PluginError(
                     f"executor {executor.name!r} is registered by both plugin "

@@ -38,21 +38,21 @@ from dataclasses import asdict, dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
-from perpcarry.allocator_lp import (
+from perpcarry.allocation.lp import (
     LpSolution,
     greedy_baseline,
     keep_largest,
     solve_detailed,
     solve_lp,
 )
-from perpcarry.allocator_rounding import exact_capital_per_notional, round_positions
-from perpcarry.errors import UsageError
-from perpcarry.types import Market, Skipped
-from perpcarry.yields import DAYS_PER_YEAR
+from perpcarry.allocation.rounding import exact_capital_per_notional, round_positions
+from perpcarry.domain.errors import UsageError
+from perpcarry.domain.types import Market, Skipped
+from perpcarry.money.yields import DAYS_PER_YEAR
 
 if TYPE_CHECKING:
-    from perpcarry.scan import CarryYield
-    from perpcarry.settings import AllocatorConfig
+    from perpcarry.config.settings import AllocatorConfig
+    from perpcarry.scan.engine import CarryYield
 
 __all__ = ["Allocation", "AllocationCandidate", "CapUsage", "Limits", "Position",
            "UnusedCapital", "allocate", "candidates_from_scan", "greedy_baseline", "solve_lp"]
@@ -247,7 +247,7 @@ class Limits:
 def candidates_from_scan(rows: Iterable[CarryYield]) -> tuple[list[AllocationCandidate],
                                                               list[Skipped]]:
     """Turn scan rows into candidates; rows without a net APR or a price are skipped, with why."""
-    from perpcarry.yields import net_apr as amortised_apr
+    from perpcarry.money.yields import net_apr as amortised_apr
 
     candidates: list[AllocationCandidate] = []
     skipped: list[Skipped] = []

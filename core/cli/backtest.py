@@ -1,7 +1,7 @@
 """``perpcarry backtest``: replay a carry configuration on real funding history.
 
-Registered in perpcarry.cli with ``app.command()(backtest)``. Imports stay light at module
-level: numpy, polars and matplotlib load only when the command runs.
+Registered in perpcarry.cli.app with ``app.command()(backtest)``. Imports stay light at
+module level: numpy, polars and matplotlib load only when the command runs.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from perpcarry.commands import split_option
-from perpcarry.errors import UsageError
+from perpcarry.cli.common import split_option
+from perpcarry.domain.errors import UsageError
 
 ESTIMATOR_NAMES = ("current", "mean", "ewma", "conservative")
 
@@ -62,7 +62,7 @@ def backtest(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
 ) -> None:
     """Replay the carry strategy on real funding history: returns, risk, costs, charts."""
-    from perpcarry import cli
+    from perpcarry.cli import common as cli
 
     _run(cli, data=data, venues=split_option(venues, "--venues"),
          symbols=split_option(symbols, "--symbols"), start=_date(start, "--start"),

@@ -3,6 +3,8 @@ it never becomes a zero."""
 
 from __future__ import annotations
 
+import functools
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -43,3 +45,14 @@ def int_field(record: dict[str, Any], name: str) -> int:
     if number != number.to_integral_value():
         raise MalformedField(name, record.get(name))
     return int(number)
+
+
+def to_ms(moment: datetime) -> int:
+    """Epoch milliseconds, the unit every supported venue's timestamps use."""
+    return int(moment.timestamp() * 1000)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def from_ms(ms: int) -> datetime:
+    """A venue's epoch-millisecond timestamp as an aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, UTC)

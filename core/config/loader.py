@@ -11,9 +11,9 @@ from typing import Any
 import platformdirs
 from pydantic import SecretStr, ValidationError
 
-from perpcarry.errors import ConfigError
-from perpcarry.plugins import Registry, load_registry
-from perpcarry.settings import ENV_PREFIX, Settings, VenueConfig
+from perpcarry.config.settings import ENV_PREFIX, Settings, VenueConfig
+from perpcarry.domain.errors import ConfigError
+from perpcarry.plugins.manager import Registry, load_registry
 
 CONFIG_ENV = "PERPCARRY_CONFIG"
 CONFIG_NAME = "perpcarry.toml"

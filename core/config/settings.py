@@ -1,7 +1,7 @@
 """Configuration: ``perpcarry.toml`` overridden by ``PERPCARRY_...`` env vars.
 
 Core validates its own sections here; each ``[venues.<id>]`` section is validated later,
-by the model the venue's plugin registers (see :func:`perpcarry.config.load_config`).
+by the model the venue's plugin registers (see :func:`perpcarry.config.loader.load_config`).
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ class ScanConfig(StrictModel):
 
 
 class AllocatorConfig(StrictModel):
-    """``[allocator]``: how capital is split across carry positions (see perpcarry.allocator)."""
+    """``[allocator]``: how capital is split across carry positions (see
+    perpcarry.allocation.allocator)."""
 
     capital: float | None = Field(default=None, gt=0)
     leverage: float = Field(default=2.0, ge=1, le=5)

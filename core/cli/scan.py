@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from perpcarry.commands import percent, split_option
+from perpcarry.cli.common import percent, split_option
 
 JSON_SCHEMA_VERSION = 1
 
@@ -64,9 +64,9 @@ def scan(
     ] = False,
 ) -> int:
     """Compare funding carry across exchanges, net of fees, spread and basis."""
-    from perpcarry.cli import load
-    from perpcarry.errors import UsageError
-    from perpcarry.scan import ScanOptions
+    from perpcarry.cli.common import load
+    from perpcarry.domain.errors import UsageError
+    from perpcarry.scan.engine import ScanOptions
 
     if as_json and as_csv:
         raise UsageError("--json and --csv: choose one output format")
@@ -98,7 +98,7 @@ def scan(
 async def _run_with_progress(config, options, quiet: bool):
     from rich.console import Console
 
-    from perpcarry.scan import run_scan
+    from perpcarry.scan.engine import run_scan
 
     console = Console(stderr=True)
     if quiet or not console.is_terminal:
@@ -140,7 +140,7 @@ def render(result, options) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from perpcarry.scan import compare_venues
+    from perpcarry.scan.engine import compare_venues
 
     # Piped output is not wrapped at rich's 80-column default: the table is 12 columns wide.
     # Cells are plain text styled by the table: rich's markup, emoji and repr highlighting
@@ -278,7 +278,7 @@ def _row_json(r) -> dict:
 
 
 def result_to_json(result, options) -> dict:
-    from perpcarry.scan import compare_venues
+    from perpcarry.scan.engine import compare_venues
 
     summaries, best_venue = compare_venues(result)
     return {

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-    from perpcarry.allocator import AllocationCandidate, Limits
+    from perpcarry.allocation.allocator import AllocationCandidate, Limits
 
 
 def to_decimal(value: float) -> Decimal:

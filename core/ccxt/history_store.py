@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from perpcarry.types import FundingRecord
+from perpcarry.domain.parsing import from_ms, to_ms
+from perpcarry.domain.types import FundingRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS funding (
@@ -25,15 +24,6 @@ CREATE TABLE IF NOT EXISTS coverage (
     end_ms INTEGER NOT NULL, PRIMARY KEY (venue, symbol)
 );
 """
-
-
-def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 class FundingHistoryStore:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from perpcarry.types import Market, MarketKind
+from perpcarry.domain.types import Market, MarketKind
 
 # Carry needs spot quoted in the perp's settle currency; these are the linear settles.
 CARRY_QUOTES = frozenset({"USDT", "USDC"})

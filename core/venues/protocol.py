@@ -2,7 +2,7 @@
 
 A venue plugin registers a :class:`VenueSpec` through the ``register_venues`` hook. Its
 ``factory`` builds a client satisfying :class:`MarketDataVenue`. Plugins built on ccxt
-subclass ``perpcarry.ccxt_venue.CcxtVenue``, which supplies the transport, error
+subclass ``perpcarry.ccxt.venue.CcxtVenue``, which supplies the transport, error
 translation, rate limiting, market cache and funding-history paging and cache; a plugin
 then writes only its venue-specific endpoints and parsing.
 
@@ -21,8 +21,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
-from perpcarry.settings import VenueConfig
-from perpcarry.types import (
+from perpcarry.config.settings import VenueConfig
+from perpcarry.domain.types import (
     BookSnapshot,
     CarryPair,
     FeeSchedule,

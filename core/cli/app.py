@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import sys
 from dataclasses import asdict
 from enum import StrEnum
@@ -11,13 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from perpcarry.commands.backtest import backtest
-from perpcarry.commands.plan import plan
-from perpcarry.commands.scan import scan
-from perpcarry.errors import PerpcarryError
+from perpcarry.cli.backtest import backtest
+from perpcarry.cli.common import console, emit_json, load, state
+from perpcarry.cli.plan import plan
+from perpcarry.cli.scan import scan
+from perpcarry.domain.errors import PerpcarryError
 
 # Pretty exceptions would print local variables, which may hold credentials.
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -26,22 +25,11 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_comp
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
 app.add_typer(config_app, name="config")
 
-console = Console()
-err_console = Console(stderr=True)
-
-
 class LogLevel(StrEnum):
     DEBUG = "DEBUG"
     INFO = "INFO"
     WARNING = "WARNING"
     ERROR = "ERROR"
-
-
-class State:
-    config_path: Path | None = None
-
-
-state = State()
 
 
 @app.callback()
@@ -52,20 +40,10 @@ def main_options(
                                                 help="Log threshold.")] = LogLevel.WARNING,
     log_json: Annotated[bool, typer.Option("--log-json", help="Log as JSON lines.")] = False,
 ) -> None:
-    from perpcarry.logs import configure_logging
+    from perpcarry.cli.logs import configure_logging
 
     configure_logging(log_level, log_json)
     state.config_path = config
-
-
-def load():
-    from perpcarry.config import load_config
-
-    return load_config(state.config_path)
-
-
-def emit_json(payload) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
 
 
 @app.command()

@@ -16,7 +16,7 @@ ESTIMATORS = ("current", "mean", "ewma", "conservative")
 def expected_hourly(current, mean, ewma, estimator: str):
     """The picked estimator's hourly funding (floats or arrays; NaN: not available).
     ``conservative`` is the lowest of the three, unavailable when any is."""
-    from perpcarry import yields
+    from perpcarry.money import yields
 
     if estimator == "current":
         return current

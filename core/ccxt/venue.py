@@ -20,67 +20,32 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import orjson
 from loguru import logger
 
-from perpcarry.errors import (
-    AuthenticationError,
+from perpcarry.ccxt.errors import translate_ccxt_error
+from perpcarry.ccxt.history_store import CachedTail, FundingHistoryStore, read_tails
+from perpcarry.ccxt.markets import market_from_ccxt
+from perpcarry.ccxt.ratelimit import WeightBudget, backoff_delay
+from perpcarry.ccxt.response_cache import ResponseCache
+from perpcarry.ccxt.transport import rebase, tls_context
+from perpcarry.config.settings import VenueConfig
+from perpcarry.domain.errors import (
     BadSymbol,
     CacheError,
-    ExchangeUnavailable,
-    InvalidResponse,
     NetworkError,
     NotRecorded,
     RateLimitError,
     VenueError,
 )
-from perpcarry.fees import account_fee_schedule
-from perpcarry.history_store import CachedTail, FundingHistoryStore, read_tails, to_ms
-from perpcarry.markets import market_from_ccxt
-from perpcarry.ratelimit import WeightBudget, backoff_delay
-from perpcarry.settings import VenueConfig
-from perpcarry.types import FeeSchedule, FundingRecord, Market, MarketKind
-from perpcarry.venue import VenueContext
+from perpcarry.domain.parsing import to_ms
+from perpcarry.domain.types import FeeSchedule, FundingRecord, Market, MarketKind
+from perpcarry.money.fees import account_fee_schedule
+from perpcarry.venues.protocol import VenueContext
 
 MAX_RETRIES = 3
 # A settlement reaches the venue's history endpoint a moment after it happens; the cache
 # never records the latest minutes as fetched, so a late record is picked up next time.
 SETTLEMENT_PUBLISH_LAG = timedelta(minutes=5)
-
-
-def translate_ccxt_error(venue: str, exc: Exception, headers: dict[str, str] | None) -> VenueError:
-    """Map a ccxt exception to perpcarry's error types. The one place this happens."""
-    import ccxt
-
-    text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-    # Order matters: ccxt's hierarchy nests these (RateLimitExceeded < DDoSProtection <
-    # NetworkError; OnMaintenance < ExchangeNotAvailable < NetworkError).
-    if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
-        retry_after = None
-        for key, value in (headers or {}).items():
-            if key.lower() == "retry-after":
-                try:
-                    retry_after = float(value)
-                except ValueError:
-                    retry_after = None
-        return RateLimitError(venue, f"rate limited: {text}", retry_after)
-    if isinstance(exc, ccxt.ExchangeNotAvailable):
-        return ExchangeUnavailable(venue, f"exchange unavailable or in maintenance: {text}")
-    if isinstance(exc, ccxt.RequestTimeout | ccxt.NetworkError):
-        return NetworkError(venue, f"network error: {text}")
-    if isinstance(exc, ccxt.OperationFailed):  # e.g. Binance -1001 "internal error"
-        return ExchangeUnavailable(venue, f"exchange failed to process the request: {text}")
-    if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied | ccxt.AccountSuspended):
-        return AuthenticationError(venue, f"authentication failed: {text}")
-    if isinstance(exc, ccxt.BadSymbol):
-        return BadSymbol(venue, f"bad symbol: {text}")
-    if isinstance(exc, ccxt.BadResponse | ccxt.NullResponse):
-        return InvalidResponse(venue, f"invalid response: {text}")
-    if isinstance(exc, ccxt.ExchangeError):
-        return InvalidResponse(venue, f"exchange error: {text}")
-    if isinstance(exc, ValueError | KeyError | TypeError):  # JSONDecodeError included
-        return InvalidResponse(venue, f"invalid response: {type(exc).__name__}: {text}")
-    return NetworkError(venue, f"{type(exc).__name__}: {text}")
 
 
 class CcxtVenue(ABC):
@@ -129,7 +94,7 @@ class CcxtVenue(ABC):
         else:
             # ccxt builds a TLS context per exchange instance (reading the CA bundle each
             # time); one per process serves every venue.
-            self.exchange.ssl_context = _tls_context(self.exchange.cafile)
+            self.exchange.ssl_context = tls_context(self.exchange.cafile)
         # An HTTP 429 is a rate limit on every venue; some ccxt classes (okx) map a bare 429
         # to ExchangeNotAvailable, which would not be retried after Retry-After.
         self.exchange.httpExceptions = {
@@ -139,7 +104,7 @@ class CcxtVenue(ABC):
         if config.sandbox:
             self.exchange.set_sandbox_mode(True)
         if context.base_url:
-            self.exchange.urls["api"] = _rebase(self.exchange.urls["api"], context.base_url)
+            self.exchange.urls["api"] = rebase(self.exchange.urls["api"], context.base_url)
         self.budgets = {
             group: WeightBudget(
                 per_minute, config.weight_budget_share, time.monotonic, context.sleep
@@ -147,6 +112,8 @@ class CcxtVenue(ABC):
             for group, per_minute in self.weight_budgets.items()
         }
         self.request_count = 0
+        self._response_cache = ResponseCache(
+            context.cache_dir / "responses" / self.venue_id, context.clock, context.offline)
         self._markets: dict[str, Market] | None = None
         self._raw_markets: dict[str, dict[str, Any]] = {}
         # perpcarry keeps ccxt's unified markets (fetch_markets) itself and does not hand
@@ -207,30 +174,6 @@ class CcxtVenue(ABC):
 
     # -- markets ----------------------------------------------------------------------
 
-    def _read_cache(self, name: str, max_age_seconds: float) -> Any | None:
-        """A cached payload younger than ``max_age_seconds``; never while replaying offline."""
-        path = self.context.cache_dir / "responses" / self.venue_id / f"{name}.json"
-        if self.context.offline or not path.is_file():
-            return None
-        try:
-            cached = orjson.loads(path.read_bytes())
-        except (OSError, ValueError):
-            return None
-        if self.context.clock().timestamp() - cached.get("fetched_at", 0) > max_age_seconds:
-            return None
-        return cached["payload"]
-
-    def _write_cache(self, name: str, payload: Any) -> None:
-        if self.context.offline:
-            return
-        path = self.context.cache_dir / "responses" / self.venue_id / f"{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(
-            orjson.dumps({"fetched_at": self.context.clock().timestamp(), "payload": payload})
-        )
-        tmp.replace(path)
-
     async def request_cached(
         self,
         endpoint: str,
@@ -243,10 +186,10 @@ class CcxtVenue(ABC):
         """:meth:`request` for slow-moving data (instrument terms, 24h volumes): answered
         from the on-disk cache while it is younger than ``max_age_seconds``."""
         name = endpoint + "".join(f"-{k}={v}" for k, v in sorted((params or {}).items()))
-        cached = self._read_cache(name, max_age_seconds)
+        cached = self._response_cache.read(name, max_age_seconds)
         if cached is None:
             cached = await self.request(endpoint, params, weight=weight, budget=budget)
-            self._write_cache(name, cached)
+            self._response_cache.write(name, cached)
         return cached
 
     async def load_markets(self) -> list[Market]:
@@ -266,13 +209,13 @@ class CcxtVenue(ABC):
         return self._raw_markets
 
     async def _load_markets(self) -> None:
-        cached = self._read_cache("markets", self.config.market_cache_hours * 3600)
+        cached = self._response_cache.read("markets", self.config.market_cache_hours * 3600)
         if cached is None:
             fetched = await self._with_retries(
                 "load_markets", self.market_load_weight, self.market_budget,
                 self.exchange.fetch_markets)
             cached = {m["symbol"]: m for m in fetched}
-            self._write_cache("markets", cached)
+            self._response_cache.write("markets", cached)
         self._raw_markets = cached
         parsed = (market_from_ccxt(self.venue_id, m) for m in cached.values())
         self._markets = {m.symbol: m for m in parsed if m is not None}
@@ -419,17 +362,3 @@ class CcxtVenue(ABC):
         if self._history is not None:
             self._history.close()
         await self.exchange.close()
-
-
-@functools.cache
-def _tls_context(cafile: str) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=cafile)
-
-
-def _rebase(urls: Any, base_url: str) -> Any:
-    """Point every ``https://host/path`` at ``{base_url}/host/path``."""
-    if isinstance(urls, dict):
-        return {k: _rebase(v, base_url) for k, v in urls.items()}
-    if isinstance(urls, str) and urls.startswith("https://"):
-        return f"{base_url.rstrip('/')}/{urls.removeprefix('https://')}"
-    return urls

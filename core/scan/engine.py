@@ -1,8 +1,8 @@
 """Cross-exchange yield comparison: which carry trades pay, where, after costs.
 
 Gathering (I/O) is per venue and concurrent; evaluation is pure and uses the money math of
-``perpcarry.yields`` and ``perpcarry.estimators``. ``offline`` replays every venue's bundled
-snapshot through the very same plugin code.
+``perpcarry.money.yields`` and ``perpcarry.money.estimators``. ``offline`` replays every
+venue's bundled snapshot through the very same plugin code.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from statistics import median
 
 from loguru import logger
 
-from perpcarry import yields
-from perpcarry.config import Config
-from perpcarry.errors import UsageError, VenueError
-from perpcarry.estimators import ESTIMATORS, expected_hourly
-from perpcarry.types import (
+from perpcarry.config.loader import Config
+from perpcarry.domain.errors import UsageError, VenueError
+from perpcarry.domain.types import (
     BookSnapshot,
     BookTop,
     CarryPair,
@@ -35,7 +33,9 @@ from perpcarry.types import (
     MarketKind,
     Skipped,
 )
-from perpcarry.venue import MarketDataVenue, VenueContext, carry_pairs
+from perpcarry.money import yields
+from perpcarry.money.estimators import ESTIMATORS, expected_hourly
+from perpcarry.venues.protocol import MarketDataVenue, VenueContext, carry_pairs
 
 # History is always fetched over the same span, so the cache (and the offline snapshot)
 # serves every window up to this length.
@@ -280,7 +280,7 @@ async def gather(
                 await clients[venue_id].close()
 
         if options.offline:
-            from perpcarry.replay import replaying
+            from perpcarry.ccxt.replay import replaying
 
             transport = replaying(
                 *(config.registry.venues[v].offline_snapshot for v in venue_ids))
@@ -334,7 +334,7 @@ def select_venues(config: Config, options: ScanOptions) -> list[str]:
 
 def latest_estimates(data: VenueData, options: ScanOptions) -> dict[str, tuple[float, float]]:
     """(mean, ewma) hourly funding at each symbol's latest settlement; NaN: not available."""
-    from perpcarry.estimators import latest_estimates
+    from perpcarry.money.estimators import latest_estimates
 
     # Settlement instants recur across symbols: each is converted once.
     moments = {r.funding_time for records in data.history.values() for r in records}

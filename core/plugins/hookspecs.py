@@ -18,7 +18,7 @@ def register_venues(register):
     """Register venue implementations.
 
     Called once, when core first builds its registry after loading plugins.
-    ``register(spec)`` takes a ``perpcarry.venue.VenueSpec``: the venue id, the pydantic
+    ``register(spec)`` takes a ``perpcarry.venues.protocol.VenueSpec``: the venue id, the pydantic
     model of its ``[venues.<id>]`` config section, its declared capabilities and the
     factory that builds a market-data client. Two plugins registering the same venue id
     is an error naming both. Returns nothing.
@@ -30,7 +30,7 @@ def register_fee_models(register):
     """Register fee models that resolve a venue's fee schedule for spot and perp.
 
     Called once, when core first builds its registry. ``register(model, override=False)``
-    takes an object satisfying ``perpcarry.venue.FeeModel`` (its ``venue_id`` says which
+    takes an object satisfying ``perpcarry.venues.protocol.FeeModel`` (its ``venue_id`` says which
     venue it prices). A venue plugin registers its default model; another plugin replaces
     it by registering with ``override=True``. Two defaults, or two overrides, for one venue
     is an error naming both plugins. Returns nothing.
@@ -42,6 +42,6 @@ def register_executors(register):
     """Register execution strategies that place the two legs of a carry position.
 
     Called once, when core first builds its registry. ``register(executor)`` takes an
-    object satisfying ``perpcarry.venue.Executor``; its ``name`` must be unique across
+    object satisfying ``perpcarry.venues.protocol.Executor``; its ``name`` must be unique across
     plugins (a clash is an error naming both). Returns nothing.
     """

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from perpcarry.commands import percent, split_option
+from perpcarry.cli.common import percent, split_option
 
 JSON_SCHEMA_VERSION = 1
 
@@ -53,10 +53,10 @@ def plan(
     """Allocate capital to carry positions: per-venue, per-asset and per-pair caps, lot sizes."""
     import asyncio
 
-    from perpcarry.allocator import Limits, allocate, candidates_from_scan
-    from perpcarry.cli import load
-    from perpcarry.errors import UsageError
-    from perpcarry.scan import ScanOptions, run_scan
+    from perpcarry.allocation.allocator import Limits, allocate, candidates_from_scan
+    from perpcarry.cli.common import load
+    from perpcarry.domain.errors import UsageError
+    from perpcarry.scan.engine import ScanOptions, run_scan
 
     if capital is not None and not (math.isfinite(capital) and capital > 0):
         raise UsageError(f"--capital: must be a positive amount, got {capital:g}")

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from perpcarry.errors import ConfigError, InvalidResponse
-from perpcarry.parsing import MalformedField, decimal_field
-from perpcarry.settings import VenueConfig
-from perpcarry.types import FeeSchedule, FeeSource
-from perpcarry.venue import MarketDataVenue
+from perpcarry.config.settings import VenueConfig
+from perpcarry.domain.errors import ConfigError, InvalidResponse
+from perpcarry.domain.parsing import MalformedField, decimal_field
+from perpcarry.domain.types import FeeSchedule, FeeSource
+from perpcarry.venues.protocol import MarketDataVenue
 
 PERCENT = Decimal(100)
 

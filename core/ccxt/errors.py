@@ -1,0 +1,48 @@
+"""ccxt's exceptions translated into perpcarry's: the one place this happens."""
+
+from __future__ import annotations
+
+from perpcarry.domain.errors import (
+    AuthenticationError,
+    BadSymbol,
+    ExchangeUnavailable,
+    InvalidResponse,
+    NetworkError,
+    RateLimitError,
+    VenueError,
+)
+
+
+def translate_ccxt_error(venue: str, exc: Exception, headers: dict[str, str] | None) -> VenueError:
+    """Map a ccxt exception to perpcarry's error types. The one place this happens."""
+    import ccxt
+
+    text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    # Order matters: ccxt's hierarchy nests these (RateLimitExceeded < DDoSProtection <
+    # NetworkError; OnMaintenance < ExchangeNotAvailable < NetworkError).
+    if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+        retry_after = None
+        for key, value in (headers or {}).items():
+            if key.lower() == "retry-after":
+                try:
+                    retry_after = float(value)
+                except ValueError:
+                    retry_after = None
+        return RateLimitError(venue, f"rate limited: {text}", retry_after)
+    if isinstance(exc, ccxt.ExchangeNotAvailable):
+        return ExchangeUnavailable(venue, f"exchange unavailable or in maintenance: {text}")
+    if isinstance(exc, ccxt.RequestTimeout | ccxt.NetworkError):
+        return NetworkError(venue, f"network error: {text}")
+    if isinstance(exc, ccxt.OperationFailed):  # e.g. Binance -1001 "internal error"
+        return ExchangeUnavailable(venue, f"exchange failed to process the request: {text}")
+    if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied | ccxt.AccountSuspended):
+        return AuthenticationError(venue, f"authentication failed: {text}")
+    if isinstance(exc, ccxt.BadSymbol):
+        return BadSymbol(venue, f"bad symbol: {text}")
+    if isinstance(exc, ccxt.BadResponse | ccxt.NullResponse):
+        return InvalidResponse(venue, f"invalid response: {text}")
+    if isinstance(exc, ccxt.ExchangeError):
+        return InvalidResponse(venue, f"exchange error: {text}")
+    if isinstance(exc, ValueError | KeyError | TypeError):  # JSONDecodeError included
+        return InvalidResponse(venue, f"invalid response: {type(exc).__name__}: {text}")
+    return NetworkError(venue, f"{type(exc).__name__}: {text}")

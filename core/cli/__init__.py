@@ -1,0 +1,1 @@
+"""The ``perpcarry`` command line: the app, its shared helpers and one module per command."""

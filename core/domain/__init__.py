@@ -1,0 +1,1 @@
+"""Domain types, the exception hierarchy and the field readers: pure, no I/O."""

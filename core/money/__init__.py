@@ -1,0 +1,1 @@
+"""The money math: fees, funding estimators and yields. Pure functions."""

@@ -1,0 +1,1 @@
+"""The scan: gather every enabled venue's market data and rank carry yields."""
