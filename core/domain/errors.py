@@ -69,3 +69,30 @@ class BadSymbol(VenueError):
 
 class InvalidResponse(VenueError):
     """The venue answered with something that cannot be parsed."""
+
+
+# -- the order path ------------------------------------------------------------------------
+
+
+class InsufficientFunds(VenueError):
+    """Not enough balance or margin for the order."""
+
+
+class InvalidOrder(VenueError):
+    """The venue refused the order's terms: precision, min notional, max quantity, a
+    reduce-only order that would open. Checked before sending, so reaching the venue with
+    one is a bug of ours."""
+
+
+class OrderNotFound(VenueError):
+    """The venue does not know the order (where a call needs it to exist, e.g. cancel)."""
+
+
+class DuplicateClientOrderId(VenueError):
+    """The venue already has an order with this client order id."""
+
+
+class OutcomeUnknown(VenueError):
+    """A request that may have changed state got no clear answer (a timeout, a 5xx, an
+    "unknown status"): the order may or may not exist. Query it by client id; never re-send
+    blind."""

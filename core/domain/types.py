@@ -25,7 +25,8 @@ class Market:
 
     ``symbol`` is ccxt's unified symbol (``BTC/USDT`` spot, ``BTC/USDT:USDT`` linear perp);
     ``venue_symbol`` is the venue's own id (``BTCUSDT``, ``BTC-USDT-SWAP``).
-    Quantities (``quantity_step``, ``min_quantity``) are in the venue's order unit:
+    Quantities (``quantity_step``, ``min_quantity``, ``max_*quantity``) are in the venue's
+    order unit:
     base currency for spot and for Binance/Bybit perps, contracts for OKX swaps.
     ``contract_size`` converts one order unit to base currency (1 for spot).
     """
@@ -42,6 +43,10 @@ class Market:
     min_quantity: Decimal
     min_notional: Decimal | None
     price_tick: Decimal
+    # Largest quantity of one order (order units); market orders may have a smaller one
+    # (Binance MARKET_LOT_SIZE). None where the venue publishes none.
+    max_quantity: Decimal | None = None
+    max_market_quantity: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
