@@ -1,7 +1,8 @@
 """The account and order half of a venue, in one file a plugin author reads.
 
 A venue that trades implements :class:`OrderVenue` (ccxt plugins inherit it from the ccxt
-base and override only where their venue differs) and declares :class:`OrderCapabilities`.
+base and override only where their venue differs) and declares :class:`OrderCapabilities`
+in its ``VenueSpec``.
 Executors, ``perpcarry account`` and the paper venue use nothing else.
 
 The rules every implementation follows:
@@ -265,7 +266,6 @@ class OrderVenue(Protocol):
     """The account and order half of a venue."""
 
     venue_id: str
-    order_capabilities: OrderCapabilities
 
     async def place_order(self, request: OrderRequest) -> OrderState:
         """Send ``request`` once. Rejections raise ``InvalidOrder``, ``InsufficientFunds``
