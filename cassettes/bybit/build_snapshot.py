@@ -213,18 +213,20 @@ async def _noop_sleep(_: float) -> None:
     return None
 
 
-def client(base_url: str, cache_dir: Path):
+def client(base_url: str, cache_dir: Path, offline: bool):
     from perpcarry_bybit.venue import BybitVenue
 
-    return BybitVenue(VenueConfig(), VenueContext(cache_dir=cache_dir, offline=True,
+    return BybitVenue(VenueConfig(), VenueContext(cache_dir=cache_dir, offline=offline,
                                                   sleep=_noop_sleep, base_url=base_url))
 
 
-async def record(path: Path, base_url: str, scenario) -> None:
+async def record(path: Path, base_url: str, scenario, offline: bool = True) -> None:
+    """Record ``scenario``; ``offline=False`` keeps the SQLite history cache on, as the
+    history-paging test does (an offline client caches no history)."""
     path.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as tmp, \
             cassette_vcr(record_mode="all").use_cassette(str(path)):
-        venue = client(base_url, Path(tmp))
+        venue = client(base_url, Path(tmp), offline)
         try:
             await scenario(venue)
         finally:
@@ -326,15 +328,15 @@ async def main() -> None:
     spot_list = load_spot_list()
     snapshot = Responses([spot_list[s] for s in quoted if s in spot_list],
                          [instruments[s] for s in quoted], snapshot_tickers, history, S_MS)
-    for responses, scenario, path in (
-        (snapshot, snapshot_session, SNAPSHOT),
-        (lean, history_session, HERE / "history_paging.json"),
-        (full, lambda venue: venue.load_markets(), HERE / "markets_full.json"),
+    for responses, scenario, path, offline in (
+        (snapshot, snapshot_session, SNAPSHOT, True),
+        (lean, history_session, HERE / "history_paging.json", False),
+        (full, lambda venue: venue.load_markets(), HERE / "markets_full.json", True),
     ):
         server = serve(responses)
         base_url = f"http://127.0.0.1:{server.server_address[1]}"
         try:
-            await record(path, base_url, scenario)
+            await record(path, base_url, scenario, offline)
         finally:
             server.shutdown()
     error_cassettes(tickers, history)

@@ -235,10 +235,12 @@ def finish(raw_path: Path, target: Path, base_url: str) -> None:
           f"{target.stat().st_size / 1024:.0f} kB")
 
 
-async def record(name: Path, base_url: str, work: Path, action, preload: bool = True) -> None:
+async def record(name: Path, base_url: str, work: Path, action, preload: bool = True,
+                 offline: bool = True) -> None:
     """Record ``action(venue)``; with ``preload`` the markets are loaded before recording
-    (the tests load them from the snapshot in a separate replay)."""
-    venue = client(base_url, work / f"cache-{name.stem}")
+    (the tests load them from the snapshot in a separate replay); ``offline=False`` keeps
+    the SQLite history cache on, as the history-paging test does."""
+    venue = client(base_url, work / f"cache-{name.stem}", offline)
     if preload:
         await venue.load_markets()
     raw = work / f"{name.name}.raw.json"
@@ -291,7 +293,7 @@ async def main() -> None:
         await venue.fetch_funding_history("DOGE/USDT:USDT", datetime(2026, 1, 15, tzinfo=UTC),
                                           datetime(2026, 3, 1, tzinfo=UTC))
 
-    await record(OUT / "history_paging.json", base_url, work, history_session)
+    await record(OUT / "history_paging.json", base_url, work, history_session, offline=False)
 
     async def books_session(venue):
         await venue.fetch_book_tops(MarketKind.SPOT)
