@@ -131,6 +131,15 @@ async def test_quotes_without_recorded_marks_have_no_mark_never_zero(venue):
     assert snapshot.quotes["BTC/USDT:USDT"].mark_price is None
 
 
+async def test_online_funding_snapshot_spends_no_request_on_marks(online_venue):
+    """Online the spot books price a position, so a warm scan stays at one request per
+    data kind: no mark-price request."""
+    with replaying(CASSETTES / "funding_rate_btc_2025-10-27.json"):
+        snapshot = await online_venue.fetch_funding_snapshot()
+    assert online_venue.request_count == 1
+    assert snapshot.quotes["BTC/USDT:USDT"].mark_price is None
+
+
 async def test_real_btc_funding_entry_with_caps(venue):
     with replaying(CASSETTES / "funding_rate_btc_2025-10-27.json"):
         snapshot = await venue.fetch_funding_snapshot()

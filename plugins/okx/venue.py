@@ -85,11 +85,15 @@ class OkxVenue(CcxtVenue):
         self.exchange.has = {**self.exchange.has, "fetchCurrencies": False}
 
     async def fetch_funding_snapshot(self) -> FundingSnapshot:
-        """Current-period funding of every linear swap: one GET /public/funding-rate?instId=ANY,
-        then one GET /public/mark-price?instType=SWAP for the swaps' mark prices."""
+        """Current-period funding of every linear swap: one GET /public/funding-rate?instId=ANY.
+
+        Offline (a replayed snapshot, which holds no books) also one GET
+        /public/mark-price?instType=SWAP: ``plan`` sizes a position on the spot ask, else the
+        perp's mark, and the funding-rate answer carries no price. Online the spot books
+        give the price, so a warm scan stays at one request per data kind."""
         response = await self.request("publicGetPublicFundingRate", {"instId": "ANY"},
                                       budget="funding")
-        marks = await self._mark_prices()
+        marks = await self._mark_prices() if self.context.offline else {}
         perps = await self.markets_by_venue_symbol(MarketKind.PERP)
         rows = response_rows(self.venue_id, response, "public/funding-rate")
         # Swaps ccxt knows that perpcarry does not trade (inverse, pre-open): not skips.
@@ -99,9 +103,8 @@ class OkxVenue(CcxtVenue):
         return FundingSnapshot(self.venue_id, quotes, tuple(skips.entries))
 
     async def _mark_prices(self) -> dict[str, Decimal]:
-        """instId -> mark price of every swap. The funding-rate answer carries no price, and
-        ``plan`` sizes a position on the perp's mark when no spot book is at hand (offline,
-        or the spot tickers failed). Optional: if this request fails, quotes have no mark."""
+        """instId -> mark price of every swap. Optional: if this request fails (or a
+        recording lacks it), the quotes have no mark, as online."""
         try:
             response = await self.request("publicGetPublicMarkPrice", {"instType": "SWAP"},
                                           budget="marks")
