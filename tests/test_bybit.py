@@ -24,7 +24,8 @@ from perpcarry_bybit.venue import BybitVenue
 
 CASSETTES = Path(__file__).parents[1] / "cassettes" / "bybit"
 SNAPSHOT = Path(__file__).parents[1] / "plugins" / "bybit" / "snapshot" / "snapshot.json"
-T = datetime(2026, 2, 7, tzinfo=UTC)
+T = datetime(2026, 2, 7, tzinfo=UTC)  # the test cassettes' instant
+S = datetime(2026, 1, 20, 8, tzinfo=UTC)  # the offline snapshot's instant
 
 
 async def _no_sleep(_: float) -> None:
@@ -74,21 +75,24 @@ async def test_snapshot_quotes_carry_real_intervals_and_next_funding(client):
     assert snapshot.skipped == ()
 
     btc = snapshot.quotes["BTC/USDT:USDT"]
-    assert btc.rate == Decimal("-0.00006377")
+    assert btc.rate == Decimal("-0.00001587")  # zushen rate_raw settled at S
     assert btc.interval_hours == 8
-    assert btc.next_funding_time == datetime(2026, 2, 7, 8, tzinfo=UTC)
-    assert btc.mark_price == Decimal("70532.3")
+    assert btc.next_funding_time == datetime(2026, 1, 20, 16, tzinfo=UTC)
+    assert btc.mark_price == Decimal("91124.9")  # knx Bybit perp candle 07:00-08:00 close
     assert btc.index_price is None
     assert (btc.rate_floor, btc.rate_cap) == (Decimal("-0.005"), Decimal("0.005"))
     assert btc.is_predicted is True
-    assert btc.timestamp == T
+    assert btc.timestamp == S
 
     for symbol in ("ORDI/USDT:USDT", "TIA/USDT:USDT", "TON/USDT:USDT", "WIF/USDT:USDT"):
         assert snapshot.quotes[symbol].interval_hours == 4
-        assert snapshot.quotes[symbol].next_funding_time == datetime(2026, 2, 7, 4, tzinfo=UTC)
+        assert snapshot.quotes[symbol].next_funding_time == datetime(2026, 1, 20, 12, tzinfo=UTC)
     apt = snapshot.quotes["APT/USDT:USDT"]
-    assert (apt.interval_hours, apt.mark_price, apt.rate) == (8, None, Decimal("0.0001"))
+    assert (apt.interval_hours, apt.mark_price, apt.rate) == (8, None, Decimal("-0.00007064"))
     assert Counter(q.interval_hours for q in snapshot.quotes.values()) == {8: 18, 4: 4}
+    # A real price exists only for the five knx coins; every other perp's is unknown.
+    priced = {s.split("/")[0] for s, q in snapshot.quotes.items() if q.mark_price is not None}
+    assert priced == {"BTC", "ETH", "SOL", "DOGE", "HYPE"}
 
 
 async def test_snapshot_history_for_every_carry_pair(client):
@@ -100,10 +104,14 @@ async def test_snapshot_history_for_every_carry_pair(client):
         histories = {p.perp.symbol: await client.fetch_funding_history(
             p.perp.symbol, t - timedelta(days=30), t) for p in pairs}
 
-    assert sorted(p.base for p in pairs) == ["BTC", "DOGE", "ETH", "LTC", "TRX", "XRP"]
-    for records in histories.values():
-        assert len(records) == 91  # 30 days of 8h settlements, both ends included
-        assert records[-1].funding_time == T
+    # Every quoted USDT perp but HYPE has a spot instrument in the 2024-08 spot list.
+    assert sorted(p.base for p in pairs) == [
+        "APT", "ARB", "AVAX", "BNB", "BTC", "DOGE", "ETH", "INJ", "LINK", "LTC", "NEAR", "OP",
+        "ORDI", "SEI", "SOL", "SUI", "TIA", "TON", "TRX", "WIF", "XRP"]
+    for symbol, records in histories.items():
+        hours = snapshot.quotes[symbol].interval_hours
+        assert len(records) == 30 * 24 // hours + 1  # every settlement, both ends included
+        assert records[-1].funding_time == S
     assert histories["BTC/USDT:USDT"][-1].rate == snapshot.quotes["BTC/USDT:USDT"].rate
 
 

@@ -16,13 +16,13 @@ from perpcarry.domain.errors import ExchangeUnavailable, InvalidResponse, RateLi
 from perpcarry.domain.types import Market, MarketKind, SkipLog
 from perpcarry.venues.protocol import VenueContext, carry_pairs
 from perpcarry_okx import OkxConfig
-from perpcarry_okx.parsing import parse_funding_rates
+from perpcarry_okx.parsing import parse_funding_rates, parse_mark_prices
 from perpcarry_okx.venue import OkxVenue
 
 ROOT = Path(__file__).parents[1]
 CASSETTES = ROOT / "cassettes" / "okx"
 SNAPSHOT = ROOT / "plugins" / "okx" / "snapshot" / "snapshot.json"
-T = datetime(2026, 3, 7, 7, 0, tzinfo=UTC)
+T = datetime(2026, 1, 20, 7, 0, tzinfo=UTC)
 
 
 async def _no_sleep(_seconds: float) -> None:
@@ -100,10 +100,10 @@ async def test_markets_are_spot_and_linear_swaps_in_contracts(venue):
 
 # -- funding snapshot ------------------------------------------------------------------
 
-async def test_snapshot_funding_has_real_4h_and_8h_intervals_in_one_request(venue):
+async def test_snapshot_funding_has_real_4h_and_8h_intervals_and_marks(venue):
     with replaying(SNAPSHOT):
         snapshot = await venue.fetch_funding_snapshot()
-    assert venue.request_count == 1
+    assert venue.request_count == 2  # funding-rate?instId=ANY and mark-price?instType=SWAP
     assert snapshot.skipped == ()
     quotes = snapshot.quotes
     assert sorted(quotes) == ["BTC/USDT:USDT", "DOGE/USDT:USDT", "ETH/USDT:USDT",
@@ -112,11 +112,32 @@ async def test_snapshot_funding_has_real_4h_and_8h_intervals_in_one_request(venu
     for symbol in ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT", "DOGE/USDT:USDT"):
         assert quotes[symbol].interval_hours == 8
     btc = quotes["BTC/USDT:USDT"]
-    assert btc.rate == Decimal("0.0000126860316466")
-    assert btc.next_funding_time == utc(2026, 3, 7, 8)
+    assert btc.rate == Decimal("0.0000861155115867")  # knx: settled 2026-01-20 08:00
+    assert btc.next_funding_time == utc(2026, 1, 20, 8)
     assert btc.timestamp == T
     assert btc.is_predicted
-    assert btc.rate_cap is None and btc.mark_price is None
+    assert btc.rate_cap is None
+    # Mark = close of the knx OKX swap candle 06:00-07:00: a real price at T.
+    assert btc.mark_price == Decimal("90900")
+    assert quotes["DOGE/USDT:USDT"].mark_price == Decimal("0.12679")
+
+
+async def test_quotes_without_recorded_marks_have_no_mark_never_zero(venue):
+    """The real 2025-10-27 funding entry has no mark price at its instant: the mark-price
+    request is not in that session, and the quote keeps an unknown mark."""
+    with replaying(CASSETTES / "funding_rate_btc_2025-10-27.json"):
+        snapshot = await venue.fetch_funding_snapshot()
+    assert venue.request_count == 2
+    assert snapshot.quotes["BTC/USDT:USDT"].mark_price is None
+
+
+async def test_online_funding_snapshot_spends_no_request_on_marks(online_venue):
+    """Online the spot books price a position, so a warm scan stays at one request per
+    data kind: no mark-price request."""
+    with replaying(CASSETTES / "funding_rate_btc_2025-10-27.json"):
+        snapshot = await online_venue.fetch_funding_snapshot()
+    assert online_venue.request_count == 1
+    assert snapshot.quotes["BTC/USDT:USDT"].mark_price is None
 
 
 async def test_real_btc_funding_entry_with_caps(venue):
@@ -143,6 +164,13 @@ async def test_missing_fields_are_skipped_never_zero(venue):
     assert "3h" in reasons["ETH/USDC:USDC"]
     assert "unknown symbol" in reasons["AZTEC-USDT-SWAP"]
     assert all(q.rate != 0 for q in snapshot.quotes.values())
+
+
+def test_mark_prices_keep_only_positive_numbers():
+    rows = [{"instId": "BTC-USDT-SWAP", "markPx": "90900"}, {"instId": "ETH-USDT-SWAP"},
+            {"instId": "SOL-USDT-SWAP", "markPx": ""}, {"instId": "DOGE-USDT-SWAP",
+                                                        "markPx": "0"}, {"markPx": "1"}]
+    assert parse_mark_prices(rows) == {"BTC-USDT-SWAP": Decimal("90900")}
 
 
 def test_inverse_swaps_are_ignored_not_skipped():
@@ -214,7 +242,7 @@ async def test_offline_snapshot_holds_30_days_for_every_quoted_carry_pair(venue)
         for pair in pairs:
             # As the scan asks: up to the last settlement, 00:00 (T is 07:00).
             until = funding.quotes[pair.perp.symbol].last_settlement
-            assert until == utc(2026, 3, 7, 0)
+            assert until == utc(2026, 1, 20, 0)
             records = await venue.fetch_funding_history(pair.perp.symbol,
                                                         until - timedelta(days=30), until)
             assert len(records) == 91  # 8h: 3 a day, both ends settlements

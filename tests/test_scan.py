@@ -99,7 +99,8 @@ def test_offline_scan_cli_prints_ranked_table_and_comparison(run_cli):
     result = run_cli("scan", "--offline")
     assert result.exit_code == 0, result.stderr
     out = result.stdout
-    assert "offline snapshot (UTC): binance 2025-09-09 00:00, bybit 2026-02-07 00:00" in out
+    assert ("offline snapshot (UTC): binance 2025-09-09 00:00, bybit 2026-01-20 08:00, "
+            "okx 2026-01-20 07:00") in out
     assert "Across exchanges" in out and "Best venue per asset" in out
     table = out[: out.index("Across exchanges")]
     net = [float(line.split("│")[11].strip().rstrip("%")) for line in table.splitlines()
@@ -145,15 +146,15 @@ def test_negative_funding_is_a_flagged_reverse_row_never_carry(offline_mean, run
     assert offline_mean.reverse_rows
     assert all(r.expected_hourly < 0 for r in offline_mean.reverse_rows)
     assert all(r.expected_hourly >= 0 for r in offline_mean.rows)
-    trx = _row(offline_mean, "bybit", "TRX/USDT:USDT")
-    assert trx in offline_mean.reverse_rows
+    apt = _row(offline_mean, "bybit", "APT/USDT:USDT")
+    assert apt in offline_mean.reverse_rows
     out = run_cli("scan", "--offline").stdout
     carry, reverse = out.split("Negative expected funding: not a cash-and-carry")
     flagged = [line for line in reverse.splitlines()
                if line.endswith("│ reverse: short spot on margin, long perp │")]
     assert len(flagged) == len(offline_mean.reverse_rows)
-    assert any(line.startswith("│ bybit   │ TRX/USDT ") for line in flagged)
-    assert "│ bybit   │ TRX/USDT " not in carry
+    assert any(line.startswith("│ bybit   │ APT/USDT ") for line in flagged)
+    assert "│ bybit   │ APT/USDT " not in carry
 
 
 def test_filters_and_symbols():
@@ -163,7 +164,7 @@ def test_filters_and_symbols():
     # no book offline: nothing has a known 24h volume, so a volume floor keeps nothing
     floor = _scan(ScanOptions(offline=True, min_volume=1))
     assert floor.rows == []
-    assert "--min-volume: 78 pair(s) left out because their 24h volume is unknown " \
+    assert "--min-volume: 93 pair(s) left out because their 24h volume is unknown " \
            "(no book data)" in floor.notes
     unmatched = _scan(ScanOptions(offline=True, symbols=("NOPE", "btc"), venues=("okx",)))
     assert {r.pair.base for r in unmatched.rows + unmatched.reverse_rows} == {"BTC"}

@@ -17,6 +17,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,10 +33,17 @@ SHARED = REPO.parent / "shared"
 HERE = Path(__file__).resolve().parent
 SNAPSHOT = REPO / "plugins" / "bybit" / "snapshot" / "snapshot.json"
 
-# The snapshot instant: the 8h/4h settlement nearest the instruments-info dump (haroon
-# commit 2026-02-07). Every perp kept has a settled rate at T in the real history.
+# The test cassettes' instant: the 8h/4h settlement nearest the instruments-info dump
+# (haroon commit 2026-02-07). Every perp kept has a settled rate at T in the real history.
 T = datetime(2026, 2, 7, tzinfo=UTC)
 T_MS = int(T.timestamp() * 1000)
+# The offline snapshot's instant S: the latest settlement before the dump at which Bybit
+# and OKX (at S - 1h, cassettes/okx) each have a carry pair with a real price and a
+# positive 30-day net APR, and at least 15 of Bybit's 21 pairs expect positive funding. At
+# T every priced Bybit pair (BTC ETH SOL DOGE) was below its fees; from 2026-01-20 16:00
+# to the end of the price data (2026-03-05) no instant meets this (PROVENANCE.md).
+S = datetime(2026, 1, 20, 8, tzinfo=UTC)
+S_MS = int(S.timestamp() * 1000)
 HOST = "api.bybit.com"
 
 # Test windows (tests/test_bybit.py uses the same constants).
@@ -74,6 +82,15 @@ def load_spot_instruments() -> list[dict]:
     return [m["info"] for m in markets.values() if m.get("spot")]
 
 
+def load_spot_list() -> dict[str, dict]:
+    """The full real spot instruments list of 2024-08-20 (583 objects), by symbol. The file
+    is TypeScript: ``export const bybitInstrus = `` and then the bare ``result.list``."""
+    text = (SHARED / "data/raw-responses/bybit/"
+            "v5-market-instruments-info_spot-full-583_2024-08-20_tonnidiaz-test_bybit-instrus.ts"
+            ).read_text()
+    return {row["symbol"]: row for row in json.loads(text[text.index("["):])}
+
+
 def load_history() -> dict[str, list[tuple[int, str]]]:
     """Settled rates per venue symbol: zushen (rate_raw) plus knx for HYPEUSDT."""
     history: dict[str, list[tuple[int, str]]] = {}
@@ -87,22 +104,25 @@ def load_history() -> dict[str, list[tuple[int, str]]]:
     return history
 
 
-def load_prices_at_t() -> dict[str, str]:
-    """Bybit linear perp price at T: close of the knx 1h candle that opens at T - 1h."""
+def load_prices_at(moment: datetime) -> dict[str, str]:
+    """Bybit linear perp price at ``moment``: close of the knx 1h candle that opens an hour
+    before (knx stamps a candle with its open time)."""
     candles = pl.read_parquet(SHARED / "data/knx-multivenue/candles.parquet").filter(
-        (pl.col("venue") == "bybit") & (pl.col("timestamp") == T - timedelta(hours=1)))
+        (pl.col("venue") == "bybit") & (pl.col("timestamp") == moment - timedelta(hours=1)))
     return {f"{coin}USDT": decimal_text(close)
             for coin, close in candles.select("coin", "c").iter_rows() if coin in KNX_COINS}
 
 
-def tickers_at_t(instruments: dict[str, dict], history: dict[str, list[tuple[int, str]]],
-                 prices: dict[str, str]) -> list[dict]:
-    """The linear tickers at T, rebuilt: fundingRate = the rate settled at T,
-    nextFundingTime = T + the instrument's fundingInterval, lastPrice/markPrice only where
-    a real perp price exists (knx candles). Other ticker fields are left out."""
+def tickers_at(moment: datetime, instruments: dict[str, dict],
+               history: dict[str, list[tuple[int, str]]], prices: dict[str, str]) -> list[dict]:
+    """The linear tickers at ``moment`` (a settlement), rebuilt: fundingRate = the rate
+    settled at ``moment``, nextFundingTime = ``moment`` + the instrument's fundingInterval,
+    lastPrice/markPrice only where a real perp price exists (knx candles). Other ticker
+    fields are left out."""
+    moment_ms = int(moment.timestamp() * 1000)
     rows = []
     for symbol in sorted(history):
-        rate = dict(history[symbol]).get(T_MS)
+        rate = dict(history[symbol]).get(moment_ms)
         if symbol not in instruments or rate is None:
             continue
         interval_ms = int(instruments[symbol]["fundingInterval"]) * 60_000
@@ -111,9 +131,19 @@ def tickers_at_t(instruments: dict[str, dict], history: dict[str, list[tuple[int
             row["lastPrice"] = prices[symbol]
             row["markPrice"] = prices[symbol]
         row["fundingRate"] = rate
-        row["nextFundingTime"] = str(T_MS + interval_ms)
+        row["nextFundingTime"] = str(moment_ms + interval_ms)
         rows.append(row)
     return rows
+
+
+def check_intervals(symbols: list[str], instruments: dict[str, dict],
+                    history: dict[str, list[tuple[int, str]]]) -> None:
+    """The instruments' fundingInterval (2026-02-07) must be the spacing of every symbol's
+    real settlements over the snapshot's 30-day history window, or S is not coherent."""
+    for symbol in symbols:
+        times = sorted(t for t, _ in history[symbol] if S_MS - 30 * 86_400_000 <= t <= S_MS)
+        gaps = {b - a for a, b in pairwise(times)}
+        assert gaps == {int(instruments[symbol]["fundingInterval"]) * 60_000}, (symbol, gaps)
 
 
 # -- local server -------------------------------------------------------------------
@@ -121,18 +151,19 @@ def tickers_at_t(instruments: dict[str, dict], history: dict[str, list[tuple[int
 
 class Responses:
     def __init__(self, spot: list[dict], linear: list[dict], tickers: list[dict],
-                 history: dict[str, list[tuple[int, str]]]) -> None:
+                 history: dict[str, list[tuple[int, str]]], time_ms: int = T_MS) -> None:
         self.spot, self.linear, self.tickers, self.history = spot, linear, tickers, history
+        self.time_ms = time_ms
 
     def answer(self, path: str, query: dict[str, str]) -> dict:
         if path == "/v5/market/instruments-info":
             if query.get("category") == "spot":
-                return envelope("spot", self.spot, T_MS)
+                return envelope("spot", self.spot, self.time_ms)
             if query.get("status") == "PreLaunch":
-                return envelope("linear", [], T_MS, cursor=True)
-            return envelope("linear", self.linear, T_MS, cursor=True)
+                return envelope("linear", [], self.time_ms, cursor=True)
+            return envelope("linear", self.linear, self.time_ms, cursor=True)
         if path == "/v5/market/tickers" and query.get("category") == "linear":
-            return envelope("linear", self.tickers, T_MS)
+            return envelope("linear", self.tickers, self.time_ms)
         if path == "/v5/market/funding/history":
             symbol = query["symbol"]
             start, end = int(query["startTime"]), int(query["endTime"])
@@ -182,18 +213,20 @@ async def _noop_sleep(_: float) -> None:
     return None
 
 
-def client(base_url: str, cache_dir: Path):
+def client(base_url: str, cache_dir: Path, offline: bool):
     from perpcarry_bybit.venue import BybitVenue
 
-    return BybitVenue(VenueConfig(), VenueContext(cache_dir=cache_dir, offline=True,
+    return BybitVenue(VenueConfig(), VenueContext(cache_dir=cache_dir, offline=offline,
                                                   sleep=_noop_sleep, base_url=base_url))
 
 
-async def record(path: Path, base_url: str, scenario) -> None:
+async def record(path: Path, base_url: str, scenario, offline: bool = True) -> None:
+    """Record ``scenario``; ``offline=False`` keeps the SQLite history cache on, as the
+    history-paging test does (an offline client caches no history)."""
     path.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as tmp, \
             cassette_vcr(record_mode="all").use_cassette(str(path)):
-        venue = client(base_url, Path(tmp))
+        venue = client(base_url, Path(tmp), offline)
         try:
             await scenario(venue)
         finally:
@@ -281,26 +314,36 @@ def static_ticker_cassette() -> None:
 async def main() -> None:
     instruments = load_instruments()
     history = load_history()
-    tickers = tickers_at_t(instruments, history, load_prices_at_t())
+    tickers = tickers_at(T, instruments, history, load_prices_at(T))
     kept = {row["symbol"] for row in tickers}
     spot = load_spot_instruments()
-    # Snapshot: only perps with a rate at T (the rest cannot be quoted).
+    # Test cassettes: only perps with a rate at T (the rest cannot be quoted).
     lean = Responses(spot, [instruments[s] for s in sorted(kept)], tickers, history)
     full = Responses(spot, [instruments[s] for s in sorted(instruments)], tickers, history)
-    for responses, scenario, path in (
-        (lean, snapshot_session, SNAPSHOT),
-        (lean, history_session, HERE / "history_paging.json"),
-        (full, lambda venue: venue.load_markets(), HERE / "markets_full.json"),
+    # Offline snapshot at S: the perps with a rate at S, and the spot objects of the
+    # 2024-08 list for those of them it lists (a carry pair needs both legs).
+    snapshot_tickers = tickers_at(S, instruments, history, load_prices_at(S))
+    quoted = sorted(row["symbol"] for row in snapshot_tickers)
+    check_intervals(quoted, instruments, history)
+    spot_list = load_spot_list()
+    snapshot = Responses([spot_list[s] for s in quoted if s in spot_list],
+                         [instruments[s] for s in quoted], snapshot_tickers, history, S_MS)
+    for responses, scenario, path, offline in (
+        (snapshot, snapshot_session, SNAPSHOT, True),
+        (lean, history_session, HERE / "history_paging.json", False),
+        (full, lambda venue: venue.load_markets(), HERE / "markets_full.json", True),
     ):
         server = serve(responses)
         base_url = f"http://127.0.0.1:{server.server_address[1]}"
         try:
-            await record(path, base_url, scenario)
+            await record(path, base_url, scenario, offline)
         finally:
             server.shutdown()
     error_cassettes(tickers, history)
     static_ticker_cassette()
-    print(f"T={T.isoformat()} perps with a rate at T: {len(tickers)} ({', '.join(sorted(kept))})")
+    priced = [row["symbol"] for row in snapshot_tickers if "markPrice" in row]
+    print(f"snapshot S={S.isoformat()}: {len(quoted)} perps with a rate at S, "
+          f"{len(snapshot.spot)} with a 2024-08 spot instrument, priced: {', '.join(priced)}")
 
 
 if __name__ == "__main__":

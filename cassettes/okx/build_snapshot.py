@@ -39,9 +39,11 @@ OUT = REPO / "cassettes" / "okx"
 SNAPSHOT = REPO / "plugins" / "okx" / "snapshot" / "snapshot.json"
 HOST = "www.okx.com"
 
-# The snapshot instant: one hour before the last settlement (2026-03-07 08:00 UTC) that
-# knx-multivenue holds for all five OKX coins.
-T = datetime(2026, 3, 7, 7, 0, tzinfo=UTC)
+# The snapshot instant: one hour before the settlement 2026-01-20 08:00 UTC, the Bybit
+# snapshot's instant (cassettes/bybit/build_snapshot.py says how it was chosen). knx holds
+# OKX perp prices only up to 2026-03-05, so the former T (2026-03-07 07:00, before the
+# last settlement knx holds) had no price; at this T all five OKX coins have one.
+T = datetime(2026, 1, 20, 7, 0, tzinfo=UTC)
 HOUR_MS = 3_600_000
 
 
@@ -91,6 +93,22 @@ def interval_ms(settlements: list[tuple[int, str]]) -> int:
     return gaps.pop()
 
 
+def mark_price_at(moment: datetime, listed: set[str]) -> dict:
+    """/public/mark-price?instType=SWAP at ``moment``, rebuilt: markPx = close of the knx
+    OKX perp 1h candle that opens an hour before ``moment`` (knx stamps open times), i.e. a
+    real traded swap price at ``moment``, not OKX's mark computation. Only the knx coins
+    have one; every other swap is left out (its price is unknown)."""
+    candles = (pl.read_parquet(SHARED / "data" / "knx-multivenue" / "candles.parquet")
+               .filter((pl.col("venue") == "okx")
+                       & (pl.col("timestamp") == moment - timedelta(hours=1)))
+               .sort("coin"))
+    rows = [{"instId": f"{coin}-USDT-SWAP", "instType": "SWAP", "markPx": rate_text(close),
+             "ts": str(ms(moment))}
+            for coin, close in candles.select("coin", "c").iter_rows()
+            if f"{coin}-USDT-SWAP" in listed]
+    return envelope(rows)
+
+
 def funding_rate_at(moment: datetime, history: dict, listed: set[str]) -> dict:
     """/public/funding-rate?instId=ANY as it would read at ``moment``: fundingRate = the
     rate that settled at fundingTime (the first settlement after ``moment``),
@@ -125,6 +143,9 @@ class State:
     swap: ClassVar[dict[str, Any]] = {}
     history: ClassVar[dict[str, list[tuple[int, str]]]] = {}
     funding: ClassVar[dict[str, Any]] = {}
+    # /public/mark-price; None: no real marks for this recording (the server answers 404
+    # and finish() leaves the request out, so a replay reports it as not recorded)
+    marks: ClassVar[dict[str, Any] | None] = None
     tickers: ClassVar[dict[str, dict]] = {}
     # (status, headers, raw body) served for /public/funding-rate instead of State.funding
     override: ClassVar[tuple[int, dict[str, str], str] | None] = None
@@ -145,6 +166,8 @@ class Handler(BaseHTTPRequestHandler):
             body = State.spot if query["instType"] == "SPOT" else State.swap
         elif path == "/api/v5/public/funding-rate":
             body = State.funding
+        elif path == "/api/v5/public/mark-price" and State.marks is not None:
+            body = State.marks
         elif path == "/api/v5/public/funding-rate-history":
             body = envelope(self._history(query))
         elif path == "/api/v5/market/tickers":
@@ -192,6 +215,8 @@ def finish(raw_path: Path, target: Path, base_url: str) -> None:
     cassette = json.loads(raw_path.read_text())
     seen, kept = set(), []
     for interaction in cassette["interactions"]:
+        if interaction["response"]["status"]["code"] == 404:
+            continue  # the local server had no real data for it: not part of the session
         request = interaction["request"]
         request["uri"] = request["uri"].replace(f"{base_url}/", "https://")
         request["headers"] = {}
@@ -210,10 +235,12 @@ def finish(raw_path: Path, target: Path, base_url: str) -> None:
           f"{target.stat().st_size / 1024:.0f} kB")
 
 
-async def record(name: Path, base_url: str, work: Path, action, preload: bool = True) -> None:
+async def record(name: Path, base_url: str, work: Path, action, preload: bool = True,
+                 offline: bool = True) -> None:
     """Record ``action(venue)``; with ``preload`` the markets are loaded before recording
-    (the tests load them from the snapshot in a separate replay)."""
-    venue = client(base_url, work / f"cache-{name.stem}")
+    (the tests load them from the snapshot in a separate replay); ``offline=False`` keeps
+    the SQLite history cache on, as the history-paging test does."""
+    venue = client(base_url, work / f"cache-{name.stem}", offline)
     if preload:
         await venue.load_markets()
     raw = work / f"{name.name}.raw.json"
@@ -232,6 +259,7 @@ async def main() -> None:
     State.spot, State.swap = spot_instruments(), swap
     State.history = knx_history()
     State.funding = funding_rate_at(T, State.history, listed)
+    State.marks = mark_price_at(T, listed)
     ticker = json.loads((SHARED / "fixtures" / "ccxt-static" / "okx.json").read_text())
     spot_ticker = ticker["response"]["methods"]["fetchTicker"][0]["httpResponse"]
     State.tickers = {"SPOT": spot_ticker}
@@ -254,6 +282,7 @@ async def main() -> None:
                                                   until)
 
     await record(SNAPSHOT, base_url, work, snapshot_session, preload=False)
+    State.marks = None  # the test cassettes below have no real mark prices
 
     async def history_session(venue):
         first, last = datetime(2025, 12, 3, tzinfo=UTC), datetime(2026, 3, 7, 8, tzinfo=UTC)
@@ -264,7 +293,7 @@ async def main() -> None:
         await venue.fetch_funding_history("DOGE/USDT:USDT", datetime(2026, 1, 15, tzinfo=UTC),
                                           datetime(2026, 3, 1, tzinfo=UTC))
 
-    await record(OUT / "history_paging.json", base_url, work, history_session)
+    await record(OUT / "history_paging.json", base_url, work, history_session, offline=False)
 
     async def books_session(venue):
         await venue.fetch_book_tops(MarketKind.SPOT)

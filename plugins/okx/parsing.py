@@ -7,6 +7,8 @@ the body itself is broken.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from perpcarry.domain.errors import InvalidResponse
@@ -36,14 +38,31 @@ def response_rows(venue: str, response: Any, endpoint: str) -> list[dict[str, An
     return [row for row in rows if isinstance(row, dict)]
 
 
+def parse_mark_prices(rows: list[dict[str, Any]]) -> dict[str, Decimal]:
+    """instId -> mark price from ``GET /api/v5/public/mark-price?instType=SWAP``. An entry
+    without a positive ``markPx`` is left out, so its quote has no mark (unknown, not 0)."""
+    marks: dict[str, Decimal] = {}
+    for row in rows:
+        inst_id = row.get("instId")
+        try:
+            mark = decimal_field(row, "markPx")
+        except MalformedField:
+            continue
+        if isinstance(inst_id, str) and mark > 0:
+            marks[inst_id] = mark
+    return marks
+
+
 def parse_funding_rates(venue: str, rows: list[dict[str, Any]], perps: dict[str, Market],
-                        ignored_ids: set[str], skips: SkipLog) -> dict[str, FundingQuote]:
+                        ignored_ids: set[str], skips: SkipLog,
+                        marks: Mapping[str, Decimal] | None = None) -> dict[str, FundingQuote]:
     """Quotes from ``GET /api/v5/public/funding-rate?instId=ANY``.
 
     ``fundingRate`` is the current period's rate, paid at ``fundingTime`` (the upcoming
     settlement); ``nextFundingTime`` is the settlement after it, so their difference is the
     symbol's real interval. ``ignored_ids`` are instruments the venue knows but perpcarry
-    does not trade (inverse swaps): left out without a skip entry.
+    does not trade (inverse swaps): left out without a skip entry. ``marks`` (instId ->
+    mark price, :func:`parse_mark_prices`) fills each quote's mark price where known.
     """
     quotes: dict[str, FundingQuote] = {}
     for row in rows:
@@ -58,7 +77,7 @@ def parse_funding_rates(venue: str, rows: list[dict[str, Any]], perps: dict[str,
             skips.skip(inst_id, "unknown symbol (not a listed USDT/USDC linear swap)")
             continue
         try:
-            quote = _funding_quote(venue, market, row)
+            quote = _funding_quote(venue, market, row, (marks or {}).get(inst_id))
         except (MalformedField, ValueError) as err:
             skips.skip(market.symbol, str(err))
             continue
@@ -66,7 +85,8 @@ def parse_funding_rates(venue: str, rows: list[dict[str, Any]], perps: dict[str,
     return quotes
 
 
-def _funding_quote(venue: str, market: Market, row: dict[str, Any]) -> FundingQuote:
+def _funding_quote(venue: str, market: Market, row: dict[str, Any],
+                   mark: Decimal | None) -> FundingQuote:
     rate = decimal_field(row, "fundingRate")
     funding_ms = int_field(row, "fundingTime")
     next_ms = int_field(row, "nextFundingTime")
@@ -83,9 +103,8 @@ def _funding_quote(venue: str, market: Market, row: dict[str, Any]) -> FundingQu
         rate=rate,
         interval_hours=span_ms // HOUR_MS,
         next_funding_time=from_ms(funding_ms),
-        # /public/funding-rate carries neither; /public/mark-price would be a second
-        # request per snapshot for a figure the carry scan does not need.
-        mark_price=None,
+        # /public/funding-rate carries no price; the mark comes from /public/mark-price.
+        mark_price=mark,
         index_price=None,
         # The rate for the period still running (method current_period): it moves until
         # fundingTime settles it.

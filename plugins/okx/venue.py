@@ -6,12 +6,15 @@ OKX swaps trade in contracts: ``ctVal`` (base currency per contract) becomes
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
 from ccxt.base.precise import Precise
+from loguru import logger
 
 from perpcarry.ccxt.venue import CcxtVenue
 from perpcarry.config.settings import VenueConfig
+from perpcarry.domain.errors import VenueError
 from perpcarry.domain.types import (
     BookSnapshot,
     FundingRecord,
@@ -25,6 +28,7 @@ from perpcarry.venues.protocol import VenueContext
 from .parsing import (
     parse_funding_history,
     parse_funding_rates,
+    parse_mark_prices,
     parse_tickers,
     response_rows,
 )
@@ -52,10 +56,12 @@ class OkxVenue(CcxtVenue):
     #   public/instruments          20 req / 2 s per IP            -> 600 / min
     #   public/funding-rate         10 req / 2 s per IP+instId     -> 300 / min
     #   public/funding-rate-history 10 req / 2 s per IP+instId     -> 300 / min
+    #   public/mark-price           10 req / 2 s per IP            -> 300 / min
     #   market/tickers              20 req / 2 s per IP            -> 600 / min
     #   account/trade-fee            5 req / 2 s per user          -> 150 / min
     weight_budgets: ClassVar[dict[str, int]] = {
-        "instruments": 600, "funding": 300, "history": 300, "tickers": 600, "account": 150,
+        "instruments": 600, "funding": 300, "history": 300, "marks": 300, "tickers": 600,
+        "account": 150,
     }
     market_load_weight = 2  # instruments?instType=SPOT and ?instType=SWAP
     market_budget = "instruments"
@@ -79,16 +85,33 @@ class OkxVenue(CcxtVenue):
         self.exchange.has = {**self.exchange.has, "fetchCurrencies": False}
 
     async def fetch_funding_snapshot(self) -> FundingSnapshot:
-        """Current-period funding of every linear swap: one GET /public/funding-rate?instId=ANY."""
+        """Current-period funding of every linear swap: one GET /public/funding-rate?instId=ANY.
+
+        Offline (a replayed snapshot, which holds no books) also one GET
+        /public/mark-price?instType=SWAP: ``plan`` sizes a position on the spot ask, else the
+        perp's mark, and the funding-rate answer carries no price. Online the spot books
+        give the price, so a warm scan stays at one request per data kind."""
         response = await self.request("publicGetPublicFundingRate", {"instId": "ANY"},
                                       budget="funding")
+        marks = await self._mark_prices() if self.context.offline else {}
         perps = await self.markets_by_venue_symbol(MarketKind.PERP)
         rows = response_rows(self.venue_id, response, "public/funding-rate")
         # Swaps ccxt knows that perpcarry does not trade (inverse, pre-open): not skips.
         ignored = {m["id"] for m in self.raw_markets.values() if m["id"] not in perps}
         skips = SkipLog(self.venue_id)
-        quotes = parse_funding_rates(self.venue_id, rows, perps, ignored, skips)
+        quotes = parse_funding_rates(self.venue_id, rows, perps, ignored, skips, marks)
         return FundingSnapshot(self.venue_id, quotes, tuple(skips.entries))
+
+    async def _mark_prices(self) -> dict[str, Decimal]:
+        """instId -> mark price of every swap. Optional: if this request fails (or a
+        recording lacks it), the quotes have no mark, as online."""
+        try:
+            response = await self.request("publicGetPublicMarkPrice", {"instType": "SWAP"},
+                                          budget="marks")
+            return parse_mark_prices(response_rows(self.venue_id, response, "public/mark-price"))
+        except VenueError as err:
+            logger.warning("{}: funding quotes without mark prices: {}", self.venue_id, err)
+            return {}
 
     async def fetch_book_tops(self, kind: MarketKind) -> BookSnapshot:
         """Best bid/ask and 24h quote volume of every market of ``kind``: one
