@@ -45,8 +45,9 @@ class Exposure:
 def liquidation_price(position: Exposure, others: list[Exposure], cash: Decimal,
                       rate: Decimal) -> Decimal | None:
     """The mark price of ``position`` at which the pool's equity falls to its maintenance
-    margin, the other positions held at their marks; None when a mark is unknown. Zero for a
-    long the pool can carry down to a price of zero (as the venues report it).
+    margin, the other positions held at their marks. Zero for a long the pool can carry down
+    to a price of zero (as the venues report it); None when a mark is unknown, or for a
+    short the pool cannot carry at any price (it is liquidatable now).
 
     Solves ``cash + others + q (P - E) = m |q| P`` for ``P``, where ``others`` is the other
     positions' unrealised PnL less their maintenance margin."""
@@ -61,6 +62,8 @@ def liquidation_price(position: Exposure, others: list[Exposure], cash: Decimal,
         price = (q * entry - cash - rest) / (q * (1 - rate))
     else:
         price = (cash + rest - q * entry) / (-q * (1 + rate))
+        if price <= 0:
+            return None
     return max(price, ZERO)
 
 

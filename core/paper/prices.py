@@ -18,10 +18,12 @@ from loguru import logger
 
 from perpcarry.domain.errors import VenueError
 from perpcarry.domain.types import BookSnapshot, FundingQuote, FundingSnapshot, Market, MarketKind
+from perpcarry.scan.engine import HISTORY_LOOKBACK_DAYS
 from perpcarry.venues.orders import Side
 from perpcarry.venues.protocol import MarketDataVenue
 
 BPS = Decimal(10_000)
+STAMP_LAG = timedelta(minutes=1)
 
 
 class MarketView:
@@ -115,13 +117,18 @@ class MarketView:
         just_settled = moment == quote.last_settlement and not quote.is_predicted
         if settling_now or just_settled:
             return None if quote.mark_price is None else (quote.rate, quote.mark_price)
+        # The window every scan reads (ending at the last settlement), so the venue's
+        # history cache, or an offline snapshot, answers it.
+        end = quote.last_settlement
+        start = min(moment, end - timedelta(days=HISTORY_LOOKBACK_DAYS))
         try:
-            records = await self.client.fetch_funding_history(quote.symbol, moment, moment)
+            records = await self.client.fetch_funding_history(quote.symbol, start, end)
         except VenueError as err:
             logger.info("{}: funding of {} at {} unknown: {}", self.venue_id, quote.symbol,
                         moment, err)
             return None
-        record = next((r for r in records if r.funding_time == moment), None)
+        # Venues stamp a settlement a few milliseconds after the hour (Binance: ...007).
+        record = next((r for r in records if abs(r.funding_time - moment) < STAMP_LAG), None)
         if record is None:
             return None
         mark = record.mark_price if record.mark_price is not None else quote.mark_price

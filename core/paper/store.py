@@ -115,6 +115,16 @@ class PaperStore:
                  starting_balances: dict[str, Decimal], now: datetime) -> None:
         self.path = path
         self.venue_id = venue_id
+        self._db: sqlite3.Connection | None = None
+        try:
+            self._open(path, venue_id, starting_wallet, starting_balances, now)
+        except BaseException:
+            if self._db is not None:  # a refused file is not held open
+                self._db.close()
+            raise
+
+    def _open(self, path: Path, venue_id: str, starting_wallet: Wallet,
+              starting_balances: dict[str, Decimal], now: datetime) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode: transactions are opened explicitly, BEGIN IMMEDIATE, so the
