@@ -30,7 +30,9 @@ def _table(title: str, columns: tuple[str, ...]) -> Table:
 def print_table(console: Console, table: Table) -> None:
     """``table`` at the width its cells need, however narrow the console."""
     needed = Measurement.get(console, console.options.update(max_width=100_000), table).maximum
-    console.print(table, width=max(console.width, needed), crop=False)
+    if needed > console.width:
+        console = Console(**PLAIN, width=needed)
+    console.print(table)
 
 
 def render_account(results: dict[str, Any], failures: dict[str, str], paper: bool,
