@@ -111,3 +111,17 @@ def test_kit_refuses_a_declaration_it_does_not_know(tmp_path, monkeypatch):
     kit.declared = {"outcome_unknwon": "typo"}
     with pytest.raises(AssertionError, match="unknown checks"):
         kit.test_client_id_round_trip(tmp_path)
+
+
+def test_docs_cover_every_check_and_paper_setting():
+    from perpcarry.config.settings import PaperConfig
+    from perpcarry.testing.orders import CHECKS
+
+    root = Path(__file__).parents[1]
+    guide = (root / "docs" / "orders.md").read_text()
+    example = (root / "perpcarry.example.toml").read_text()
+    for check in CHECKS:
+        assert f"`{check}`" in guide, f"docs/orders.md does not explain {check}"
+    for name in PaperConfig.model_fields:
+        assert name in guide and name in example, f"[paper] {name} is undocumented"
+    assert "(orders.md)" in (root / "docs" / "writing-a-plugin.md").read_text()
