@@ -205,3 +205,13 @@ def test_paper_reset_asks_first(run_cli, tmp_path, data_dir, monkeypatch, answer
     orders = json.loads(run_cli("orders", "--paper", "--offline", "--venues", "binance",
                                 "--json").stdout)["orders"]
     assert len(orders) == 2
+
+
+def test_a_corrupt_paper_account_is_one_line(run_cli, data_dir):
+    state = data_dir / "paper" / "bybit.sqlite"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"garbage" * 1000)
+    result = run_cli("account", "--paper", "--offline", "--venues", "bybit")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: paper account {state}: file is not a database")
+    assert "perpcarry paper reset --venues bybit" in result.stderr

@@ -30,6 +30,7 @@ from perpcarry.venues.orders import (
     OrderRequest,
     OrderStatus,
     OrderType,
+    OrderVenue,
     Side,
     TimeInForce,
     Wallet,
@@ -94,6 +95,7 @@ def _ticks(price: Decimal, tick: Decimal, rounding) -> Decimal:
 
 async def test_market_orders_fill_at_mark_plus_half_spread_with_the_venues_fees(paper):
     venue, spot, perp = await paper("binance")
+    assert isinstance(venue, OrderVenue)
     quantity = Decimal("0.01")
     buy = await venue.place_order(OrderRequest(spot, Side.BUY, quantity, "pcT1s00000"))
     # No book offline: the spot buy fills at the perp's mark plus 2 bps, up to the tick.
