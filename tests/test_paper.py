@@ -24,6 +24,7 @@ from perpcarry.domain.errors import (
     OutcomeUnknown,
     VenueError,
 )
+from perpcarry.domain.types import MarketKind
 from perpcarry.paper import PaperFaults, open_paper_venue
 from perpcarry.paper.store import PaperStore, delete_state, state_path
 from perpcarry.venues.orders import (
@@ -119,6 +120,15 @@ async def test_a_known_book_sets_the_fill_price(paper):
     buy = await venue.place_order(OrderRequest(spot, Side.BUY, Decimal("0.01"), "pcT2s00000"))
     # The recorded bookTicker's BTCUSDT ask.
     assert (buy.average_price, buy.price_source) == (Decimal("43714.04"), "book ask")
+
+
+async def test_a_halted_book_quoting_zero_is_no_book(paper):
+    venue, spot, _ = await paper("binance", BINANCE_BOOKS)
+    books = await venue.view.book(MarketKind.SPOT)
+    top = books.books["BTC/USDT"]
+    books.books["BTC/USDT"] = replace(top, bid=Decimal(0), ask=Decimal(0))
+    buy = await venue.place_order(OrderRequest(spot, Side.BUY, Decimal("0.01"), "pcT2s00001"))
+    assert buy.price_source == "perp mark+2bps" and buy.average_price > 100_000
 
 
 async def test_half_spread_comes_from_config(paper, monkeypatch):

@@ -164,8 +164,9 @@ def account_json(results: dict[str, Any], failures: dict[str, str], paper: bool,
     for venue_id, found in results.items():
         venues.append({
             "venue": venue_id,
-            "balances": [{"wallet": wallet.value, "currency": b.currency, "free": str(b.free),
-                          "used": str(b.used), "total": str(b.total)}
+            "balances": [{"wallet": wallet.value, "currency": b.currency,
+                          "free": _text(b.free), "used": _text(b.used),
+                          "total": _text(b.total)}
                          for wallet, rows in found["balances"].items() for b in rows.values()],
             "wallets": [wallet.value for wallet in found["balances"]],
             "positions": [position_json(p) for p in found["positions"]],
@@ -177,7 +178,7 @@ def account_json(results: dict[str, Any], failures: dict[str, str], paper: bool,
 
 def position_json(p) -> dict[str, Any]:
     return {"symbol": p.symbol, "side": "short" if p.side.value == "sell" else "long",
-            "quantity": str(p.quantity), "entry_price": _text(p.entry_price),
+            "quantity": _text(p.quantity), "entry_price": _text(p.entry_price),
             "mark_price": _text(p.mark_price), "unrealised_pnl": _text(p.unrealised_pnl),
             "leverage": _text(p.leverage),
             "margin_mode": p.margin_mode.value if p.margin_mode else None,
@@ -190,16 +191,17 @@ def position_json(p) -> dict[str, Any]:
 def order_json(o) -> dict[str, Any]:
     return {"symbol": o.symbol, "client_order_id": o.client_order_id,
             "venue_order_id": o.venue_order_id, "side": o.side.value, "type": o.type.value,
-            "status": o.status.value, "quantity": str(o.quantity),
-            "filled_quantity": str(o.filled_quantity),
+            "status": o.status.value, "quantity": _text(o.quantity),
+            "filled_quantity": _text(o.filled_quantity),
             "average_price": _text(o.average_price),
-            "fees": [{"amount": str(f.amount), "currency": f.currency} for f in o.fees],
+            "fees": [{"amount": _text(f.amount), "currency": f.currency} for f in o.fees],
             "reduce_only": o.reduce_only, "price_source": o.price_source,
             "created_at": o.created_at.isoformat() if o.created_at else None}
 
 
 def _text(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    """A decimal as JSON text, exact and never in exponent notation."""
+    return None if value is None else format(value, "f")
 
 
 def number(value: Decimal | None) -> str:

@@ -41,7 +41,11 @@ def open_paper_venue(config: Config, venue_id: str, context: VenueContext,
     venue_config = config.venues[venue_id]
     store = PaperStore(state_path(config.data_dir, venue_id), venue_id, model.spot,
                        paper.starting_balances(venue_id), context.clock())
-    client = spec.factory(venue_config, context)
+    try:
+        client = spec.factory(venue_config, context)
+    except BaseException:
+        store.close()
+        raise
     view = MarketView(client, paper.half_spread_bps,
                       timedelta(seconds=paper.quote_max_age_seconds), context.clock)
     fee_model = config.registry.fee_model(venue_id)

@@ -90,7 +90,8 @@ class MarketView:
         """Where a taker order of ``side`` fills now, on the market's tick, and its source."""
         books = await self.book(market.kind)
         top = books.books.get(market.symbol) if books else None
-        if top is not None:
+        # A venue lists a halted market with bid and ask 0: no book to fill at.
+        if top is not None and top.bid > 0 and top.ask > 0:
             return (top.ask, "book ask") if side is Side.BUY else (top.bid, "book bid")
         marked = await self.mark(market)
         if marked is None:

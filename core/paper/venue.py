@@ -21,6 +21,7 @@ from perpcarry.domain.errors import (
     DuplicateClientOrderId,
     InvalidOrder,
     OutcomeUnknown,
+    VenueError,
 )
 from perpcarry.domain.parsing import to_ms
 from perpcarry.domain.types import FeeSchedule, Market, MarketKind
@@ -169,7 +170,11 @@ class PaperVenue:
             order, market = row.state, markets.get(row.state.symbol)
             if market is None or row.limit_price is None:
                 continue
-            price, _ = await self.view.fill_price(market, order.side)
+            try:
+                price, _ = await self.view.fill_price(market, order.side)
+            except VenueError as err:  # no price now: the order rests on
+                logger.info("{}", err)
+                continue
             crossed = (price <= row.limit_price if order.side is Side.BUY
                        else price >= row.limit_price)
             if not crossed:
