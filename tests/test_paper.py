@@ -159,10 +159,14 @@ async def test_bybit_unified_wallet_margins_a_short_without_a_transfer(paper):
     assert balances[Wallet.UNIFIED]["USDT"].used == short.filled_quantity * short.average_price
 
 
-async def test_okx_offline_has_no_price_to_fill_at(paper):
-    venue, spot, _ = await paper("okx")
+async def test_no_book_and_no_mark_refuses_the_order(paper):
+    venue, spot, _ = await paper("bybit")
+    snapshot = await venue.view.funding()
+    quote = snapshot.quotes["BTC/USDT:USDT"]
+    snapshot.quotes["BTC/USDT:USDT"] = replace(quote, mark_price=None, index_price=None)
     with pytest.raises(VenueError, match="BTC/USDT: no book and no mark price"):
         await venue.place_order(OrderRequest(spot, Side.BUY, Decimal("0.01"), "pcT6s00000"))
+    assert await venue.fetch_order(spot, "pcT6s00000") is None
 
 
 async def test_max_quantity_is_refused_as_live(paper):

@@ -106,6 +106,25 @@ class OrderHarness:
         return steps * step * times
 
 
+    def min_notional_market(self) -> Market | None:
+        """The harness market on which an order of at least the minimum quantity can fall
+        below the minimum notional; None when neither has one."""
+        for market in (self.spot, self.perp):
+            least = market.min_quantity * market.contract_size
+            if market.min_notional is not None and least * self.price < market.min_notional:
+                return market
+        return None
+
+    def max_quantity_market(self) -> tuple[Market, Decimal] | None:
+        """The harness market with a maximum order quantity (order units) for market
+        orders, and that maximum; None when neither has one."""
+        for market in (self.spot, self.perp):
+            maximum = market.max_market_quantity or market.max_quantity
+            if maximum is not None:
+                return market, maximum
+        return None
+
+
 class OrderVenueConformance:
     """The checks; subclasses provide ``order_harness``."""
 
@@ -196,13 +215,13 @@ class OrderVenueConformance:
 
     def test_min_notional(self, tmp_path: Path):
         async def body(h: OrderHarness):
-            market = next((m for m in (h.spot, h.perp) if m.min_notional is not None), None)
-            assert market is not None, ("neither harness market has a minimum notional: pick "
-                                        "one that has, or declare min_notional unsupported")
+            market = h.min_notional_market()
+            assert market is not None, ("no harness market has a minimum notional above its "
+                                        "minimum quantity's worth: pick one that has, or "
+                                        "declare min_notional unsupported")
             step = market.quantity_step * market.contract_size
-            below = (market.min_notional / h.price * Decimal("0.5") // step) * step
+            below = (market.min_notional / h.price * Decimal("0.9") // step) * step
             below = max(below, market.min_quantity * market.contract_size)
-            assert below * h.price < market.min_notional, "no whole step lies below it"
             cid = h.next_id()
             with pytest.raises(InvalidOrder, match="notional"):
                 await h.venue.place_order(OrderRequest(market, Side.BUY, below, cid))
@@ -212,11 +231,11 @@ class OrderVenueConformance:
 
     def test_max_quantity(self, tmp_path: Path):
         async def body(h: OrderHarness):
-            limited = [(m, m.max_market_quantity or m.max_quantity) for m in (h.spot, h.perp)
-                       if (m.max_market_quantity or m.max_quantity) is not None]
-            assert limited, ("neither harness market has a maximum quantity: pick one that "
-                             "has, or declare max_quantity unsupported")
-            market, maximum = limited[0]
+            limited = h.max_quantity_market()
+            assert limited is not None, ("neither harness market has a maximum quantity: "
+                                         "pick one that has, or declare max_quantity "
+                                         "unsupported")
+            market, maximum = limited
             above = (maximum + market.quantity_step) * market.contract_size
             cid = h.next_id()
             with pytest.raises(InvalidOrder, match="maximum"):
