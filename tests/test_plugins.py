@@ -34,9 +34,14 @@ def _fake_plugin(monkeypatch, name: str, **hooks) -> None:
 def test_first_party_plugins_load_through_entry_points():
     registry = load_registry()
     assert set(registry.venues) == {"binance", "bybit", "okx"}
-    assert {info.name for info in registry.plugin_infos()} == {"binance", "bybit", "okx"}
+    assert {info.name for info in registry.plugin_infos()} == {"binance", "bybit", "okx",
+                                                               "executors"}
     for info in registry.plugin_infos():
-        assert info.version and info.hooks == ("register_fee_models", "register_venues")
+        assert info.version
+        if info.name == "executors":
+            assert info.hooks == ("register_executors",) and not info.venues
+            continue
+        assert info.hooks == ("register_fee_models", "register_venues")
         assert info.venues == (info.name,)
         assert registry.venues[info.name].plugin == info.name
 
@@ -47,8 +52,9 @@ def test_plugins_json_lists_name_version_hooks_venues(run_cli):
     result = run_cli("plugins", "--json")
     assert result.exit_code == 0
     listed = {p["name"]: p for p in json.loads(result.stdout)}
-    assert set(listed) == {"binance", "bybit", "okx"}
+    assert set(listed) == {"binance", "bybit", "okx", "executors"}
     assert listed["okx"]["venues"] == ["okx"]
+    assert listed["executors"]["executors"] == ["perp-first", "concurrent", "sliced"]
     assert "register_venues" in listed["okx"]["hooks"]
 
 
@@ -117,41 +123,44 @@ def test_two_fee_model_defaults_for_one_venue_are_refused(monkeypatch):
         load_registry()
 
 
-class PerpFirst:
-    """A minimal executor: perp leg first, then spot; unwinds the perp if spot fails."""
+class SpotLast:
+    """A third-party executor as docs/execution.md shows one: one slice per order maximum,
+    the perp leg first, spot for what the perp filled."""
 
-    name = "perp-first"
-    description = "short the perp, then buy spot"
+    name = "spot-last"
+    description = "perp, then spot for the perp's fill"
 
-    async def open_position(self, venue, pair, base_quantity):
-        perp = await venue.market_order(pair.perp, "sell", base_quantity / pair.perp.contract_size)
-        try:
-            spot = await venue.market_order(pair.spot, "buy", base_quantity)
-        except Exception:
-            await venue.market_order(pair.perp, "buy", perp.quantity, reduce_only=True)
-            raise
-        return spot, perp
+    def slices(self, target, limits):
+        return (target,)
 
-    async def close_position(self, venue, pair, base_quantity):
-        perp = await venue.market_order(pair.perp, "buy", base_quantity / pair.perp.contract_size,
-                                        reduce_only=True)
-        return await venue.market_order(pair.spot, "sell", base_quantity), perp
+    async def run_slice(self, legs, quantity):
+        perp = await legs.perp(quantity)
+        await legs.spot(perp.filled)
+
+    async def between_slices(self, slice_index, pacing):
+        return None
+
+
+def test_first_party_executors_are_registered_like_a_third_partys():
+    registry = load_registry()
+    assert {name: owner for name, (_, owner) in registry.executors.items()} == {
+        "perp-first": "executors", "concurrent": "executors", "sliced": "executors"}
 
 
 def test_executors_register_and_clash(monkeypatch):
-    executor = PerpFirst()
+    executor = SpotLast()
 
     def register_executors(register):
         register(executor)
 
     _fake_plugin(monkeypatch, "exec_a", register_executors=register_executors)
     registry = load_registry()
-    assert registry.executors["perp-first"] == (executor, "exec_a")
+    assert registry.executors["spot-last"] == (executor, "exec_a")
     assert [i.executors for i in registry.plugin_infos() if i.name == "exec_a"] == [
-        ("perp-first",)]
+        ("spot-last",)]
 
     _fake_plugin(monkeypatch, "exec_b", register_executors=register_executors)
-    with pytest.raises(PluginError, match=r"perp-first.*exec_a.*exec_b"):
+    with pytest.raises(PluginError, match=r"spot-last.*exec_a.*exec_b"):
         load_registry()
 
 

@@ -64,26 +64,49 @@ class ExecutionResult:
     note: str | None
 
 
+@dataclass(frozen=True)
+class SliceLimits:
+    """What bounds a slice, in base: both legs' per-order maximum and minimum (quantity and
+    notional at the reference price), the coarser quantity step, and the slice count asked
+    for (``--slices``, ``[execution] slices``)."""
+
+    max_slice: Decimal
+    min_slice: Decimal
+    step: Decimal
+    requested: int
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """What an executor may wait on between slices."""
+
+    pause_seconds: float
+    sleep: Callable[[float], Awaitable[None]]
+    # A reason to stop (the spread or basis moved beyond its limit), or None.
+    basis_check: Callable[[], Awaitable[str | None]] | None = None
+
+
 @runtime_checkable
 class Executor(Protocol):
     """An execution strategy: how a target is cut into slices and in which order a slice's
-    two legs are sent. Registered through the ``register_executors`` hook."""
+    two legs are sent. Registered through the ``register_executors`` hook; the engine gives
+    every executor the same guarantees (write-ahead journal, outcome-unknown resolution,
+    unwinding whatever one leg did beyond the other)."""
 
     name: str
     description: str
 
-    def slices(self, target: Decimal, max_slice: Decimal, min_slice: Decimal,
-               step: Decimal) -> tuple[Decimal, ...]:
-        """Cut ``target`` (base) into slice quantities, each a multiple of ``step``, between
-        ``min_slice`` and ``max_slice``, summing to ``target``."""
+    def slices(self, target: Decimal, limits: SliceLimits) -> tuple[Decimal, ...]:
+        """Cut ``target`` (base) into slice quantities, each a multiple of ``limits.step``
+        between ``limits.min_slice`` and ``limits.max_slice``, summing to ``target``."""
 
     async def run_slice(self, legs: SliceLegs, quantity: Decimal) -> None:
         """Send one slice through ``legs``. A failure of either leg is raised as it comes
         (``LegFailed``); the engine then reverses whatever the other leg did beyond it."""
 
-    async def between_slices(self, slice_index: int) -> str | None:
-        """Called before every slice after the first: a reason to stop slicing (a spread or
-        basis beyond a limit), or None to go on; a pause between slices goes here."""
+    async def between_slices(self, slice_index: int, pacing: Pacing) -> str | None:
+        """Called before every slice after the first: a reason to stop slicing, or None to
+        go on."""
 
 
 class SliceLegs:
@@ -127,14 +150,15 @@ class TwoLegExecution:
         self.reference_price = reference_price
         coarser = max(_step(pair.spot), _step(pair.perp))
         self.tolerance = coarser if tolerance is None else tolerance
+        self.sleep = sleep
         self.sender = LegSender(journal, venue, sleep, max_attempts=max_attempts)
         self.intent: Intent | None = None
         self._orders: dict[tuple[Leg, int], JournalOrder] = {}
 
     # -- planning ----------------------------------------------------------------------
 
-    def plan(self, action: str, position_id: str, target: Decimal, executor: Executor
-             ) -> Intent:
+    def plan(self, action: str, position_id: str, target: Decimal, executor: Executor,
+             requested_slices: int = 1) -> Intent:
         """Size and check every slice of both legs, then journal the intent and its orders.
         Nothing is journalled when a check fails."""
         step = max(_step(self.pair.spot), _step(self.pair.perp))
@@ -144,7 +168,8 @@ class TwoLegExecution:
         if target < min_slice:
             raise InvalidOrder(self.pair.venue, f"{self.pair.label}: {target} {self.pair.base} "
                                f"is below the smallest order both legs accept ({min_slice})")
-        slices = executor.slices(target, max_slice, min_slice, step)
+        slices = executor.slices(target, SliceLimits(max_slice, min_slice, step,
+                                                     requested_slices))
         for quantity in slices:
             for market in (self.pair.spot, self.pair.perp):
                 check_order_size(market, quantity, self.reference_price)
@@ -178,7 +203,7 @@ class TwoLegExecution:
 
     # -- running -----------------------------------------------------------------------
 
-    async def run(self, executor: Executor) -> ExecutionResult:
+    async def run(self, executor: Executor, pacing: Pacing | None = None) -> ExecutionResult:
         """Run every planned slice, rebalance, and finish the intent."""
         intent = self._require_intent()
         failure: LegFailed | None = None
@@ -186,7 +211,8 @@ class TwoLegExecution:
         try:
             for index, quantity in enumerate(intent.slice_plan):
                 if index:
-                    stopped = await executor.between_slices(index)
+                    stopped = await executor.between_slices(
+                        index, pacing or Pacing(0, self.sleep))
                     if stopped:
                         break
                 try:

@@ -1,16 +1,16 @@
-"""The first-party executors, registered through ``register_executors`` like a third-party
-one would be. Each only says how a target is cut into slices and in which order a slice's
-legs go; the engine (:mod:`perpcarry.execution.engine`) gives all of them the same
-guarantees. Read them as the examples for writing your own."""
+"""The first-party executors, registered through ``register_executors`` exactly as a
+third-party plugin's would be (this module is the ``executors`` entry point). Each only says
+how a target is cut into slices and in which order a slice's legs go; the engine
+(:mod:`perpcarry.execution.engine`) gives all of them the same guarantees. Read them as the
+examples for writing your own (docs/execution.md)."""
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Awaitable, Callable
 from decimal import ROUND_CEILING, Decimal
 
-from perpcarry.execution.engine import SliceLegs
+from perpcarry.execution.engine import Pacing, SliceLegs, SliceLimits
+from perpcarry.plugins.hookspecs import hookimpl
 
 
 def even_slices(target: Decimal, count: int, step: Decimal) -> tuple[Decimal, ...]:
@@ -19,28 +19,32 @@ def even_slices(target: Decimal, count: int, step: Decimal) -> tuple[Decimal, ..
     return (*([each] * (count - 1)), target - each * (count - 1))
 
 
-def needed_slices(target: Decimal, max_slice: Decimal, min_slice: Decimal) -> int:
-    """The fewest slices that keep each under ``max_slice``."""
-    if not max_slice.is_finite() or target <= max_slice:
-        return 1
-    return int((target / max_slice).to_integral_value(ROUND_CEILING))
+def slice_count(target: Decimal, limits: SliceLimits) -> int:
+    """As many slices as asked for, at least as many as the per-order maximum demands, and
+    never so many that one falls below what both legs accept."""
+    needed = 1
+    if limits.max_slice.is_finite() and target > limits.max_slice:
+        needed = int((target / limits.max_slice).to_integral_value(ROUND_CEILING))
+    most = max(1, math.floor(target / limits.min_slice))
+    return max(needed, min(limits.requested, most))
 
 
 class PerpFirst:
     """Short the perp first; if it fails, stop with spot untouched. Then buy spot for what
-    the perp actually filled; if spot fails, the engine buys the perp back."""
+    the perp actually filled; if spot fails, the engine buys the perp back. Closing: the
+    perp bought back first (reduce-only), then the spot sold."""
 
     name = "perp-first"
     description = "hedge leg first: perp, then spot sized to the perp's fill"
 
-    def slices(self, target, max_slice, min_slice, step):
-        return even_slices(target, needed_slices(target, max_slice, min_slice), step)
+    def slices(self, target: Decimal, limits: SliceLimits) -> tuple[Decimal, ...]:
+        return even_slices(target, slice_count(target, limits), limits.step)
 
     async def run_slice(self, legs: SliceLegs, quantity: Decimal) -> None:
         perp = await legs.perp(quantity)
         await legs.spot(perp.filled)
 
-    async def between_slices(self, slice_index: int) -> str | None:
+    async def between_slices(self, slice_index: int, pacing: Pacing) -> str | None:
         return None
 
 
@@ -55,31 +59,21 @@ class Concurrent(PerpFirst):
         await legs.both(quantity)
 
 
-BasisCheck = Callable[[], Awaitable[str | None]]
-
-
 class Sliced(PerpFirst):
-    """Iceberg/TWAP as the FMZ strategy opens and closes: ``count`` perp-first slices (more
-    when a venue's per-order maximum demands it), ``pause_seconds`` apart, stopping when
-    ``basis_check`` reports the spread or basis moved beyond its limit."""
+    """Iceberg/TWAP as the FMZ strategy opens and closes: perp-first slices (``--slices``,
+    more when a venue's per-order maximum demands it) with a pause between them, stopping
+    when the spread or basis moves beyond its limit."""
 
     name = "sliced"
-    description = "N perp-first slices with a pause, stopping when the basis moves"
+    description = "perp-first slices with a pause, stopping when the basis moves"
 
-    def __init__(self, count: int = 5, pause_seconds: float = 2.0,
-                 basis_check: BasisCheck | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        self.count = count
-        self.pause_seconds = pause_seconds
-        self.basis_check = basis_check
-        self.sleep = sleep
+    async def between_slices(self, slice_index: int, pacing: Pacing) -> str | None:
+        await pacing.sleep(pacing.pause_seconds)
+        return await pacing.basis_check() if pacing.basis_check else None
 
-    def slices(self, target, max_slice, min_slice, step):
-        count = max(self.count, needed_slices(target, max_slice, min_slice))
-        # Never a slice below what both legs accept.
-        count = max(1, min(count, math.floor(target / min_slice)))
-        return even_slices(target, count, step)
 
-    async def between_slices(self, slice_index: int) -> str | None:
-        await self.sleep(self.pause_seconds)
-        return await self.basis_check() if self.basis_check else None
+@hookimpl
+def register_executors(register):
+    register(PerpFirst())
+    register(Concurrent())
+    register(Sliced())

@@ -42,6 +42,6 @@ def register_executors(register):
     """Register execution strategies that place the two legs of a carry position.
 
     Called once, when core first builds its registry. ``register(executor)`` takes an
-    object satisfying ``perpcarry.venues.protocol.Executor``; its ``name`` must be unique across
+    object satisfying ``perpcarry.execution.engine.Executor``; its ``name`` must be unique across
     plugins (a clash is an error naming both). Returns nothing.
     """

@@ -16,8 +16,9 @@ import pluggy
 from loguru import logger
 
 from perpcarry.domain.errors import PluginError
+from perpcarry.execution.engine import Executor
 from perpcarry.plugins import hookspecs
-from perpcarry.venues.protocol import Executor, FeeModel, VenueSpec
+from perpcarry.venues.protocol import FeeModel, VenueSpec
 
 LOAD_PLUGINS_ENV = "PERPCARRY_LOAD_PLUGINS"
 ENTRY_POINT_GROUP = "perpcarry"
@@ -158,7 +159,7 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
         owner = impl.plugin_name
 
         def register_executor(executor: Executor, owner: str = owner) -> None:
-            _check(executor, Executor, "an executor (perpcarry.venues.protocol.Executor)", owner)
+            _check(executor, Executor, "an executor (perpcarry.execution.engine.Executor)", owner)
             if executor.name in registry.executors:
                 raise PluginError(
                     f"executor {executor.name!r} is registered by both plugin "
