@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from perpcarry.cli.account import account, orders, paper_app
 from perpcarry.cli.backtest import backtest
 from perpcarry.cli.common import console, emit_json, load, state
 from perpcarry.cli.plan import plan
@@ -92,6 +93,9 @@ def venues(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
 app.command()(scan)
 app.command()(plan)
 app.command()(backtest)
+app.command()(account)
+app.command()(orders)
+app.add_typer(paper_app, name="paper")
 
 
 @config_app.command("show")

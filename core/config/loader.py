@@ -33,6 +33,12 @@ class Config:
     def cache_dir(self) -> Path:
         return self.settings.cache_dir or Path(platformdirs.user_cache_dir("perpcarry"))
 
+    @property
+    def data_dir(self) -> Path:
+        """Where state that outlives the process lives: ``data_dir``
+        (``PERPCARRY_DATA_DIR``), else the user data dir."""
+        return self.settings.data_dir or Path(platformdirs.user_data_dir("perpcarry"))
+
     def redacted(self) -> dict[str, Any]:
         """The effective config as plain data, every secret replaced by ``"**********"``."""
         data = self.settings.model_dump(mode="json", exclude={"venues"})
@@ -143,4 +149,10 @@ def load_config(explicit_path: Path | None = None) -> Config:
             raise _first_error(exc, path, ("venues", venue_id)) from None
     for venue_id, spec in registry.venues.items():
         venues.setdefault(venue_id, spec.config_model())
+    for venue_id in settings.paper.venues:
+        if venue_id not in registry.venues:
+            installed = ", ".join(sorted(registry.venues)) or "none"
+            source = _source_of(("paper", "venues", venue_id), path)
+            raise ConfigError(f"{source}: paper.venues.{venue_id}: unknown venue (installed "
+                              f"venues: {installed})")
     return Config(path=path, settings=settings, registry=registry, venues=venues)

@@ -6,6 +6,7 @@ by the model the venue's plugin registers (see :func:`perpcarry.config.loader.lo
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -144,6 +145,66 @@ class BacktestConfig(StrictModel):
     out_dir: Path = Path("backtest-out")
 
 
+PAPER_DEFAULT_BALANCES = {"USDT": Decimal(100_000)}
+# The lowest maintenance-margin tier of BTC perpetuals, the most traded carry pair: Bybit
+# BTCUSDT risk-limit tier 1 is 0.5 %, Binance BTCUSDT tier 1 0.40 % (Binance announcement
+# "Updates to Leverage and Margin Tiers of Binance Futures Contracts", 2021-03-18); smaller
+# perps have higher rates, so set your own for them. Read 2026-12-06.
+PAPER_DEFAULT_MAINTENANCE_MARGIN_RATE = Decimal("0.005")
+CURRENCY_CODE = re.compile(r"^[A-Z0-9]{1,20}$")
+
+
+class PaperVenueConfig(StrictModel):
+    """``[paper.venues.<id>]``: what one venue's paper account differs in."""
+
+    balances: dict[str, Decimal] | None = None
+
+    @field_validator("balances")
+    @classmethod
+    def _balances(cls, balances: dict[str, Decimal] | None) -> dict[str, Decimal] | None:
+        return None if balances is None else check_balances(balances)
+
+
+class PaperConfig(StrictModel):
+    """``[paper]``: the simulated accounts of ``--paper`` (see docs/orders.md).
+
+    ``balances`` are the starting balances of every venue's paper account (in its spot wallet
+    where spot and futures wallets are separate, else in the unified one), applied when the
+    account is created or reset; ``[paper.venues.<id>] balances`` replaces them for one venue.
+    """
+
+    balances: dict[str, Decimal] = PAPER_DEFAULT_BALANCES
+    venues: dict[str, PaperVenueConfig] = {}
+    # Added to (buys) or taken off (sells) the mark price when no book is known, in bps.
+    half_spread_bps: Decimal = Field(default=Decimal(2), ge=0, lt=10_000)
+    maintenance_margin_rate: Decimal = Field(default=PAPER_DEFAULT_MAINTENANCE_MARGIN_RATE,
+                                             gt=0, lt=1)
+    # Market data younger than this is reused between calls instead of fetched again.
+    quote_max_age_seconds: float = Field(default=5.0, ge=0)
+
+    @field_validator("balances")
+    @classmethod
+    def _balances(cls, balances: dict[str, Decimal]) -> dict[str, Decimal]:
+        return check_balances(balances)
+
+    def starting_balances(self, venue_id: str) -> dict[str, Decimal]:
+        """The balances ``venue_id``'s paper account starts with."""
+        override = self.venues.get(venue_id)
+        if override is not None and override.balances is not None:
+            return override.balances
+        return self.balances
+
+
+def check_balances(balances: dict[str, Decimal]) -> dict[str, Decimal]:
+    """Currency codes in capitals, amounts not negative."""
+    for currency, amount in balances.items():
+        if not CURRENCY_CODE.match(currency):
+            raise ValueError(f"currency {currency!r}: capital letters and digits, e.g. USDT")
+        if amount < 0:
+            raise ValueError(f"{currency}: a starting balance cannot be negative ({amount})")
+    return balances
+
+
 class Settings(BaseSettings):
     """Core settings. ``venues`` stays raw here: plugins' models validate each section."""
 
@@ -155,10 +216,13 @@ class Settings(BaseSettings):
     )
 
     cache_dir: Path | None = None
+    # Where state that must outlive the process lives (the paper venue's accounts).
+    data_dir: Path | None = None
     plugins: PluginsConfig = PluginsConfig()
     scan: ScanConfig = ScanConfig()
     allocator: AllocatorConfig = AllocatorConfig()
     backtest: BacktestConfig = BacktestConfig()
+    paper: PaperConfig = PaperConfig()
     venues: dict[str, dict[str, Any]] = {}
 
     @classmethod

@@ -33,6 +33,11 @@ class CacheError(PerpcarryError):
     """A local cache file cannot be used: the message names the file and why."""
 
 
+class LocalStateError(PerpcarryError):
+    """A local state file (a paper account) cannot be used: the message names the file,
+    why, and how to start it afresh."""
+
+
 class VenueError(PerpcarryError):
     """A venue could not answer. ``venue`` names it; the message says why."""
 

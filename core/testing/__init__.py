@@ -1,5 +1,6 @@
 """Reusable test kit for venue plugins, first- or third-party; see docs/writing-a-plugin.md."""
 
 from perpcarry.testing.conformance import VenueConformance
+from perpcarry.testing.orders import OrderHarness, OrderVenueConformance
 
-__all__ = ["VenueConformance"]
+__all__ = ["OrderHarness", "OrderVenueConformance", "VenueConformance"]

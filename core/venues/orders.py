@@ -161,6 +161,9 @@ class OrderState:
     reduce_only: bool
     created_at: datetime | None
     updated_at: datetime | None
+    # Where a simulated fill's price came from ("book ask", "mark+2bps"); None from a
+    # live venue, whose fills are real.
+    price_source: str | None = None
 
     @property
     def base_fee(self) -> Decimal:

@@ -31,6 +31,7 @@ from perpcarry.domain.types import (
     Market,
     MarketKind,
 )
+from perpcarry.venues.orders import OrderCapabilities
 
 
 def utc_now() -> datetime:
@@ -110,6 +111,8 @@ class VenueSpec:
     factory: Callable[[VenueConfig, VenueContext], MarketDataVenue]
     # A recorded HTTP session (vcrpy cassette) replayed by ``--offline``; None if none ships.
     offline_snapshot: Path | None = None
+    # What the venue's order half offers (wallets, order types); None: market data only.
+    order_capabilities: OrderCapabilities | None = None
     # Set by core when the spec is registered: the plugin that owns it.
     plugin: str = field(default="", compare=False)
 

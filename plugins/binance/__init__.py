@@ -12,6 +12,7 @@ from perpcarry.config.settings import FeeOverride, VenueConfig
 from perpcarry.domain.types import FeeSchedule
 from perpcarry.money.fees import FeeRates, TableFeeModel
 from perpcarry.plugins.hookspecs import hookimpl
+from perpcarry.venues.orders import OrderCapabilities, Wallet
 from perpcarry.venues.protocol import VenueCapabilities, VenueContext, VenueSpec
 
 logger.disable(__name__)
@@ -84,6 +85,14 @@ def register_venues(register):
             funding_history=True, funding_intervals_hours=(1, 2, 4, 8)),
         factory=_client,
         offline_snapshot=Path(__file__).parent / "snapshot" / "snapshot.json",
+        # Spot, USDⓈ-M futures and funding are separate wallets: margin for a short is
+        # transferred from spot first (POST /sapi/v1/asset/transfer, types MAIN_UMFUTURE,
+        # UMFUTURE_MAIN, FUNDING_MAIN...). newClientOrderId allows 36 characters (spot and
+        # USDⓈ-M "New Order" docs); spot testnet and futures testnet are the sandbox.
+        # Read 2026-12-06.
+        order_capabilities=OrderCapabilities(
+            wallets=(Wallet.SPOT, Wallet.FUTURES, Wallet.FUNDING), separate_wallets=True,
+            client_order_id_max=36, sandbox=True),
     ))
 
 

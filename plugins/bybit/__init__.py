@@ -9,6 +9,7 @@ from loguru import logger
 from perpcarry.config.settings import FeeOverride, VenueConfig
 from perpcarry.money.fees import FeeRates, TableFeeModel
 from perpcarry.plugins.hookspecs import hookimpl
+from perpcarry.venues.orders import OrderCapabilities, Wallet
 from perpcarry.venues.protocol import VenueCapabilities, VenueContext, VenueSpec
 
 logger.disable(__name__)
@@ -62,6 +63,13 @@ def register_venues(register):
             funding_history=True, funding_intervals_hours=(1, 2, 4, 8)),
         factory=_client,
         offline_snapshot=Path(__file__).parent / "snapshot" / "snapshot.json",
+        # A Unified Trading Account holds spot and derivatives in one wallet (accountType
+        # UNIFIED); the funding wallet (FUND) is apart, reached by an internal transfer
+        # (POST /v5/asset/transfer/inter-transfer). orderLinkId allows 36 characters
+        # (v5 "Place Order"); testnet is the sandbox. Read 2026-12-06.
+        order_capabilities=OrderCapabilities(
+            wallets=(Wallet.UNIFIED, Wallet.FUNDING), separate_wallets=False,
+            client_order_id_max=36, sandbox=True),
     ))
 
 

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from perpcarry.config.settings import FeeOverride, VenueConfig
 from perpcarry.money.fees import FeeRates, TableFeeModel
 from perpcarry.plugins.hookspecs import hookimpl
+from perpcarry.venues.orders import OrderCapabilities, Wallet
 from perpcarry.venues.protocol import VenueCapabilities, VenueContext, VenueSpec
 
 logger.disable(__name__)
@@ -60,6 +61,11 @@ def register_venues(register):
             funding_history=True, funding_intervals_hours=(1, 2, 4, 8)),
         factory=_client,
         offline_snapshot=Path(__file__).parent / "snapshot" / "snapshot.json",
+        # The trading account (account type 18) holds spot and swaps in one wallet; the
+        # funding account (6) is apart (POST /api/v5/asset/transfer). clOrdId allows 1-32
+        # letters and digits (v5 "Place order"); demo trading is the sandbox. Read 2026-12-06.
+        order_capabilities=OrderCapabilities(
+            wallets=(Wallet.UNIFIED, Wallet.FUNDING), separate_wallets=False, sandbox=True),
     ))
 
 
