@@ -4,8 +4,8 @@ Subclass :class:`VenueConformance` in a test module, set ``venue_id`` and
 ``cassette_dir``, and pytest collects the whole suite::
 
     class TestConformance(VenueConformance):
-        venue_id = "binance"
-        cassette_dir = Path(__file__).parents[1] / "cassettes" / "binance"
+        venue_id = "hyperliquid"
+        cassette_dir = Path(__file__).parents[1] / "cassettes"
 
 Markets and the funding snapshot come from the plugin's registered offline snapshot.
 ``cassette_dir`` holds four recordings of the request(s) ``fetch_funding_snapshot()`` makes:

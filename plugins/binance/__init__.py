@@ -8,11 +8,13 @@ from pathlib import Path
 
 from loguru import logger
 
+from perpcarry.backtest.sources import SupervikCsv
 from perpcarry.config.settings import FeeOverride, VenueConfig
 from perpcarry.domain.types import FeeSchedule
 from perpcarry.money.fees import FeeRates, TableFeeModel
 from perpcarry.plugins.hookspecs import hookimpl
 from perpcarry.venues.protocol import VenueCapabilities, VenueContext, VenueSpec
+from perpcarry_binance.history_files import DailyKlinesCsv, FundingCsv, FundingRateJson
 
 logger.disable(__name__)
 
@@ -92,3 +94,11 @@ def register_fee_models(register):
     register(BinanceFeeModel(VENUE_ID, *FEE_TIERS["VIP0"],
                              detail=f"regular tier VIP0 of the {FEE_TIERS_DETAIL}",
                              tiers=FEE_TIERS, tiers_detail=FEE_TIERS_DETAIL))
+
+
+@hookimpl
+def register_history_sources(register):
+    """Binance's own funding files (fundingRate JSON, its CSV exports with their klines)
+    and supervik's Binance CSVs, for ``backtest --data``."""
+    for source in (FundingRateJson(), FundingCsv(), DailyKlinesCsv(), SupervikCsv(VENUE_ID)):
+        register(source)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from perpcarry.backtest.sources import SupervikCsv
 from perpcarry.config.settings import FeeOverride, VenueConfig
 from perpcarry.money.fees import FeeRates, TableFeeModel
 from perpcarry.plugins.hookspecs import hookimpl
@@ -70,3 +71,9 @@ def register_fee_models(register):
     register(TableFeeModel(VENUE_ID, *FEE_TIERS["VIP0"],
                            detail=f"regular tier VIP0 of the {FEE_TIERS_DETAIL}",
                            tiers=FEE_TIERS, tiers_detail=FEE_TIERS_DETAIL))
+
+
+@hookimpl
+def register_history_sources(register):
+    """Supervik's Bybit CSVs, for ``backtest --data``."""
+    register(SupervikCsv(VENUE_ID))

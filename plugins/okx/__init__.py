@@ -12,6 +12,7 @@ from perpcarry.config.settings import FeeOverride, VenueConfig
 from perpcarry.money.fees import FeeRates, TableFeeModel
 from perpcarry.plugins.hookspecs import hookimpl
 from perpcarry.venues.protocol import VenueCapabilities, VenueContext, VenueSpec
+from perpcarry_okx.history_files import ScreenerArchive
 
 logger.disable(__name__)
 
@@ -68,3 +69,9 @@ def register_fee_models(register):
     register(TableFeeModel(VENUE_ID, *FEE_TIERS["Lv1"],
                            detail=f"regular tier Lv1 of the {FEE_TIERS_DETAIL}",
                            tiers=FEE_TIERS, tiers_detail=FEE_TIERS_DETAIL))
+
+
+@hookimpl
+def register_history_sources(register):
+    """The screener archive of OKX current-period rates, for ``backtest --data``."""
+    register(ScreenerArchive())
