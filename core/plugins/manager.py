@@ -131,6 +131,11 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
 
         def register_venue(spec: VenueSpec, owner: str = owner) -> None:
             _check(spec, VenueSpec, "a VenueSpec", owner)
+            if spec.offline_snapshot is not None and (
+                    spec.offline_instant is None or spec.offline_instant.tzinfo is None):
+                raise PluginError(
+                    f"plugin {owner}: venue {spec.venue_id!r} ships an offline snapshot but "
+                    "no timezone-aware offline_instant (the instant the session stands for)")
             if spec.venue_id in registry.venues:
                 other = registry.venues[spec.venue_id].plugin
                 raise PluginError(

@@ -12,7 +12,7 @@ import math
 import tempfile
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -35,7 +35,7 @@ from perpcarry.domain.types import (
 )
 from perpcarry.money import yields
 from perpcarry.money.estimators import ESTIMATORS, expected_hourly
-from perpcarry.venues.protocol import MarketDataVenue, VenueContext, carry_pairs
+from perpcarry.venues.protocol import MarketDataVenue, VenueContext, carry_pairs, fixed_clock
 
 # History is always fetched over the same span, so the cache (and the offline snapshot)
 # serves every window up to this length.
@@ -250,8 +250,13 @@ async def _histories(client, venue_id, pairs, quotes, options, skipped, progress
     return {symbol: records for symbol, records in results if records is not None}
 
 
-def _client(config: Config, venue_id: str, context: VenueContext) -> MarketDataVenue:
+def _client(config: Config, venue_id: str, context: VenueContext,
+            offline: bool) -> MarketDataVenue:
     spec = config.registry.venues[venue_id]
+    if offline:
+        # Replaying its snapshot, the venue's clock reads the instant the session stands for,
+        # so what the plugin derives from the clock is what was recorded, on any day.
+        context = replace(context, clock=fixed_clock(spec.offline_instant))
     return spec.factory(config.venues[venue_id], context)
 
 
@@ -267,7 +272,7 @@ async def gather(
         if context is None:
             cache_dir = Path(scratch) if options.offline else config.cache_dir
             context = VenueContext(cache_dir=cache_dir, offline=options.offline)
-        clients = {v: _client(config, v, context) for v in venue_ids}
+        clients = {v: _client(config, v, context, options.offline) for v in venue_ids}
 
         async def guarded(venue_id: str):
             try:

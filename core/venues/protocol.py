@@ -56,6 +56,18 @@ class VenueContext:
     base_url: str | None = None
 
 
+def fixed_clock(instant: datetime) -> Callable[[], datetime]:
+    """A clock that always reads ``instant``: the clock of a replayed session."""
+    return lambda: instant
+
+
+def offline_context(spec: VenueSpec, cache_dir: Path, **overrides) -> VenueContext:
+    """The context a replay of ``spec.offline_snapshot`` runs in: offline (no on-disk
+    caches) and the clock pinned to ``spec.offline_instant``."""
+    return VenueContext(cache_dir=cache_dir, offline=True,
+                        clock=fixed_clock(spec.offline_instant), **overrides)
+
+
 @dataclass(frozen=True)
 class VenueCapabilities:
     """What a venue declares it can do; core reads this instead of probing with try/except."""
@@ -113,6 +125,10 @@ class VenueSpec:
     factory: Callable[[VenueConfig, VenueContext], MarketDataVenue]
     # A recorded HTTP session (vcrpy cassette) replayed by ``--offline``; None if none ships.
     offline_snapshot: Path | None = None
+    # The instant that session stands for (timezone-aware; required with a snapshot).
+    # Replayed, the venue's clock reads this instant: a request parameter derived from the
+    # clock (an end time, a page number) is then the recorded one on any day.
+    offline_instant: datetime | None = None
     # Set by core when the spec is registered: the plugin that owns it.
     plugin: str = field(default="", compare=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -86,6 +87,10 @@ def register_venues(register):
             funding_history=True, funding_intervals_hours=(1, 2, 4, 8)),
         factory=_client,
         offline_snapshot=Path(__file__).parent / "snapshot" / "snapshot.json",
+        # The session stands for 2025-09-09 00:05 UTC: quotes of the 00:00 settlement, and
+        # 30 days of history up to it, published SETTLEMENT_PUBLISH_LAG (5 min) after it
+        # (cassettes/binance/PROVENANCE.md).
+        offline_instant=datetime(2025, 9, 9, 0, 5, tzinfo=UTC),
     ))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from loguru import logger
@@ -63,6 +64,10 @@ def register_venues(register):
             funding_history=True, funding_intervals_hours=(1, 2, 4, 8)),
         factory=_client,
         offline_snapshot=Path(__file__).parent / "snapshot" / "snapshot.json",
+        # The session stands for 2026-02-07 00:05 UTC: rates at the 00:00 settlement and
+        # history up to it, published SETTLEMENT_PUBLISH_LAG (5 min) after it
+        # (cassettes/bybit/PROVENANCE.md).
+        offline_instant=datetime(2026, 2, 7, 0, 5, tzinfo=UTC),
     ))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -61,6 +62,9 @@ def register_venues(register):
             funding_history=True, funding_intervals_hours=(1, 2, 4, 8)),
         factory=_client,
         offline_snapshot=Path(__file__).parent / "snapshot" / "snapshot.json",
+        # The session stands for 2026-03-07 07:00 UTC, the funding-rate response's `ts`
+        # (cassettes/okx/PROVENANCE.md).
+        offline_instant=datetime(2026, 3, 7, 7, tzinfo=UTC),
     ))
 
 
