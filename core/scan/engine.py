@@ -165,6 +165,13 @@ async def _gather_venue(
 ) -> VenueData:
     skipped: list[Skipped] = []
     notes: list[str] = []
+    # Declared, not probed: a method a venue declares it lacks is never called.
+    declared = config.registry.venues[venue_id].capabilities
+    if not declared.bulk_funding:
+        raise VenueError(venue_id, "declares no bulk funding (bulk_funding=False): the scan "
+                                   "reads every perp's funding in one request per venue")
+    if not declared.bulk_books:
+        notes.append(f"{venue_id}: no books declared: basis and spread n/a, cost is fees only")
     progress(venue_id, "loading markets")
     markets = await client.load_markets()
     pairs = carry_pairs(markets)
@@ -173,6 +180,10 @@ async def _gather_venue(
         pairs = [p for p in pairs if p.base in wanted]
 
     wants_history = options.estimator != "current" and bool(pairs)
+    if wants_history and not declared.funding_history:
+        notes.append(f"{venue_id}: no funding history declared: its pairs are ranked only "
+                     "with --estimator current")
+        wants_history = False
     if wants_history:
         # Read what the cache holds while the funding and book requests are in flight.
         client.prefetch_funding_history([p.perp.symbol for p in pairs],
@@ -180,8 +191,8 @@ async def _gather_venue(
     progress(venue_id, "loading funding and books")
     funding, spot_books, perp_books, fees = await asyncio.gather(
         client.fetch_funding_snapshot(),
-        _books(client, MarketKind.SPOT, notes),
-        _books(client, MarketKind.PERP, notes),
+        _books(client, MarketKind.SPOT, notes, declared.bulk_books),
+        _books(client, MarketKind.PERP, notes, declared.bulk_books),
         config.registry.fee_model(venue_id).fee_schedule(config.venues[venue_id], client),
     )
     skipped.extend(funding.skipped)
@@ -208,9 +219,12 @@ async def _gather_venue(
 
 
 async def _books(
-    client: MarketDataVenue, kind: MarketKind, notes: list[str]
+    client: MarketDataVenue, kind: MarketKind, notes: list[str], declared: bool
 ) -> BookSnapshot | None:
-    """Books are optional: without them a row shows no basis and no spread cost."""
+    """Books are optional: without them a row shows no basis and no spread cost. Asked only
+    of a venue that declares ``bulk_books``."""
+    if not declared:
+        return None
     try:
         return await client.fetch_book_tops(kind)
     except VenueError as err:

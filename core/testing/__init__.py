@@ -1,5 +1,5 @@
 """Reusable test kit for venue plugins, first- or third-party; see docs/writing-a-plugin.md."""
 
-from perpcarry.testing.conformance import VenueConformance
+from perpcarry.testing.conformance import HistoryCase, VenueConformance
 
-__all__ = ["VenueConformance"]
+__all__ = ["HistoryCase", "VenueConformance"]
