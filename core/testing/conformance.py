@@ -63,17 +63,17 @@ CAPABILITY_METHODS = {
 
 @dataclass(frozen=True)
 class HistoryCase:
-    """One recorded ``fetch_funding_history(symbol, start, end)`` run: ``cassette`` (in
-    ``cassette_dir``) answers its history requests, ``markets`` its market load (None: the
-    offline snapshot). ``interval_hours`` is the longest interval the symbol settles on in
-    the window: no two consecutive records may lie further apart."""
+    """One recorded ``fetch_funding_history(symbol, start, end)`` run: ``cassette`` (a name in
+    ``cassette_dir``, or a path) answers its history requests, ``markets`` its market load
+    (None: the offline snapshot). ``interval_hours`` is the longest interval the symbol
+    settles on in the window: no two consecutive records may lie further apart."""
 
     symbol: str
     start: datetime
     end: datetime
     interval_hours: int
-    cassette: str = "history_paging.json"
-    markets: str | None = None
+    cassette: str | Path = "history_paging.json"
+    markets: str | Path | None = None
 
 
 @dataclass
