@@ -266,7 +266,8 @@ class VenueConformance:
     def test_core_calls_no_method_a_capability_declares_missing(self):
         """The whole offline scan of this venue, through core, with a spy on the client:
         nothing a capability declared False stands for is called, and the snapshot replays
-        completely (every quoted carry pair gets its history) on any day."""
+        completely (every quoted carry pair gets its history) with the clock reading the
+        snapshot's instant, so on any day."""
         from perpcarry.config.loader import load_config
         from perpcarry.scan.engine import ScanOptions, run_scan
 
@@ -274,7 +275,10 @@ class VenueConformance:
         spec = config.registry.venues[self.venue_id]
         spies: list[CallSpy] = []
 
+        clocks: list[datetime] = []
+
         def spied(venue_config, context: VenueContext):
+            clocks.append(context.clock())
             spies.append(CallSpy(spec.factory(venue_config, context)))
             return spies[-1]
 
@@ -282,6 +286,7 @@ class VenueConformance:
         result = asyncio.run(run_scan(config, ScanOptions(offline=True,
                                                           venues=(self.venue_id,))))
         assert result.failures == {}
+        assert clocks == [spec.offline_instant], "the replay's clock is not the snapshot's"
         (spy,) = spies
         for capability, methods in CAPABILITY_METHODS.items():
             if not getattr(spec.capabilities, capability):
