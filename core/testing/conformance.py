@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 
@@ -38,6 +38,7 @@ from perpcarry.domain.errors import ExchangeUnavailable, InvalidResponse, RateLi
 from perpcarry.domain.parsing import to_ms
 from perpcarry.domain.types import FundingSnapshot, Market, MarketKind
 from perpcarry.plugins.manager import load_registry
+from perpcarry.testing.support import CallSpy, HistoryCase, SleepRecorder
 from perpcarry.venues.protocol import (
     MarketDataVenue,
     VenueContext,
@@ -61,49 +62,10 @@ CAPABILITY_METHODS = {
 }
 
 
-@dataclass(frozen=True)
-class HistoryCase:
-    """One recorded ``fetch_funding_history(symbol, start, end)`` run: ``cassette`` (a name in
-    ``cassette_dir``, or a path) answers its history requests, ``markets`` its market load
-    (None: the offline snapshot). ``interval_hours`` is the longest interval the symbol
-    settles on in the window: no two consecutive records may lie further apart."""
-
-    symbol: str
-    start: datetime
-    end: datetime
-    interval_hours: int
-    cassette: str | Path = "history_paging.json"
-    markets: str | Path | None = None
-
-
 @dataclass
 class Recorded:
     markets: list[Market]
     snapshot: FundingSnapshot
-
-
-class SleepRecorder:
-    """Stands in for asyncio.sleep so retries are instant and their delays visible."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
-class CallSpy:
-    """Wraps a venue client and records which of its methods core calls."""
-
-    def __init__(self, client: MarketDataVenue) -> None:
-        self._client = client
-        self.called: set[str] = set()
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._client, name)
-        if callable(attribute):
-            self.called.add(name)
-        return attribute
 
 
 class VenueConformance:
