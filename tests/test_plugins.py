@@ -7,6 +7,7 @@ import types
 from decimal import Decimal
 from importlib.metadata import EntryPoint
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -332,3 +333,41 @@ def test_core_backtest_names_no_venue():
     for module in sorted(m for m in modules if m.name != "bundle.py"):
         text = module.read_text().lower()
         assert not [v for v in venues if v in text], module
+
+
+def test_an_offline_snapshot_without_its_instant_is_refused(monkeypatch, tmp_path):
+    from perpcarry.config.settings import VenueConfig
+    from perpcarry.venues.protocol import VenueCapabilities, VenueSpec
+
+    def register_venues(register):
+        register(VenueSpec("timeless", "Timeless", VenueConfig,
+                           VenueCapabilities(True, True, True, False, True, (8,)),
+                           factory=lambda config, context: None,
+                           offline_snapshot=tmp_path / "snapshot.json"))
+
+    _fake_plugin(monkeypatch, "timeless_plugin", register_venues=register_venues)
+    with pytest.raises(PluginError, match="plugin timeless_plugin: venue 'timeless' ships an "
+                                          "offline snapshot but no timezone-aware"):
+        load_registry()
+
+
+async def test_a_market_request_the_plugin_does_not_declare_fails_the_load(tmp_path):
+    """ccxt sending a request the plugin never declared (a new ccxt version, a market type
+    left unrestricted) is a named error, not a request charged at a made-up weight."""
+    from perpcarry.ccxt.replay import replaying
+    from perpcarry.domain.errors import VenueError
+    from perpcarry.venues.protocol import offline_context
+    from perpcarry_bybit.venue import BybitVenue
+
+    class Undeclared(BybitVenue):
+        market_requests: ClassVar[dict[str, tuple[int, str]]] = {}
+
+    spec = load_registry().venues["bybit"]
+    client = Undeclared(spec.config_model(), offline_context(spec, tmp_path))
+    try:
+        with replaying(spec.offline_snapshot), pytest.raises(
+                VenueError, match=r"bybit: load_markets sent GET /v5/market/instruments-info, "
+                                  r"which the plugin declares no weight for"):
+            await client.load_markets()
+    finally:
+        await client.close()
