@@ -69,8 +69,7 @@ async def test_cold_market_load_is_two_requests_and_warm_load_none(tmp_path):
     with replaying(SNAPSHOT):
         markets = await cold.load_markets()
     await cold.close()
-    assert cold.request_count == 1  # one load_markets call ...
-    # ... that is two HTTP requests: instruments?instType=SPOT and ?instType=SWAP
+    assert cold.request_count == 2  # instruments?instType=SPOT and ?instType=SWAP
     warm = make_client(tmp_path, offline=False)
     markets_again = await warm.load_markets()  # no cassette: any HTTP would fail
     await warm.close()

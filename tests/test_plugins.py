@@ -6,6 +6,8 @@ import sys
 import types
 from decimal import Decimal
 from importlib.metadata import EntryPoint
+from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -41,7 +43,8 @@ def test_first_party_plugins_load_through_entry_points():
         if info.name == "executors":
             assert info.hooks == ("register_executors",) and not info.venues
             continue
-        assert info.hooks == ("register_fee_models", "register_venues")
+        assert info.hooks == (
+            "register_fee_models", "register_history_sources", "register_venues")
         assert info.venues == (info.name,)
         assert registry.venues[info.name].plugin == info.name
 
@@ -195,3 +198,135 @@ def test_a_protocol_only_fee_model_prices_the_backtest(monkeypatch):
     fees, sources = taker_fees(load_config(None), ["bybit", "okx"])
     assert fees["bybit"] == (0.0002, 0.0003) and "desk agreement" in sources["bybit"]
     assert fees["okx"] == (0.0010, 0.0005)  # okx keeps its own default table
+
+
+class SemicolonFunding:
+    """A third party's own funding file: ``venue;symbol;epoch_ms;rate`` rows."""
+
+    name = "semicolon funding"
+
+    def recognises(self, path):
+        return path.read_text().startswith("venue;symbol;epoch_ms;rate\n")
+
+    def load(self, path):
+        import polars as pl
+
+        from perpcarry.backtest.history import normalise
+
+        frame = pl.read_csv(path, separator=";")
+        return normalise(frame.select(
+            "venue", "symbol", pl.col("symbol").str.split("/").list.first().alias("base"),
+            pl.from_epoch("epoch_ms", time_unit="ms").dt.replace_time_zone("UTC").alias("time"),
+            "rate"), "semicolon")
+
+
+def test_a_plugin_history_source_imports_its_files(monkeypatch, tmp_path):
+    from perpcarry.backtest.history import load_path
+
+    def register_history_sources(register):
+        register(SemicolonFunding())
+
+    _fake_plugin(monkeypatch, "semicolon_plugin",
+                 register_history_sources=register_history_sources)
+    registry = load_registry()
+    assert registry.history_sources["semicolon funding"][1] == "semicolon_plugin"
+    file = tmp_path / "funding.txt"
+    file.write_text("venue;symbol;epoch_ms;rate\n"
+                    "acme;BTC/USDT:USDT;1700000000000;0.0001\n"
+                    "acme;BTC/USDT:USDT;1700028800000;-0.0002\n")
+    history = load_path(file, [s for s, _ in registry.history_sources.values()])
+    assert history["rate"].to_list() == [0.0001, -0.0002]
+    assert history["interval_hours"].to_list() == [8.0, 8.0]  # from the spacing
+    assert set(history["source"]) == {"semicolon"}
+
+
+def test_a_file_two_history_sources_recognise_is_refused_naming_both(monkeypatch, tmp_path):
+    from perpcarry.backtest.history import DataFormatError, load_path
+
+    class Copycat(SemicolonFunding):
+        name = "copycat funding"
+
+    def register_history_sources(register):
+        register(SemicolonFunding())
+        register(Copycat())
+
+    _fake_plugin(monkeypatch, "greedy_plugin", register_history_sources=register_history_sources)
+    file = tmp_path / "funding.txt"
+    file.write_text("venue;symbol;epoch_ms;rate\nacme;BTC/USDT:USDT;1700000000000;0.0001\n")
+    sources = [s for s, _ in load_registry().history_sources.values()]
+    with pytest.raises(DataFormatError, match="semicolon funding, copycat funding"):
+        load_path(file, sources)
+
+
+def test_one_history_source_name_from_two_plugins_is_refused(monkeypatch):
+    def register_history_sources(register):
+        register(SemicolonFunding())
+
+    _fake_plugin(monkeypatch, "semi_a", register_history_sources=register_history_sources)
+    _fake_plugin(monkeypatch, "semi_b", register_history_sources=register_history_sources)
+    with pytest.raises(PluginError, match=r"'semicolon funding'.*semi_a.*semi_b"):
+        load_registry()
+
+
+def test_venue_history_formats_come_from_their_plugins():
+    """Without the Binance plugin, its CSV export is an unknown format: core has no reader."""
+    from perpcarry.backtest.history import DataFormatError, load_path
+
+    dorian = Path(__file__).parents[2] / "shared" / "data" / "dorian-binance" / \
+        "funding_BTCUSDT_20210101_20241231.csv"
+    with_binance = [s for s, _ in load_registry().history_sources.values()]
+    assert load_path(dorian, with_binance)["venue"].unique().to_list() == ["binance"]
+    without = [s for s, _ in load_registry(deny=["binance"]).history_sources.values()]
+    with pytest.raises(DataFormatError, match="unknown funding data format"):
+        load_path(dorian, without)
+
+
+def test_core_backtest_names_no_venue():
+    """Venue-specific history formats live in the plugins: core's backtest and test kit name
+    none of the installed venues, not even in a comment. (bundle.py is the maintainer's
+    script that names the shared dataset folders the bundle is built from, "dorian-binance"
+    among them: a dataset's name, not venue logic.)"""
+    core = Path(__file__).parents[1] / "core"
+    venues = set(load_registry().venues)
+    modules = [*(core / "backtest").glob("*.py"), *(core / "testing").glob("*.py")]
+    for module in sorted(m for m in modules if m.name != "bundle.py"):
+        text = module.read_text().lower()
+        assert not [v for v in venues if v in text], module
+
+
+def test_an_offline_snapshot_without_its_instant_is_refused(monkeypatch, tmp_path):
+    from perpcarry.config.settings import VenueConfig
+    from perpcarry.venues.protocol import VenueCapabilities, VenueSpec
+
+    def register_venues(register):
+        register(VenueSpec("timeless", "Timeless", VenueConfig,
+                           VenueCapabilities(True, True, True, False, True, (8,)),
+                           factory=lambda config, context: None,
+                           offline_snapshot=tmp_path / "snapshot.json"))
+
+    _fake_plugin(monkeypatch, "timeless_plugin", register_venues=register_venues)
+    with pytest.raises(PluginError, match="plugin timeless_plugin: venue 'timeless' ships an "
+                                          "offline snapshot but no timezone-aware"):
+        load_registry()
+
+
+async def test_a_market_request_the_plugin_does_not_declare_fails_the_load(tmp_path):
+    """ccxt sending a request the plugin never declared (a new ccxt version, a market type
+    left unrestricted) is a named error, not a request charged at a made-up weight."""
+    from perpcarry.ccxt.replay import replaying
+    from perpcarry.domain.errors import VenueError
+    from perpcarry.venues.protocol import offline_context
+    from perpcarry_bybit.venue import BybitVenue
+
+    class Undeclared(BybitVenue):
+        market_requests: ClassVar[dict[str, tuple[int, str]]] = {}
+
+    spec = load_registry().venues["bybit"]
+    client = Undeclared(spec.config_model(), offline_context(spec, tmp_path))
+    try:
+        with replaying(spec.offline_snapshot), pytest.raises(
+                VenueError, match=r"bybit: load_markets sent GET /v5/market/instruments-info, "
+                                  r"which the plugin declares no weight for"):
+            await client.load_markets()
+    finally:
+        await client.close()

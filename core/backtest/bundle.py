@@ -14,22 +14,27 @@ import polars as pl
 
 from perpcarry.backtest.history import BUNDLED_FILE, combine, load_path
 
-# (dataset folder, file or sub-path, filter) in priority order: where two sources cover the
-# same settlement the first wins (SOURCES.md found them equal wherever they overlap).
+# (dataset folder, file or sub-path, only venues no earlier dataset covers) in priority
+# order: where two sources cover the same settlement the first wins (SOURCES.md found them
+# equal wherever they overlap). aha's rows of the venue dorian covers duplicate dorian's
+# 2023-2024 settlements, so aha contributes only its other venues.
 SELECTION = (
-    ("dorian-binance", "dorian-binance", None),
-    # aha's Binance BTC/ETH duplicates dorian's 2023-2024 settlements: only Bybit and OKX.
-    ("aha-3exch", "aha-3exch/all_exchanges.csv", pl.col("venue") != "binance"),
-    ("zushen-funding", "zushen-funding/venue=binance/data.parquet", None),
-    ("zushen-funding", "zushen-funding/venue=bybit/data.parquet", None),
+    ("dorian-binance", "dorian-binance", False),
+    ("aha-3exch", "aha-3exch/all_exchanges.csv", True),
+    ("zushen-funding", "zushen-funding", False),
 )
 
 
 def build_bundle(shared_data: Path, out: Path) -> pl.DataFrame:
-    frames = []
-    for dataset, sub_path, keep in SELECTION:
+    """Load the selected datasets (through the installed plugins' history sources), combine
+    them and write the bundle to ``out``."""
+    frames: list[pl.DataFrame] = []
+    for dataset, sub_path, only_new_venues in SELECTION:
         frame = load_path(shared_data / sub_path).with_columns(source=pl.lit(dataset))
-        frames.append(frame.filter(keep) if keep is not None else frame)
+        if only_new_venues:
+            covered = {venue for earlier in frames for venue in earlier["venue"].unique()}
+            frame = frame.filter(~pl.col("venue").is_in(sorted(covered)))
+        frames.append(frame)
     history = combine(frames)
     history.write_parquet(out, compression="zstd", compression_level=22, statistics=False)
     return history

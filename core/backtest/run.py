@@ -61,7 +61,8 @@ def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None 
     and allocator limits. ``allocate`` replaces the LP (tests only)."""
     from perpcarry.allocation.allocator import Limits
 
-    history = load_path(data) if data is not None else load_bundled()
+    history = load_path(data, [source for source, _ in config.registry.history_sources.values()]) \
+        if data is not None else load_bundled()
     history = select(history, venues, symbols)
     fees, sources = taker_fees(config, history["venue"].unique())
     notes = []

@@ -102,8 +102,9 @@ class _MergedPersister:
 
 
 @contextmanager
-def replaying(*cassettes: Path) -> Iterator[None]:
-    """Serve every HTTP request from the cassettes; a request none of them holds fails."""
+def replaying(*cassettes: Path) -> Iterator[Cassette]:
+    """Serve every HTTP request from the cassettes; a request none of them holds fails.
+    Yields the (merged) cassette: ``play_count`` is the number of requests it answered."""
     for cassette in cassettes:
         if not cassette.is_file():
             raise FileNotFoundError(f"cassette not found: {cassette}")
@@ -111,5 +112,5 @@ def replaying(*cassettes: Path) -> Iterator[None]:
     recorder.register_persister(_MergedPersister)
     joined = _MergedPersister.SEPARATOR.join(str(c) for c in cassettes)
     config = recorder.get_merged_config(path=joined, allow_playback_repeats=True)
-    with _ReplayCassette.use(**config):
-        yield
+    with _ReplayCassette.use(**config) as cassette:
+        yield cassette

@@ -16,9 +16,11 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from contextvars import ContextVar
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from loguru import logger
 
@@ -32,6 +34,7 @@ from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.errors import (
     BadSymbol,
     CacheError,
+    InvalidResponse,
     NetworkError,
     NotRecorded,
     RateLimitError,
@@ -46,6 +49,9 @@ MAX_RETRIES = 3
 # A settlement reaches the venue's history endpoint a moment after it happens; the cache
 # never records the latest minutes as fetched, so a late record is picked up next time.
 SETTLEMENT_PUBLISH_LAG = timedelta(minutes=5)
+# Set while ccxt loads markets: each request it sends then is charged by its URL path (see
+# ``CcxtVenue.market_requests``), since one fetch_markets call sends several.
+_LOADING_MARKETS: ContextVar[bool] = ContextVar("perpcarry_loading_markets", default=False)
 
 
 class CcxtVenue(ABC):
@@ -59,9 +65,10 @@ class CcxtVenue(ABC):
     ccxt_options: ClassVar[dict[str, Any]] = {}
     # Published request-weight budgets per minute, by API group; see each plugin's source.
     weight_budgets: ClassVar[dict[str, int]]
-    # Weight ccxt's ``load_markets`` costs, charged against ``market_budget``.
-    market_load_weight: ClassVar[int] = 1
-    market_budget: ClassVar[str] = "default"
+    # What each request ccxt's ``fetch_markets`` sends costs: URL path -> (weight, budget).
+    # Charged per request actually sent; a request whose path is not declared fails the load
+    # (restrict what ccxt sends with ``market_types`` and ``ccxt_options`` instead).
+    market_requests: ClassVar[dict[str, tuple[int, str]]]
     history_page_limit: ClassVar[int]
     history_paging: ClassVar[Literal["forward", "backward"]]
     # Names of the config fields holding credentials, mapped to ccxt's constructor keys.
@@ -111,7 +118,10 @@ class CcxtVenue(ABC):
             )
             for group, per_minute in self.weight_budgets.items()
         }
+        # HTTP requests sent (retries included), counted where ccxt sends them.
         self.request_count = 0
+        self._ccxt_fetch = self.exchange.fetch
+        self.exchange.fetch = self._send
         self._response_cache = ResponseCache(
             context.cache_dir / "responses" / self.venue_id, context.clock, context.offline)
         self._markets: dict[str, Market] | None = None
@@ -127,6 +137,23 @@ class CcxtVenue(ABC):
         self._prefetched: asyncio.Future[dict[str, CachedTail]] | None = None
 
     # -- transport --------------------------------------------------------------------
+
+    async def _send(self, url: str, method: str = "GET", headers: Any = None,
+                    body: Any = None) -> Any:
+        """Every HTTP request ccxt sends goes through here (it replaces the exchange's
+        ``fetch``): counted, and while markets load, charged to the budget its path is
+        declared against. Other requests are charged by :meth:`_with_retries`, one weight
+        per call, each call sending exactly one request."""
+        if _LOADING_MARKETS.get():
+            path = urlsplit(url).path
+            cost = next((c for p, c in self.market_requests.items() if path.endswith(p)), None)
+            if cost is None:
+                raise VenueError(self.venue_id, f"load_markets sent {method} {path}, which the "
+                                 "plugin declares no weight for (market_requests)")
+            weight, budget = cost
+            await self.budgets[budget].acquire(weight)
+        self.request_count += 1
+        return await self._ccxt_fetch(url, method, headers, body)
 
     @asynccontextmanager
     async def _translated(self, what: str) -> AsyncIterator[None]:
@@ -148,7 +175,6 @@ class CcxtVenue(ABC):
     async def _with_retries(self, what: str, weight: int, budget: str, call) -> Any:
         for attempt in range(MAX_RETRIES + 1):
             await self.budgets[budget].acquire(weight)
-            self.request_count += 1
             try:
                 async with self._translated(what):
                     return await call()
@@ -211,9 +237,13 @@ class CcxtVenue(ABC):
     async def _load_markets(self) -> None:
         cached = self._response_cache.read("markets", self.config.market_cache_hours * 3600)
         if cached is None:
-            fetched = await self._with_retries(
-                "load_markets", self.market_load_weight, self.market_budget,
-                self.exchange.fetch_markets)
+            loading = _LOADING_MARKETS.set(True)
+            try:
+                # Weight 0 here: _send charges each request fetch_markets sends.
+                fetched = await self._with_retries(
+                    "load_markets", 0, next(iter(self.budgets)), self.exchange.fetch_markets)
+            finally:
+                _LOADING_MARKETS.reset(loading)
             cached = {m["symbol"]: m for m in fetched}
             self._response_cache.write("markets", cached)
         self._raw_markets = cached
@@ -300,27 +330,30 @@ class CcxtVenue(ABC):
         self, market: Market, start_ms: int, end_ms: int
     ) -> list[FundingRecord]:
         """Page by the timestamps the venue returns, never by a fixed interval, so 1h, 4h
-        and 8h symbols all come back without gaps."""
+        and 8h symbols all come back without gaps. A page with records but none inside the
+        window asked is an error: the venue (or the plugin's request) ignored the window,
+        and treating it as "no history" would silently drop the symbol."""
         found: dict[int, FundingRecord] = {}
         cursor_start, cursor_end = start_ms, end_ms
         while cursor_start <= cursor_end:
             page = await self.fetch_history_page(market, cursor_start, cursor_end)
             times = [to_ms(r.funding_time) for r in page]
-            found.update(
-                {t: r for t, r in zip(times, page, strict=True) if start_ms <= t <= end_ms}
-            )
+            inside = {t: r for t, r in zip(times, page, strict=True)
+                      if cursor_start <= t <= cursor_end}
+            if page and not inside:
+                raise InvalidResponse(
+                    self.venue_id, f"funding history of {market.symbol}: asked for "
+                    f"{_iso(cursor_start)} to {_iso(cursor_end)}, got {len(page)} record(s) "
+                    f"from {_iso(min(times))} to {_iso(max(times))}, none inside")
+            found.update(inside)
             if len(page) < self.history_page_limit:
                 break
-            # A venue that ignores the window would repeat the page forever: stop when the
-            # cursor does not move.
+            # The cursor always moves: a page repeated (the window ignored) has nothing
+            # inside the narrowed window and is refused above.
             if self.history_paging == "forward":
-                if max(times) + 1 <= cursor_start:
-                    break
-                cursor_start = max(times) + 1
+                cursor_start = max(inside) + 1
             else:
-                if min(times) - 1 >= cursor_end:
-                    break
-                cursor_end = min(times) - 1
+                cursor_end = min(inside) - 1
         return [found[t] for t in sorted(found)]
 
     # -- venue-specific ---------------------------------------------------------------
@@ -362,3 +395,7 @@ class CcxtVenue(ABC):
         if self._history is not None:
             self._history.close()
         await self.exchange.close()
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")

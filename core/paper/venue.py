@@ -117,10 +117,10 @@ class PaperVenue:
         check_order_size(market, request.quantity, limit or price, request.type)
         crosses = limit is None or (price <= limit if request.side is Side.BUY
                                     else price >= limit)
-        resting = request.time_in_force is TimeInForce.POST_ONLY and not crosses
+        post_only = request.time_in_force is TimeInForce.POST_ONLY
+        resting = post_only and not crosses
         # A post-only order that would take liquidity expires, as on the venues.
-        filled = request.quantity if crosses and request.time_in_force is not \
-            TimeInForce.POST_ONLY else ZERO
+        filled = request.quantity if crosses and not post_only else ZERO
         if fault and fault.kind is FaultKind.PARTIAL_FILL and filled:
             filled = self._partial(market, filled, fault.fill_ratio)
         status = (OrderStatus.NEW if resting else OrderStatus.FILLED

@@ -45,3 +45,16 @@ def register_executors(register):
     object satisfying ``perpcarry.execution.engine.Executor``; its ``name`` must be unique across
     plugins (a clash is an error naming both). Returns nothing.
     """
+
+
+@hookspec
+def register_history_sources(register):
+    """Register funding-history file formats the backtest can import with ``--data``.
+
+    Called once, when core first builds its registry. ``register(source)`` takes an object
+    satisfying ``perpcarry.venues.protocol.HistorySource``: a unique ``name``,
+    ``recognises(path)`` (judged by content, not by a venue name in the file name where the
+    content can tell) and ``load(path)`` returning the normalised history table. A name
+    registered by two plugins is an error naming both; so is a file two sources recognise,
+    when it is read. Returns nothing.
+    """

@@ -18,7 +18,7 @@ from loguru import logger
 from perpcarry.domain.errors import PluginError
 from perpcarry.execution.engine import Executor
 from perpcarry.plugins import hookspecs
-from perpcarry.venues.protocol import FeeModel, VenueSpec
+from perpcarry.venues.protocol import FeeModel, HistorySource, VenueSpec
 
 LOAD_PLUGINS_ENV = "PERPCARRY_LOAD_PLUGINS"
 ENTRY_POINT_GROUP = "perpcarry"
@@ -32,6 +32,7 @@ class PluginInfo:
     venues: tuple[str, ...]
     fee_models: tuple[str, ...]
     executors: tuple[str, ...]
+    history_sources: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,7 @@ class PluginInfo:
             "venues": list(self.venues),
             "fee_models": list(self.fee_models),
             "executors": list(self.executors),
+            "history_sources": list(self.history_sources),
         }
 
 
@@ -54,6 +56,8 @@ class Registry:
     # venue id -> (model, plugin); overrides win over defaults
     fee_models: dict[str, tuple[FeeModel, str]] = field(default_factory=dict)
     executors: dict[str, tuple[Executor, str]] = field(default_factory=dict)
+    # source name -> (source, plugin), in plugin registration order
+    history_sources: dict[str, tuple[HistorySource, str]] = field(default_factory=dict)
 
     def plugin_infos(self) -> list[PluginInfo]:
         infos = []
@@ -71,6 +75,8 @@ class Registry:
                         v for v, (_, owner) in self.fee_models.items() if owner == name
                     ),
                     executors=tuple(n for n, (_, o) in self.executors.items() if o == name),
+                    history_sources=tuple(
+                        n for n, (_, o) in self.history_sources.items() if o == name),
                 )
             )
         return infos
@@ -126,6 +132,11 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
 
         def register_venue(spec: VenueSpec, owner: str = owner) -> None:
             _check(spec, VenueSpec, "a VenueSpec", owner)
+            if spec.offline_snapshot is not None and (
+                    spec.offline_instant is None or spec.offline_instant.tzinfo is None):
+                raise PluginError(
+                    f"plugin {owner}: venue {spec.venue_id!r} ships an offline snapshot but "
+                    "no timezone-aware offline_instant (the instant the session stands for)")
             if spec.venue_id in registry.venues:
                 other = registry.venues[spec.venue_id].plugin
                 raise PluginError(
@@ -168,6 +179,21 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
             registry.executors[executor.name] = (executor, owner)
 
         impl.function(register=register_executor)
+
+    for impl in pm.hook.register_history_sources.get_hookimpls():
+        owner = impl.plugin_name
+
+        def register_history_source(source: HistorySource, owner: str = owner) -> None:
+            _check(source, HistorySource,
+                   "a history source (perpcarry.venues.protocol.HistorySource)", owner)
+            if source.name in registry.history_sources:
+                raise PluginError(
+                    f"history source {source.name!r} is registered by both plugin "
+                    f"{registry.history_sources[source.name][1]} and plugin {owner}"
+                )
+            registry.history_sources[source.name] = (source, owner)
+
+        impl.function(register=register_history_source)
     return registry
 
 

@@ -12,7 +12,7 @@ import math
 import tempfile
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -35,7 +35,7 @@ from perpcarry.domain.types import (
 )
 from perpcarry.money import yields
 from perpcarry.money.estimators import ESTIMATORS, expected_hourly
-from perpcarry.venues.protocol import MarketDataVenue, VenueContext, carry_pairs
+from perpcarry.venues.protocol import MarketDataVenue, VenueContext, carry_pairs, fixed_clock
 
 # History is always fetched over the same span, so the cache (and the offline snapshot)
 # serves every window up to this length.
@@ -165,6 +165,13 @@ async def _gather_venue(
 ) -> VenueData:
     skipped: list[Skipped] = []
     notes: list[str] = []
+    # Declared, not probed: a method a venue declares it lacks is never called.
+    declared = config.registry.venues[venue_id].capabilities
+    if not declared.bulk_funding:
+        raise VenueError(venue_id, "declares no bulk funding (bulk_funding=False): the scan "
+                                   "reads every perp's funding in one request per venue")
+    if not declared.bulk_books:
+        notes.append(f"{venue_id}: no books declared: basis and spread n/a, cost is fees only")
     progress(venue_id, "loading markets")
     markets = await client.load_markets()
     pairs = carry_pairs(markets)
@@ -173,6 +180,10 @@ async def _gather_venue(
         pairs = [p for p in pairs if p.base in wanted]
 
     wants_history = options.estimator != "current" and bool(pairs)
+    if wants_history and not declared.funding_history:
+        notes.append(f"{venue_id}: no funding history declared: its pairs are ranked only "
+                     "with --estimator current")
+        wants_history = False
     if wants_history:
         # Read what the cache holds while the funding and book requests are in flight.
         client.prefetch_funding_history([p.perp.symbol for p in pairs],
@@ -180,8 +191,8 @@ async def _gather_venue(
     progress(venue_id, "loading funding and books")
     funding, spot_books, perp_books, fees = await asyncio.gather(
         client.fetch_funding_snapshot(),
-        _books(client, MarketKind.SPOT, notes),
-        _books(client, MarketKind.PERP, notes),
+        _books(client, MarketKind.SPOT, notes, declared.bulk_books),
+        _books(client, MarketKind.PERP, notes, declared.bulk_books),
         config.registry.fee_model(venue_id).fee_schedule(config.venues[venue_id], client),
     )
     skipped.extend(funding.skipped)
@@ -208,9 +219,12 @@ async def _gather_venue(
 
 
 async def _books(
-    client: MarketDataVenue, kind: MarketKind, notes: list[str]
+    client: MarketDataVenue, kind: MarketKind, notes: list[str], declared: bool
 ) -> BookSnapshot | None:
-    """Books are optional: without them a row shows no basis and no spread cost."""
+    """Books are optional: without them a row shows no basis and no spread cost. Asked only
+    of a venue that declares ``bulk_books``."""
+    if not declared:
+        return None
     try:
         return await client.fetch_book_tops(kind)
     except VenueError as err:
@@ -250,8 +264,13 @@ async def _histories(client, venue_id, pairs, quotes, options, skipped, progress
     return {symbol: records for symbol, records in results if records is not None}
 
 
-def _client(config: Config, venue_id: str, context: VenueContext) -> MarketDataVenue:
+def _client(config: Config, venue_id: str, context: VenueContext,
+            offline: bool) -> MarketDataVenue:
     spec = config.registry.venues[venue_id]
+    if offline:
+        # Replaying its snapshot, the venue's clock reads the instant the session stands for,
+        # so what the plugin derives from the clock is what was recorded, on any day.
+        context = replace(context, clock=fixed_clock(spec.offline_instant))
     return spec.factory(config.venues[venue_id], context)
 
 
@@ -267,7 +286,7 @@ async def gather(
         if context is None:
             cache_dir = Path(scratch) if options.offline else config.cache_dir
             context = VenueContext(cache_dir=cache_dir, offline=options.offline)
-        clients = {v: _client(config, v, context) for v in venue_ids}
+        clients = {v: _client(config, v, context, options.offline) for v in venue_ids}
 
         async def guarded(venue_id: str):
             try:

@@ -1,6 +1,8 @@
-"""Reusable test kit for venue plugins, first- or third-party; see docs/writing-a-plugin.md."""
+"""Reusable test kits for venue plugins, first- or third-party: the market-data half
+(docs/writing-a-plugin.md) and the order half (docs/orders.md)."""
 
 from perpcarry.testing.conformance import VenueConformance
 from perpcarry.testing.orders import OrderHarness, OrderVenueConformance
+from perpcarry.testing.support import HistoryCase
 
-__all__ = ["OrderHarness", "OrderVenueConformance", "VenueConformance"]
+__all__ = ["HistoryCase", "OrderHarness", "OrderVenueConformance", "VenueConformance"]

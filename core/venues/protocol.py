@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.types import (
@@ -30,6 +30,9 @@ from perpcarry.domain.types import (
     MarketKind,
 )
 from perpcarry.venues.orders import OrderCapabilities
+
+if TYPE_CHECKING:  # polars loads only when a history file is read, not with the plugins
+    import polars as pl
 
 
 def utc_now() -> datetime:
@@ -50,6 +53,18 @@ class VenueContext:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     offline: bool = False
     base_url: str | None = None
+
+
+def fixed_clock(instant: datetime) -> Callable[[], datetime]:
+    """A clock that always reads ``instant``: the clock of a replayed session."""
+    return lambda: instant
+
+
+def offline_context(spec: VenueSpec, cache_dir: Path, **overrides) -> VenueContext:
+    """The context a replay of ``spec.offline_snapshot`` runs in: offline (no on-disk
+    caches) and the clock pinned to ``spec.offline_instant``."""
+    return VenueContext(cache_dir=cache_dir, offline=True,
+                        clock=fixed_clock(spec.offline_instant), **overrides)
 
 
 @dataclass(frozen=True)
@@ -111,8 +126,34 @@ class VenueSpec:
     offline_snapshot: Path | None = None
     # What the venue's order half offers (wallets, order types); None: market data only.
     order_capabilities: OrderCapabilities | None = None
+    # The instant that session stands for (timezone-aware; required with a snapshot).
+    # Replayed, the venue's clock reads this instant: a request parameter derived from the
+    # clock (an end time, a page number) is then the recorded one on any day.
+    offline_instant: datetime | None = None
     # Set by core when the spec is registered: the plugin that owns it.
     plugin: str = field(default="", compare=False)
+
+
+@runtime_checkable
+class HistorySource(Protocol):
+    """A funding-history file format the backtest imports (``perpcarry backtest --data``),
+    registered through ``register_history_sources``. Core reads its own formats (its
+    parquet, the plugins' SQLite cache, multi-venue datasets whose rows name their venue);
+    a format only one venue writes belongs to that venue's plugin."""
+
+    # Shown in "unknown funding data format (known: ...)" and stamped on every row's
+    # ``source`` column unless the loader sets its own.
+    name: str
+
+    def recognises(self, path: Path) -> bool:
+        """Whether ``path`` is in this format, judged by its content (columns, keys) rather
+        than its file name wherever the content can tell. Cheap: read a header, not rows."""
+
+    def load(self, path: Path) -> pl.DataFrame | None:
+        """The file as ``perpcarry.backtest.history.HISTORY_SCHEMA`` rows (build them with
+        ``perpcarry.backtest.history.normalise``); None for a companion file that holds no
+        funding (prices another file's loader reads beside it). Raise
+        ``perpcarry.backtest.history.DataFormatError`` naming the file for bad content."""
 
 
 @runtime_checkable

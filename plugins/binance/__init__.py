@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 from loguru import logger
 
+from perpcarry.backtest.sources import SupervikCsv
 from perpcarry.config.settings import FeeOverride, VenueConfig
 from perpcarry.domain.types import FeeSchedule
 from perpcarry.money.fees import FeeRates, TableFeeModel
 from perpcarry.plugins.hookspecs import hookimpl
 from perpcarry.venues.orders import OrderCapabilities, Wallet
 from perpcarry.venues.protocol import VenueCapabilities, VenueContext, VenueSpec
+from perpcarry_binance.history_files import DailyKlinesCsv, FundingCsv, FundingRateJson
 
 logger.disable(__name__)
 
@@ -93,6 +96,10 @@ def register_venues(register):
         order_capabilities=OrderCapabilities(
             wallets=(Wallet.SPOT, Wallet.FUTURES, Wallet.FUNDING), separate_wallets=True,
             client_order_id_max=36, sandbox=True),
+        # The session stands for 2025-09-09 00:05 UTC: quotes of the 00:00 settlement, and
+        # 30 days of history up to it, published SETTLEMENT_PUBLISH_LAG (5 min) after it
+        # (cassettes/binance/PROVENANCE.md).
+        offline_instant=datetime(2025, 9, 9, 0, 5, tzinfo=UTC),
     ))
 
 
@@ -101,3 +108,11 @@ def register_fee_models(register):
     register(BinanceFeeModel(VENUE_ID, *FEE_TIERS["VIP0"],
                              detail=f"regular tier VIP0 of the {FEE_TIERS_DETAIL}",
                              tiers=FEE_TIERS, tiers_detail=FEE_TIERS_DETAIL))
+
+
+@hookimpl
+def register_history_sources(register):
+    """Binance's own funding files (fundingRate JSON, its CSV exports with their klines)
+    and supervik's Binance CSVs, for ``backtest --data``."""
+    for source in (FundingRateJson(), FundingCsv(), DailyKlinesCsv(), SupervikCsv(VENUE_ID)):
+        register(source)

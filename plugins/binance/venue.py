@@ -74,10 +74,12 @@ class BinanceVenue(CcxtVenue):
     # spot 6000 (api/v3/exchangeInfo, 2023-09-08), USDⓈ-M 2400 (fapi/v1/exchangeInfo,
     # 2025-08-22); same figures in the Binance API docs, read 2026-11.
     weight_budgets: ClassVar[dict[str, int]] = {"spot": 6000, "fapi": 2400}
-    # load_markets = spot exchangeInfo (20) + fapi exchangeInfo (1); charged to the tighter
-    # of the two budgets it touches, the spot one carrying almost all of it.
-    market_load_weight = SPOT_EXCHANGE_INFO_WEIGHT + FAPI_EXCHANGE_INFO_WEIGHT
-    market_budget = "spot"
+    # With market_types spot + linear and the options above, ccxt 4.5's load_markets sends
+    # exactly these two (counted in the replay of cassettes/binance/markets_full.json).
+    market_requests: ClassVar[dict[str, tuple[int, str]]] = {
+        "/api/v3/exchangeInfo": (SPOT_EXCHANGE_INFO_WEIGHT, "spot"),
+        "/fapi/v1/exchangeInfo": (FAPI_EXCHANGE_INFO_WEIGHT, "fapi"),
+    }
     history_page_limit = 1000  # /fapi/v1/fundingRate maximum `limit`
     history_paging = "forward"  # with startTime the endpoint returns the oldest records first
     fee_requests = ((SPOT_TRADE_FEE_WEIGHT, "spot"), (FAPI_COMMISSION_RATE_WEIGHT, "fapi"))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from loguru import logger
 
+from perpcarry.backtest.sources import SupervikCsv
 from perpcarry.config.settings import FeeOverride, VenueConfig
 from perpcarry.money.fees import FeeRates, TableFeeModel
 from perpcarry.plugins.hookspecs import hookimpl
@@ -70,6 +72,10 @@ def register_venues(register):
         order_capabilities=OrderCapabilities(
             wallets=(Wallet.UNIFIED, Wallet.FUNDING), separate_wallets=False,
             client_order_id_max=36, sandbox=True),
+        # The session stands for 2026-01-20 08:05 UTC: rates at the 08:00 settlement and
+        # history up to it, published SETTLEMENT_PUBLISH_LAG (5 min) after it
+        # (cassettes/bybit/PROVENANCE.md).
+        offline_instant=datetime(2026, 1, 20, 8, 5, tzinfo=UTC),
     ))
 
 
@@ -78,3 +84,9 @@ def register_fee_models(register):
     register(TableFeeModel(VENUE_ID, *FEE_TIERS["VIP0"],
                            detail=f"regular tier VIP0 of the {FEE_TIERS_DETAIL}",
                            tiers=FEE_TIERS, tiers_detail=FEE_TIERS_DETAIL))
+
+
+@hookimpl
+def register_history_sources(register):
+    """Supervik's Bybit CSVs, for ``backtest --data``."""
+    register(SupervikCsv(VENUE_ID))

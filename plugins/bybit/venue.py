@@ -43,7 +43,8 @@ class BybitVenue(CcxtVenue):
     # minute (bybit-exchange.github.io/docs/v5/rate-limit, "HTTP IP limit", read 2026-11).
     # Bybit counts requests, not weights, so every call below has weight 1.
     weight_budgets: ClassVar[dict[str, int]] = {"default": 7200}
-    market_load_weight: ClassVar[int] = 3
+    market_requests: ClassVar[dict[str, tuple[int, str]]] = {
+        "/v5/market/instruments-info": (1, "default")}
     # /v5/market/funding/history: limit max 200, newest first within [startTime, endTime]
     # (bybit-exchange.github.io/docs/v5/market/history-fund-rate, read 2026-11).
     history_page_limit: ClassVar[int] = 200

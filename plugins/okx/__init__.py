@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -13,6 +14,7 @@ from perpcarry.money.fees import FeeRates, TableFeeModel
 from perpcarry.plugins.hookspecs import hookimpl
 from perpcarry.venues.orders import OrderCapabilities, Wallet
 from perpcarry.venues.protocol import VenueCapabilities, VenueContext, VenueSpec
+from perpcarry_okx.history_files import ScreenerArchive
 
 logger.disable(__name__)
 
@@ -66,6 +68,9 @@ def register_venues(register):
         # letters and digits (v5 "Place order"); demo trading is the sandbox. Read 2026-12-06.
         order_capabilities=OrderCapabilities(
             wallets=(Wallet.UNIFIED, Wallet.FUNDING), separate_wallets=False, sandbox=True),
+        # The session stands for 2026-01-20 07:00 UTC, the funding-rate response's `ts`
+        # (cassettes/okx/PROVENANCE.md).
+        offline_instant=datetime(2026, 1, 20, 7, tzinfo=UTC),
     ))
 
 
@@ -74,3 +79,9 @@ def register_fee_models(register):
     register(TableFeeModel(VENUE_ID, *FEE_TIERS["Lv1"],
                            detail=f"regular tier Lv1 of the {FEE_TIERS_DETAIL}",
                            tiers=FEE_TIERS, tiers_detail=FEE_TIERS_DETAIL))
+
+
+@hookimpl
+def register_history_sources(register):
+    """The screener archive of OKX current-period rates, for ``backtest --data``."""
+    register(ScreenerArchive())

@@ -63,8 +63,9 @@ class OkxVenue(CcxtVenue):
         "instruments": 600, "funding": 300, "history": 300, "marks": 300, "tickers": 600,
         "account": 150,
     }
-    market_load_weight = 2  # instruments?instType=SPOT and ?instType=SWAP
-    market_budget = "instruments"
+    # instruments?instType=SPOT and ?instType=SWAP: two requests.
+    market_requests: ClassVar[dict[str, tuple[int, str]]] = {
+        "/api/v5/public/instruments": (1, "instruments")}
     # funding-rate-history "limit: maximum 400, default 400" (docs-v5, Get funding rate
     # history, read 2026-11; the okxr R client defaults to 400 too). ccxt still pages by
     # 100 and by fixed 8h steps, which is why the raw endpoint is used.

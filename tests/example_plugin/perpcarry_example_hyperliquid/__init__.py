@@ -8,6 +8,7 @@ imports nothing heavy, so ``perpcarry plugins`` stays fast. The client lives in
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar
@@ -59,6 +60,10 @@ def register_venues(register):
             funding_intervals_hours=(1,)),
         factory=_client,
         offline_snapshot=Path(__file__).parent / "snapshot" / "snapshot.json",
+        # The session stands for 2025-04-17 12:05 UTC: the asset contexts of 12:00 (their
+        # HTTP Date) and the 12:00 settlement, published 5 minutes after it
+        # (cassettes/PROVENANCE.md).
+        offline_instant=datetime(2025, 4, 17, 12, 5, tzinfo=UTC),
     ))
 
 

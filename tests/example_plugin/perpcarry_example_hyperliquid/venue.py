@@ -50,8 +50,8 @@ class HyperliquidVenue(CcxtVenue):
     # 'spot' = {"type": "spotMetaAndAssetCtxs"}. Left out: 'hip3' (builder-deployed perp dexes).
     market_types = ("spot", "swap")
     weight_budgets: ClassVar[dict[str, int]] = {"info": 1200}
-    market_budget = "info"
-    market_load_weight = 2 * INFO_WEIGHT
+    # Both market requests (metaAndAssetCtxs, spotMetaAndAssetCtxs) go to POST /info.
+    market_requests: ClassVar[dict[str, tuple[int, str]]] = {"/info": (INFO_WEIGHT, "info")}
     # fundingHistory returns at most 500 rows, oldest first from startTime (same docs page).
     history_page_limit = 500
     history_paging: ClassVar[Literal["forward", "backward"]] = "forward"

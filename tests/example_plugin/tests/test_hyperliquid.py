@@ -48,9 +48,9 @@ def test_snapshot_funding_is_hourly_with_real_rates(tmp_path):
             await client.close()
 
     markets, snapshot, requests = asyncio.run(run())
-    # One bulk request for the markets (spot + perps run concurrently: 1 counted call) and
-    # one for the funding of every perp.
-    assert requests == 2
+    # Two market requests (perps and spot, sent concurrently) and one for the funding of
+    # every perp.
+    assert requests == 3
     assert sorted(snapshot.quotes) == [
         "BTC/USDC:USDC", "DOGE/USDC:USDC", "ETH/USDC:USDC", "SOL/USDC:USDC"]
     btc = snapshot.quotes["BTC/USDC:USDC"]
@@ -80,7 +80,7 @@ def test_history_pages_forward_without_gaps_and_caches(tmp_path):
             await client.close()
 
     first, eth, cached, after_first, total = asyncio.run(run())
-    assert after_first == 1 + 2  # markets, then two 500-row pages
+    assert after_first == 2 + 2  # markets (perps, spot), then two 500-row pages
     assert len(first) == len(eth) == 30 * 24 + 1
     steps = {b.funding_time - a.funding_time for a, b in pairwise(first)}
     assert steps == {timedelta(hours=1)}
@@ -144,10 +144,18 @@ def test_missing_fields_are_skipped_not_zeroed(tmp_path):
     }
 
 
-def test_books_are_declared_unsupported():
-    spec = load_registry().venues["hyperliquid"]
-    assert spec.capabilities.bulk_books is False
-    assert spec.capabilities.funding_intervals_hours == (1,)
+def test_the_scan_shows_no_books_and_says_none_are_declared():
+    """No bulk book endpoint: the scan does not ask for books (no "books unavailable" error
+    note), every row's basis and spread are n/a, and the notes say why."""
+    from perpcarry.config.loader import load_config
+    from perpcarry.scan.engine import ScanOptions, run_scan
+
+    result = asyncio.run(run_scan(load_config(None),
+                                  ScanOptions(offline=True, venues=("hyperliquid",))))
+    rows = result.rows + result.reverse_rows
+    assert rows and all(r.basis is None and r.spread_cost is None for r in rows)
+    assert result.notes == [
+        "hyperliquid: no books declared: basis and spread n/a, cost is fees only"]
 
 
 @pytest.mark.parametrize("field", ["wallet_address", "private_key"])
