@@ -81,6 +81,16 @@ class Registry:
             )
         return infos
 
+    def pre_trade_vetoes(self, order: Any, context: Any) -> list[str]:
+        """Every ``pre_trade_check`` implementation's reason to refuse ``order``, each
+        prefixed with the plugin that gave it; empty: allowed."""
+        vetoes = []
+        for impl in self.pm.hook.pre_trade_check.get_hookimpls():
+            reason = impl.function(order=order, context=context)
+            if reason:
+                vetoes.append(f"{impl.plugin_name}: {reason}")
+        return vetoes
+
     def fee_model(self, venue_id: str) -> FeeModel:
         try:
             return self.fee_models[venue_id][0]
