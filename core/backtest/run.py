@@ -61,6 +61,8 @@ def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None 
     and allocator limits. ``allocate`` replaces the LP (tests only)."""
     from perpcarry.allocation.allocator import Limits
 
+    # Limits are checked before any data is read: a bad value fails fast, not after the run.
+    limits = Limits.from_config(config.settings.allocator, capital=settings.capital)
     history = load_path(data) if data is not None else load_bundled()
     history = select(history, venues, symbols)
     fees, sources = taker_fees(config, history["venue"].unique())
@@ -83,7 +85,6 @@ def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None 
     spot_taker = np.array([fees[v][0] for v in panel.venues])
     perp_taker = np.array([fees[v][1] for v in panel.venues])
     if allocate is None:
-        limits = Limits.from_config(config.settings.allocator, capital=settings.capital)
         allocate = lp_allocator(limits, panel.venues, panel.bases)
     simulation = simulate(panel, strategy_from(settings), spot_taker, perp_taker, allocate,
                           progress)

@@ -56,7 +56,7 @@ def backtest(
     estimator: Annotated[str | None, typer.Option(
         help="current | mean | ewma | conservative.")] = None,
     horizon_days: Annotated[float | None, typer.Option("--horizon-days")] = None,
-    out: Annotated[Path | None, typer.Option(
+    out: Annotated[str | None, typer.Option(
         "--out", help="Folder for the charts (default ./backtest-out).")] = None,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the charts.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
@@ -78,37 +78,68 @@ def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, over
     from rich.progress import Progress
 
     from perpcarry.backtest.run import run_backtest
+    from perpcarry.config.settings import AllocatorConfig
+    from perpcarry.domain.errors import InvalidValue
 
     if overrides["estimator"] is not None and overrides["estimator"] not in ESTIMATOR_NAMES:
         raise UsageError(f"--estimator {overrides['estimator']!r}: choose one of "
                          f"{', '.join(ESTIMATOR_NAMES)}")
     config = cli.load()
     base = config.settings.backtest
-    try:
-        settings = base.model_validate(
-            {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise UsageError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
-    out_dir = out or settings.out_dir
-    with Progress(console=cli.err_console, transient=True,
-                  disable=as_json or not cli.err_console.is_terminal) as bar:
-        task = bar.add_task("backtest", total=None)
-        run = run_backtest(config, settings, data=data, venues=venues, symbols=symbols,
-                           start=start, end=end,
-                           progress=lambda done, total: bar.update(task, completed=done,
-                                                                   total=total))
-        charts = []
-        if not no_plots:
-            from perpcarry.backtest.plots import write_charts
+    flags = cli.given(**{field: (f"--{field.replace('_', '-')}", value, 1)
+                         for field, value in overrides.items()})
+    # The allocator's limits come from [allocator], its capital from [backtest] or --capital.
+    sections = {field: "allocator" for field in AllocatorConfig.model_fields} | {
+        "capital": "backtest"}
+    with cli.value_names(config, "backtest", flags, sections):
+        try:
+            settings = base.model_validate(
+                {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise InvalidValue(str(first["loc"][0]), first["input"],
+                               rule=first["msg"].removeprefix("Value error, ")) from None
+        out_dir = _output_folder(out, settings.out_dir, no_plots)
+        with Progress(console=cli.err_console, transient=True,
+                      disable=as_json or not cli.err_console.is_terminal) as bar:
+            task = bar.add_task("backtest", total=None)
+            run = run_backtest(config, settings, data=data, venues=venues, symbols=symbols,
+                               start=start, end=end,
+                               progress=lambda done, total: bar.update(task, completed=done,
+                                                                       total=total))
+            charts = []
+            if not no_plots:
+                from perpcarry.backtest.plots import write_charts
 
-            bar.update(task, description="charts")
-            charts = [str(p) for p in write_charts(run, out_dir)]
+                bar.update(task, description="charts")
+                charts = [str(p) for p in write_charts(run, out_dir)]
     summary = {**run.summary, "charts": charts}
     if as_json:
         cli.emit_json(summary)
         return
     _print(cli.console, summary)
+
+
+def _output_folder(flag: str | None, configured: Path, no_plots: bool) -> Path:
+    """The charts' folder, checked before any computing: a folder or a path where one can
+    be made, never an existing file or an empty name (``Path("")`` would be the working
+    directory)."""
+    import os
+
+    name = "--out" if flag is not None else "[backtest] out_dir"
+    if flag is not None and not flag.strip():
+        raise UsageError("--out: empty path (give a folder for the charts, or --no-plots)")
+    folder = Path(flag) if flag is not None else configured
+    if no_plots:
+        return folder
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{name} {folder}: exists and is not a folder")
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"{name} {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{name} {folder}: cannot write into {existing}")
+    return folder
 
 
 def _print(console, s: dict) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from typing import Annotated
 
@@ -54,39 +53,32 @@ def plan(
     import asyncio
 
     from perpcarry.allocation.allocator import Limits, allocate, candidates_from_scan
-    from perpcarry.cli.common import load
+    from perpcarry.cli.common import given, load, value_names
     from perpcarry.domain.errors import UsageError
     from perpcarry.scan.engine import ScanOptions, run_scan
-
-    if capital is not None and not (math.isfinite(capital) and capital > 0):
-        raise UsageError(f"--capital: must be a positive amount, got {capital:g}")
-    if leverage is not None and not 1 <= leverage <= 5:
-        raise UsageError(f"--leverage: must be between 1 and 5, got {leverage:g}")
-    percents = {"--venue-cap": venue_cap, "--asset-cap": asset_cap, "--pair-cap": pair_cap}
-    for name, value in percents.items():
-        if value is not None and not 0 < value <= 100:
-            raise UsageError(f"{name}: a cap is a percentage of capital above 0 and at most "
-                             f"100, got {value:g}")
-    if cash_reserve is not None and not 0 <= cash_reserve < 100:
-        raise UsageError(f"--cash-reserve: a percentage of capital from 0 to below 100, "
-                         f"got {cash_reserve:g}")
-    for name, count in (("--max-positions", max_positions), ("--min-positions", min_positions)):
-        if count is not None and count < (1 if name == "--max-positions" else 0):
-            raise UsageError(f"{name}: must be at least "
-                             f"{1 if name == '--max-positions' else 0}, got {count}")
 
     config = load()
     scan_defaults = config.settings.scan
     allocator_defaults = config.settings.allocator
     if capital is None and allocator_defaults.capital is None:
         raise UsageError("no capital: pass --capital or set capital under [allocator]")
+    # Caps and the reserve are percent on the command line, shares of capital in the config.
     shares = {"max_venue_share": venue_cap, "max_asset_share": asset_cap,
-              "max_pair_share": pair_cap, "cash_reserve": cash_reserve}
+              "max_pair_share": pair_cap, "cash_reserve": cash_reserve,
+              "min_net_apr": min_net_apr}
     overrides = {name: value / 100 for name, value in shares.items() if value is not None}
-    limits = Limits.from_config(
-        allocator_defaults, capital, leverage=leverage,
-        min_net_apr=None if min_net_apr is None else min_net_apr / 100,
-        max_positions=max_positions, min_positions=min_positions, **overrides)
+    with value_names(config, "allocator", given(
+            capital=("--capital", capital, 1), leverage=("--leverage", leverage, 1),
+            max_venue_share=("--venue-cap", venue_cap, 100),
+            max_asset_share=("--asset-cap", asset_cap, 100),
+            max_pair_share=("--pair-cap", pair_cap, 100),
+            cash_reserve=("--cash-reserve", cash_reserve, 100),
+            min_net_apr=("--min-net-apr", min_net_apr, 100),
+            max_positions=("--max-positions", max_positions, 1),
+            min_positions=("--min-positions", min_positions, 1))):
+        limits = Limits.from_config(allocator_defaults, capital, leverage=leverage,
+                                    max_positions=max_positions, min_positions=min_positions,
+                                    **overrides)
 
     options = ScanOptions(
         venues=split_option(venues, "--venues"), symbols=split_option(symbols, "--symbols"),
@@ -96,6 +88,9 @@ def plan(
         horizon_days=horizon if horizon is not None else scan_defaults.horizon_days,
         min_volume=scan_defaults.min_volume, offline=offline,
     )
+    with value_names(config, "scan", given(estimator=("--estimator", estimator, 1),
+                                           horizon_days=("--horizon", horizon, 1))):
+        options.validate()
     result = asyncio.run(run_scan(config, options))
     candidates, skipped = candidates_from_scan(result.rows)
     allocation = allocate(candidates, limits)

@@ -64,7 +64,7 @@ def scan(
     ] = False,
 ) -> int:
     """Compare funding carry across exchanges, net of fees, spread and basis."""
-    from perpcarry.cli.common import load
+    from perpcarry.cli.common import given, load, value_names
     from perpcarry.domain.errors import UsageError
     from perpcarry.scan.engine import ScanOptions
 
@@ -84,6 +84,12 @@ def scan(
         top=top,
         offline=offline,
     )
+    with value_names(config, "scan", given(
+            estimator=("--estimator", estimator, 1), window_days=("--window", window, 1),
+            horizon_days=("--horizon", horizon, 1), top=("--top", top, 1),
+            min_net_apr=("--min-net-apr", min_net_apr, 100),
+            min_volume=("--min-volume", min_volume, 1))):
+        options.validate()
     result = asyncio.run(_run_with_progress(config, options, quiet=as_json or as_csv))
     if as_json:
         sys.stdout.write(json.dumps(result_to_json(result, options), indent=2) + "\n")
