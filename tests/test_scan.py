@@ -137,7 +137,7 @@ def test_the_comparison_covers_every_candidate_not_only_the_top_rows(run_cli):
     venues = ("binance", "bybit", "okx")
     assert {v["venue"]: v["candidates"] for v in every["venues"]} == {
         venue: sum(r["venue"] == venue for r in every["rows"]) for venue in venues}
-    table = run_cli("scan", "--offline", "--top", "1").stdout
+    table = run_cli("scan", "--offline", "--top", "1", "--verbose").stdout
     assert all(f"fees {venue}: default: regular tier" in table for venue in venues)
 
 
@@ -148,9 +148,9 @@ def test_negative_funding_is_a_flagged_reverse_row_never_carry(offline_mean, run
     trx = _row(offline_mean, "bybit", "TRX/USDT:USDT")
     assert trx in offline_mean.reverse_rows
     out = run_cli("scan", "--offline").stdout
-    carry, reverse = out.split("Negative expected funding: not a cash-and-carry")
-    flagged = [line for line in reverse.splitlines()
-               if line.endswith("│ reverse: short spot on margin, long perp │")]
+    carry, reverse = out.split("Negative expected funding, not a cash-and-carry; the reverse")
+    assert "short spot on margin, long perp" in reverse.split("┏")[0]  # said once, in the title
+    flagged = [line for line in reverse.splitlines() if line.startswith("│ ")]
     assert len(flagged) == len(offline_mean.reverse_rows)
     assert any(line.startswith("│ bybit   │ TRX/USDT ") for line in flagged)
     assert "│ bybit   │ TRX/USDT " not in carry
@@ -227,7 +227,7 @@ def test_one_failing_venue_is_reported_and_the_others_scan(run_cli, monkeypatch)
     (["--estimator", ""], "--estimator: choose one of current, mean, ewma, conservative, got ''"),
     (["--top", "many"], "Invalid value for '--top': Input should be a valid integer, unable "
                         "to parse string as an integer (see: perpcarry scan --help)"),
-    (["--venue", "okx"], "No such option: --venue (Possible options: --venues) "
+    (["--venue", "okx"], "No such option: --venue (Possible options: --venues, --verbose) "
                          "(see: perpcarry scan --help)"),
 ])
 def test_invalid_options_are_one_line_errors(run_cli, args, message):

@@ -117,7 +117,9 @@ def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, over
     if as_json:
         cli.emit_json(summary)
         return
-    _print(cli.console, summary)
+    from perpcarry.cli.tables import output_console
+
+    _print(output_console(), summary)
 
 
 def _output_folder(flag: str | None, configured: Path, no_plots: bool) -> Path:
@@ -169,20 +171,29 @@ def _print(console, s: dict) -> None:
     ):
         head.add_row(label, value)
     console.print(head)
+    from rich.text import Text
+
+    from perpcarry.cli.tables import Column, fitted_table, hidden_note
+
+    left_out: list[str] = []
     for title, rows in (("venue", s["per_venue"]), ("asset", s["per_asset"])):
         if not rows:
             continue
-        table = Table(title=f"contribution per {title}", title_justify="left")
-        for column in (title, "funding", "fees+spread", "basis", "net", "entries",
-                       "position-days"):
-            table.add_column(column, justify="left" if column == title else "right")
-        for name, row in sorted(rows.items(), key=lambda kv: -kv[1]["net_pnl"]):
-            table.add_row(name, money(row["funding_income"]),
-                          money(row["fees_paid"] + row["spread_paid"]), money(row["basis_pnl"]),
-                          money(row["net_pnl"]), str(row["entries"]),
-                          f"{row['position_days']:.0f}")
+        table, hidden = fitted_table(
+            console, f"contribution per {title}",
+            (Column(title, justify="left"), Column("funding", drop=3),
+             Column("fees+spread", drop=2), Column("basis", drop=1), Column("net"),
+             Column("entries", drop=4), Column("position\ndays", drop=5)),
+            [(name, money(row["funding_income"]), money(row["fees_paid"] + row["spread_paid"]),
+              money(row["basis_pnl"]), money(row["net_pnl"]), str(row["entries"]),
+              f"{row['position_days']:.0f}")
+             for name, row in sorted(rows.items(), key=lambda kv: -kv[1]["net_pnl"])])
         console.print(table)
+        left_out += hidden
+    narrow = hidden_note(list(dict.fromkeys(left_out)))
+    if narrow:
+        console.print(narrow)
     for note in s["notes"]:
-        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        console.print(Text.assemble(("note:", "yellow"), f" {note}"))
     for chart in s.get("charts", []):
-        console.print(f"chart: {chart}", highlight=False)
+        console.print(f"chart: {chart}")
