@@ -56,6 +56,13 @@ CASES = {
                           "--capital: must be a number above 0 and at most 1e+12, got 1e+100"),
     "backtest-capital-huge": (["backtest", "--capital", "1e308", "--no-plots"], {}, None, 2,
                               "--capital: must be a number above 0 and at most 1e+12"),
+    "backtest-capital-huge-in-file": (["--config", "{config}", "backtest", "--no-plots"], {},
+                                      b"[backtest]\ncapital = 1e308\n", 2,
+                                      "{config}: [backtest] capital: must be a number above 0 "
+                                      "and at most 1e+12, got 1e+308"),
+    "out-dir-in-file-is-a-file": (["--config", "{config}", "backtest"], {},
+                                  b'[backtest]\nout_dir = "given.toml"\n', 2,
+                                  "[backtest] out_dir given.toml: exists and is not a folder"),
     "enter-below-exit": (["backtest", "--enter-apr", "0.01", "--exit-apr", "0.05",
                           "--no-plots"], {}, None, 2,
                          "--exit-apr: must not exceed enter_apr (0.01)"),
