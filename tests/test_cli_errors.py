@@ -14,7 +14,7 @@ BAD_UTF8 = b'[scan]\nestimator = "\xff"\n'
 DEEP_ARRAY = ("x = " + "[" * 5000 + "]" * 5000 + "\n").encode()
 EVERY_PLUGIN = '["binance", "bybit", "okx"]'
 
-# id: (arguments ({config} is the config file's path), env vars, config file bytes,
+# id: (arguments ({config}: the config file's path, {dir}: a folder), env vars, config file bytes,
 #      exit code, what the one line must contain)
 CASES = {
     "out-is-a-file": (["backtest", "--out", "{config}"], {}, b"", 2,
@@ -63,6 +63,17 @@ CASES = {
     "out-dir-in-file-is-a-file": (["--config", "{config}", "backtest"], {},
                                   b'[backtest]\nout_dir = "given.toml"\n', 2,
                                   "[backtest] out_dir given.toml: exists and is not a folder"),
+    "out-dir-empty-in-env": (["backtest"], {"PERPCARRY_BACKTEST__OUT_DIR": ""}, None, 2,
+                             "env PERPCARRY_BACKTEST__OUT_DIR: backtest.out_dir: empty path"),
+    "backtest-window-huge-in-file": (["--config", "{config}", "backtest", "--no-plots"], {},
+                                     b"[backtest]\nwindow_days = 1e308\n", 2,
+                                     "{config}: backtest.window_days: Input should be less "
+                                     "than or equal to 3650"),
+    "config-is-a-folder": (["--config", "{dir}", "venues"], {}, None, 2,
+                           "{dir}: a folder, not a config file"),
+    "int-shown-whole": (["plan", "--offline", "--capital", "1000", "--min-positions",
+                         "100000000"], {}, None, 2,
+                        "--min-positions: must not exceed max_positions (20), got 100000000"),
     "enter-below-exit": (["backtest", "--enter-apr", "0.01", "--exit-apr", "0.05",
                           "--no-plots"], {}, None, 2,
                          "--exit-apr: must not exceed enter_apr (0.01)"),
@@ -90,11 +101,14 @@ def test_bad_input_is_one_line(run_cli, monkeypatch, tmp_path, args, env, config
         path.write_bytes(config)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    result = run_cli(*(a.replace("{config}", str(path)) for a in args))
+    def filled(text: str) -> str:
+        return text.replace("{config}", str(path)).replace("{dir}", str(tmp_path))
+
+    result = run_cli(*map(filled, args))
     assert result.exit_code == code, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: ")
-    assert expected.replace("{config}", str(path)) in result.stderr
+    assert filled(expected) in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
 

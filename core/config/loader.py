@@ -71,6 +71,8 @@ def resolve_config_path(explicit: Path | None) -> Path | None:
     if explicit is None and os.environ.get(CONFIG_ENV):
         explicit = Path(os.environ[CONFIG_ENV])
     if explicit is not None:
+        if explicit.is_dir():
+            raise ConfigError(f"{explicit}: a folder, not a config file")
         if not explicit.is_file():
             raise ConfigError(f"{explicit}: config file not found")
         return explicit

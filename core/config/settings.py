@@ -21,6 +21,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "PERPCARRY_"
+# Longest window, half-life or horizon in days: ten years spans every perp's history, and
+# dates further back than the calendar holds overflow.
+MAX_DAYS = 3650
 
 
 class StrictModel(BaseModel):
@@ -144,9 +147,9 @@ class BacktestConfig(StrictModel):
     # None: every settlement of the shortest funding interval in the data.
     cadence_hours: float | None = Field(default=None, gt=0)
     estimator: Estimator = "mean"
-    window_days: float = Field(default=7.0, gt=0)
-    ewma_halflife_days: float = Field(default=2.0, gt=0)
-    horizon_days: float = Field(default=30.0, gt=0)
+    window_days: float = Field(default=7.0, gt=0, le=MAX_DAYS)
+    ewma_halflife_days: float = Field(default=2.0, gt=0, le=MAX_DAYS)
+    horizon_days: float = Field(default=30.0, gt=0, le=MAX_DAYS)
     enter_apr: float = 0.10
     exit_apr: float = 0.02
     min_hold_hours: float = Field(default=72.0, ge=0)
@@ -154,8 +157,18 @@ class BacktestConfig(StrictModel):
     # Sum of the spot and perp half-spreads (fraction of price) paid on every trade.
     spread_cost: float = Field(default=0.0002, ge=0, lt=1)
     # A held position is resized only when its target moves by more than this share of it.
-    resize_band: float = Field(default=0.25, ge=0)
+    # Past a million times the position no resize ever happens; beyond, band x quantity
+    # overflows.
+    resize_band: float = Field(default=0.25, ge=0, le=1e6)
     out_dir: Path = Path("backtest-out")
+
+    @field_validator("out_dir", mode="before")
+    @classmethod
+    def _named_folder(cls, out_dir: Any) -> Any:
+        # An empty path would be the working directory, filled with charts unasked.
+        if isinstance(out_dir, str) and not out_dir.strip():
+            raise ValueError("empty path: name a folder for the charts")
+        return out_dir
 
     @field_validator("exit_apr")
     @classmethod
@@ -183,6 +196,12 @@ class Settings(BaseSettings):
     allocator: AllocatorConfig = AllocatorConfig()
     backtest: BacktestConfig = BacktestConfig()
     venues: dict[str, dict[str, Any]] = {}
+
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, cache_dir: Any) -> Any:
+        # `cache_dir = ""`, or the env var exported empty, means the default folder.
+        return None if isinstance(cache_dir, str) and not cache_dir.strip() else cache_dir
 
     @classmethod
     def settings_customise_sources(

@@ -38,8 +38,11 @@ class InvalidValue(UsageError):
 
     def describe(self, name: str, scale: float = 1.0) -> str:
         """The message with ``name`` for the field and bounds and value times ``scale``."""
-        value = self.value * scale if isinstance(self.value, float | int) else self.value
-        shown = f"{value:g}" if isinstance(value, float | int) else repr(value)
+        value = self.value
+        if scale != 1 and isinstance(value, float | int):
+            value *= scale
+        shown = (str(value) if isinstance(value, int) else f"{value:g}"
+                 if isinstance(value, float) else repr(value))
         if self.rule is not None:
             return f"{name}: {self.rule}, got {shown}"
         bounds = []

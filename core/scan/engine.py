@@ -21,6 +21,7 @@ from statistics import median
 from loguru import logger
 
 from perpcarry.config.loader import Config
+from perpcarry.config.settings import MAX_DAYS
 from perpcarry.domain.errors import InvalidValue, UsageError, VenueError
 from perpcarry.domain.types import (
     BookSnapshot,
@@ -41,9 +42,6 @@ from perpcarry.venues.protocol import MarketDataVenue, VenueContext, carry_pairs
 # serves every window up to this length.
 HISTORY_LOOKBACK_DAYS = 30
 HISTORY_CONCURRENCY = 8
-# Longest window, half-life or horizon in days: ten years spans every perp's history, and
-# dates further back than the calendar holds overflow.
-MAX_DAYS = 3650
 
 Progress = Callable[[str, str], None]
 
