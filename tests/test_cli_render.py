@@ -8,6 +8,8 @@ import json
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 WIDTHS = (80, 100, 160)
 
@@ -127,3 +129,41 @@ def test_backtest_tables_at_width(run_cli, monkeypatch, width):
     for figure in (_money(data["final_equity"]), _money(data["funding_income"]),
                    f"{data['total_return']:+.2%}"):
         assert figure in text
+
+
+@settings(max_examples=25, deadline=None)
+@given(width=st.integers(30, 200), data=st.data())
+def test_fitted_tables_keep_every_cell_whole_and_drop_no_more_than_needed(width, data):
+    import io
+
+    from rich.console import Console
+
+    from perpcarry.cli.tables import Column, fitted_table
+
+    count = data.draw(st.integers(3, 9))
+    columns = [Column("name", justify="left")] + [
+        Column(f"col\n{i}", drop=i) for i in range(1, count)]
+    cell = st.from_regex(r"-?[0-9]{1,9}\.[0-9]{2}%?", fullmatch=True)
+    rows = data.draw(st.lists(st.lists(cell, min_size=count, max_size=count), min_size=1,
+                              max_size=6))
+    console = Console(width=width, file=io.StringIO(), highlight=False, markup=False)
+    table, left_out = fitted_table(console, "title", columns, rows)
+    console.print(table)
+    lines = console.file.getvalue().splitlines()
+    shown = [c for c in columns if c.header.replace("\n", " ") not in left_out]
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if natural <= width:  # it fits: every cell whole, in its row
+        assert "…" not in "".join(lines) and all(len(line) <= width for line in lines)
+        for row in rows:
+            kept = [value for value, c in zip(row, columns, strict=True) if c in shown]
+            assert any(all(value in line for value in kept) for line in lines)
+    else:  # only the columns that are never dropped are left, and they are too wide
+        assert all(c.drop == 0 for c in shown)
+    if left_out:  # the last column dropped would not have fitted
+        last = min((c for c in columns if c not in shown), key=lambda c: c.drop)
+        wider, _ = fitted_table(console, None, [Column(c.header) for c in columns
+                                                if c in shown or c is last],
+            [[v for v, c in zip(row, columns, strict=True) if c in shown or c is last]
+             for row in rows])
+        assert console.measure(wider, options=console.options.update_width(10_000)
+                               ).maximum > width

@@ -15,8 +15,6 @@ import typer
 from perpcarry.cli.common import split_option
 from perpcarry.domain.errors import UsageError
 
-ESTIMATOR_NAMES = ("current", "mean", "ewma", "conservative")
-
 
 def _date(text: str | None, option: str) -> datetime | None:
     if text is None:
@@ -81,9 +79,6 @@ def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, over
     from perpcarry.config.settings import AllocatorConfig
     from perpcarry.domain.errors import InvalidValue
 
-    if overrides["estimator"] is not None and overrides["estimator"] not in ESTIMATOR_NAMES:
-        raise UsageError(f"--estimator {overrides['estimator']!r}: choose one of "
-                         f"{', '.join(ESTIMATOR_NAMES)}")
     config = cli.load()
     base = config.settings.backtest
     flags = cli.given(**{field: (f"--{field.replace('_', '-')}", value, 1)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
@@ -38,20 +39,24 @@ def fitted_table(console: Console, title: str | None, columns: Sequence[Column],
                  rows: Sequence[Sequence[str]]) -> tuple[Table, list[str]]:
     """The table with as many columns as fit ``console.width`` at their full width, and the
     headers of those left out (in one line each)."""
+    widths = [max(cell_len(line) for text in (column.header, *(row[i] for row in rows))
+                  for line in text.split("\n")) for i, column in enumerate(columns)]
     shown = list(range(len(columns)))
-    while True:
-        table = Table(title=title, title_justify="left")
-        for i in shown:
-            table.add_column(columns[i].header, justify=columns[i].justify, no_wrap=True)
-        for row in rows:
-            table.add_row(*(row[i] for i in shown))
+    # rich's default table: a space of padding on each side of a cell, a rule between
+    # columns and at both edges. Summed here: measuring the table walks every cell again.
+    while sum(widths[i] + 3 for i in shown) + 1 > console.width:
         droppable = [i for i in shown if columns[i].drop > 0]
-        # Measured without the console's limit, which would clamp the natural width to it.
-        natural = console.measure(table, options=console.options.update_width(10_000))
-        if natural.maximum <= console.width or not droppable:
-            left_out = sorted(set(range(len(columns))) - set(shown))
-            return table, [columns[i].header.replace("\n", " ") for i in left_out]
+        if not droppable:
+            break
         shown.remove(max(droppable, key=lambda i: columns[i].drop))
+    table = Table(title=title, title_justify="left")
+    for i in shown:
+        table.add_column(columns[i].header, justify=columns[i].justify, no_wrap=True)
+    for row in rows:
+        table.add_row(*(row[i] for i in shown))
+    left_out = [columns[i].header.replace("\n", " ") for i in range(len(columns))
+                if i not in shown]
+    return table, left_out
 
 
 def hidden_note(left_out: list[str]) -> str | None:
