@@ -205,12 +205,12 @@ def load_config(explicit_path: Path | None = None) -> Config:
     except SettingsError as exc:  # any env value _check_env did not foresee
         raise ConfigError(f"environment: {exc}") from None
 
-    installed = installed_plugins()
-    unknown = [name for name in settings.plugins.allow if name not in installed]
+    plugin_names = installed_plugins()
+    unknown = [name for name in settings.plugins.allow if name not in plugin_names]
     if unknown:  # a typo here would otherwise load nothing and say nothing
         raise ConfigError(f"{source_of(('plugins', 'allow'), path)}: plugins.allow: no "
                           f"installed plugin is named {', '.join(unknown)} (installed: "
-                          f"{', '.join(installed) or 'none'})")
+                          f"{', '.join(plugin_names) or 'none'})")
     registry = load_registry(settings.plugins.allow, settings.plugins.deny)
     venues: dict[str, VenueConfig] = {}
     for venue_id, section in settings.venues.items():
