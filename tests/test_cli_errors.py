@@ -180,10 +180,12 @@ def test_empty_credentials_mean_not_set(run_cli, write_config):
 def test_mistyped_env_var_is_named_in_a_warning(run_cli, monkeypatch):
     monkeypatch.setenv("PERPCARRY_SCANN__WINDOW_DAYS", "3")
     monkeypatch.setenv("PERPCARRY_CONFIG_FILE", "x.toml")
+    monkeypatch.setenv("perpcarry_config", "x.toml")
     result = run_cli("plugins", "--json")
     assert result.exit_code == 0
     warnings = result.stderr.splitlines()
-    assert len(warnings) == 2
+    assert len(warnings) == 3
     assert "env PERPCARRY_SCANN__WINDOW_DAYS matches no setting and is ignored (did you mean " \
            "PERPCARRY_SCAN?)" in warnings[1]
     assert "env PERPCARRY_CONFIG_FILE matches no setting" in warnings[0]
+    assert "env perpcarry_config is ignored: the name is PERPCARRY_CONFIG" in warnings[2]

@@ -144,7 +144,11 @@ def _check_env() -> None:
     """Warn about ``PERPCARRY_...`` variables that match no setting; refuse a list or table
     that is not JSON, naming the variable (pydantic-settings would only name the field)."""
     for name, value in sorted(os.environ.items()):
-        if not name.upper().startswith(ENV_PREFIX) or name.upper() in _NOT_SETTINGS:
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        if name.upper() in _NOT_SETTINGS:
+            if name != name.upper():  # read by its exact name, unlike the settings
+                logger.warning("env {} is ignored: the name is {}", name, name.upper())
             continue
         parts = name[len(ENV_PREFIX):].lower().split("__")
         fields = Settings.model_fields
