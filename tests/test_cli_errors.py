@@ -62,7 +62,8 @@ CASES = {
                                       "and at most 1e+12, got 1e+308"),
     "out-dir-in-file-is-a-file": (["--config", "{config}", "backtest"], {},
                                   b'[backtest]\nout_dir = "given.toml"\n', 2,
-                                  "[backtest] out_dir given.toml: exists and is not a folder"),
+                                  "{config}: [backtest] out_dir given.toml: exists and is "
+                                  "not a folder"),
     "out-dir-empty-in-env": (["backtest"], {"PERPCARRY_BACKTEST__OUT_DIR": ""}, None, 2,
                              "env PERPCARRY_BACKTEST__OUT_DIR: backtest.out_dir: empty path"),
     "backtest-window-huge-in-file": (["--config", "{config}", "backtest", "--no-plots"], {},

@@ -94,7 +94,7 @@ def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, over
             first = err.errors()[0]
             raise InvalidValue(str(first["loc"][0]), first["input"],
                                rule=first["msg"].removeprefix("Value error, ")) from None
-        out_dir = _output_folder(out, settings.out_dir, no_plots)
+        out_dir = _output_folder(out, settings.out_dir, no_plots, config)
         with Progress(console=cli.err_console, transient=True,
                       disable=as_json or not cli.err_console.is_terminal) as bar:
             task = bar.add_task("backtest", total=None)
@@ -117,13 +117,16 @@ def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, over
     _print(output_console(), summary)
 
 
-def _output_folder(flag: str | None, configured: Path, no_plots: bool) -> Path:
+def _output_folder(flag: str | None, configured: Path, no_plots: bool, config) -> Path:
     """The charts' folder, checked before any computing: a folder or a path where one can
     be made, never an existing file or an empty name (``Path("")`` would be the working
     directory)."""
     import os
 
-    name = "--out" if flag is not None else "[backtest] out_dir"
+    from perpcarry.config.loader import source_of
+
+    name = "--out" if flag is not None else (
+        f"{source_of(('backtest', 'out_dir'), config.path)}: [backtest] out_dir")
     if flag is not None and not flag.strip():
         raise UsageError("--out: empty path (give a folder for the charts, or --no-plots)")
     folder = Path(flag) if flag is not None else configured
