@@ -20,6 +20,8 @@ CASES = {
     "out-is-a-file": (["backtest", "--out", "{config}"], {}, b"", 2,
                       "--out {config}: exists and is not a folder"),
     "out-empty": (["backtest", "--out", ""], {}, None, 2, "--out: empty path"),
+    "data-empty": (["backtest", "--data", " "], {}, None, 2, "--data: empty path"),
+    "config-empty": (["--config", "", "venues"], {}, None, 2, "--config: empty path"),
     "out-under-a-file": (["backtest", "--out", "{config}/charts"], {}, b"", 2,
                          "is not a folder"),
     "allow-not-json": (["scan", "--offline"], {"PERPCARRY_PLUGINS__ALLOW": "binance"}, None,

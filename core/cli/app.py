@@ -8,14 +8,13 @@ import os
 import sys
 from dataclasses import asdict
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from perpcarry.cli.backtest import backtest
-from perpcarry.cli.common import console, emit_json, load, state
+from perpcarry.cli.common import console, emit_json, load, path_option, state
 from perpcarry.cli.plan import plan
 from perpcarry.cli.scan import scan
 from perpcarry.domain.errors import PerpcarryError
@@ -36,7 +35,7 @@ class LogLevel(StrEnum):
 
 @app.callback()
 def main_options(
-    config: Annotated[Path | None, typer.Option("--config", help="Config file (default: "
+    config: Annotated[str | None, typer.Option("--config", help="Config file (default: "
                       "$PERPCARRY_CONFIG, ./perpcarry.toml, then the user config dir).")] = None,
     log_level: Annotated[LogLevel, typer.Option("--log-level", case_sensitive=False,
                                                 help="Log threshold.")] = LogLevel.WARNING,
@@ -45,7 +44,7 @@ def main_options(
     from perpcarry.cli.logs import configure_logging
 
     configure_logging(log_level, log_json)
-    state.config_path = config
+    state.config_path = path_option(config, "--config")
 
 
 @app.command()

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from perpcarry.cli.common import split_option
+from perpcarry.cli.common import path_option, split_option
 from perpcarry.domain.errors import UsageError
 
 
@@ -27,7 +27,7 @@ def _date(text: str | None, option: str) -> datetime | None:
 
 
 def backtest(
-    data: Annotated[Path | None, typer.Option(
+    data: Annotated[str | None, typer.Option(
         "--data", help="Funding history file or folder to import, or the venue plugins' "
                        "cache (<cache_dir>/funding_history.sqlite) (default: the bundled real "
                        "history, see perpcarry/backtest/data/PROVENANCE.md).")] = None,
@@ -62,7 +62,7 @@ def backtest(
     """Replay the carry strategy on real funding history: returns, risk, costs, charts."""
     from perpcarry.cli import common as cli
 
-    _run(cli, data=data, venues=split_option(venues, "--venues"),
+    _run(cli, data=path_option(data, "--data"), venues=split_option(venues, "--venues"),
          symbols=split_option(symbols, "--symbols"), start=_date(start, "--start"),
          end=_date(end, "--end"), no_plots=no_plots, as_json=as_json, out=out, overrides={
              "capital": capital, "cadence_hours": cadence_hours, "enter_apr": enter_apr,
@@ -119,17 +119,14 @@ def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, over
 
 def _output_folder(flag: str | None, configured: Path, no_plots: bool, config) -> Path:
     """The charts' folder, checked before any computing: a folder or a path where one can
-    be made, never an existing file or an empty name (``Path("")`` would be the working
-    directory)."""
+    be made, never an existing file or an empty name."""
     import os
 
     from perpcarry.config.loader import source_of
 
     name = "--out" if flag is not None else (
         f"{source_of(('backtest', 'out_dir'), config.path)}: [backtest] out_dir")
-    if flag is not None and not flag.strip():
-        raise UsageError("--out: empty path (give a folder for the charts, or --no-plots)")
-    folder = Path(flag) if flag is not None else configured
+    folder = path_option(flag, "--out") or configured
     if no_plots:
         return folder
     if folder.exists() and not folder.is_dir():

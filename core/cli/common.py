@@ -48,6 +48,16 @@ def split_option(values: list[str] | None, option: str) -> tuple[str, ...] | Non
     return parts
 
 
+def path_option(text: str | None, option: str) -> Path | None:
+    """A path option; None when not given. An empty one is refused: ``Path("")`` is the
+    working directory, which nobody means by typing ``--out ""``."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise UsageError(f"{option}: empty path")
+    return Path(text)
+
+
 def percent(value: float | None, digits: int = 2) -> str:
     """A fraction as a percentage for tables; ``n/a`` when unknown."""
     return "n/a" if value is None else f"{value * 100:.{digits}f}%"
