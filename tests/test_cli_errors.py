@@ -36,6 +36,12 @@ CASES = {
                            "{config}: not valid TOML: arrays or tables nested too deeply"),
     "every-plugin-denied": (["scan", "--offline"], {"PERPCARRY_PLUGINS__DENY": EVERY_PLUGIN},
                             None, 2, "no venue to scan: no loaded plugin provides one"),
+    "every-plugin-denied-backtest": (["backtest", "--no-plots"],
+                                     {"PERPCARRY_PLUGINS__DENY": EVERY_PLUGIN}, None, 2,
+                                     "no fee model for binance, bybit, okx: no loaded plugin"),
+    "every-plugin-denied-plan": (["plan", "--offline", "--capital", "1000"],
+                                 {"PERPCARRY_PLUGINS__DENY": EVERY_PLUGIN}, None, 2,
+                                 "no venue to scan: no loaded plugin provides one"),
     "allow-names-no-plugin": (["plugins"], {"PERPCARRY_PLUGINS__ALLOW": '["binanse"]'}, None,
                               2, "env PERPCARRY_PLUGINS__ALLOW: plugins.allow: no installed "
                                  "plugin is named binanse (installed: binance, bybit, okx)"),

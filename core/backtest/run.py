@@ -15,6 +15,7 @@ from perpcarry.backtest.engine import Simulation, Strategy, lp_allocator, simula
 from perpcarry.backtest.history import load_bundled, load_path
 from perpcarry.backtest.panel import build_panel, default_span, select
 from perpcarry.backtest.report import summarise
+from perpcarry.domain.errors import UsageError
 
 if TYPE_CHECKING:
     from perpcarry.config.loader import Config
@@ -68,6 +69,10 @@ def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None 
     fees, sources = taker_fees(config, history["venue"].unique())
     notes = []
     unknown = sorted(set(history["venue"].unique()) - set(fees))
+    if not fees:
+        raise UsageError(f"no fee model for {', '.join(unknown)}: no loaded plugin provides "
+                         "one (see [plugins] allow and deny; `perpcarry plugins` lists what "
+                         "loaded)")
     if unknown:
         notes.append(f"left out {', '.join(unknown)}: no fee model installed for it")
         history = select(history, list(fees))
