@@ -110,6 +110,7 @@ def test_bad_input_is_one_line(run_cli, monkeypatch, tmp_path, args, env, config
         path.write_bytes(config)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+
     def filled(text: str) -> str:
         return text.replace("{config}", str(path)).replace("{dir}", str(tmp_path))
 
