@@ -21,7 +21,7 @@ from perpcarry.allocation.allocator import (
     solve_lp,
 )
 from perpcarry.config.settings import AllocatorConfig
-from perpcarry.domain.errors import UsageError
+from perpcarry.domain.errors import InvalidValue, UsageError
 from perpcarry.domain.types import Market, MarketKind
 
 
@@ -235,12 +235,13 @@ def test_no_candidates():
 ])
 def test_invalid_settings_name_the_setting(override, name):
     capital = override.pop("capital", 1000.0)
-    with pytest.raises(UsageError, match=rf"^{name} = .* is invalid"):
+    with pytest.raises(InvalidValue, match=rf"^{name}: must be a number") as raised:
         Limits.from_config(AllocatorConfig(), capital, **override)
+    assert raised.value.field == name
 
 
 def test_min_above_max_positions():
-    with pytest.raises(UsageError, match="min_positions = 5 exceeds max_positions = 3"):
+    with pytest.raises(InvalidValue, match=r"min_positions: must not exceed max_positions \(3\)"):
         Limits.from_config(AllocatorConfig(), 1000, min_positions=5, max_positions=3)
 
 

@@ -115,11 +115,13 @@ def test_plan_with_no_possible_allocation_says_why():
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--capital", "-5"], "--capital: must be a positive amount, got -5"),
-    (["--capital", "1000", "--venue-cap", "150"], "--venue-cap: a cap is a percentage of "
-                                                  "capital above 0 and at most 100, got 150"),
-    (["--capital", "1000", "--leverage", "0"], "--leverage: must be between 1 and 5, got 0"),
-    (["--capital", "1000", "--cash-reserve", "100"], "--cash-reserve"),
+    (["--capital", "-5"], "--capital: must be a number above 0 and at most 1e+12, got -5"),
+    (["--capital", "1000", "--venue-cap", "150"],
+     "--venue-cap: must be a number above 0 and at most 100, got 150"),
+    (["--capital", "1000", "--leverage", "0"],
+     "--leverage: must be a number at least 1 and at most 5, got 0"),
+    (["--capital", "1000", "--cash-reserve", "100"],
+     "--cash-reserve: must be a number at least 0 and below 100, got 100"),
     (["--offline"], "no capital: pass --capital or set capital under [allocator]"),
 ])
 def test_invalid_arguments_name_the_option(args, message):

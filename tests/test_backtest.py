@@ -98,10 +98,11 @@ def test_enter_and_exit_every_rebalance_loses_exactly_fees_and_spread(tmp_path):
     data = tmp_path / "flat.parquet"
     flat.write_parquet(data)
     spread = 0.0005
-    # Exit above entry: a held pair always leaves, a flat one always enters.
-    settings = BacktestConfig(estimator="current", enter_apr=-1.0, exit_apr=1.0,
-                              min_hold_hours=0, cooldown_hours=0, spread_cost=spread,
-                              capital=10_000)
+    # Exit above entry: a held pair always leaves, a flat one always enters. Validation
+    # refuses that hysteresis to users; constructed unvalidated to force the churn.
+    settings = BacktestConfig.model_construct(
+        estimator="current", enter_apr=-1.0, exit_apr=1.0, min_hold_hours=0, cooldown_hours=0,
+        spread_cost=spread, capital=10_000)
     run = run_backtest(load_config(None), settings, data=data, allocate=equal_shares)
     s = run.summary
 

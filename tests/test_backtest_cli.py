@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -46,3 +48,45 @@ def test_imported_folder_runs_and_bad_option_is_a_usage_error(run_cli):
     result = run_cli("backtest", "--min-hold-hours", "-1", "--no-plots")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: ") and "--min-hold-hours" in result.stderr
+
+
+def test_a_chart_that_fails_to_write_leaves_the_previous_file_whole(tmp_path):
+    from perpcarry.backtest.plots import _replace
+
+    chart = tmp_path / "equity.html"
+    chart.write_text("the previous chart")
+
+    def disk_full(partial: Path) -> None:
+        partial.write_text("half a ch")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        _replace(chart, disk_full)
+    assert chart.read_text() == "the previous chart"
+    assert [p.name for p in tmp_path.iterdir()] == ["equity.html"]
+    _replace(chart, lambda partial: partial.write_text("the new chart"))
+    assert chart.read_text() == "the new chart"
+    assert [p.name for p in tmp_path.iterdir()] == ["equity.html"]
+
+
+def test_the_heatmap_title_is_inside_the_figure(run_cli, monkeypatch, tmp_path):
+    import perpcarry.backtest.plots as plots
+
+    save = plots._save
+    checked = []
+
+    def save_checked(plt, fig, path):
+        fig.tight_layout()
+        renderer = fig.canvas.get_renderer()
+        for axis in fig.axes:
+            title = axis.title.get_window_extent(renderer)
+            assert title.x0 >= 0 and title.x1 <= fig.bbox.x1 and title.y1 <= fig.bbox.y1, path
+        checked.append(path.name)
+        return save(plt, fig, path)
+
+    monkeypatch.setattr(plots, "_save", save_checked)
+    # One asset and few months: the narrowest figure, where the title was clipped.
+    result = run_cli("backtest", "--venue", "okx", "--symbol", "BTC", "--start", "2024-01-01",
+                     "--end", "2024-03-01", "--out", str(tmp_path / "charts"))
+    assert result.exit_code == 0, result.stderr
+    assert "funding_heatmap.png" in checked

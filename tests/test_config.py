@@ -26,13 +26,8 @@ BAD_CONFIGS = [
         "venues.okx: missing credential passphrase (given: api_key, secret)",
     ),
     ("[venues.binance\nenabled = true\n", "not valid TOML: Expected ']'"),
-    ("[scan]\nhorizon_days = -1\n", "scan.horizon_days: Input should be greater than 0"),
     ("[scan]\nhorizon_days = inf\n", "scan.horizon_days: Input should be a finite number"),
     ("[scan]\nmin_net_apr = nan\n", "scan.min_net_apr: Input should be a finite number"),
-    (
-        "[allocator]\nleverage = 0\n",
-        "allocator.leverage: Input should be greater than or equal to 1",
-    ),
     ("surprise = 1\n", "surprise: unknown key"),
     (
         '[venues.binance.fees]\ntier = "VIP12"\n',

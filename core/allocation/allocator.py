@@ -46,7 +46,7 @@ from perpcarry.allocation.lp import (
     solve_lp,
 )
 from perpcarry.allocation.rounding import exact_capital_per_notional, round_positions
-from perpcarry.domain.errors import UsageError
+from perpcarry.domain.errors import InvalidValue, UsageError
 from perpcarry.domain.types import Market, Skipped
 from perpcarry.money.yields import DAYS_PER_YEAR
 
@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Allocation", "AllocationCandidate", "CapUsage", "Limits", "Position",
            "UnusedCapital", "allocate", "candidates_from_scan", "greedy_baseline", "solve_lp"]
+
+# Positions are sized in Decimal (28 significant digits) in lots as small as 1e-8 of a base
+# unit: above a trillion of capital, lot counts no longer fit and the rounding cannot divide.
+MAX_CAPITAL = 1e12
 
 # A cap is binding when its slack at the LP optimum is below this share of the budget.
 BINDING_EPSILON = 1e-7
@@ -192,41 +196,43 @@ class Limits:
     @classmethod
     def from_config(cls, config: AllocatorConfig, capital: float | None = None,
                     **overrides: Any) -> Limits:
-        """``config`` with ``capital`` and any non-None override; raises UsageError if invalid."""
+        """``config`` with ``capital`` and any non-None override; raises InvalidValue naming
+        the first field out of its range."""
         values = config.model_dump()
         values.update({k: v for k, v in overrides.items() if v is not None})
         if capital is not None:
             values["capital"] = capital
         if values.get("capital") is None:
-            raise UsageError("capital is not set: pass --capital or set [allocator].capital")
+            raise UsageError("capital is not set")
         limits = cls(**values)
         limits.validate()
         return limits
 
     def validate(self) -> None:
-        def bad(name: str, rule: str) -> UsageError:
-            return UsageError(f"{name} = {getattr(self, name)!r} is invalid: {rule}")
-
-        if not (math.isfinite(self.capital) and self.capital > 0):
-            raise bad("capital", "capital must be a positive amount")
-        if not 1 <= self.leverage <= 5:
-            raise bad("leverage", "leverage must be between 1 and 5")
-        if not 0 <= self.margin_buffer <= 5:
-            raise bad("margin_buffer", "the buffer is a share of the perp margin, 0 to 5")
-        if not 0 <= self.cash_reserve < 1:
-            raise bad("cash_reserve", "a share of capital, at least 0 and below 1")
-        for name in ("max_venue_share", "max_asset_share", "max_pair_share"):
-            if not 0 < getattr(self, name) <= 1:
-                raise bad(name, "a share of capital must be above 0 and at most 1 (0.2 = 20 %)")
-        if not math.isfinite(self.min_net_apr):
-            raise bad("min_net_apr", "must be a number (0.05 = 5 % a year)")
-        if self.min_positions < 0:
-            raise bad("min_positions", "must be 0 or more")
-        if self.max_positions < 1:
-            raise bad("max_positions", "must be 1 or more")
+        """The one place allocator settings are checked, whether they come from
+        ``[allocator]``, ``plan``'s flags or a backtest; raises :class:`InvalidValue`."""
+        ranges = (  # field, low, high, low excluded, high excluded
+            ("capital", 0, MAX_CAPITAL, True, False),
+            ("leverage", 1, 5, False, False),
+            ("margin_buffer", 0, 5, False, False),
+            ("cash_reserve", 0, 1, False, True),
+            ("max_venue_share", 0, 1, True, False),
+            ("max_asset_share", 0, 1, True, False),
+            ("max_pair_share", 0, 1, True, False),
+            ("min_net_apr", None, None, False, False),
+            ("min_positions", 0, None, False, False),
+            ("max_positions", 1, None, False, False),
+        )
+        for name, low, high, low_open, high_open in ranges:
+            value = getattr(self, name)
+            if not (math.isfinite(value)
+                    and (low is None or (value > low if low_open else value >= low))
+                    and (high is None or (value < high if high_open else value <= high))):
+                raise InvalidValue(name, value, low=low, high=high, low_open=low_open,
+                                   high_open=high_open)
         if self.min_positions > self.max_positions:
-            raise UsageError(f"min_positions = {self.min_positions} exceeds "
-                             f"max_positions = {self.max_positions}")
+            raise InvalidValue("min_positions", self.min_positions,
+                               rule=f"must not exceed max_positions ({self.max_positions})")
 
     @property
     def capital_per_notional(self) -> float:

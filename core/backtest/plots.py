@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,11 +28,24 @@ def _pyplot():
     return plt
 
 
+def _replace(path: Path, write: Callable[[Path], object]) -> Path:
+    """Write ``path`` through a temporary file in its folder, then rename it into place: a
+    failed write (a full disk) leaves the previous file or none, never half of one."""
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
 def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return _replace(path, lambda partial: fig.savefig(partial, dpi=110))
+    finally:
+        plt.close(fig)
 
 
 def monthly_funding_apr(history: pl.DataFrame, by: str) -> pl.DataFrame:
@@ -108,8 +123,10 @@ def heatmap_chart(run: BacktestRun, path: Path) -> Path:
     step = max(1, len(months) // 24)
     axis.set_xticks(range(0, len(months), step),
                     [m.strftime("%Y-%m") for m in months[::step]], rotation=60, fontsize=8)
-    axis.set_title(f"Funding APR by asset and month, % (all venues; colours clipped at "
-                   f"±{clip:g} %; blank: no data)")
+    # Two short lines: on one, the title outgrew a figure sized for few months and was
+    # clipped at both edges.
+    axis.set_title(f"Funding APR by asset and month, % (all venues)\n"
+                   f"colours clipped at ±{clip:g} %; blank: no data", fontsize=11)
     fig.colorbar(image, ax=axis, label="funding APR, %")
     return _save(plt, fig, path)
 
@@ -196,8 +213,8 @@ def equity_html(run: BacktestRun, path: Path) -> Path:
             "costs": np.round(costs, 2).tolist(),
             "basis": np.round(cumulative["basis"], 2).tolist(),
             "span": f"{run.summary['start']} → {run.summary['end']}"}
-    path.write_text(_HTML.replace("__DATA__", json.dumps(data).replace("</", "<\\/")))
-    return path
+    page = _HTML.replace("__DATA__", json.dumps(data).replace("</", "<\\/"))
+    return _replace(path, lambda partial: partial.write_text(page))
 
 
 def write_charts(run: BacktestRun, out_dir: Path) -> list[Path]:

@@ -15,6 +15,7 @@ from perpcarry.backtest.engine import Simulation, Strategy, lp_allocator, simula
 from perpcarry.backtest.history import load_bundled, load_path
 from perpcarry.backtest.panel import build_panel, default_span, select
 from perpcarry.backtest.report import summarise
+from perpcarry.domain.errors import UsageError
 
 if TYPE_CHECKING:
     from perpcarry.config.loader import Config
@@ -61,12 +62,18 @@ def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None 
     and allocator limits. ``allocate`` replaces the LP (tests only)."""
     from perpcarry.allocation.allocator import Limits
 
-    history = load_path(data, [source for source, _ in config.registry.history_sources.values()]) \
-        if data is not None else load_bundled()
+    # Limits are checked before any data is read: a bad value fails fast, not after the run.
+    limits = Limits.from_config(config.settings.allocator, capital=settings.capital)
+    sources = [source for source, _ in config.registry.history_sources.values()]
+    history = load_path(data, sources) if data is not None else load_bundled()
     history = select(history, venues, symbols)
     fees, sources = taker_fees(config, history["venue"].unique())
     notes = []
     unknown = sorted(set(history["venue"].unique()) - set(fees))
+    if not fees:
+        raise UsageError(f"no fee model for {', '.join(unknown)}: no loaded plugin provides "
+                         "one (see [plugins] allow and deny; `perpcarry plugins` lists what "
+                         "loaded)")
     if unknown:
         notes.append(f"left out {', '.join(unknown)}: no fee model installed for it")
         history = select(history, list(fees))
@@ -84,7 +91,6 @@ def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None 
     spot_taker = np.array([fees[v][0] for v in panel.venues])
     perp_taker = np.array([fees[v][1] for v in panel.venues])
     if allocate is None:
-        limits = Limits.from_config(config.settings.allocator, capital=settings.capital)
         allocate = lp_allocator(limits, panel.venues, panel.bases)
     simulation = simulate(panel, strategy_from(settings), spot_taker, perp_taker, allocate,
                           progress)

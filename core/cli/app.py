@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import gc
+import os
 import sys
 from dataclasses import asdict
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from perpcarry.cli.account import account, orders, paper_app
 from perpcarry.cli.backtest import backtest
-from perpcarry.cli.common import console, emit_json, load, state
+from perpcarry.cli.common import console, emit_json, load, path_option, state
 from perpcarry.cli.plan import plan
 from perpcarry.cli.scan import scan
 from perpcarry.domain.errors import PerpcarryError
@@ -35,7 +36,7 @@ class LogLevel(StrEnum):
 
 @app.callback()
 def main_options(
-    config: Annotated[Path | None, typer.Option("--config", help="Config file (default: "
+    config: Annotated[str | None, typer.Option("--config", help="Config file (default: "
                       "$PERPCARRY_CONFIG, ./perpcarry.toml, then the user config dir).")] = None,
     log_level: Annotated[LogLevel, typer.Option("--log-level", case_sensitive=False,
                                                 help="Log threshold.")] = LogLevel.WARNING,
@@ -44,7 +45,7 @@ def main_options(
     from perpcarry.cli.logs import configure_logging
 
     configure_logging(log_level, log_json)
-    state.config_path = config
+    state.config_path = path_option(config, "--config")
 
 
 @app.command()
@@ -117,10 +118,41 @@ def main() -> None:
     sys.exit(code)
 
 
+# Errors writing output that the user can fix (free space, quota, file size limit).
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what is still buffered
+    fails no second time."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a test's capture
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def run() -> int:
     """Run the command in ``sys.argv``; its exit code."""
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        sys.stderr.write("error: cannot write output: stdout is closed\n")
+        return 1
     try:
         result = app(standalone_mode=False, prog_name="perpcarry")
+        sys.stdout.flush()  # a full disk or a closed pipe shows here, not at shutdown
+    except BrokenPipeError:  # the reader left (`| head`): stop quietly, like other tools
+        _discard_stdout()
+        return 1
+    except SystemExit as exc:  # rich and typer exit on a broken pipe, quietly, with 1
+        return exc.code if isinstance(exc.code, int) else 1
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        _discard_stdout()
+        sys.stderr.write(f"error: cannot write output: {exc.strerror}\n")
+        return 1
     except typer.Abort:
         sys.stderr.write("aborted\n")
         return 130

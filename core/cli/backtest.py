@@ -12,10 +12,8 @@ from typing import Annotated
 
 import typer
 
-from perpcarry.cli.common import split_option
+from perpcarry.cli.common import path_option, split_option
 from perpcarry.domain.errors import UsageError
-
-ESTIMATOR_NAMES = ("current", "mean", "ewma", "conservative")
 
 
 def _date(text: str | None, option: str) -> datetime | None:
@@ -29,7 +27,7 @@ def _date(text: str | None, option: str) -> datetime | None:
 
 
 def backtest(
-    data: Annotated[Path | None, typer.Option(
+    data: Annotated[str | None, typer.Option(
         "--data", help="Funding history file or folder to import, or the venue plugins' "
                        "cache (<cache_dir>/funding_history.sqlite) (default: the bundled real "
                        "history, see perpcarry/backtest/data/PROVENANCE.md).")] = None,
@@ -56,7 +54,7 @@ def backtest(
     estimator: Annotated[str | None, typer.Option(
         help="current | mean | ewma | conservative.")] = None,
     horizon_days: Annotated[float | None, typer.Option("--horizon-days")] = None,
-    out: Annotated[Path | None, typer.Option(
+    out: Annotated[str | None, typer.Option(
         "--out", help="Folder for the charts (default ./backtest-out).")] = None,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the charts.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
@@ -64,7 +62,7 @@ def backtest(
     """Replay the carry strategy on real funding history: returns, risk, costs, charts."""
     from perpcarry.cli import common as cli
 
-    _run(cli, data=data, venues=split_option(venues, "--venues"),
+    _run(cli, data=path_option(data, "--data"), venues=split_option(venues, "--venues"),
          symbols=split_option(symbols, "--symbols"), start=_date(start, "--start"),
          end=_date(end, "--end"), no_plots=no_plots, as_json=as_json, out=out, overrides={
              "capital": capital, "cadence_hours": cadence_hours, "enter_apr": enter_apr,
@@ -78,37 +76,67 @@ def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, over
     from rich.progress import Progress
 
     from perpcarry.backtest.run import run_backtest
+    from perpcarry.config.settings import AllocatorConfig
+    from perpcarry.domain.errors import InvalidValue
 
-    if overrides["estimator"] is not None and overrides["estimator"] not in ESTIMATOR_NAMES:
-        raise UsageError(f"--estimator {overrides['estimator']!r}: choose one of "
-                         f"{', '.join(ESTIMATOR_NAMES)}")
     config = cli.load()
     base = config.settings.backtest
-    try:
-        settings = base.model_validate(
-            {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise UsageError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
-    out_dir = out or settings.out_dir
-    with Progress(console=cli.err_console, transient=True,
-                  disable=as_json or not cli.err_console.is_terminal) as bar:
-        task = bar.add_task("backtest", total=None)
-        run = run_backtest(config, settings, data=data, venues=venues, symbols=symbols,
-                           start=start, end=end,
-                           progress=lambda done, total: bar.update(task, completed=done,
-                                                                   total=total))
-        charts = []
-        if not no_plots:
-            from perpcarry.backtest.plots import write_charts
+    flags = cli.given(**{field: (f"--{field.replace('_', '-')}", value, 1)
+                         for field, value in overrides.items()})
+    # The allocator's limits come from [allocator], its capital from [backtest] or --capital.
+    sections = {field: "allocator" for field in AllocatorConfig.model_fields} | {
+        "capital": "backtest"}
+    with cli.value_names(config, "backtest", flags, sections):
+        try:
+            settings = base.model_validate(
+                {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise InvalidValue(str(first["loc"][0]), first["input"],
+                               rule=first["msg"].removeprefix("Value error, ")) from None
+        out_dir = _output_folder(out, settings.out_dir, no_plots, config)
+        with Progress(console=cli.err_console, transient=True,
+                      disable=as_json or not cli.err_console.is_terminal) as bar:
+            task = bar.add_task("backtest", total=None)
+            run = run_backtest(config, settings, data=data, venues=venues, symbols=symbols,
+                               start=start, end=end,
+                               progress=lambda done, total: bar.update(task, completed=done,
+                                                                       total=total))
+            charts = []
+            if not no_plots:
+                from perpcarry.backtest.plots import write_charts
 
-            bar.update(task, description="charts")
-            charts = [str(p) for p in write_charts(run, out_dir)]
+                bar.update(task, description="charts")
+                charts = [str(p) for p in write_charts(run, out_dir)]
     summary = {**run.summary, "charts": charts}
     if as_json:
         cli.emit_json(summary)
         return
-    _print(cli.console, summary)
+    from perpcarry.cli.tables import output_console
+
+    _print(output_console(), summary)
+
+
+def _output_folder(flag: str | None, configured: Path, no_plots: bool, config) -> Path:
+    """The charts' folder, checked before any computing: a folder or a path where one can
+    be made, never an existing file or an empty name."""
+    import os
+
+    from perpcarry.config.loader import source_of
+
+    name = "--out" if flag is not None else (
+        f"{source_of(('backtest', 'out_dir'), config.path)}: [backtest] out_dir")
+    folder = path_option(flag, "--out") or configured
+    if no_plots:
+        return folder
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{name} {folder}: exists and is not a folder")
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"{name} {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{name} {folder}: cannot write into {existing}")
+    return folder
 
 
 def _print(console, s: dict) -> None:
@@ -138,20 +166,29 @@ def _print(console, s: dict) -> None:
     ):
         head.add_row(label, value)
     console.print(head)
+    from rich.text import Text
+
+    from perpcarry.cli.tables import Column, fitted_table, hidden_note
+
+    left_out: list[str] = []
     for title, rows in (("venue", s["per_venue"]), ("asset", s["per_asset"])):
         if not rows:
             continue
-        table = Table(title=f"contribution per {title}", title_justify="left")
-        for column in (title, "funding", "fees+spread", "basis", "net", "entries",
-                       "position-days"):
-            table.add_column(column, justify="left" if column == title else "right")
-        for name, row in sorted(rows.items(), key=lambda kv: -kv[1]["net_pnl"]):
-            table.add_row(name, money(row["funding_income"]),
-                          money(row["fees_paid"] + row["spread_paid"]), money(row["basis_pnl"]),
-                          money(row["net_pnl"]), str(row["entries"]),
-                          f"{row['position_days']:.0f}")
+        table, hidden = fitted_table(
+            console, f"contribution per {title}",
+            (Column(title, justify="left"), Column("funding", drop=3),
+             Column("fees+spread", drop=2), Column("basis", drop=1), Column("net"),
+             Column("entries", drop=4), Column("position\ndays", drop=5)),
+            [(name, money(row["funding_income"]), money(row["fees_paid"] + row["spread_paid"]),
+              money(row["basis_pnl"]), money(row["net_pnl"]), str(row["entries"]),
+              f"{row['position_days']:.0f}")
+             for name, row in sorted(rows.items(), key=lambda kv: -kv[1]["net_pnl"])])
         console.print(table)
+        left_out += hidden
+    narrow = hidden_note(list(dict.fromkeys(left_out)))
+    if narrow:
+        console.print(narrow)
     for note in s["notes"]:
-        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        console.print(Text.assemble(("note:", "yellow"), f" {note}"))
     for chart in s.get("charts", []):
-        console.print(f"chart: {chart}", highlight=False)
+        console.print(f"chart: {chart}")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
 
-from perpcarry.domain.errors import UsageError
+from perpcarry.domain.errors import ConfigError, InvalidValue, UsageError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -46,6 +48,47 @@ def split_option(values: list[str] | None, option: str) -> tuple[str, ...] | Non
     return parts
 
 
+def path_option(text: str | None, option: str) -> Path | None:
+    """A path option; None when not given. An empty one is refused: ``Path("")`` is the
+    working directory, which nobody means by typing ``--out ""``."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise UsageError(f"{option}: empty path")
+    return Path(text)
+
+
 def percent(value: float | None, digits: int = 2) -> str:
     """A fraction as a percentage for tables; ``n/a`` when unknown."""
     return "n/a" if value is None else f"{value * 100:.{digits}f}%"
+
+
+@contextmanager
+def value_names(config, section: str, flags: dict[str, tuple[str, float]],
+                sections: dict[str, str] | None = None) -> Iterator[None]:
+    """Turn core's :class:`InvalidValue`, which names a field, into the error a user can act
+    on: the flag when the user passed one (``flags``: field -> (flag, scale), e.g.
+    ``{"max_venue_share": ("--venue-cap", 100)}`` for a flag in percent), else the config key
+    (``[section] field``, or the section in ``sections`` for that field) and where it was
+    set: the file, an env var or the defaults."""
+    try:
+        yield
+    except InvalidValue as exc:
+        if exc.field in flags:
+            flag, scale = flags[exc.field]
+            raise UsageError(exc.describe(flag, scale)) from None
+        from perpcarry.config.loader import source_of
+
+        owner = (sections or {}).get(exc.field, section)
+        where = source_of((owner, exc.field), config.path)
+        key = f"[{owner}] {exc.field}"
+        if where == "defaults":
+            raise ConfigError(exc.describe(f"{key} (default)")) from None
+        raise ConfigError(f"{where}: {exc.describe(key)}") from None
+
+
+def given(**flags: tuple[str, object, float]) -> dict[str, tuple[str, float]]:
+    """The flags a user passed, for :func:`value_names`: field=(flag, value, scale), kept
+    when value is not None."""
+    return {field: (flag, scale) for field, (flag, value, scale) in flags.items()
+            if value is not None}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from typing import Annotated
 
@@ -54,39 +53,32 @@ def plan(
     import asyncio
 
     from perpcarry.allocation.allocator import Limits, allocate, candidates_from_scan
-    from perpcarry.cli.common import load
+    from perpcarry.cli.common import given, load, value_names
     from perpcarry.domain.errors import UsageError
     from perpcarry.scan.engine import ScanOptions, run_scan
-
-    if capital is not None and not (math.isfinite(capital) and capital > 0):
-        raise UsageError(f"--capital: must be a positive amount, got {capital:g}")
-    if leverage is not None and not 1 <= leverage <= 5:
-        raise UsageError(f"--leverage: must be between 1 and 5, got {leverage:g}")
-    percents = {"--venue-cap": venue_cap, "--asset-cap": asset_cap, "--pair-cap": pair_cap}
-    for name, value in percents.items():
-        if value is not None and not 0 < value <= 100:
-            raise UsageError(f"{name}: a cap is a percentage of capital above 0 and at most "
-                             f"100, got {value:g}")
-    if cash_reserve is not None and not 0 <= cash_reserve < 100:
-        raise UsageError(f"--cash-reserve: a percentage of capital from 0 to below 100, "
-                         f"got {cash_reserve:g}")
-    for name, count in (("--max-positions", max_positions), ("--min-positions", min_positions)):
-        if count is not None and count < (1 if name == "--max-positions" else 0):
-            raise UsageError(f"{name}: must be at least "
-                             f"{1 if name == '--max-positions' else 0}, got {count}")
 
     config = load()
     scan_defaults = config.settings.scan
     allocator_defaults = config.settings.allocator
     if capital is None and allocator_defaults.capital is None:
         raise UsageError("no capital: pass --capital or set capital under [allocator]")
+    # Caps and the reserve are percent on the command line, shares of capital in the config.
     shares = {"max_venue_share": venue_cap, "max_asset_share": asset_cap,
-              "max_pair_share": pair_cap, "cash_reserve": cash_reserve}
+              "max_pair_share": pair_cap, "cash_reserve": cash_reserve,
+              "min_net_apr": min_net_apr}
     overrides = {name: value / 100 for name, value in shares.items() if value is not None}
-    limits = Limits.from_config(
-        allocator_defaults, capital, leverage=leverage,
-        min_net_apr=None if min_net_apr is None else min_net_apr / 100,
-        max_positions=max_positions, min_positions=min_positions, **overrides)
+    with value_names(config, "allocator", given(
+            capital=("--capital", capital, 1), leverage=("--leverage", leverage, 1),
+            max_venue_share=("--venue-cap", venue_cap, 100),
+            max_asset_share=("--asset-cap", asset_cap, 100),
+            max_pair_share=("--pair-cap", pair_cap, 100),
+            cash_reserve=("--cash-reserve", cash_reserve, 100),
+            min_net_apr=("--min-net-apr", min_net_apr, 100),
+            max_positions=("--max-positions", max_positions, 1),
+            min_positions=("--min-positions", min_positions, 1))):
+        limits = Limits.from_config(allocator_defaults, capital, leverage=leverage,
+                                    max_positions=max_positions, min_positions=min_positions,
+                                    **overrides)
 
     options = ScanOptions(
         venues=split_option(venues, "--venues"), symbols=split_option(symbols, "--symbols"),
@@ -96,6 +88,9 @@ def plan(
         horizon_days=horizon if horizon is not None else scan_defaults.horizon_days,
         min_volume=scan_defaults.min_volume, offline=offline,
     )
+    with value_names(config, "scan", given(estimator=("--estimator", estimator, 1),
+                                           horizon_days=("--horizon", horizon, 1))):
+        options.validate()
     result = asyncio.run(run_scan(config, options))
     candidates, skipped = candidates_from_scan(result.rows)
     allocation = allocate(candidates, limits)
@@ -127,53 +122,55 @@ def _quantity(value) -> str:
 
 
 def render(allocation, limits, options, *, failures: dict[str, str], scan_skipped: int) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from perpcarry.cli.tables import Column, fitted_table, hidden_note, output_console
 
-    # Piped output keeps full rows rather than rich's 80-column default.
-    console = Console() if Console().is_terminal else Console(width=160)
-    print_plain = lambda text, **kw: console.print(text, markup=False, highlight=False, **kw)  # noqa: E731
+    console = output_console()
     for venue, reason in failures.items():
-        print_plain(f"{venue} failed: {reason}", style="red")
+        console.print(f"{venue} failed: {reason}", style="red")
     if not allocation.positions:
-        print_plain(f"No allocation: {allocation.reason}.", style="bold red")
+        console.print(f"No allocation: {allocation.reason}.", style="bold red")
         return
     k = limits.capital_per_notional
     title = (f"Plan for {_money(limits.capital)} capital: leverage {limits.leverage:g}x, "
              f"margin buffer {limits.margin_buffer:.0%}, so 1 of notional uses {k:.3g} of "
              f"capital; net APR over {options.horizon_days:g} days ({options.estimator})")
-    table = Table(title=title, title_justify="left")
-    for name in ("entry", "venue", "pair", "base qty", "perp contracts", "notional/leg",
-                 "margin", "capital", "daily funding", "net APR"):
-        table.add_column(name, justify="left" if name in ("venue", "pair") else "right")
-    for p in allocation.positions:
-        table.add_row(str(p.entry_rank), p.venue, p.pair_label, _quantity(p.base_quantity),
-                      _quantity(p.perp_contracts), _money(p.notional), _money(p.margin),
-                      _money(p.capital),
-                      "n/a" if p.expected_daily_funding is None
-                      else _money(p.expected_daily_funding), percent(p.net_apr))
+    columns = (Column("entry", drop=5), Column("venue", justify="left"),
+               Column("pair", justify="left"), Column("base\nqty", drop=3),
+               Column("perp\ncontracts", drop=6), Column("notional\n/leg", drop=4),
+               Column("margin", drop=7), Column("capital"), Column("daily\nfunding", drop=2),
+               Column("net\nAPR"))
+    table, left_out = fitted_table(console, title, columns, [
+        (str(p.entry_rank), p.venue, p.pair_label, _quantity(p.base_quantity),
+         _quantity(p.perp_contracts), _money(p.notional), _money(p.margin), _money(p.capital),
+         "n/a" if p.expected_daily_funding is None else _money(p.expected_daily_funding),
+         percent(p.net_apr)) for p in allocation.positions])
     console.print(table)
-    caps = Table("cap", "name", "used", "cap", "of cap", "LP optimum", "binding",
-                 title="Capital against caps", title_justify="left")
-    for usage in (*allocation.venues, *allocation.assets):
-        caps.add_row(usage.kind, usage.name, _money(usage.used), _money(usage.cap),
-                     f"{usage.used / usage.cap:.1%}", _money(usage.lp_used),
-                     "yes" if usage.binding else "")
+    caps, hidden = fitted_table(
+        console, "Capital against caps",
+        (Column("cap", justify="left"), Column("name", justify="left"), Column("used"),
+         Column("cap"), Column("of cap", drop=2), Column("LP\noptimum", drop=1),
+         Column("binding", justify="left")),
+        [(usage.kind, usage.name, _money(usage.used), _money(usage.cap),
+          f"{usage.used / usage.cap:.1%}", _money(usage.lp_used),
+          "yes" if usage.binding else "") for usage in (*allocation.venues, *allocation.assets)])
     console.print(caps)
+    narrow = hidden_note(list(dict.fromkeys(left_out + hidden)))
+    if narrow:
+        console.print(narrow)
     if allocation.binding:
-        print_plain("Binding at the LP optimum: " + "; ".join(
+        console.print("Binding at the LP optimum: " + "; ".join(
             f"{u.kind} {u.name} (cap {_money(u.cap)}"
             + (f", +1 of capital there adds {percent(u.shadow_apr)} a year)"
                if u.shadow_apr else ")") for u in allocation.binding))
     total = sum(float(p.capital) for p in allocation.positions)
     daily = sum(p.expected_daily_net for p in allocation.positions)
     u = allocation.unused
-    print_plain(f"Deployed {_money(total)} of {_money(allocation.capital)}; expected net "
-                f"{_money(allocation.objective)} a year ({_money(daily)} a day). Unused "
-                f"{_money(u.total)}: reserve {_money(u.reserve)}, left idle by caps "
-                f"{_money(u.caps)}, rounding to lot sizes {_money(u.rounding)}.")
+    console.print(f"Deployed {_money(total)} of {_money(allocation.capital)}; expected net "
+                  f"{_money(allocation.objective)} a year ({_money(daily)} a day). Unused "
+                  f"{_money(u.total)}: reserve {_money(u.reserve)}, left idle by caps "
+                  f"{_money(u.caps)}, rounding to lot sizes {_money(u.rounding)}.")
     for note in allocation.notes:
-        print_plain(f"note: {note}")
+        console.print(f"note: {note}")
     if allocation.excluded or scan_skipped:
-        print_plain(f"{len(allocation.excluded)} candidate(s) excluded by the allocator, "
-                    f"{scan_skipped} by the scan (--json lists them with reasons).")
+        console.print(f"{len(allocation.excluded)} candidate(s) excluded by the allocator, "
+                      f"{scan_skipped} by the scan (--json lists them with reasons).")

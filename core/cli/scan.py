@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from perpcarry.cli.common import percent, split_option
+from perpcarry.cli.tables import Column, fitted_table, hidden_note, output_console
 
 JSON_SCHEMA_VERSION = 1
 
@@ -62,9 +63,12 @@ def scan(
             "--offline", help="Replay the bundled real snapshot: no network, no config needed."
         ),
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Fee sources, notes and skipped symbols in full.")
+    ] = False,
 ) -> int:
     """Compare funding carry across exchanges, net of fees, spread and basis."""
-    from perpcarry.cli.common import load
+    from perpcarry.cli.common import given, load, value_names
     from perpcarry.domain.errors import UsageError
     from perpcarry.scan.engine import ScanOptions
 
@@ -84,13 +88,19 @@ def scan(
         top=top,
         offline=offline,
     )
+    with value_names(config, "scan", given(
+            estimator=("--estimator", estimator, 1), window_days=("--window", window, 1),
+            horizon_days=("--horizon", horizon, 1), top=("--top", top, 1),
+            min_net_apr=("--min-net-apr", min_net_apr, 100),
+            min_volume=("--min-volume", min_volume, 1))):
+        options.validate()
     result = asyncio.run(_run_with_progress(config, options, quiet=as_json or as_csv))
     if as_json:
         sys.stdout.write(json.dumps(result_to_json(result, options), indent=2) + "\n")
     elif as_csv:
         write_csv(result)
     else:
-        render(result, options)
+        render(result, options, verbose=verbose)
     everything_failed = bool(result.failures) and not result.snapshot_times
     return 1 if everything_failed else 0
 
@@ -136,20 +146,25 @@ def _volume(value: float | None) -> str:
     return f"{value:.0f}"
 
 
-def render(result, options) -> None:
-    from rich.console import Console
-    from rich.table import Table
+# The scan table's columns in order; `drop` says which go first on a narrow terminal.
+def _carry_columns(estimator: str) -> tuple[Column, ...]:
+    return (Column("venue", justify="left"), Column("pair", justify="left"),
+            Column("int", drop=6), Column("rate", drop=4), Column("next\nin", drop=9),
+            Column("APR\nnow", drop=5), Column(f"APR\n{estimator}", drop=2),
+            Column("basis\nbps", drop=8), Column("cost\nbps", drop=3),
+            Column("b/e\nh", drop=7), Column("net\nAPR"), Column("24h\nvol", drop=10))
 
+
+REVERSE_TITLE = ("Negative expected funding, not a cash-and-carry; the reverse trade: "
+                 "short spot on margin, long perp")
+
+
+def render(result, options, *, verbose: bool = False) -> None:
+    """The ranked carry table, the comparison across venues, the reverse trades and a short
+    legend: at most a line per venue, the details with ``verbose``."""
     from perpcarry.scan.engine import compare_venues
 
-    # Piped output is not wrapped at rich's 80-column default: the table is 12 columns wide.
-    # Cells are plain text styled by the table: rich's markup, emoji and repr highlighting
-    # passes over ~1,000 cells only cost time (and a "[" in a venue's symbol would be taken
-    # for markup).
-    plain = {"highlight": False, "markup": False, "emoji": False}
-    console = Console(**plain)
-    if not console.is_terminal:
-        console = Console(**plain, width=160)
+    console = output_console()
     title = (
         f"Cash-and-carry, ranked by net APR over {options.horizon_days:g} days "
         f"(estimator: {options.estimator})"
@@ -157,42 +172,25 @@ def render(result, options) -> None:
     if options.offline:
         times = ", ".join(f"{v} {t:%Y-%m-%d %H:%M}" for v, t in result.snapshot_times.items())
         title += f"\noffline snapshot (UTC): {times}"
-    funding_columns = ("venue", "pair", "int", "rate", "next in", "APR now",
-                       f"APR {options.estimator}")
-    table = _table(title, (*funding_columns, "basis bps", "cost bps", "b/e h", "net APR",
-                           "24h vol"))
-    for r in result.rows:
-        table.add_row(
-            *_funding_cells(r, result.snapshot_times[r.venue]),
-            _bps(r.basis),
-            _bps(r.round_trip_cost) + ("" if r.spread_cost is not None else "*"),
-            "inf" if r.break_even_hours == float("inf") else f"{r.break_even_hours:.0f}",
-            percent(r.net_apr),
-            _volume(r.thin_volume_24h),
-        )
+    rows = [(*_funding_cells(r, result.snapshot_times[r.venue]), _bps(r.basis),
+             _bps(r.round_trip_cost) + ("" if r.spread_cost is not None else "*"),
+             "inf" if r.break_even_hours == float("inf") else f"{r.break_even_hours:.0f}",
+             percent(r.net_apr), _volume(r.thin_volume_24h)) for r in result.rows]
+    table, left_out = fitted_table(console, title, _carry_columns(options.estimator), rows)
     console.print(table)
     if any(r.spread_cost is None for r in result.rows):
         console.print("* fees only: no book for this pair, so spread and basis are not counted")
 
     summaries, best_venue = compare_venues(result)
-    comparison = Table(
-        "venue",
-        "candidates",
-        "median net APR",
-        "best net APR",
-        "best pair",
-        title="Across exchanges",
-        title_justify="left",
-    )
-    for s in summaries:
-        comparison.add_row(
-            s.venue,
-            str(s.candidates),
-            percent(s.median_net_apr),
-            percent(s.best_net_apr),
-            s.best_pair or "-",
-        )
+    comparison, hidden = fitted_table(
+        console, "Across exchanges",
+        (Column("venue", justify="left"), Column("candidates", drop=2),
+         Column("median\nnet APR", drop=1), Column("best\nnet APR"),
+         Column("best pair", justify="left")),
+        [(s.venue, str(s.candidates), percent(s.median_net_apr), percent(s.best_net_apr),
+          s.best_pair or "-") for s in summaries])
     console.print(comparison)
+    left_out += hidden
     if best_venue:
         console.print(
             "Best venue per asset listed on several: "
@@ -201,37 +199,64 @@ def render(result, options) -> None:
             )
         )
     if result.reverse_rows:
-        reverse = _table("Negative expected funding: not a cash-and-carry",
-                         (*funding_columns, "trade"))
-        for r in result.reverse_rows:
-            reverse.add_row(*_funding_cells(r, result.snapshot_times[r.venue]),
-                            "reverse: short spot on margin, long perp")
+        reverse, hidden = fitted_table(
+            console, REVERSE_TITLE, _carry_columns(options.estimator)[:7],
+            [_funding_cells(r, result.snapshot_times[r.venue]) for r in result.reverse_rows])
         console.print(reverse)
-    for venue, fees in sorted(result.fees.items()):
-        console.print(f"fees {venue}: {fees.describe()}")
-    for note in result.notes:
-        console.print(note)
-    if result.skipped:
-        reasons: dict[str, int] = {}
-        for s in result.skipped:
-            key = f"{s.venue}: {s.reason.split(':')[0]}"
-            reasons[key] = reasons.get(key, 0) + 1
-        console.print(
-            f"{len(result.skipped)} symbol(s) skipped: "
-            + "; ".join(f"{k} ({n})" for k, n in sorted(reasons.items()))
-        )
+        left_out += hidden
+    narrow = hidden_note(list(dict.fromkeys(left_out)))
+    if narrow:
+        console.print(narrow)
+    for line in (_details(result) if verbose else _legend(result)):
+        console.print(line)
     for venue, reason in result.failures.items():
         console.print(f"{venue} failed: {reason}", style="red")
 
 
-def _table(title: str, columns: tuple[str, ...]):
-    from rich.table import Table
+def _venue_notes(result) -> dict[str, list[str]]:
+    """The engine's notes by the venue they start with; "" for the others (about options)."""
+    venues = set(result.fees) | set(result.snapshot_times)
+    by_venue: dict[str, list[str]] = {}
+    for note in result.notes:
+        venue = note.split(": ", 1)[0]
+        by_venue.setdefault(venue if venue in venues else "", []).append(note)
+    return by_venue
 
-    table = Table(title=title, title_justify="left")
-    for name in columns:
-        table.add_column(name, justify="left" if name in ("venue", "pair", "trade") else "right",
-                         no_wrap=True)
-    return table
+
+def _legend(result) -> list[str]:
+    """A short line per venue that answered (the taker fees assumed, skips, notes), the
+    notes about the options as they are, and a pointer to the details."""
+    notes = _venue_notes(result)
+    lines = []
+    for venue in sorted(set(result.fees) | set(result.snapshot_times)):
+        parts = []
+        fees = result.fees.get(venue)
+        if fees is not None:
+            parts.append(f"taker fees {float(fees.spot_taker) * 100:g}% spot / "
+                         f"{float(fees.perp_taker) * 100:g}% perp ({fees.source.value})")
+        skipped = sum(s.venue == venue for s in result.skipped)
+        if skipped:
+            parts.append(f"{skipped} skipped")
+        if notes.get(venue):
+            count = len(notes[venue])
+            parts.append(f"{count} note{'s' if count > 1 else ''}")
+        lines.append(f"{venue}: {'; '.join(parts)}")
+    lines += notes.get("", [])
+    if result.skipped or any(venue for venue in notes):
+        lines.append("(--verbose: fee sources, notes and skipped symbols in full)")
+    return lines
+
+
+def _details(result) -> list[str]:
+    """Everything the legend sums up: fee sources, every note, the skipped symbols."""
+    lines = [f"fees {venue}: {fees.describe()}" for venue, fees in sorted(result.fees.items())]
+    lines += result.notes
+    skipped: dict[tuple[str, str], list[str]] = {}
+    for s in result.skipped:
+        skipped.setdefault((s.venue, s.reason), []).append(s.symbol)
+    lines += [f"{venue} skipped {', '.join(symbols)}: {reason}"
+              for (venue, reason), symbols in sorted(skipped.items())]
+    return lines
 
 
 def _funding_cells(r, now: datetime) -> tuple[str, ...]:

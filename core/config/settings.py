@@ -22,6 +22,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "PERPCARRY_"
+# Longest window, half-life or horizon in days: ten years spans every perp's history, and
+# dates further back than the calendar holds overflow.
+MAX_DAYS = 3650
 
 
 class StrictModel(BaseModel):
@@ -68,6 +71,15 @@ class VenueConfig(StrictModel):
     weight_budget_share: float = Field(default=0.6, gt=0, le=1)
     fees: FeeOverride = FeeOverride()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_credential_is_unset(cls, values: Any) -> Any:
+        # `api_key = ""` in a config template, or an env var exported empty, means "not set".
+        if isinstance(values, dict):
+            return {k: None if k in cls.required_credentials and isinstance(v, str)
+                    and not v.strip() else v for k, v in values.items()}
+        return values
+
     @model_validator(mode="after")
     def _credentials_together(self) -> VenueConfig:
         given = [name for name in self.required_credentials if getattr(self, name) is not None]
@@ -94,29 +106,34 @@ Estimator = Literal["current", "mean", "ewma", "conservative"]
 
 
 class ScanConfig(StrictModel):
-    horizon_days: float = Field(default=30.0, gt=0)
+    """``[scan]``: defaults of ``scan`` and ``plan``. The ranges are checked in one place,
+    :meth:`perpcarry.scan.engine.ScanOptions.validate`, whether a value comes from here or
+    from a flag."""
+
+    horizon_days: float = 30.0
     estimator: Estimator = "mean"
-    window_days: float = Field(default=7.0, gt=0)
-    ewma_halflife_days: float = Field(default=2.0, gt=0)
+    window_days: float = 7.0
+    ewma_halflife_days: float = 2.0
     min_net_apr: float | None = None
-    min_volume: float | None = Field(default=None, ge=0)
+    min_volume: float | None = None
 
 
 class AllocatorConfig(StrictModel):
-    """``[allocator]``: how capital is split across carry positions (see
-    perpcarry.allocation.allocator)."""
+    """``[allocator]``: how capital is split across carry positions. The ranges are checked in
+    one place, :meth:`perpcarry.allocation.allocator.Limits.validate`, whichever of this
+    section, ``plan``'s flags or a backtest supplies a value."""
 
-    capital: float | None = Field(default=None, gt=0)
-    leverage: float = Field(default=2.0, ge=1, le=5)
+    capital: float | None = None
+    leverage: float = 2.0
     # Free margin kept against the perp leg's losses, as a share of its initial margin.
-    margin_buffer: float = Field(default=0.5, ge=0, le=5)
-    cash_reserve: float = Field(default=0.0, ge=0, lt=1)
-    max_venue_share: float = Field(default=0.5, gt=0, le=1)
-    max_asset_share: float = Field(default=0.2, gt=0, le=1)
-    max_pair_share: float = Field(default=0.2, gt=0, le=1)
+    margin_buffer: float = 0.5
+    cash_reserve: float = 0.0
+    max_venue_share: float = 0.5
+    max_asset_share: float = 0.2
+    max_pair_share: float = 0.2
     min_net_apr: float = 0.0
-    min_positions: int = Field(default=1, ge=0)
-    max_positions: int = Field(default=20, ge=1)
+    min_positions: int = 1
+    max_positions: int = 20
 
 
 class BacktestConfig(StrictModel):
@@ -131,9 +148,9 @@ class BacktestConfig(StrictModel):
     # None: every settlement of the shortest funding interval in the data.
     cadence_hours: float | None = Field(default=None, gt=0)
     estimator: Estimator = "mean"
-    window_days: float = Field(default=7.0, gt=0)
-    ewma_halflife_days: float = Field(default=2.0, gt=0)
-    horizon_days: float = Field(default=30.0, gt=0)
+    window_days: float = Field(default=7.0, gt=0, le=MAX_DAYS)
+    ewma_halflife_days: float = Field(default=2.0, gt=0, le=MAX_DAYS)
+    horizon_days: float = Field(default=30.0, gt=0, le=MAX_DAYS)
     enter_apr: float = 0.10
     exit_apr: float = 0.02
     min_hold_hours: float = Field(default=72.0, ge=0)
@@ -141,8 +158,27 @@ class BacktestConfig(StrictModel):
     # Sum of the spot and perp half-spreads (fraction of price) paid on every trade.
     spread_cost: float = Field(default=0.0002, ge=0, lt=1)
     # A held position is resized only when its target moves by more than this share of it.
-    resize_band: float = Field(default=0.25, ge=0)
+    # Past a million times the position no resize ever happens; beyond, band x quantity
+    # overflows.
+    resize_band: float = Field(default=0.25, ge=0, le=1e6)
     out_dir: Path = Path("backtest-out")
+
+    @field_validator("out_dir", mode="before")
+    @classmethod
+    def _named_folder(cls, out_dir: Any) -> Any:
+        # An empty path would be the working directory, filled with charts unasked.
+        if isinstance(out_dir, str) and not out_dir.strip():
+            raise ValueError("empty path: name a folder for the charts")
+        return out_dir
+
+    @field_validator("exit_apr")
+    @classmethod
+    def _hysteresis(cls, exit_apr: float, info) -> float:
+        enter_apr = info.data.get("enter_apr")
+        if enter_apr is not None and exit_apr > enter_apr:
+            raise ValueError(f"must not exceed enter_apr ({enter_apr:g}): a pair enters above "
+                             "enter_apr and leaves below exit_apr")
+        return exit_apr
 
 
 PAPER_DEFAULT_BALANCES = {"USDT": Decimal(100_000)}
@@ -250,6 +286,12 @@ class Settings(BaseSettings):
     paper: PaperConfig = PaperConfig()
     execution: ExecutionConfig = ExecutionConfig()
     venues: dict[str, dict[str, Any]] = {}
+
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, cache_dir: Any) -> Any:
+        # `cache_dir = ""`, or the env var exported empty, means the default folder.
+        return None if isinstance(cache_dir, str) and not cache_dir.strip() else cache_dir
 
     @classmethod
     def settings_customise_sources(

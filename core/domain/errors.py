@@ -23,6 +23,36 @@ class UsageError(PerpcarryError):
     exit_code = 2
 
 
+class InvalidValue(UsageError):
+    """A value core refuses. ``field`` names the setting (``capital``, ``window_days``), in the
+    setting's own units; the CLI renames it after the flag or config key that supplied the
+    value (see :func:`perpcarry.cli.common.value_names`), scaling bounds for percent flags."""
+
+    def __init__(self, field: str, value: float | int | str | None, *,
+                 low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False,
+                 rule: str | None = None, kind: str = "a number") -> None:
+        self.field, self.value, self.rule, self.kind = field, value, rule, kind
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+        super().__init__(self.describe(field))
+
+    def describe(self, name: str, scale: float = 1.0) -> str:
+        """The message with ``name`` for the field and bounds and value times ``scale``."""
+        value = self.value
+        if scale != 1 and isinstance(value, float | int):
+            value *= scale
+        shown = (str(value) if isinstance(value, int) else f"{value:g}"
+                 if isinstance(value, float) else repr(value))
+        if self.rule is not None:
+            return f"{name}: {self.rule}, got {shown}"
+        bounds = []
+        if self.low is not None:
+            bounds.append(f"{'above' if self.low_open else 'at least'} {self.low * scale:g}")
+        if self.high is not None:
+            bounds.append(f"{'below' if self.high_open else 'at most'} {self.high * scale:g}")
+        return f"{name}: must be {self.kind} {' and '.join(bounds)}, got {shown}"
+
+
 class PluginError(PerpcarryError):
     """A plugin failed to load or clashes with another plugin."""
 

@@ -98,6 +98,12 @@ class Registry:
             raise PluginError(f"no installed plugin registers a fee model for {venue_id}") from None
 
 
+def installed_plugins() -> list[str]:
+    """The names of the installed plugins (entry points), loaded or not: what ``[plugins]
+    allow`` and ``deny`` may name."""
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
 def _selected(name: str, allow: list[str], deny: list[str]) -> bool:
     env = os.environ.get(LOAD_PLUGINS_ENV)
     if env is not None:

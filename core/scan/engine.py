@@ -21,7 +21,8 @@ from statistics import median
 from loguru import logger
 
 from perpcarry.config.loader import Config
-from perpcarry.domain.errors import UsageError, VenueError
+from perpcarry.config.settings import MAX_DAYS
+from perpcarry.domain.errors import InvalidValue, UsageError, VenueError
 from perpcarry.domain.types import (
     BookSnapshot,
     BookTop,
@@ -59,30 +60,27 @@ class ScanOptions:
     offline: bool = False
 
     def validate(self) -> None:
+        """Refuse values no scan can use; :class:`InvalidValue` names the field, and the
+        CLI the flag or config key that set it."""
         if self.estimator not in ESTIMATORS:
-            raise UsageError(
-                f"--estimator: unknown estimator {self.estimator!r} "
-                f"(choose from {', '.join(ESTIMATORS)})"
-            )
-        for name, value in (
-            ("--horizon", self.horizon_days),
-            ("--window", self.window_days),
-            ("--halflife", self.ewma_halflife_days),
-        ):
-            if not (math.isfinite(value) and value > 0):
-                raise UsageError(f"{name}: must be a positive number of days, got {value}")
+            raise InvalidValue("estimator", self.estimator,
+                               rule=f"choose one of {', '.join(ESTIMATORS)}")
+        for name in ("horizon_days", "window_days", "ewma_halflife_days"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value <= MAX_DAYS):
+                raise InvalidValue(name, value, low=0, high=MAX_DAYS, low_open=True,
+                                   kind="a number of days")
         if self.horizon_days < 1 / 24:
-            # Net APR annualises over the horizon; shorter than an hour, no funding is earned.
-            raise UsageError(f"--horizon: must be at least one hour (1/24 day), "
-                             f"got {self.horizon_days}")
+            # Net APR annualises over the horizon: below an hour no funding is earned.
+            raise InvalidValue("horizon_days", self.horizon_days,
+                               rule="must be at least one hour (1/24 day)")
         if self.top is not None and self.top < 1:
-            raise UsageError(f"--top: must be at least 1, got {self.top}")
+            raise InvalidValue("top", self.top, low=1)
         if self.min_net_apr is not None and not math.isfinite(self.min_net_apr):
-            raise UsageError(f"--min-net-apr: must be a number, got {self.min_net_apr * 100}")
+            raise InvalidValue("min_net_apr", self.min_net_apr, rule="must be a finite number")
         if self.min_volume is not None and not (math.isfinite(self.min_volume)
                                                 and self.min_volume >= 0):
-            raise UsageError(f"--min-volume: must be a non-negative number, "
-                             f"got {self.min_volume}")
+            raise InvalidValue("min_volume", self.min_volume, low=0)
 
 
 @dataclass(frozen=True)
@@ -324,6 +322,9 @@ async def gather(
 
 def select_venues(config: Config, options: ScanOptions) -> list[str]:
     installed = config.registry.venues
+    if not installed:
+        raise UsageError("no venue to scan: no loaded plugin provides one (see [plugins] "
+                         "allow and deny; `perpcarry plugins` lists what loaded)")
     if options.venues:
         unknown = [v for v in options.venues if v not in installed]
         if unknown:
