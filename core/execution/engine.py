@@ -25,7 +25,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from perpcarry.domain.errors import InvalidOrder, PerpcarryError
 from perpcarry.domain.types import CarryPair, Market
@@ -35,17 +35,25 @@ from perpcarry.execution.journal import (
     IntentState,
     Journal,
     JournalOrder,
+    OrderEvent,
     Purpose,
 )
 from perpcarry.execution.legs import LegFailed, LegResult, LegSender, LegUnresolved
 from perpcarry.venues.orders import (
     Leg,
+    OrderRequest,
     OrderVenue,
     Side,
     check_order_size,
     client_order_id,
     floor_to_step,
 )
+
+Checks = Callable[[OrderRequest, "TradeContext"], list[str]]
+"""The pre-trade checks: every reason to refuse an order (``Registry.pre_trade_vetoes``)."""
+
+if TYPE_CHECKING:
+    from perpcarry.execution.checks import TradeContext
 
 
 class ExecutionIncomplete(PerpcarryError):
@@ -143,7 +151,7 @@ class TwoLegExecution:
     def __init__(self, journal: Journal, venue: OrderVenue, pair: CarryPair, *,
                  reference_price: Decimal, tolerance: Decimal | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 max_attempts: int = 2) -> None:
+                 max_attempts: int = 2, checks: Checks | None = None) -> None:
         self.journal = journal
         self.venue = venue
         self.pair = pair
@@ -152,6 +160,9 @@ class TwoLegExecution:
         self.tolerance = coarser if tolerance is None else tolerance
         self.sleep = sleep
         self.sender = LegSender(journal, venue, sleep, max_attempts=max_attempts)
+        self.checks = checks
+        # What the pre-trade checks see; set by the caller before ``run``.
+        self.context: TradeContext | None = None
         self.intent: Intent | None = None
         self._orders: dict[tuple[Leg, int], JournalOrder] = {}
 
@@ -241,6 +252,14 @@ class TwoLegExecution:
             self.journal.resize(order.client_order_id, quantity)
             order = self.journal.order(order.client_order_id)
         check_order_size(market, quantity, self.reference_price)
+        if self.checks is not None and self.context is not None:
+            request = OrderRequest(market, order.side, quantity, order.client_order_id,
+                                   reduce_only=order.reduce_only)
+            vetoes = self.checks(request, self.context)
+            if vetoes:
+                self.journal.mark(order.client_order_id, OrderEvent.REJECTED,
+                                  {"vetoed": vetoes})
+                raise LegFailed(order, "vetoed by " + "; ".join(vetoes))
         result = await self.sender.send(order, market)
         crash_point("between_legs")
         return result
@@ -331,7 +350,9 @@ class TwoLegExecution:
         else:
             state = IntentState.FAILED
         crash_point("before_finish")
-        self.journal.finish_intent(intent.intent_id, state, note)
+        spot_market = self.pair.spot
+        dust = max(spot_market.min_quantity, spot_market.quantity_step) * spot_market.contract_size
+        self.journal.finish_intent(intent.intent_id, state, note, spot_dust=dust)
         return ExecutionResult(intent.intent_id, intent.position_id, state, spot, perp, note)
 
     def _require_intent(self) -> Intent:

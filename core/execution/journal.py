@@ -440,8 +440,10 @@ class Journal:
                         {"position_id": position_id, "spot": spot, "perp": perp,
                          "reason": reason})
 
-    def finish_intent(self, intent_id: str, state: IntentState, note: str | None = None) -> None:
-        """Close ``intent_id``; the position becomes open or closed by what it holds."""
+    def finish_intent(self, intent_id: str, state: IntentState, note: str | None = None, *,
+                      spot_dust: Decimal = Decimal(0)) -> None:
+        """Close ``intent_id``; the position becomes open or closed by what it holds (spot
+        below ``spot_dust``, less than the venue accepts in one order, counts as none)."""
         with self._transaction() as db:
             now = _now_text(self.clock)
             db.execute("UPDATE intents SET state = ?, note = ?, finished_at = ? "
@@ -452,12 +454,22 @@ class Journal:
             spot, perp = (Decimal(v) for v in db.execute(
                 "SELECT spot_quantity, perp_quantity FROM positions WHERE position_id = ?",
                 (position_id,)).fetchone())
-            flat = spot == 0 and perp == 0
+            flat = spot < spot_dust or spot == 0
+            flat = flat and perp == 0
             held = PositionState.CLOSED if flat else PositionState.OPEN
             db.execute("UPDATE positions SET state = ?, closed_at = ? WHERE position_id = ?",
                        (held.value, now if flat else None, position_id))
             self._event(db, f"intent_{state.value}", intent_id, None,
                         {"note": note, "action": action} if note else {"action": action})
+
+    def record_transfer(self, venue: str, currency: str, amount: Decimal, from_wallet,
+                        to_wallet, stage: str, transfer_id: str | None = None) -> None:
+        """A wallet transfer, ``planned`` before it is requested and ``done`` after."""
+        with self._transaction() as db:
+            self._event(db, f"transfer_{stage}", None, None,
+                        {"venue": venue, "currency": currency, "amount": amount,
+                         "from": str(from_wallet), "to": str(to_wallet),
+                         "transfer_id": transfer_id})
 
     def set_flag(self, name: str, value: str) -> None:
         with self._transaction() as db:
