@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sqlite3
 import ssl
 import time
 from abc import ABC, abstractmethod
@@ -22,8 +21,14 @@ from typing import Any, ClassVar, Literal
 
 from loguru import logger
 
+from perpcarry.ccxt.cache_warnings import NOT_CACHING, report_unusable_cache
 from perpcarry.ccxt.errors import translate_ccxt_error
-from perpcarry.ccxt.history_store import CachedTail, FundingHistoryStore, read_tails
+from perpcarry.ccxt.history_store import (
+    CachedTail,
+    FundingHistoryStore,
+    UnusableCache,
+    read_tails,
+)
 from perpcarry.ccxt.markets import market_from_ccxt
 from perpcarry.ccxt.ratelimit import WeightBudget, backoff_delay
 from perpcarry.ccxt.response_cache import ResponseCache
@@ -31,7 +36,6 @@ from perpcarry.ccxt.transport import rebase, tls_context
 from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.errors import (
     BadSymbol,
-    CacheError,
     NetworkError,
     NotRecorded,
     RateLimitError,
@@ -124,6 +128,8 @@ class CcxtVenue(ABC):
         # Concurrent callers (the scan, a venue method, the fee model) share one load.
         self._markets_lock = asyncio.Lock()
         self._history: FundingHistoryStore | None = None
+        # Set when the history cache turns out unusable: the rest of the run fetches all.
+        self._history_uncached = False
         self._prefetched: asyncio.Future[dict[str, CachedTail]] | None = None
 
     # -- transport --------------------------------------------------------------------
@@ -209,7 +215,8 @@ class CcxtVenue(ABC):
         return self._raw_markets
 
     async def _load_markets(self) -> None:
-        cached = self._response_cache.read("markets", self.config.market_cache_hours * 3600)
+        cached = self._response_cache.read("markets", self.config.market_cache_hours * 3600,
+                                           valid=_is_markets)
         if cached is None:
             fetched = await self._with_retries(
                 "load_markets", self.market_load_weight, self.market_budget,
@@ -247,7 +254,8 @@ class CcxtVenue(ABC):
     @property
     def history_store(self) -> FundingHistoryStore:
         """The on-disk cache of settled funding. Not used offline, where each symbol's
-        history is replayed once per run and a cache would only be written and read back."""
+        history is replayed once per run and a cache would only be written and read back.
+        Raises ``UnusableCache`` when the file cannot be opened or set up."""
         if self._history is None:
             self._history = FundingHistoryStore(self._history_path)
         return self._history
@@ -270,12 +278,19 @@ class CcxtVenue(ABC):
             raise BadSymbol(self.venue_id, f"{symbol} is not a perpetual")
         end = min(end, self.context.clock() - SETTLEMENT_PUBLISH_LAG)
         start_ms, end_ms = to_ms(start), to_ms(end)
-        if self.context.offline:
+        if self.context.offline or self._history_uncached:
             return await self._page_history(market, start_ms, end_ms)
         try:
             return await self._cached_history(market, start_ms, end_ms)
-        except sqlite3.DatabaseError as err:
-            raise CacheError(f"funding-history cache {self._history_path}: {err}") from None
+        except UnusableCache as err:
+            self._stop_caching_history(err)
+            return await self._page_history(market, start_ms, end_ms)
+
+    def _stop_caching_history(self, err: UnusableCache) -> None:
+        """A cache never stops a scan: say once which file is unusable, then fetch every
+        symbol's history from the venue for the rest of the run."""
+        self._history_uncached = True
+        report_unusable_cache(err.path, err.problem, NOT_CACHING)
 
     async def _cached_history(
         self, market: Market, start_ms: int, end_ms: int
@@ -289,11 +304,16 @@ class CcxtVenue(ABC):
                 return window
         store = self.history_store
         missing = store.missing_spans(self.venue_id, market.symbol, start_ms, end_ms)
+        if missing == [(start_ms, end_ms)]:
+            records = await self._page_history(market, start_ms, end_ms)
+            try:
+                store.add(self.venue_id, market.symbol, records, start_ms, end_ms)
+            except UnusableCache as err:  # the records in hand are the answer all the same
+                self._stop_caching_history(err)
+            return records
         for span_start, span_end in missing:
             records = await self._page_history(market, span_start, span_end)
             store.add(self.venue_id, market.symbol, records, span_start, span_end)
-        if missing == [(start_ms, end_ms)]:  # all of it just fetched
-            return records
         return store.records(self.venue_id, market.symbol, start_ms, end_ms)
 
     async def _page_history(
@@ -357,8 +377,14 @@ class CcxtVenue(ABC):
     async def close(self) -> None:
         if self._prefetched is not None:
             # Let the reading thread finish with its connection. Had the read failed, a
-            # fetch that used it would have raised; unused, its outcome does not matter.
+            # fetch that used it would have reported it; unused, its outcome does not matter.
             await asyncio.gather(self._prefetched, return_exceptions=True)
         if self._history is not None:
             self._history.close()
         await self.exchange.close()
+
+
+def _is_markets(payload: Any) -> bool:
+    """Whether a cached payload is ccxt's markets by symbol, as ``_load_markets`` writes."""
+    return isinstance(payload, dict) and all(isinstance(m, dict) and "symbol" in m
+                                             for m in payload.values())

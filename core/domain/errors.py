@@ -29,10 +29,6 @@ class PluginError(PerpcarryError):
     exit_code = 2
 
 
-class CacheError(PerpcarryError):
-    """A local cache file cannot be used: the message names the file and why."""
-
-
 class VenueError(PerpcarryError):
     """A venue could not answer. ``venue`` names it; the message says why."""
 
