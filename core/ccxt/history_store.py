@@ -146,9 +146,12 @@ class FundingHistoryStore:
             return _records(venue, symbol, rows)
 
 
+# A settlement time that is not an integer is selected too, to be rejected: compared as
+# SQLite compares mixed types, it would fall outside the window and go missing unnoticed.
 _RECORDS = (
     "SELECT funding_time_ms, rate, mark_price FROM funding WHERE venue=? AND symbol=? "
-    "AND funding_time_ms BETWEEN ? AND ? ORDER BY funding_time_ms"
+    "AND (funding_time_ms BETWEEN ? AND ? OR typeof(funding_time_ms) != 'integer') "
+    "ORDER BY funding_time_ms"
 )
 
 

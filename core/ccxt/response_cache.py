@@ -10,7 +10,7 @@ and replaces the cached file atomically, so a reader sees the old or the new fil
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -41,8 +41,8 @@ class ResponseCache:
             return None
         try:
             raw = path.read_bytes()
-        except FileNotFoundError:
-            return None  # not cached yet
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # not cached yet (what stops it being written is reported then)
         except OSError as err:  # a directory where the file should be, no permission, ...
             report_unusable_cache(path, err.strerror or str(err))
             return None
@@ -67,9 +67,11 @@ class ResponseCache:
             return
         path = self.directory / f"{name}.json"
         entry = orjson.dumps({"fetched_at": self.clock().timestamp(), "payload": payload})
+        # Named for this process and write alone, created with the mode a plain write gives.
+        temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except OSError as err:
             report_unusable_cache(blocking_path(path.parent), err.strerror or str(err),
                                   NOT_CACHING)
@@ -79,5 +81,5 @@ class ResponseCache:
                 file.write(entry)
             os.replace(temporary, path)
         except OSError as err:
-            Path(temporary).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
             report_unusable_cache(path, err.strerror or str(err), NOT_CACHING)
