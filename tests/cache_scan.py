@@ -2,7 +2,7 @@
 replayed from the bundled snapshots in this process, or served by a local replay server
 (``--base-url``). Run as a script it prints one JSON line: the rows and the warnings.
 
-    python tests/cache_scan.py CACHE_DIR [--base-url http://127.0.0.1:PORT]
+    python tests/cache_scan.py CACHE_DIR [--base-url http://127.0.0.1:PORT] [--venues a,b]
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from perpcarry.venues.protocol import VenueContext
 VENUES = ("binance", "bybit", "okx")
 
 
-async def live_scan(cache_dir: Path, base_url: str | None = None) -> ScanResult:
+async def live_scan(cache_dir: Path, base_url: str | None = None,
+                    venues: tuple[str, ...] = VENUES) -> ScanResult:
     """A scan as ``perpcarry scan`` runs it online, with its caches in ``cache_dir``."""
     config = load_config(None)
-    snapshots = [config.registry.venues[v].offline_snapshot for v in VENUES]
+    snapshots = [config.registry.venues[v].offline_snapshot for v in venues]
     with nullcontext() if base_url else replaying(*snapshots):
-        return await run_scan(config, ScanOptions(venues=VENUES),
+        return await run_scan(config, ScanOptions(venues=venues),
                               context=VenueContext(cache_dir=cache_dir, base_url=base_url))
 
 
@@ -45,12 +46,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("cache_dir", type=Path)
     parser.add_argument("--base-url")
+    parser.add_argument("--venues", default=",".join(VENUES))
     args = parser.parse_args()
     warnings: list[str] = []
     logger.remove()
     logger.add(lambda message: warnings.append(message.record["message"]), level="WARNING")
     logger.enable("perpcarry")
-    result = asyncio.run(live_scan(args.cache_dir, args.base_url))
+    result = asyncio.run(live_scan(args.cache_dir, args.base_url,
+                                   tuple(args.venues.split(","))))
     json.dump({"rows": rows(result), "warnings": warnings}, sys.stdout)
 
 
