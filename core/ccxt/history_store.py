@@ -71,7 +71,9 @@ class FundingHistoryStore:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS)
+            # Used from the venue's history thread (one call at a time), opened wherever.
+            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS,
+                                       check_same_thread=False)
         except (OSError, sqlite3.Error) as err:
             # A directory that cannot be created or written, or one where the file should be.
             raise UnusableCache(blocking_path(path),

@@ -13,7 +13,8 @@ import functools
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -128,6 +129,7 @@ class CcxtVenue(ABC):
         # Concurrent callers (the scan, a venue method, the fee model) share one load.
         self._markets_lock = asyncio.Lock()
         self._history: FundingHistoryStore | None = None
+        self._history_thread: ThreadPoolExecutor | None = None
         # Set when the history cache turns out unusable: the rest of the run fetches all.
         self._history_uncached = False
         self._prefetched: asyncio.Future[dict[str, CachedTail]] | None = None
@@ -302,19 +304,34 @@ class CcxtVenue(ABC):
             window = tail.window(start_ms, end_ms) if tail else None
             if window is not None:
                 return window
-        store = self.history_store
-        missing = store.missing_spans(self.venue_id, market.symbol, start_ms, end_ms)
+        venue, symbol = self.venue_id, market.symbol
+        missing = await self._in_history_thread(
+            lambda store: store.missing_spans(venue, symbol, start_ms, end_ms))
         if missing == [(start_ms, end_ms)]:
             records = await self._page_history(market, start_ms, end_ms)
             try:
-                store.add(self.venue_id, market.symbol, records, start_ms, end_ms)
+                await self._in_history_thread(
+                    lambda store: store.add(venue, symbol, records, start_ms, end_ms))
             except UnusableCache as err:  # the records in hand are the answer all the same
                 self._stop_caching_history(err)
             return records
         for span_start, span_end in missing:
-            records = await self._page_history(market, span_start, span_end)
-            store.add(self.venue_id, market.symbol, records, span_start, span_end)
-        return store.records(self.venue_id, market.symbol, start_ms, end_ms)
+            fetched = await self._page_history(market, span_start, span_end)
+            await self._in_history_thread(
+                lambda store, span=(span_start, span_end), fetched=fetched:
+                store.add(venue, symbol, fetched, *span))
+        return await self._in_history_thread(
+            lambda store: store.records(venue, symbol, start_ms, end_ms))
+
+    def _in_history_thread(self, operation: Callable[[FundingHistoryStore], Any]) -> Any:
+        """``operation`` on the history store, awaitable, run in the store's own thread:
+        SQLite's commits wait on the disk, and the event loop meanwhile handles the other
+        responses. One thread, so its connection serves one call at a time."""
+        if self._history_thread is None:
+            self._history_thread = ThreadPoolExecutor(
+                1, thread_name_prefix=f"perpcarry-{self.venue_id}-history")
+        return asyncio.get_running_loop().run_in_executor(
+            self._history_thread, lambda: operation(self.history_store))
 
     async def _page_history(
         self, market: Market, start_ms: int, end_ms: int
@@ -379,6 +396,10 @@ class CcxtVenue(ABC):
             # Let the reading thread finish with its connection. Had the read failed, a
             # fetch that used it would have reported it; unused, its outcome does not matter.
             await asyncio.gather(self._prefetched, return_exceptions=True)
+        if self._history_thread is not None:
+            # Whatever the store's thread still has to do finishes before its connection
+            # closes; the wait itself is off the event loop.
+            await asyncio.get_running_loop().run_in_executor(None, self._history_thread.shutdown)
         if self._history is not None:
             self._history.close()
         await self.exchange.close()
