@@ -15,9 +15,10 @@ funding, and at each rebalance time decide over the series in Python), calling t
 money math (``perpcarry.money.yields``) and the same allocator LP when the eligible set changes.
 By default the loop runs on the full workload; ``--loop-share`` runs it on a share of the
 series instead and says so (its time is then scaled to the full event count). The two
-engines run interleaved (vectorised, loop, vectorised, loop, ..., vectorised); each loop run
-is compared with the mean of the vectorised runs either side of it, and the speed-up is the
-median of these ratios, printed with their spread.
+engines run interleaved (vectorised x3, loop, vectorised x3, loop, ...); each loop run is
+compared with the vectorised runs either side of it (the mean of the two turns' medians),
+and the speed-up is the median of these ratios, printed with their spread, in wall-clock and
+in the process's CPU time.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ VENUES = ("binance", "bybit", "okx")
 PER_VENUE = 500
 ROLL = 7
 HOUR_US = 3_600_000_000
+# Vectorised runs in a row either side of each loop run (their median is what a loop run is
+# compared with): one short run alone is at the mercy of whatever else the machine does.
+VECTOR_TURN = 3
 
 
 def workload() -> pl.DataFrame:
@@ -234,9 +238,9 @@ def main() -> None:
         loop_cpu.append(time.process_time() - cpu)
         return time.perf_counter() - started
 
-    # The engines run interleaved: each run times the vectorised engine just before and just
-    # after the loop and compares the loop with their mean, so that whatever else the shared
-    # machine does meanwhile slows both sides of a run's ratio alike.
+    # The engines run interleaved: each loop run is compared with the vectorised turns just
+    # before and just after it, so that whatever else the shared machine does meanwhile
+    # slows both sides of a run's ratio alike.
     builds, sims, totals, loop_times, ratios = [], [], [], [], []
     # CPU seconds of this process (all its threads) per run: what the machine's other
     # work barely changes, printed beside the wall-clock ratio.
@@ -252,14 +256,24 @@ def main() -> None:
         totals.append(build_s + sim_s)
         return panel, sim
 
-    run_vectorised()
+    def turn() -> tuple[float, float]:
+        """VECTOR_TURN vectorised runs in a row: their median wall and CPU seconds."""
+        nonlocal panel, sim
+        for _ in range(VECTOR_TURN):
+            panel, sim = run_vectorised()
+        return (statistics.median(totals[-VECTOR_TURN:]),
+                statistics.median(vector_cpu[-VECTOR_TURN:]))
+
+    panel = sim = None
+    before = turn()
     for _ in range(args.runs):
         loop_times.append(run_loop())
-        panel, sim = run_vectorised()
-        around = (totals[-2] + totals[-1]) / 2
-        ratios.append((panel.events / around) / (len(subset) / loop_times[-1]))
-        cpu_around = (vector_cpu[-2] + vector_cpu[-1]) / 2
-        cpu_ratios.append((panel.events / cpu_around) / (len(subset) / loop_cpu[-1]))
+        after = turn()
+        ratios.append((panel.events / ((before[0] + after[0]) / 2))
+                      / (len(subset) / loop_times[-1]))
+        cpu_ratios.append((panel.events / ((before[1] + after[1]) / 2))
+                          / (len(subset) / loop_cpu[-1]))
+        before = after
     events = panel.events
     vector_s = statistics.median(totals)
     print(f"workload: {len(panel.symbols)} series, {events:,} funding events, "
