@@ -133,6 +133,7 @@ class CcxtVenue(ABC):
         # Set when the history cache turns out unusable: the rest of the run fetches all.
         self._history_uncached = False
         self._prefetched: asyncio.Future[dict[str, CachedTail]] | None = None
+        self._prefetched_symbols: frozenset[str] = frozenset()
 
     # -- transport --------------------------------------------------------------------
 
@@ -265,11 +266,13 @@ class CcxtVenue(ABC):
     def prefetch_funding_history(self, symbols: Collection[str], span: timedelta) -> None:
         """Read the newest ``span`` of the cached history of ``symbols`` in a worker thread,
         while the caller waits on the network: ``fetch_funding_history`` then answers a
-        window inside what was read without going to the cache. Offline: no cache."""
+        window inside what was read without going to the cache, and a symbol of which
+        nothing was cached by asking the venue straight away. Offline: no cache."""
         if self.context.offline:
             return
+        self._prefetched_symbols = frozenset(symbols)
         self._prefetched = asyncio.get_running_loop().run_in_executor(
-            None, read_tails, self._history_path, self.venue_id, frozenset(symbols),
+            None, read_tails, self._history_path, self.venue_id, self._prefetched_symbols,
             int(span.total_seconds() * 1000))
 
     async def fetch_funding_history(
@@ -299,14 +302,18 @@ class CcxtVenue(ABC):
     ) -> list[FundingRecord]:
         """What the cache (or the prefetched part of it) holds of [start_ms, end_ms], after
         fetching the parts it lacks."""
-        if self._prefetched is not None:
-            tail = (await self._prefetched).get(market.symbol)
-            window = tail.window(start_ms, end_ms) if tail else None
-            if window is not None:
-                return window
         venue, symbol = self.venue_id, market.symbol
-        missing = await self._in_history_thread(
-            lambda store: store.missing_spans(venue, symbol, start_ms, end_ms))
+        read_ahead = self._prefetched is not None and symbol in self._prefetched_symbols
+        tail = (await self._prefetched).get(symbol) if read_ahead else None
+        window = tail.window(start_ms, end_ms) if tail else None
+        if window is not None:
+            return window
+        if read_ahead and tail is None:
+            # Nothing cached when read ahead (a cold cache): no need to ask the store.
+            missing = [(start_ms, end_ms)]
+        else:
+            missing = await self._in_history_thread(
+                lambda store: store.missing_spans(venue, symbol, start_ms, end_ms))
         if missing == [(start_ms, end_ms)]:
             records = await self._page_history(market, start_ms, end_ms)
             try:
