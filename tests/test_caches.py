@@ -4,21 +4,25 @@ naming the file and how to clear it, and the scan's rows are those of a clean ca
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 from cache_scan import live_scan, rows
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from perpcarry.ccxt.cache_warnings import DAMAGED, NOT_CACHING
 from perpcarry.ccxt.history_store import FundingHistoryStore
-from perpcarry.ccxt.response_cache import ENTRY_SHAPE
+from perpcarry.ccxt.response_cache import ENTRY_SHAPE, ResponseCache
 
 HISTORY = "funding_history.sqlite"
 MARKETS = "responses/binance/markets.json"
@@ -192,3 +196,27 @@ def test_read_only_cache_is_one_warning_and_the_rows_are_intact(make_read_only, 
     assert len(scanned["warnings"]) == 1, scanned["warnings"]
     assert scanned["warnings"][0].startswith(f"cache {named}: ")
     assert scanned["warnings"][0].endswith(NOT_CACHING)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=JSON | st.fixed_dictionaries({"fetched_at": JSON, "payload": JSON}),
+       garbage=st.binary(max_size=40))
+def test_no_cached_file_makes_a_read_raise(tmp_path, document, garbage):
+    """Whatever a cached response file holds, reading it gives the payload of a well-formed
+    fresh entry and None for anything else, and never raises."""
+    cache = ResponseCache(tmp_path, lambda: datetime(2026, 1, 1, tzinfo=UTC), offline=False)
+    for name, content in (("json", orjson.dumps(document)), ("bytes", garbage)):
+        (tmp_path / f"{name}.json").write_bytes(content)
+        answer = cache.read(name, max_age_seconds=math.inf)
+        entry = orjson.loads(content) if name == "json" else None  # JSON has no infinity
+        well_formed = (isinstance(entry, dict) and "payload" in entry
+                       and type(entry.get("fetched_at")) in (int, float))
+        assert answer == (entry["payload"] if well_formed else None)
