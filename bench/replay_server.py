@@ -13,6 +13,7 @@ import json
 import multiprocessing
 from collections import Counter
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import web
@@ -34,10 +35,13 @@ class ReplayServer:
                 self.exact.setdefault(_key(url.hostname, url.path, url.query), response)
                 self.by_path.setdefault((url.hostname, url.path), response)
         self.requests: Counter[str] = Counter()
+        # Every request since the last reset, as "/host/path?query", in arrival order.
+        self.log: list[str] = []
 
     async def _handle(self, request: web.Request) -> web.Response:
         host, _, path = request.path.lstrip("/").partition("/")
         self.requests[host] += 1
+        self.log.append(request.path_qs)
         await asyncio.sleep(self.delay)
         recorded = self.exact.get(_key(host, "/" + path, request.query_string)) or \
             self.by_path.get((host, "/" + path))
@@ -52,6 +56,9 @@ class ReplayServer:
     async def _stats(self, request: web.Request) -> web.Response:
         if request.method == "DELETE":
             self.requests.clear()
+            self.log.clear()
+        if "log" in request.query:
+            return web.json_response(self.log)
         return web.json_response(dict(self.requests))
 
     def serve(self, port_out) -> None:
@@ -84,16 +91,21 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{receive.recv()}"
         return self.url
 
-    def _stats(self, method: str) -> dict[str, int]:
+    def _stats(self, method: str, query: str = "") -> Any:
         import urllib.request
 
-        request = urllib.request.Request(f"{self.url}/__stats", method=method)
+        request = urllib.request.Request(f"{self.url}/__stats{query}", method=method)
         with urllib.request.urlopen(request) as response:
             return json.loads(response.read())
 
     @property
     def requests(self) -> dict[str, int]:
         return self._stats("GET")
+
+    @property
+    def log(self) -> list[str]:
+        """Every request since the last reset, as "/host/path?query", in arrival order."""
+        return self._stats("GET", "?log")
 
     def reset(self) -> None:
         self._stats("DELETE")

@@ -3,11 +3,15 @@
     python bench/scan.py [--delay-ms 50] [--runs 5]
 
 1. Serves the recorded responses (bundled snapshots + cassettes/) on 127.0.0.1 with an
-   injected delay per request, points all venue plugins at it, runs one scan to warm the
-   market and funding-history caches, then measures warm scans: requests per venue and the
-   time until every venue's data is in hand and ranked (targets: <= 3 requests per venue,
-   <= 3x the delay), and the total with ccxt's 250 ms graceful close of its sessions.
-   As in the `perpcarry` command, the cyclic garbage collector is off.
+   injected delay per request and points all venue plugins at it. Cold scans (empty cache
+   directory) alternate run by run with plain ccxt issuing the same requests: the same
+   markets load (ccxt's own load_markets with the plugins' options), then the same funding
+   and book requests at once, then the same history requests at once, ccxt's rate limiter
+   off (target: the cold scan is no slower). Then warm scans on the last cold scan's
+   cache: requests per venue and the time until every venue's data is in hand and ranked
+   (targets: <= 3 requests per venue, <= 3x the delay), and the total with ccxt's 250 ms
+   graceful close of its sessions. As in the `perpcarry` command, the cyclic garbage
+   collector is off.
 2. Measures the naive approach from the seed guide over the same symbols: one spot-price and
    one premium-index request per symbol, all fired concurrently (target: >= 20x more
    requests than the scan).
@@ -36,6 +40,12 @@ from replay_server import ServerProcess
 
 ROOT = Path(__file__).parents[1]
 VENUES = ("binance", "bybit", "okx")
+# Requested by ccxt's load_markets (the plain-ccxt side makes them through it) and the
+# funding-history endpoints (which start from the funding snapshot's settlement times).
+MARKET_PATHS = ("/api/v3/exchangeInfo", "/fapi/v1/exchangeInfo", "/v5/market/instruments-info",
+                "/api/v5/public/instruments")
+HISTORY_PATHS = ("/fapi/v1/fundingRate", "/v5/market/funding/history",
+                 "/api/v5/public/funding-rate-history")
 # The per-symbol endpoints the naive approach calls, per venue: spot price, then funding.
 NAIVE = {
     "binance": (
@@ -87,6 +97,48 @@ async def timed_scan(config, server: ServerProcess, cache_dir: Path):
     # of the total.
     to_result = max(done.values()) - started + finished - ranking
     return to_result, finished - started, per_venue(server.requests), result
+
+
+async def plain_ccxt(server: ServerProcess, requested: list[str]) -> tuple[float, int]:
+    """Wall time and request count of plain ccxt making the requests of a cold scan
+    (``requested``, as the server logged them), venues concurrently: markets through ccxt's
+    load_markets, then the funding and book requests at once, then the history at once."""
+    import ccxt.async_support as ccxt_async
+
+    from perpcarry.ccxt.transport import rebase
+    from perpcarry_binance.venue import BinanceVenue
+    from perpcarry_bybit.venue import BybitVenue
+    from perpcarry_okx.venue import OkxVenue
+
+    plugins = {"binance": BinanceVenue, "bybit": BybitVenue, "okx": OkxVenue}
+
+    async def venue_requests(venue: str) -> None:
+        plugin = plugins[venue]
+        options = {"fetchMarkets": {"types": list(plugin.market_types)}, **plugin.ccxt_options}
+        exchange = getattr(ccxt_async, plugin.ccxt_id)({"enableRateLimit": False,
+                                                        "options": options})
+        exchange.has = {**exchange.has, "fetchCurrencies": False}  # as the plugins do
+        exchange.urls["api"] = rebase(exchange.urls["api"], server.url)
+        mine = [url for url in requested if venue in url.split("/")[1]
+                and not any(f"{path}?" in url or url.endswith(path) for path in MARKET_PATHS)]
+        history = [url for url in mine if any(f"{path}?" in url for path in HISTORY_PATHS)]
+        try:
+            await exchange.load_markets()
+            await asyncio.gather(*(exchange.fetch(server.url + url) for url in mine
+                                   if url not in history))
+            await asyncio.gather(*(exchange.fetch(server.url + url) for url in history))
+            done[venue] = time.perf_counter()
+        finally:
+            closing.append(exchange)
+
+    server.reset()
+    done: dict[str, float] = {}
+    closing: list = []
+    started = time.perf_counter()
+    await asyncio.gather(*(venue_requests(v) for v in VENUES))
+    elapsed = max(done.values()) - started  # left out: ccxt's close, as for the scan
+    await asyncio.gather(*(exchange.close() for exchange in closing))
+    return elapsed, sum(server.requests.values())
 
 
 def per_venue(requests: dict[str, int]) -> dict[str, int]:
@@ -156,9 +208,16 @@ def main() -> None:
     config = load_config(None)
     server = ServerProcess(cassettes(), delay)
     server.start()
-    with tempfile.TemporaryDirectory() as cache:
-        cold_time, _, cold_requests, _ = asyncio.run(timed_scan(config, server, Path(cache)))
-        warm = [asyncio.run(timed_scan(config, server, Path(cache))) for _ in range(args.runs)]
+    cold_times, ccxt_times = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        for run in range(args.runs):
+            cache = Path(scratch) / f"cold-{run}"
+            cold_time, _, cold_requests, _ = asyncio.run(timed_scan(config, server, cache))
+            requested = server.log
+            ccxt_time, ccxt_requests = asyncio.run(plain_ccxt(server, requested))
+            cold_times.append(cold_time)
+            ccxt_times.append(ccxt_time)
+        warm = [asyncio.run(timed_scan(config, server, cache)) for _ in range(args.runs)]
     warm_time = statistics.median(w[0] for w in warm)
     warm_total = statistics.median(w[1] for w in warm)
     warm_requests = warm[-1][2]
@@ -171,9 +230,15 @@ def main() -> None:
         f"injected delay per request: {args.delay_ms:.0f} ms; carry pairs scanned: "
         f"{len(result.scanned_pairs)}; venues failed: {result.failures or 'none'}"
     )
+    cold_time, ccxt_time = statistics.median(cold_times), statistics.median(ccxt_times)
     print(
-        f"first scan (cold caches): {sum(cold_requests.values())} requests "
-        f"{cold_requests}, {cold_time * 1000:.0f} ms"
+        f"cold scan (empty cache): {sum(cold_requests.values())} requests {cold_requests}, "
+        f"median time to result {cold_time * 1000:.0f} ms; plain ccxt, same requests: "
+        f"{ccxt_requests} requests, median {ccxt_time * 1000:.0f} ms; cold scan / plain "
+        f"ccxt = {cold_time / ccxt_time:.2f}x (target <= 1x, no slower: "
+        f"{'met' if cold_time <= ccxt_time else 'MISSED'})  [runs, alternating: scan "
+        f"{', '.join(f'{t * 1000:.0f}' for t in cold_times)} ms; ccxt "
+        f"{', '.join(f'{t * 1000:.0f}' for t in ccxt_times)} ms]"
     )
     print(
         f"warm scan: {total} requests {warm_requests} (<= 3 per venue: "

@@ -5,6 +5,7 @@ pyproject.toml, from pytest-recording); HTTP is replayed from cassettes by
 from __future__ import annotations
 
 import sys
+from contextlib import suppress
 from dataclasses import dataclass
 
 import pytest
@@ -21,6 +22,22 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+@pytest.fixture
+def logged_warnings():
+    """The messages perpcarry logs at WARNING and above during the test, in order (the
+    package disables its logger as a library; the CLI enables it, as this does)."""
+    from loguru import logger
+
+    messages: list[str] = []
+    sink = logger.add(lambda message: messages.append(message.record["message"]),
+                      level="WARNING")
+    logger.enable("perpcarry")
+    yield messages
+    logger.disable("perpcarry")
+    with suppress(ValueError):  # a CLI run in the test replaces every sink
+        logger.remove(sink)
 
 
 @dataclass

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from perpcarry.ccxt.cache_warnings import NOT_CACHING
 from perpcarry.ccxt.replay import cassette_vcr, replaying
 from perpcarry.config.settings import VenueConfig
-from perpcarry.domain.errors import CacheError, ExchangeUnavailable, InvalidResponse, RateLimitError
+from perpcarry.domain.errors import ExchangeUnavailable, InvalidResponse, RateLimitError
 from perpcarry.domain.parsing import to_ms
 from perpcarry.domain.types import Market, MarketKind, SkipLog
 from perpcarry.venues.protocol import VenueContext, carry_pairs
@@ -258,20 +259,23 @@ async def test_prefetched_history_answers_a_window_inside_it(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("prefetch", [False, True])
-async def test_an_unreadable_history_cache_is_an_error_naming_the_file(tmp_path, prefetch):
+async def test_an_unreadable_history_cache_is_one_warning_and_the_history_is_fetched(
+        tmp_path, prefetch, logged_warnings):
     cache = tmp_path / "funding_history.sqlite"
     cache.write_bytes(b"not a database, " * 512)
     venue = make_venue(tmp_path, offline=False, clock=lambda: T + timedelta(hours=1))
     with replaying(SNAPSHOT):
         await venue.load_markets()
-    venue.request_count = 0
-    if prefetch:
-        venue.prefetch_funding_history(["BTC/USDT:USDT"], timedelta(days=30))
-    with pytest.raises(CacheError) as err:
-        await venue.fetch_funding_history("BTC/USDT:USDT", T - timedelta(days=30), T)
+        venue.request_count = 0
+        if prefetch:
+            venue.prefetch_funding_history(["BTC/USDT:USDT", "ETH/USDT:USDT"],
+                                           timedelta(days=30))
+        btc = await venue.fetch_funding_history("BTC/USDT:USDT", T - timedelta(days=30), T)
+        eth = await venue.fetch_funding_history("ETH/USDT:USDT", T - timedelta(days=30), T)
     await venue.close()
-    assert str(err.value) == f"funding-history cache {cache}: file is not a database"
-    assert venue.request_count == 0
+    assert len(btc) == len(eth) == 91 and venue.request_count == 2
+    assert logged_warnings == [f"cache {cache}: file is not a database; {NOT_CACHING}"]
+    assert cache.read_bytes() == b"not a database, " * 512  # left for the user to delete
 
 
 async def test_offline_history_is_never_cached(snapshot_venue, tmp_path):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from perpcarry.ccxt.ratelimit import WeightBudget, backoff_delay
 
@@ -49,3 +53,39 @@ def test_backoff_without_retry_after_grows_and_is_capped():
     assert delays[:4] == [1.5, 2.5, 4.5, 8.5]
     assert max(delays) == 60.5
     assert backoff_delay(3, None, rng=lambda: 0.0) == 0.5  # full jitter keeps a floor
+
+
+@settings(max_examples=60, deadline=None)
+@given(weights=st.lists(st.integers(1, 40), min_size=1, max_size=80),
+       per_minute=st.sampled_from([300, 2400, 7200]), share=st.floats(0.05, 1.0))
+def test_requests_made_at_once_go_as_fast_as_the_budget_allows_and_never_faster(
+        weights, per_minute, share):
+    """Every request of a cold scan's history asks at the same moment: the weight granted by
+    any time t stays within the bucket plus its refill, and none waits longer than that
+    needs (the requests go in the order they asked)."""
+    granted_at: dict[asyncio.Task, float] = {}
+
+    async def wait_until_granted(seconds: float) -> None:
+        # All asked at t=0 and the clock does not move: record when this request may go,
+        # and let the others ask meanwhile, as a real wait would.
+        granted_at[asyncio.current_task()] = seconds
+        await asyncio.sleep(0)
+
+    async def ask_all():
+        budget = WeightBudget(per_minute, share, lambda: 0.0, wait_until_granted)
+
+        async def one(weight: int) -> tuple[float, int]:
+            await budget.acquire(weight)
+            return granted_at.get(asyncio.current_task(), 0.0), weight
+
+        return budget, await asyncio.gather(*(one(w) for w in weights))
+
+    budget, times = asyncio.run(ask_all())
+    spent = 0.0
+    for at, weight in sorted(times):
+        spent += weight
+        allowed = budget.capacity + budget.refill_per_second * at
+        assert spent <= allowed + 1e-6
+        # as soon as the refill covers it: no later than needed
+        assert at == pytest.approx(max(0.0, (spent - budget.capacity)
+                                       / budget.refill_per_second), abs=1e-6)

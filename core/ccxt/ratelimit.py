@@ -11,7 +11,10 @@ class WeightBudget:
 
     Venues publish limits as weight per minute (Binance futures: 2400), so a burst of a
     few requests is fine as long as the minute's total stays under the budget; the
-    bucket starts full and refills continuously.
+    bucket starts full and refills continuously. Callers may acquire concurrently: each
+    takes its weight at once, going into debt if need be, and waits until the refill has
+    paid for it, so concurrent requests are spaced in the order they asked and the weight
+    granted by any moment never exceeds the bucket plus its refill.
     """
 
     def __init__(
@@ -36,11 +39,12 @@ class WeightBudget:
         self._last = now
 
     async def acquire(self, weight: float) -> None:
+        """Return once ``weight`` may be spent without exceeding the budget."""
         self._refill()
-        if weight > self._tokens:
-            await self._sleep((weight - self._tokens) / self.refill_per_second)
-            self._refill()
+        # Taken before waiting: a caller arriving meanwhile waits behind this one.
         self._tokens -= weight
+        if self._tokens < 0:
+            await self._sleep(-self._tokens / self.refill_per_second)
 
 
 def backoff_delay(

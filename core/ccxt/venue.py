@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sqlite3
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -24,8 +24,14 @@ from urllib.parse import urlsplit
 
 from loguru import logger
 
+from perpcarry.ccxt.cache_warnings import NOT_CACHING, report_unusable_cache
 from perpcarry.ccxt.errors import translate_ccxt_error
-from perpcarry.ccxt.history_store import CachedTail, FundingHistoryStore, read_tails
+from perpcarry.ccxt.history_store import (
+    CachedTail,
+    FundingHistoryStore,
+    UnusableCache,
+    read_tails,
+)
 from perpcarry.ccxt.markets import market_from_ccxt
 from perpcarry.ccxt.ratelimit import WeightBudget, backoff_delay
 from perpcarry.ccxt.response_cache import ResponseCache
@@ -33,7 +39,6 @@ from perpcarry.ccxt.transport import rebase, tls_context
 from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.errors import (
     BadSymbol,
-    CacheError,
     InvalidResponse,
     NetworkError,
     NotRecorded,
@@ -134,7 +139,11 @@ class CcxtVenue(ABC):
         # Concurrent callers (the scan, a venue method, the fee model) share one load.
         self._markets_lock = asyncio.Lock()
         self._history: FundingHistoryStore | None = None
+        self._history_thread: ThreadPoolExecutor | None = None
+        # Set when the history cache turns out unusable: the rest of the run fetches all.
+        self._history_uncached = False
         self._prefetched: asyncio.Future[dict[str, CachedTail]] | None = None
+        self._prefetched_symbols: frozenset[str] = frozenset()
 
     # -- transport --------------------------------------------------------------------
 
@@ -235,7 +244,8 @@ class CcxtVenue(ABC):
         return self._raw_markets
 
     async def _load_markets(self) -> None:
-        cached = self._response_cache.read("markets", self.config.market_cache_hours * 3600)
+        cached = self._response_cache.read("markets", self.config.market_cache_hours * 3600,
+                                           valid=_is_markets)
         if cached is None:
             loading = _LOADING_MARKETS.set(True)
             try:
@@ -277,7 +287,8 @@ class CcxtVenue(ABC):
     @property
     def history_store(self) -> FundingHistoryStore:
         """The on-disk cache of settled funding. Not used offline, where each symbol's
-        history is replayed once per run and a cache would only be written and read back."""
+        history is replayed once per run and a cache would only be written and read back.
+        Raises ``UnusableCache`` when the file cannot be opened or set up."""
         if self._history is None:
             self._history = FundingHistoryStore(self._history_path)
         return self._history
@@ -285,11 +296,13 @@ class CcxtVenue(ABC):
     def prefetch_funding_history(self, symbols: Collection[str], span: timedelta) -> None:
         """Read the newest ``span`` of the cached history of ``symbols`` in a worker thread,
         while the caller waits on the network: ``fetch_funding_history`` then answers a
-        window inside what was read without going to the cache. Offline: no cache."""
+        window inside what was read without going to the cache, and a symbol of which
+        nothing was cached by asking the venue straight away. Offline: no cache."""
         if self.context.offline:
             return
+        self._prefetched_symbols = frozenset(symbols)
         self._prefetched = asyncio.get_running_loop().run_in_executor(
-            None, read_tails, self._history_path, self.venue_id, frozenset(symbols),
+            None, read_tails, self._history_path, self.venue_id, self._prefetched_symbols,
             int(span.total_seconds() * 1000))
 
     async def fetch_funding_history(
@@ -300,31 +313,62 @@ class CcxtVenue(ABC):
             raise BadSymbol(self.venue_id, f"{symbol} is not a perpetual")
         end = min(end, self.context.clock() - SETTLEMENT_PUBLISH_LAG)
         start_ms, end_ms = to_ms(start), to_ms(end)
-        if self.context.offline:
+        if self.context.offline or self._history_uncached:
             return await self._page_history(market, start_ms, end_ms)
         try:
             return await self._cached_history(market, start_ms, end_ms)
-        except sqlite3.DatabaseError as err:
-            raise CacheError(f"funding-history cache {self._history_path}: {err}") from None
+        except UnusableCache as err:
+            self._stop_caching_history(err)
+            return await self._page_history(market, start_ms, end_ms)
+
+    def _stop_caching_history(self, err: UnusableCache) -> None:
+        """A cache never stops a scan: say once which file is unusable, then fetch every
+        symbol's history from the venue for the rest of the run."""
+        self._history_uncached = True
+        report_unusable_cache(err.path, err.problem, NOT_CACHING)
 
     async def _cached_history(
         self, market: Market, start_ms: int, end_ms: int
     ) -> list[FundingRecord]:
         """What the cache (or the prefetched part of it) holds of [start_ms, end_ms], after
         fetching the parts it lacks."""
-        if self._prefetched is not None:
-            tail = (await self._prefetched).get(market.symbol)
-            window = tail.window(start_ms, end_ms) if tail else None
-            if window is not None:
-                return window
-        store = self.history_store
-        missing = store.missing_spans(self.venue_id, market.symbol, start_ms, end_ms)
-        for span_start, span_end in missing:
-            records = await self._page_history(market, span_start, span_end)
-            store.add(self.venue_id, market.symbol, records, span_start, span_end)
-        if missing == [(start_ms, end_ms)]:  # all of it just fetched
+        venue, symbol = self.venue_id, market.symbol
+        read_ahead = self._prefetched is not None and symbol in self._prefetched_symbols
+        tail = (await self._prefetched).get(symbol) if read_ahead else None
+        window = tail.window(start_ms, end_ms) if tail else None
+        if window is not None:
+            return window
+        if read_ahead and tail is None:
+            # Nothing cached when read ahead (a cold cache): no need to ask the store.
+            missing = [(start_ms, end_ms)]
+        else:
+            missing = await self._in_history_thread(
+                lambda store: store.missing_spans(venue, symbol, start_ms, end_ms))
+        if missing == [(start_ms, end_ms)]:
+            records = await self._page_history(market, start_ms, end_ms)
+            try:
+                await self._in_history_thread(
+                    lambda store: store.add(venue, symbol, records, start_ms, end_ms))
+            except UnusableCache as err:  # the records in hand are the answer all the same
+                self._stop_caching_history(err)
             return records
-        return store.records(self.venue_id, market.symbol, start_ms, end_ms)
+        for span_start, span_end in missing:
+            fetched = await self._page_history(market, span_start, span_end)
+            await self._in_history_thread(
+                lambda store, span=(span_start, span_end), fetched=fetched:
+                store.add(venue, symbol, fetched, *span))
+        return await self._in_history_thread(
+            lambda store: store.records(venue, symbol, start_ms, end_ms))
+
+    def _in_history_thread(self, operation: Callable[[FundingHistoryStore], Any]) -> Any:
+        """``operation`` on the history store, awaitable, run in the store's own thread:
+        SQLite's commits wait on the disk, and the event loop meanwhile handles the other
+        responses. One thread, so its connection serves one call at a time."""
+        if self._history_thread is None:
+            self._history_thread = ThreadPoolExecutor(
+                1, thread_name_prefix=f"perpcarry-{self.venue_id}-history")
+        return asyncio.get_running_loop().run_in_executor(
+            self._history_thread, lambda: operation(self.history_store))
 
     async def _page_history(
         self, market: Market, start_ms: int, end_ms: int
@@ -390,8 +434,12 @@ class CcxtVenue(ABC):
     async def close(self) -> None:
         if self._prefetched is not None:
             # Let the reading thread finish with its connection. Had the read failed, a
-            # fetch that used it would have raised; unused, its outcome does not matter.
+            # fetch that used it would have reported it; unused, its outcome does not matter.
             await asyncio.gather(self._prefetched, return_exceptions=True)
+        if self._history_thread is not None:
+            # Whatever the store's thread still has to do finishes before its connection
+            # closes; the wait itself is off the event loop.
+            await asyncio.get_running_loop().run_in_executor(None, self._history_thread.shutdown)
         if self._history is not None:
             self._history.close()
         await self.exchange.close()
@@ -399,3 +447,9 @@ class CcxtVenue(ABC):
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _is_markets(payload: Any) -> bool:
+    """Whether a cached payload is ccxt's markets by symbol, as ``_load_markets`` writes."""
+    return isinstance(payload, dict) and all(isinstance(m, dict) and "symbol" in m
+                                             for m in payload.values())

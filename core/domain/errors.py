@@ -59,10 +59,6 @@ class PluginError(PerpcarryError):
     exit_code = 2
 
 
-class CacheError(PerpcarryError):
-    """A local cache file cannot be used: the message names the file and why."""
-
-
 class LocalStateError(PerpcarryError):
     """A local state file (a paper account) cannot be used: the message names the file,
     why, and how to start it afresh."""

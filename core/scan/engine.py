@@ -41,7 +41,6 @@ from perpcarry.venues.protocol import MarketDataVenue, VenueContext, carry_pairs
 # History is always fetched over the same span, so the cache (and the offline snapshot)
 # serves every window up to this length.
 HISTORY_LOOKBACK_DAYS = 30
-HISTORY_CONCURRENCY = 8
 
 Progress = Callable[[str, str], None]
 
@@ -239,7 +238,6 @@ def _history_lookback(options: ScanOptions) -> timedelta:
 
 async def _histories(client, venue_id, pairs, quotes, options, skipped, progress):
     lookback = _history_lookback(options)
-    limit = asyncio.Semaphore(HISTORY_CONCURRENCY)
     done = 0
 
     async def one(pair: CarryPair):
@@ -247,13 +245,13 @@ async def _histories(client, venue_id, pairs, quotes, options, skipped, progress
         # Settled history up to the symbol's last settlement: until the next one, a warm
         # cache answers without a request.
         until = quotes[pair.perp.symbol].last_settlement
-        async with limit:
-            try:
-                records = await client.fetch_funding_history(
-                    pair.perp.symbol, until - lookback, until)
-            except VenueError as err:
-                skipped.append(Skipped(venue_id, pair.perp.symbol, f"no funding history: {err}"))
-                records = None
+        # All at once: the venue paces its requests by its published weight budget.
+        try:
+            records = await client.fetch_funding_history(
+                pair.perp.symbol, until - lookback, until)
+        except VenueError as err:
+            skipped.append(Skipped(venue_id, pair.perp.symbol, f"no funding history: {err}"))
+            records = None
         done += 1
         progress(venue_id, f"history {done}/{len(pairs)}")
         return pair.perp.symbol, records
