@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import sqlite3
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from loguru import logger
 
-from perpcarry.ccxt.errors import translate_ccxt_error
+from perpcarry.ccxt.errors import endpoint_path, translate_ccxt_error
 from perpcarry.ccxt.history_store import CachedTail, FundingHistoryStore, read_tails
 from perpcarry.ccxt.markets import market_from_ccxt
 from perpcarry.ccxt.ratelimit import WeightBudget, backoff_delay
@@ -32,16 +33,19 @@ from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.errors import (
     BadSymbol,
     CacheError,
+    InvalidResponse,
     NetworkError,
     NotRecorded,
     RateLimitError,
     VenueError,
 )
-from perpcarry.domain.parsing import to_ms
+from perpcarry.domain.parsing import MalformedField, to_ms
 from perpcarry.domain.types import FeeSchedule, FundingRecord, Market, MarketKind
 from perpcarry.money.fees import account_fee_schedule
 from perpcarry.venues.protocol import VenueContext
 
+# Retries of an idempotent request after a rate limit or a network error; a state-changing
+# request is never retried (see ``request``).
 MAX_RETRIES = 3
 # A settlement reaches the venue's history endpoint a moment after it happens; the cache
 # never records the latest minutes as fetched, so a late record is picked up next time.
@@ -103,8 +107,11 @@ class CcxtVenue(ABC):
         }
         if config.sandbox:
             self.exchange.set_sandbox_mode(True)
-        if context.base_url:
-            self.exchange.urls["api"] = rebase(self.exchange.urls["api"], context.base_url)
+        # Error messages name an endpoint by the venue's own path, wherever it was sent.
+        self._venue_urls = self.exchange.urls["api"]
+        base_url = config.base_url or context.base_url
+        if base_url:
+            self.exchange.urls["api"] = rebase(self.exchange.urls["api"], base_url)
         self.budgets = {
             group: WeightBudget(
                 per_minute, config.weight_budget_share, time.monotonic, context.sleep
@@ -129,34 +136,52 @@ class CcxtVenue(ABC):
     # -- transport --------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _translated(self, what: str) -> AsyncIterator[None]:
+    async def _translated(self, what: str, idempotent: bool = True) -> AsyncIterator[None]:
         import ccxt
 
         try:
             yield
         except VenueError:
             raise
-        except (ccxt.BaseError, ValueError, KeyError, TypeError) as exc:
+        # Besides ccxt's own errors, what ccxt's parsing of a malformed body raises.
+        except (ccxt.BaseError, ValueError, LookupError, TypeError, AttributeError,
+                ArithmeticError) as exc:
             raise translate_ccxt_error(
-                self.venue_id, exc, self.exchange.last_response_headers
+                self.venue_id, exc, self.exchange.last_response_headers, idempotent=idempotent
             ) from None
         except Exception as exc:
             if type(exc).__name__ == "CannotOverwriteExistingCassetteException":
                 raise NotRecorded(self.venue_id, f"{what} is not in the recorded session") from None
             raise
 
-    async def _with_retries(self, what: str, weight: int, budget: str, call) -> Any:
-        for attempt in range(MAX_RETRIES + 1):
+    @contextmanager
+    def parsing(self, what: str) -> Iterator[None]:
+        """Around a plugin's parsing of a response: a ``MalformedField`` its parser raises
+        becomes this venue's ``InvalidResponse`` naming ``what``. The one way every plugin
+        reports a response it cannot read."""
+        try:
+            yield
+        except MalformedField as err:
+            raise InvalidResponse(self.venue_id, f"invalid {what}: {err}") from None
+
+    async def _with_retries(self, what: str, weight: int, budget: str, call, *,
+                            idempotent: bool = True) -> Any:
+        """``call()`` under the weight budget, translated; an idempotent call is retried
+        after a rate limit or a network error, a state-changing one never: a retry could
+        place an order twice."""
+        attempts = MAX_RETRIES + 1 if idempotent else 1
+        for attempt in range(attempts):
             await self.budgets[budget].acquire(weight)
             self.request_count += 1
             try:
-                async with self._translated(what):
+                async with self._translated(what, idempotent):
                     return await call()
             except (RateLimitError, NetworkError) as err:
-                if attempt == MAX_RETRIES or isinstance(err, NotRecorded):
+                if attempt == attempts - 1 or isinstance(err, NotRecorded):
                     raise
                 delay = backoff_delay(attempt, getattr(err, "retry_after", None))
-                logger.warning("{}: {}; retrying {} in {:.1f}s", self.venue_id, err, what, delay)
+                # Not a warning: the caller reports the failure once if the retries fail.
+                logger.info("{}: {}; retrying {} in {:.1f}s", self.venue_id, err, what, delay)
                 await self.context.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -167,10 +192,35 @@ class CcxtVenue(ABC):
         *,
         weight: int = 1,
         budget: str = "default",
+        idempotent: bool | None = None,
     ) -> Any:
-        """Call one of ccxt's implicit API methods (e.g. ``fapiPublicGetPremiumIndex``)."""
+        """Call one of ccxt's implicit API methods (e.g. ``fapiPublicGetPremiumIndex``); its
+        decoded JSON object or array, anything else (an HTML page, an empty or truncated
+        body) an ``InvalidResponse`` naming the endpoint.
+
+        ``idempotent`` says whether the request may be sent again after a failure; by
+        default a GET is and anything else is not. Order placement, cancels, transfers and
+        leverage changes pass ``idempotent=False``: a failure after which the venue may have
+        acted is then ``OutcomeUnknown``, and nothing is retried."""
+        entry = inspect.getattr_static(type(self.exchange), endpoint, None)
+        if idempotent is None:
+            idempotent = getattr(entry, "method", "GET") == "GET"
         method = getattr(self.exchange, endpoint)
-        return await self._with_retries(endpoint, weight, budget, lambda: method(params or {}))
+        body = await self._with_retries(endpoint, weight, budget,
+                                        lambda: method(params or {}), idempotent=idempotent)
+        if isinstance(body, dict | list):
+            return body
+        raise InvalidResponse(self.venue_id, f"{_body_kind(body)} from "
+                                             f"{self._endpoint_path(entry, endpoint)}")
+
+    def _endpoint_path(self, entry: Any, endpoint: str) -> str:
+        """``/fapi/v1/fundingRate`` for ``fapiPublicGetFundingRate``: the venue's path."""
+        base: Any = self._venue_urls
+        for key in getattr(entry, "api", None) or ():
+            base = base.get(key) if isinstance(base, dict) else base
+        if not isinstance(base, str) or entry is None:
+            return endpoint
+        return f"{endpoint_path(base).rstrip('/')}/{entry.path}"
 
     # -- markets ----------------------------------------------------------------------
 
@@ -362,3 +412,17 @@ class CcxtVenue(ABC):
         if self._history is not None:
             self._history.close()
         await self.exchange.close()
+
+
+def _body_kind(body: Any) -> str:
+    """What came back instead of a JSON object or array (ccxt hands back the raw text)."""
+    if body is None or (isinstance(body, str) and not body.strip()):
+        return "empty body instead of JSON"
+    if not isinstance(body, str):  # a body without a text content type
+        return "non-JSON body instead of JSON"
+    text = body.strip()
+    if text.startswith("<"):
+        return "HTML instead of JSON"
+    if text.startswith(("{", "[")):
+        return f"truncated JSON ({len(text)} characters)"
+    return f"non-JSON body {text[:40]!r} instead of JSON"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -66,6 +67,20 @@ class VenueConfig(StrictModel):
     # Share of the venue's published request-weight budget perpcarry may use.
     weight_budget_share: float = Field(default=0.6, gt=0, le=1)
     fees: FeeOverride = FeeOverride()
+    # Send every REST request of the venue to this address instead of the venue's hosts:
+    # https://fapi.binance.com/fapi/v1/x becomes {base_url}/fapi.binance.com/fapi/v1/x
+    # (a local replay, a fake exchange, a relay).
+    base_url: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+                raise ValueError(f"must be an http:// or https:// URL without a query, "
+                                 f"got {url!r}")
+        return url
 
     @model_validator(mode="after")
     def _credentials_together(self) -> VenueConfig:
@@ -93,6 +108,9 @@ Estimator = Literal["current", "mean", "ewma", "conservative"]
 
 
 class ScanConfig(StrictModel):
+    # A venue that has not answered everything within this many seconds fails with "no
+    # answer within N s"; the other venues' rows are still shown.
+    deadline_seconds: float = Field(default=60.0, gt=0)
     horizon_days: float = Field(default=30.0, gt=0)
     estimator: Estimator = "mean"
     window_days: float = Field(default=7.0, gt=0)

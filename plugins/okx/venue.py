@@ -83,11 +83,12 @@ class OkxVenue(CcxtVenue):
         response = await self.request("publicGetPublicFundingRate", {"instId": "ANY"},
                                       budget="funding")
         perps = await self.markets_by_venue_symbol(MarketKind.PERP)
-        rows = response_rows(self.venue_id, response, "public/funding-rate")
         # Swaps ccxt knows that perpcarry does not trade (inverse, pre-open): not skips.
         ignored = {m["id"] for m in self.raw_markets.values() if m["id"] not in perps}
         skips = SkipLog(self.venue_id)
-        quotes = parse_funding_rates(self.venue_id, rows, perps, ignored, skips)
+        with self.parsing("funding-rate response"):
+            rows = response_rows(self.venue_id, response, "public/funding-rate")
+            quotes = parse_funding_rates(self.venue_id, rows, perps, ignored, skips)
         return FundingSnapshot(self.venue_id, quotes, tuple(skips.entries))
 
     async def fetch_book_tops(self, kind: MarketKind) -> BookSnapshot:
@@ -96,9 +97,10 @@ class OkxVenue(CcxtVenue):
         response = await self.request("publicGetMarketTickers", {"instType": INST_TYPE[kind]},
                                       budget="tickers")
         markets = await self.markets_by_venue_symbol(kind)
-        rows = response_rows(self.venue_id, response, "market/tickers")
         skips = SkipLog(self.venue_id)
-        books = parse_tickers(self.venue_id, kind, rows, markets, skips)
+        with self.parsing(f"{kind.value} tickers"):
+            rows = response_rows(self.venue_id, response, "market/tickers")
+            books = parse_tickers(self.venue_id, kind, rows, markets, skips)
         return BookSnapshot(self.venue_id, kind, books, tuple(skips.entries))
 
     async def fetch_history_page(self, market: Market, start_ms: int,
@@ -112,8 +114,9 @@ class OkxVenue(CcxtVenue):
         }
         response = await self.request("publicGetPublicFundingRateHistory", params,
                                       budget="history")
-        rows = response_rows(self.venue_id, response, "public/funding-rate-history")
-        return parse_funding_history(self.venue_id, market, rows)
+        with self.parsing(f"funding history of {market.symbol}"):
+            rows = response_rows(self.venue_id, response, "public/funding-rate-history")
+            return parse_funding_history(self.venue_id, market, rows)
 
     async def trading_fee(self, symbol: str) -> dict[str, Any]:
         """ccxt's trading fee, with a USDT-margined swap's own rates. For swaps OKX's
