@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 from perpcarry.domain.errors import (
@@ -83,8 +84,9 @@ CCXT_ERRORS: dict[str, tuple[type[VenueError], str]] = {
 # "Send status unknown; execution status unknown"). ccxt maps -1007 to RequestTimeout,
 # ExchangeError or BadResponse depending on the market type, so the text decides.
 _STATUS_UNKNOWN = re.compile(r"execution status unknown", re.IGNORECASE)
-# Failures that may come after the request reached the venue.
-_MAYBE_SENT = (NetworkError, ExchangeUnavailable, InvalidResponse)
+# ccxt's message for an HTTP error status: "{id} {method} {url} {code} {reason} {body}".
+_HTTP_STATUS = re.compile(
+    r"^\S+ (?:GET|POST|PUT|DELETE|PATCH) (?P<url>https?://\S+) (?P<code>\d{3}) ?(?P<rest>.*)$")
 _URL = re.compile(r"\bhttps?://[^\s?\"']+(\?[^\s\"']*)?")
 _SIGNED = re.compile(r"\b(signature|sign|timestamp|recvWindow|apiKey)=[^&\s\"']*", re.IGNORECASE)
 
@@ -97,28 +99,49 @@ def translate_ccxt_error(
     idempotent: bool = True,
 ) -> VenueError:
     """Map a ccxt exception (or a parse error met while reading a response) to perpcarry's
-    error types, with a one-line message that names the cause and carries no query string."""
+    error types, with a one-line message that names the cause and carries no query string.
+
+    With ``idempotent=False`` (a state-changing request), a failure after which the venue
+    may have acted is ``OutcomeUnknown``."""
     import ccxt
 
     text = redact(_first_line(exc))
-    if isinstance(exc, ccxt.BaseError):
-        error_type, phrase = _table_entry(type(exc))
-        transport = _transport_cause(exc)
-        if transport is not None:
-            error_type, phrase, text = NetworkError, transport, _request_of(text)
-        if _STATUS_UNKNOWN.search(text):
-            error_type, phrase = NetworkError, "the venue's backend did not answer"
-    else:  # ValueError, KeyError, TypeError from parsing; JSONDecodeError included
-        error_type, transport = InvalidResponse, None
+    if not isinstance(exc, ccxt.BaseError):  # ValueError, KeyError, ... from parsing
+        error_type: type[VenueError] = InvalidResponse
         phrase = "invalid response" if isinstance(exc, MalformedField) else \
             f"invalid response: {type(exc).__name__}"
-    if not idempotent and _maybe_sent(error_type, transport, text):
+        maybe_sent = True
+    else:
+        error_type, phrase = _table_entry(type(exc))
+        maybe_sent = issubclass(error_type, NetworkError | ExchangeUnavailable | InvalidResponse)
+        transport = _transport_cause(exc)
+        status = _HTTP_STATUS.match(text)
+        if transport is not None:
+            error_type, text = NetworkError, _request_of(text)
+            phrase, maybe_sent = transport
+        elif status is not None:
+            text, code = _http_failure(status)
+            # 5xx and 408: the venue (or a gateway before it) may have acted; 4xx: it did not.
+            maybe_sent = code >= 500 or code == 408
+    if _STATUS_UNKNOWN.search(text):
+        error_type, phrase, maybe_sent = NetworkError, "the venue's backend did not answer", True
+    if error_type is RateLimitError or isinstance(exc, _refused_unprocessed()):
+        maybe_sent = False
+    if not idempotent and maybe_sent:
         return OutcomeUnknown(venue, f"outcome unknown, query the venue before sending again "
                                      f"({phrase}: {text})")
     message = f"{phrase}: {text}" if text else phrase
     if error_type is RateLimitError:
         return RateLimitError(venue, message, _retry_after(headers))
     return error_type(venue, message)
+
+
+def _refused_unprocessed() -> tuple[type, ...]:
+    """ccxt's network errors a venue answers before it processes anything: a rate limit,
+    and a request timestamp outside its window (Binance -1021)."""
+    import ccxt
+
+    return ccxt.DDoSProtection, ccxt.InvalidNonce
 
 
 def _table_entry(cls: type) -> tuple[type[VenueError], str]:
@@ -128,43 +151,51 @@ def _table_entry(cls: type) -> tuple[type[VenueError], str]:
     return CCXT_ERRORS["BaseError"]
 
 
-def _maybe_sent(error_type: type[VenueError], transport: str | None, text: str) -> bool:
-    """Whether a failed request may still have taken effect on the venue. A connection that
-    was never made (DNS, refused, TLS) sent nothing; a timeout, a 5xx, a dropped connection
-    or an unreadable answer may come after the venue acted."""
-    if _STATUS_UNKNOWN.search(text):
-        return True
-    if transport is not None:
-        return transport.startswith(("request timed out", "the venue closed"))
-    return issubclass(error_type, _MAYBE_SENT) and error_type is not RateLimitError
-
-
-def _transport_cause(exc: BaseException) -> str | None:
+def _transport_cause(exc: BaseException) -> tuple[str, bool] | None:
     """What failed under a ccxt network error, from the aiohttp/asyncio exception ccxt
-    raised it from: DNS, connection refused, TLS, timeout, a dropped connection."""
+    raised it from (DNS, connection refused, TLS, timeout, a dropped connection), and
+    whether the request may have reached the venue: a connection never made sent nothing."""
     import aiohttp
 
     cause = exc.__cause__
     if cause is None:
         return None
     if isinstance(cause, asyncio.TimeoutError):
-        return "request timed out"
+        return "request timed out", True
     if isinstance(cause, aiohttp.ClientConnectorDNSError):
-        return f"DNS lookup failed for {cause.host}"
+        return f"DNS lookup failed for {cause.host}", False
     if isinstance(cause, aiohttp.ClientConnectorCertificateError):
-        return f"TLS certificate of {cause.host} not trusted"
+        return f"TLS certificate of {cause.host} not trusted", False
     if isinstance(cause, aiohttp.ClientSSLError) or isinstance(
             getattr(cause, "os_error", None), ssl.SSLError):
-        return f"TLS handshake with {cause.host} failed"
+        return f"TLS handshake with {cause.host} failed", False
     if isinstance(cause, aiohttp.ClientConnectorError):
         if isinstance(cause.os_error, ConnectionRefusedError):
-            return f"connection refused by {cause.host}:{cause.port}"
-        return f"cannot connect to {cause.host}:{cause.port} ({cause.os_error.strerror})"
+            return f"connection refused by {cause.host}:{cause.port}", False
+        return f"cannot connect to {cause.host}:{cause.port} ({cause.os_error})", False
     if isinstance(cause, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        return "the venue closed the connection before answering"
+        return "the venue closed the connection before answering", True
     if isinstance(cause, aiohttp.ClientError | OSError):
-        return f"connection failed ({type(cause).__name__})"
+        return f"connection failed ({type(cause).__name__})", True
     return None
+
+
+def _http_failure(status: re.Match) -> tuple[str, int]:
+    """ccxt's HTTP error message as ``HTTP 503 Service Unavailable from host/path`` with a
+    short excerpt of the body; and the status code."""
+    code = int(status["code"])
+    try:
+        reason = HTTPStatus(code).phrase
+    except ValueError:
+        reason = ""
+    body = status["rest"].removeprefix(reason).strip()
+    url = urlsplit(status["url"])
+    text = f"HTTP {code} {reason}".rstrip() + f" from {url.netloc}{url.path}"
+    if body.startswith("<"):
+        text += " (an HTML page)"
+    elif body:
+        text += f": {body[:120]}"
+    return text, code
 
 
 def _request_of(text: str) -> str:

@@ -28,7 +28,7 @@ from perpcarry.ccxt.history_store import CachedTail, FundingHistoryStore, read_t
 from perpcarry.ccxt.markets import market_from_ccxt
 from perpcarry.ccxt.ratelimit import WeightBudget, backoff_delay
 from perpcarry.ccxt.response_cache import ResponseCache
-from perpcarry.ccxt.transport import rebase, tls_context
+from perpcarry.ccxt.transport import rebase, tls_context, venue_url
 from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.errors import (
     BadSymbol,
@@ -112,6 +112,11 @@ class CcxtVenue(ABC):
         base_url = config.base_url or context.base_url
         if base_url:
             self.exchange.urls["api"] = rebase(self.exchange.urls["api"], base_url)
+            # ccxt reads an error body by the venue's URL (Binance: one code table for spot,
+            # another for USDⓈ-M): it sees the URL the request would have had.
+            handle_errors = self.exchange.handle_errors
+            self.exchange.handle_errors = lambda code, reason, url, *rest: handle_errors(
+                code, reason, venue_url(url, base_url), *rest)
         self.budgets = {
             group: WeightBudget(
                 per_minute, config.weight_budget_share, time.monotonic, context.sleep
