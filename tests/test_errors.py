@@ -140,7 +140,7 @@ async def binance(tmp_path):
 
 
 def _answer(status: int, body: str, content_type: str = "application/json"):
-    return lambda host, path, recorded: Answer(status, body, content_type)
+    return lambda host, path, query, recorded: Answer(status, body, content_type)
 
 
 @pytest.mark.block_network(**LOCAL_ONLY)
@@ -153,7 +153,7 @@ def _answer(status: int, body: str, content_type: str = "application/json"):
 ])
 async def test_a_body_that_is_not_json_is_named_with_its_endpoint(server, binance, answer,
                                                                   message):
-    server.rule = lambda host, path, recorded: answer
+    server.rule = lambda host, path, query, recorded: answer
     venue = binance(server.url)
     with pytest.raises(errors.InvalidResponse) as raised:
         await venue.request("fapiPublicGetPremiumIndex", budget="fapi")
@@ -194,7 +194,7 @@ async def test_a_read_is_retried_a_state_changing_request_never(server, binance)
 
 @pytest.mark.block_network(**LOCAL_ONLY)
 async def test_an_order_that_times_out_is_outcome_unknown_and_sent_once(server, binance):
-    server.rule = lambda host, path, recorded: Answer(200, "", hang=True)
+    server.rule = lambda host, path, query, recorded: Answer(200, "", hang=True)
     venue = binance(server.url, keys=True, timeout_ms=300)
     with pytest.raises(errors.OutcomeUnknown, match=r"\(request timed out: POST 127\.0\.0\.1"):
         await venue.request("fapiPrivatePostOrder", {"symbol": "BTCUSDT", "side": "BUY",

@@ -35,8 +35,8 @@ class Answer:
     hang: bool = False
 
 
-# (host, path, answer as recorded) -> the answer to send instead, or None to leave it.
-Rule = Callable[[str, str, Answer], Answer | None]
+# (host, path, query, answer as recorded) -> the answer to send instead, or None to leave it.
+Rule = Callable[[str, str, dict[str, str], Answer], Answer | None]
 
 
 def _key(host: str, path: str, query: str) -> tuple:
@@ -66,7 +66,7 @@ class VenueServer:
         answer = self.recorded.get(_key(host, path, request.query_string)) or Answer(
             404, json.dumps({"msg": f"not recorded: {request.method} {host}{path}"}))
         if self.rule is not None:
-            answer = self.rule(host, path, answer) or answer
+            answer = self.rule(host, path, dict(request.query), answer) or answer
         if answer.hang:
             await asyncio.sleep(3600)
         return web.Response(status=answer.status, body=answer.body.encode(),

@@ -261,6 +261,7 @@ async def _histories(client, venue_id, pairs, quotes, options, skipped, progress
     limit = asyncio.Semaphore(HISTORY_CONCURRENCY)
     done = 0
     first_error = None
+    progress(venue_id, f"history 0/{len(pairs)}")
 
     async def one(pair: CarryPair):
         nonlocal done, first_error
