@@ -207,7 +207,7 @@ def _request_of(text: str) -> str:
 
 def endpoint_path(url: str) -> str:
     """The path of a URL, what an error message names (never the query)."""
-    return urlsplit(url).path or url
+    return urlsplit(url).path
 
 
 def redact(text: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import sqlite3
 import ssl
 import time
@@ -107,9 +106,7 @@ class CcxtVenue(ABC):
         }
         if config.sandbox:
             self.exchange.set_sandbox_mode(True)
-        # Error messages name an endpoint by the venue's own path, wherever it was sent.
-        self._venue_urls = self.exchange.urls["api"]
-        base_url = config.base_url or context.base_url
+        base_url = self._base_url = config.base_url or context.base_url
         if base_url:
             self.exchange.urls["api"] = rebase(self.exchange.urls["api"], base_url)
             # ccxt reads an error body by the venue's URL (Binance: one code table for spot,
@@ -207,25 +204,38 @@ class CcxtVenue(ABC):
         default a GET is and anything else is not. Order placement, cancels, transfers and
         leverage changes pass ``idempotent=False``: a failure after which the venue may have
         acted is then ``OutcomeUnknown``, and nothing is retried."""
-        entry = inspect.getattr_static(type(self.exchange), endpoint, None)
+        entry = self._endpoint_entry(endpoint)
         if idempotent is None:
-            idempotent = getattr(entry, "method", "GET") == "GET"
+            idempotent = entry is None or entry.method == "GET"
         method = getattr(self.exchange, endpoint)
         body = await self._with_retries(endpoint, weight, budget,
                                         lambda: method(params or {}), idempotent=idempotent)
         if isinstance(body, dict | list):
             return body
-        raise InvalidResponse(self.venue_id, f"{_body_kind(body)} from "
-                                             f"{self._endpoint_path(entry, endpoint)}")
+        where = self._endpoint_path(entry, endpoint, params) if entry else endpoint
+        raise InvalidResponse(self.venue_id, f"{_body_kind(body)} from {where}")
 
-    def _endpoint_path(self, entry: Any, endpoint: str) -> str:
-        """``/fapi/v1/fundingRate`` for ``fapiPublicGetFundingRate``: the venue's path."""
-        base: Any = self._venue_urls
-        for key in getattr(entry, "api", None) or ():
-            base = base.get(key) if isinstance(base, dict) else base
-        if not isinstance(base, str) or entry is None:
+    def _endpoint_entry(self, endpoint: str) -> Any:
+        """ccxt's declaration of an implicit API method (its path, API group, HTTP method);
+        None for a method that is not one."""
+        from ccxt.base.types import Entry
+
+        for cls in type(self.exchange).__mro__:
+            declared = vars(cls).get(endpoint)
+            if isinstance(declared, Entry):
+                return declared
+        return None
+
+    def _endpoint_path(self, entry: Any, endpoint: str, params: dict[str, Any] | None) -> str:
+        """The venue's path of a request (``/fapi/v1/fundingRate``), from the URL ccxt
+        builds for it; the method's name where it builds none."""
+        try:
+            url = self.exchange.sign(entry.path, entry.api, entry.method, dict(params or {}))
+        # Only a message is at stake: whatever stops ccxt (no keys for a private
+        # endpoint, say) leaves the method's name.
+        except Exception:
             return endpoint
-        return f"{endpoint_path(base).rstrip('/')}/{entry.path}"
+        return endpoint_path(venue_url(url["url"], self._base_url or ""))
 
     # -- markets ----------------------------------------------------------------------
 
@@ -429,5 +439,7 @@ def _body_kind(body: Any) -> str:
     if text.startswith("<"):
         return "HTML instead of JSON"
     if text.startswith(("{", "[")):
-        return f"truncated JSON ({len(text)} characters)"
+        # Cut off, or whole but not JSON ccxt reads (NaN, a number beyond float, ...).
+        broken = "malformed" if text.endswith(("}", "]")) else "truncated"
+        return f"{broken} JSON ({len(text)} characters)"
     return f"non-JSON body {text[:40]!r} instead of JSON"
