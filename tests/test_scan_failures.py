@@ -171,3 +171,12 @@ def test_malformed_values_skip_their_symbol_with_a_reason(scan):
     rows = _rows(output)
     assert rows["binance"] == healthy["binance"] - {"BTC/USDT:USDT", "ETH/USDT:USDT"}
     assert rows["bybit"] == healthy["bybit"] and rows["okx"] == healthy["okx"]
+
+
+@pytest.mark.parametrize("base_url", ["ftp://127.0.0.1", "127.0.0.1:8080", "http://h/?a=1"])
+def test_a_base_url_that_is_not_an_http_url_is_a_config_error(run_cli, write_config, base_url):
+    path = write_config(f'[venues.okx]\nenabled = true\nbase_url = "{base_url}"\n')
+    result = run_cli("--config", str(path), "scan")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "venues.okx.base_url" in result.stderr
+    assert "must be an http:// or https:// URL without a query" in result.stderr
