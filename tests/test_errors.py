@@ -181,14 +181,13 @@ async def test_a_read_is_retried_a_state_changing_request_never(server, binance)
     order = {"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": "0.001",
              "newClientOrderId": "pc-test-1"}
     with pytest.raises(errors.OutcomeUnknown) as raised:
-        # A POST: not idempotent unless the caller says so.
-        await venue.request("fapiPrivatePostOrder", order, budget="fapi")
+        await venue.request("fapiPrivatePostOrder", order, budget="fapi", idempotent=False)
     assert server.requests["fapi.binance.com", "/fapi/v1/order"] == 1
     assert "signature" not in str(raised.value) and "timestamp=" not in str(raised.value)
 
     server.rule = _answer(400, json.dumps({"code": -2019, "msg": "Margin is insufficient."}))
     with pytest.raises(errors.InsufficientFunds):
-        await venue.request("fapiPrivatePostOrder", order, budget="fapi")
+        await venue.request("fapiPrivatePostOrder", order, budget="fapi", idempotent=False)
     assert server.requests["fapi.binance.com", "/fapi/v1/order"] == 2
 
 

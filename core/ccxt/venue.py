@@ -194,19 +194,18 @@ class CcxtVenue(ABC):
         *,
         weight: int = 1,
         budget: str = "default",
-        idempotent: bool | None = None,
+        idempotent: bool = True,
     ) -> Any:
         """Call one of ccxt's implicit API methods (e.g. ``fapiPublicGetPremiumIndex``); its
         decoded JSON object or array, anything else (an HTML page, an empty or truncated
         body) an ``InvalidResponse`` naming the endpoint.
 
-        ``idempotent`` says whether the request may be sent again after a failure; by
-        default a GET is and anything else is not. Order placement, cancels, transfers and
-        leverage changes pass ``idempotent=False``: a failure after which the venue may have
-        acted is then ``OutcomeUnknown``, and nothing is retried."""
+        ``idempotent`` says whether the request may be sent again after a failure. Reads
+        are, whatever their HTTP method (some venues read market data with POST). Order
+        placement, cancels, transfers and leverage changes must pass ``idempotent=False``:
+        they are sent once, and a failure after which the venue may have acted is
+        ``OutcomeUnknown``."""
         entry = self._endpoint_entry(endpoint)
-        if idempotent is None:
-            idempotent = entry is None or entry.method == "GET"
         method = getattr(self.exchange, endpoint)
         body = await self._with_retries(endpoint, weight, budget,
                                         lambda: method(params or {}), idempotent=idempotent)
