@@ -20,6 +20,7 @@ from statistics import median
 
 from loguru import logger
 
+from perpcarry.ccxt.errors import redact
 from perpcarry.config.loader import Config
 from perpcarry.domain.errors import PerpcarryError, UsageError, VenueError
 from perpcarry.domain.types import (
@@ -318,18 +319,22 @@ async def gather(
 
         async def guarded(venue_id: str) -> VenueData | str:
             """The venue's data, or why it failed: its failure never stops another venue."""
+            scope = asyncio.timeout(deadline)
             try:
-                async with asyncio.timeout(deadline):
+                async with scope:
                     return await _gather_venue(config, venue_id, clients[venue_id], options,
                                                tracked)
-            except TimeoutError:
-                reason = (f"no answer within {deadline:g} s (while "
-                          f"{stages.get(venue_id, 'starting')})")
             except PerpcarryError as err:  # a venue error, or its cache file
                 reason = _reason(venue_id, err)
-            except Exception as err:  # a bug in the plugin or ours: this venue only
-                logger.opt(exception=err).debug("{} failed unexpectedly", venue_id)
-                reason = f"unexpected error ({type(err).__name__}: {err})"
+            except Exception as err:  # the deadline, or a bug in the plugin or ours
+                if isinstance(err, TimeoutError) and scope.expired():
+                    reason = (f"no answer within {deadline:g} s (while "
+                              f"{stages.get(venue_id, 'starting')})")
+                else:
+                    # The traceback only on request (--log-level DEBUG): it is not the
+                    # user's to act on, and a one-line cause is.
+                    logger.opt(exception=err).debug("{} failed unexpectedly", venue_id)
+                    reason = _unexpected(err)
             finally:
                 await clients[venue_id].close()
             progress(venue_id, "failed")
@@ -347,6 +352,13 @@ async def gather(
     data = [o for o in outcomes if isinstance(o, VenueData)]
     failures = {v: o for v, o in zip(venue_ids, outcomes, strict=True) if isinstance(o, str)}
     return data, failures
+
+
+def _unexpected(err: Exception) -> str:
+    """A one-line failure reason for an exception none of perpcarry's types describes."""
+    lines = str(err).strip().splitlines()
+    detail = f": {redact(lines[0])}" if lines else ""
+    return f"unexpected error ({type(err).__name__}{detail})"
 
 
 def _reason(venue_id: str, err: Exception) -> str:
