@@ -114,6 +114,8 @@ class CcxtVenue(ABC):
             handle_errors = self.exchange.handle_errors
             self.exchange.handle_errors = lambda code, reason, url, *rest: handle_errors(
                 code, reason, venue_url(url, base_url), *rest)
+        self._ccxt_fetch = self.exchange.fetch
+        self.exchange.fetch = self._json_fetch
         self.budgets = {
             group: WeightBudget(
                 per_minute, config.weight_budget_share, time.monotonic, context.sleep
@@ -198,43 +200,27 @@ class CcxtVenue(ABC):
     ) -> Any:
         """Call one of ccxt's implicit API methods (e.g. ``fapiPublicGetPremiumIndex``); its
         decoded JSON object or array, anything else (an HTML page, an empty or truncated
-        body) an ``InvalidResponse`` naming the endpoint.
+        body) an ``InvalidResponse`` naming the endpoint (see ``_json_fetch``).
 
         ``idempotent`` says whether the request may be sent again after a failure. Reads
         are, whatever their HTTP method (some venues read market data with POST). Order
         placement, cancels, transfers and leverage changes must pass ``idempotent=False``:
         they are sent once, and a failure after which the venue may have acted is
         ``OutcomeUnknown``."""
-        entry = self._endpoint_entry(endpoint)
         method = getattr(self.exchange, endpoint)
-        body = await self._with_retries(endpoint, weight, budget,
-                                        lambda: method(params or {}), idempotent=idempotent)
-        if isinstance(body, dict | list):
-            return body
-        where = self._endpoint_path(entry, endpoint, params) if entry else endpoint
-        raise InvalidResponse(self.venue_id, f"{_body_kind(body)} from {where}")
+        return await self._with_retries(endpoint, weight, budget, lambda: method(params or {}),
+                                        idempotent=idempotent)
 
-    def _endpoint_entry(self, endpoint: str) -> Any:
-        """ccxt's declaration of an implicit API method (its path, API group, HTTP method);
-        None for a method that is not one."""
-        from ccxt.base.types import Entry
-
-        for cls in type(self.exchange).__mro__:
-            declared = vars(cls).get(endpoint)
-            if isinstance(declared, Entry):
-                return declared
-        return None
-
-    def _endpoint_path(self, entry: Any, endpoint: str, params: dict[str, Any] | None) -> str:
-        """The venue's path of a request (``/fapi/v1/fundingRate``), from the URL ccxt
-        builds for it; the method's name where it builds none."""
-        try:
-            url = self.exchange.sign(entry.path, entry.api, entry.method, dict(params or {}))
-        # Only a message is at stake: whatever stops ccxt (no keys for a private
-        # endpoint, say) leaves the method's name.
-        except Exception:
-            return endpoint
-        return endpoint_path(venue_url(url["url"], self._base_url or ""))
+    async def _json_fetch(self, url: str, method: str = "GET", headers: Any = None,
+                          body: Any = None) -> Any:
+        """ccxt's ``fetch`` (every REST request, implicit or unified), refusing a body that
+        is not a JSON object or array. ccxt hands such a body back as text, and its unified
+        parsers would read an HTML page or an empty body as "no markets"."""
+        answer = await self._ccxt_fetch(url, method, headers, body)
+        if isinstance(answer, dict | list):
+            return answer
+        path = endpoint_path(venue_url(url, self._base_url or ""))
+        raise InvalidResponse(self.venue_id, f"{_body_kind(answer)} from {path}")
 
     # -- markets ----------------------------------------------------------------------
 
