@@ -308,7 +308,7 @@ async def test_maintenance_is_exchange_unavailable(snapshot_venue):
 async def test_truncated_body_is_invalid_response(snapshot_venue):
     with replaying(CASSETTES / "error_truncated.json"), pytest.raises(InvalidResponse) as err:
         await snapshot_venue.fetch_funding_snapshot()
-    assert str(err.value).startswith("binance: truncated JSON (")
+    assert str(err.value).startswith("binance: invalid response: truncated JSON (")
     assert str(err.value).endswith(" characters) from /fapi/v1/premiumIndex")
 
 

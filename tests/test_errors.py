@@ -146,10 +146,12 @@ def _answer(status: int, body: str, content_type: str = "application/json"):
 @pytest.mark.block_network(**LOCAL_ONLY)
 @pytest.mark.parametrize(("answer", "message"), [
     (Answer(200, "<html><body>Attention Required! | Cloudflare</body></html>", "text/html"),
-     "binance: HTML instead of JSON from /fapi/v1/premiumIndex"),
-    (Answer(200, ""), "binance: empty body instead of JSON from /fapi/v1/premiumIndex"),
+     "binance: invalid response: HTML instead of JSON from /fapi/v1/premiumIndex"),
+    (Answer(200, ""), "binance: invalid response: empty body instead of JSON from "
+     "/fapi/v1/premiumIndex"),
     (Answer(200, '[{"symbol":"BTCUSDT","markPrice":"1'),
-     "binance: truncated JSON (35 characters) from /fapi/v1/premiumIndex"),
+     "binance: invalid response: truncated JSON (35 characters) from "
+     "/fapi/v1/premiumIndex"),
 ])
 async def test_a_body_that_is_not_json_is_named_with_its_endpoint(server, binance, answer,
                                                                   message):
@@ -188,6 +190,24 @@ async def test_a_read_is_retried_a_state_changing_request_never(server, binance)
     server.rule = _answer(400, json.dumps({"code": -2019, "msg": "Margin is insufficient."}))
     with pytest.raises(errors.InsufficientFunds):
         await venue.request("fapiPrivatePostOrder", order, budget="fapi", idempotent=False)
+    assert server.requests["fapi.binance.com", "/fapi/v1/order"] == 2
+
+
+@pytest.mark.block_network(**LOCAL_ONLY)
+async def test_an_order_answered_with_html_is_outcome_unknown(server, binance):
+    server.rule = lambda host, path, query, recorded: Answer(502, "<html>Bad Gateway</html>",
+                                                             "text/html")
+    venue = binance(server.url, keys=True)
+    with pytest.raises(errors.OutcomeUnknown, match=r"HTTP 502 Bad Gateway from .*/fapi/v1/order"):
+        await venue.request("fapiPrivatePostOrder", {"symbol": "BTCUSDT", "side": "BUY",
+                                                     "type": "MARKET", "quantity": "0.001"},
+                            budget="fapi", idempotent=False)
+    server.rule = lambda host, path, query, recorded: Answer(200, "<html>oops</html>",
+                                                             "text/html")
+    with pytest.raises(errors.OutcomeUnknown, match="HTML instead of JSON from /fapi/v1/order"):
+        await venue.request("fapiPrivatePostOrder", {"symbol": "BTCUSDT", "side": "BUY",
+                                                     "type": "MARKET", "quantity": "0.001"},
+                            budget="fapi", idempotent=False)
     assert server.requests["fapi.binance.com", "/fapi/v1/order"] == 2
 
 

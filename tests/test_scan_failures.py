@@ -66,11 +66,12 @@ def test_a_venue_whose_every_history_request_failed_is_a_failed_venue(scan):
     alone = scan("--venues", "binance", "--json", rule=html_history)
     assert alone.exit_code == 1
     assert _json(alone)["failures"] == {"binance": "no funding history for any of 79 symbol(s): "
-                                                   "HTML instead of JSON from /fapi/v1/fundingRate"}
+                                                   "invalid response: HTML instead of JSON from "
+                                                   "/fapi/v1/fundingRate"}
     table = scan(rule=html_history)
     assert table.exit_code == 0
-    assert "binance failed: no funding history for any of 79 symbol(s): HTML instead of JSON " \
-           "from /fapi/v1/fundingRate" in table.stdout
+    assert "binance failed: no funding history for any of 79 symbol(s): invalid response: " \
+           "HTML instead of JSON from /fapi/v1/fundingRate" in table.stdout
     assert table.stdout.count("binance failed") == 1 and "WARNING" not in table.stderr
     assert "│ bybit" in table.stdout and "│ okx" in table.stdout
 

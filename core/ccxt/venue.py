@@ -216,11 +216,15 @@ class CcxtVenue(ABC):
         """ccxt's ``fetch`` (every REST request, implicit or unified), refusing a body that
         is not a JSON object or array. ccxt hands such a body back as text, and its unified
         parsers would read an HTML page or an empty body as "no markets"."""
+        import ccxt
+
         answer = await self._ccxt_fetch(url, method, headers, body)
         if isinstance(answer, dict | list):
             return answer
         path = endpoint_path(venue_url(url, self._base_url or ""))
-        raise InvalidResponse(self.venue_id, f"{_body_kind(answer)} from {path}")
+        # A ccxt error, so the one translator decides what it is (for an order sent once,
+        # OutcomeUnknown: the venue may have acted before the broken answer).
+        raise ccxt.BadResponse(f"{_body_kind(answer)} from {path}")
 
     # -- markets ----------------------------------------------------------------------
 
