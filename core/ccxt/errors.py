@@ -29,6 +29,7 @@ from perpcarry.domain.errors import (
     OutcomeUnknown,
     RateLimitError,
     RequestRejected,
+    RequestTimedOut,
     VenueError,
 )
 from perpcarry.domain.parsing import MalformedField
@@ -73,7 +74,7 @@ CCXT_ERRORS: dict[str, tuple[type[VenueError], str]] = {
     # Binance -1021: the request's timestamp is outside recvWindow.
     "InvalidNonce": (NetworkError, "request timestamp rejected (is the system clock right?)"),
     "ChecksumError": (InvalidResponse, "order book checksum mismatch"),
-    "RequestTimeout": (NetworkError, "request timed out"),
+    "RequestTimeout": (RequestTimedOut, "request timed out"),
     "BadResponse": (InvalidResponse, "invalid response"),
     "NullResponse": (InvalidResponse, "empty response"),
     "CancelPending": (RequestRejected, "cancel already pending"),
@@ -117,8 +118,9 @@ def translate_ccxt_error(
         transport = _transport_cause(exc)
         status = _HTTP_STATUS.match(text)
         if transport is not None:
-            error_type, text = NetworkError, _request_of(text)
             phrase, maybe_sent = transport
+            error_type = RequestTimedOut if phrase == "request timed out" else NetworkError
+            text = _request_of(text)
         elif status is not None:
             text, code = _http_failure(status)
             # 5xx and 408: the venue (or a gateway before it) may have acted; 4xx: it did not.

@@ -36,6 +36,7 @@ from perpcarry.domain.errors import (
     NetworkError,
     NotRecorded,
     RateLimitError,
+    RequestTimedOut,
     VenueError,
 )
 from perpcarry.domain.parsing import MalformedField, to_ms
@@ -46,6 +47,10 @@ from perpcarry.venues.protocol import VenueContext
 # Retries of an idempotent request after a rate limit or a network error; a state-changing
 # request is never retried (see ``request``).
 MAX_RETRIES = 3
+# How long one request may take. A venue that let one time out is retried once, not three
+# times: a hung endpoint would otherwise hold the scan for four timeouts.
+REQUEST_TIMEOUT_SECONDS = 10
+TIMEOUT_RETRIES = 1
 # A settlement reaches the venue's history endpoint a moment after it happens; the cache
 # never records the latest minutes as fetched, so a late record is picked up next time.
 SETTLEMENT_PUBLISH_LAG = timedelta(minutes=5)
@@ -88,6 +93,7 @@ class CcxtVenue(ABC):
             for field_name, ccxt_key in self.credential_keys.items():
                 params[ccxt_key] = getattr(config, field_name).get_secret_value()
         self.exchange = getattr(ccxt_async, self.ccxt_id)(params)
+        self.exchange.timeout = REQUEST_TIMEOUT_SECONDS * 1000
         if context.offline:
             # A replay never opens a connection: no CA bundle to read (tens of milliseconds),
             # a context that trusts nothing, and no 250 ms wait in close() for TLS
@@ -173,15 +179,17 @@ class CcxtVenue(ABC):
         """``call()`` under the weight budget, translated; an idempotent call is retried
         after a rate limit or a network error, a state-changing one never: a retry could
         place an order twice."""
-        attempts = MAX_RETRIES + 1 if idempotent else 1
-        for attempt in range(attempts):
+        retries = MAX_RETRIES if idempotent else 0
+        for attempt in range(retries + 1):
             await self.budgets[budget].acquire(weight)
             self.request_count += 1
             try:
                 async with self._translated(what, idempotent):
                     return await call()
             except (RateLimitError, NetworkError) as err:
-                if attempt == attempts - 1 or isinstance(err, NotRecorded):
+                allowed = min(retries, TIMEOUT_RETRIES) if isinstance(err, RequestTimedOut) \
+                    else retries
+                if attempt >= allowed or isinstance(err, NotRecorded):
                     raise
                 delay = backoff_delay(attempt, getattr(err, "retry_after", None))
                 # Not a warning: the caller reports the failure once if the retries fail.

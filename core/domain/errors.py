@@ -46,6 +46,10 @@ class NetworkError(VenueError):
     which."""
 
 
+class RequestTimedOut(NetworkError):
+    """The venue did not answer one request within the per-request timeout."""
+
+
 class NotRecorded(NetworkError):
     """Replaying a recording (``--offline``, tests) met a request the recording lacks."""
 
