@@ -260,24 +260,29 @@ def _history_lookback(options: ScanOptions) -> timedelta:
 async def _histories(client, venue_id, pairs, quotes, options, skipped, progress):
     lookback = _history_lookback(options)
     limit = asyncio.Semaphore(HISTORY_CONCURRENCY)
-    done = 0
+    done = answered = failed = 0
     first_error = None
     progress(venue_id, f"history 0/{len(pairs)}")
 
     async def one(pair: CarryPair):
-        nonlocal done, first_error
+        nonlocal done, answered, failed, first_error
         # Settled history up to the symbol's last settlement: until the next one, a warm
         # cache answers without a request.
         until = quotes[pair.perp.symbol].last_settlement
+        records = None
         async with limit:
-            try:
-                records = await client.fetch_funding_history(
-                    pair.perp.symbol, until - lookback, until)
-            except VenueError as err:
-                first_error = first_error or _reason(venue_id, err)
-                skipped.append(Skipped(venue_id, pair.perp.symbol,
-                                       f"no funding history: {_reason(venue_id, err)}"))
-                records = None
+            # As many failures as requests in flight and not one answer: the endpoint is
+            # down (hung, an HTML page), so the remaining symbols are not asked.
+            if answered or failed < HISTORY_CONCURRENCY:
+                try:
+                    records = await client.fetch_funding_history(
+                        pair.perp.symbol, until - lookback, until)
+                    answered += 1
+                except VenueError as err:
+                    failed += 1
+                    first_error = first_error or _reason(venue_id, err)
+                    skipped.append(Skipped(venue_id, pair.perp.symbol,
+                                           f"no funding history: {_reason(venue_id, err)}"))
         done += 1
         progress(venue_id, f"history {done}/{len(pairs)}")
         return pair.perp.symbol, records
@@ -286,8 +291,7 @@ async def _histories(client, venue_id, pairs, quotes, options, skipped, progress
     found = {symbol: records for symbol, records in results if records is not None}
     if not found:
         # Not one symbol's history came back: the venue is failing, not its symbols.
-        raise VenueError(venue_id, f"no funding history for any of {len(pairs)} symbol(s): "
-                                   f"{first_error}")
+        raise VenueError(venue_id, f"no funding history for any symbol: {first_error}")
     return found
 
 
