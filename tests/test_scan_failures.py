@@ -187,3 +187,17 @@ def test_a_base_url_that_is_not_an_http_url_is_a_config_error(run_cli, write_con
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert "venues.okx.base_url" in result.stderr
     assert "must be an http:// or https:// URL without a query" in result.stderr
+
+
+async def test_a_timeout_a_plugin_raises_is_not_mistaken_for_the_deadline(monkeypatch):
+    from perpcarry.config.loader import load_config
+    from perpcarry.scan.engine import ScanOptions, run_scan
+    from perpcarry_okx.venue import OkxVenue
+
+    async def broken(self):
+        raise TimeoutError("lock wait timed out\nsecond line https://x/y?signature=abc")
+
+    monkeypatch.setattr(OkxVenue, "fetch_funding_snapshot", broken)
+    result = await run_scan(load_config(None), ScanOptions(offline=True))
+    assert result.failures == {"okx": "unexpected error (TimeoutError: lock wait timed out)"}
+    assert {r.venue for r in result.rows + result.reverse_rows} == {"binance", "bybit"}
