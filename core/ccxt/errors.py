@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 from perpcarry.domain.errors import (
     AuthenticationError,
     BadSymbol,
+    ClockSkew,
+    DuplicateClientOrderId,
     ExchangeUnavailable,
+    InsufficientFunds,
+    InvalidOrder,
     InvalidResponse,
     NetworkError,
+    OrderNotFound,
     RateLimitError,
     VenueError,
 )
+
+# A signed request's query (Binance puts it in the URL, which ccxt quotes in its messages).
+_SIGNED_QUERY = re.compile(r"\?[^ ]*(signature|sign)=[^ ]*")
 
 
 def translate_ccxt_error(venue: str, exc: Exception, headers: dict[str, str] | None) -> VenueError:
@@ -18,6 +28,10 @@ def translate_ccxt_error(venue: str, exc: Exception, headers: dict[str, str] | N
     import ccxt
 
     text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    text = _SIGNED_QUERY.sub("?<signed query>", text)
+    order_error = _order_error(venue, exc, text)
+    if order_error is not None:
+        return order_error
     # Order matters: ccxt's hierarchy nests these (RateLimitExceeded < DDoSProtection <
     # NetworkError; OnMaintenance < ExchangeNotAvailable < NetworkError).
     if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
@@ -46,3 +60,25 @@ def translate_ccxt_error(venue: str, exc: Exception, headers: dict[str, str] | N
     if isinstance(exc, ValueError | KeyError | TypeError):  # JSONDecodeError included
         return InvalidResponse(venue, f"invalid response: {type(exc).__name__}: {text}")
     return NetworkError(venue, f"{type(exc).__name__}: {text}")
+
+
+# -- the order path (separate block: the lead folds it into the table) --------------------
+
+
+def _order_error(venue: str, exc: Exception, text: str) -> VenueError | None:
+    """ccxt's order-path exceptions as perpcarry's; None for the rest. Checked first:
+    ccxt nests them under its generic classes (DuplicateOrderId < InvalidOrder <
+    ExchangeError, InvalidNonce < ExchangeError)."""
+    import ccxt
+
+    if isinstance(exc, ccxt.InvalidNonce):
+        return ClockSkew(venue, f"request timestamp refused, not executed: {text}")
+    if isinstance(exc, ccxt.DuplicateOrderId):
+        return DuplicateClientOrderId(venue, f"client order id already used: {text}")
+    if isinstance(exc, ccxt.OrderNotFound):
+        return OrderNotFound(venue, f"order not found: {text}")
+    if isinstance(exc, ccxt.InsufficientFunds):
+        return InsufficientFunds(venue, f"insufficient balance or margin: {text}")
+    if isinstance(exc, ccxt.InvalidOrder):
+        return InvalidOrder(venue, f"order refused: {text}")
+    return None

@@ -20,3 +20,9 @@ def rebase(urls: Any, base_url: str) -> Any:
     if isinstance(urls, str) and urls.startswith("https://"):
         return f"{base_url.rstrip('/')}/{urls.removeprefix('https://')}"
     return urls
+
+
+def unrebase(url: str, base_url: str) -> str:
+    """The venue's own ``https://host/path`` of a URL :func:`rebase` pointed elsewhere."""
+    prefix = base_url.rstrip("/") + "/"
+    return "https://" + url.removeprefix(prefix) if url.startswith(prefix) else url

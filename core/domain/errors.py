@@ -96,3 +96,8 @@ class OutcomeUnknown(VenueError):
     """A request that may have changed state got no clear answer (a timeout, a 5xx, an
     "unknown status"): the order may or may not exist. Query it by client id; never re-send
     blind."""
+
+
+class ClockSkew(VenueError):
+    """The venue refused the request's timestamp (outside its receive window): nothing was
+    executed. Resync the clock offset, then the same request (same client id) may be sent."""

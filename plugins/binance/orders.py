@@ -1,0 +1,121 @@
+"""Binance's account and order half: where it differs from the ccxt base.
+
+Spot (api.binance.com) and USDⓈ-M (fapi.binance.com) are separate wallets, so margin for a
+short is transferred first (``MAIN_UMFUTURE``). Orders are found by ``origClientOrderId``;
+Binance refuses a duplicate client id only while the first order is open, which is why an id
+is never reused. Funding payments come from ``/fapi/v1/income`` (``FUNDING_FEE``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from perpcarry.ccxt.orders import CcxtOrderVenue, error_body, ms_to_datetime
+from perpcarry.ccxt.transport import unrebase
+from perpcarry.config.settings import VenueConfig
+from perpcarry.domain.errors import InvalidResponse
+from perpcarry.domain.types import MarketKind
+from perpcarry.venues.orders import FundingPayment, Wallet
+from perpcarry.venues.protocol import VenueContext
+
+# /fapi/v1/income: weight 30, at most 1000 records per page, oldest first from startTime
+# (developers.binance.com, USDⓈ-M "Get Income History", read 2026-12).
+INCOME_WEIGHT = 30
+INCOME_PAGE_LIMIT = 1000
+# Answers that a setting is already in place: -4059 "No need to change position side.",
+# -4046 "No need to change margin type." (ccxt raises MarginModeAlreadySet for the latter
+# only when it reads the message).
+ALREADY_SET_CODES = frozenset({-4059, -4046})
+
+
+class BinanceOrders(CcxtOrderVenue):
+    """Binance spot + USDⓈ-M orders and account."""
+
+    client_id_param = "newClientOrderId"
+    query_client_id_param = "origClientOrderId"
+    balance_wallets: ClassVar[dict[Wallet, dict[str, Any]]] = {
+        Wallet.SPOT: {"type": "spot"},            # GET /api/v3/account
+        Wallet.FUTURES: {"type": "swap"},         # GET /fapi/v3/account
+        Wallet.FUNDING: {"type": "funding"},      # POST /sapi/v1/asset/get-funding-asset
+    }
+    # POST /sapi/v1/asset/transfer, type e.g. MAIN_UMFUTURE.
+    transfer_accounts: ClassVar[dict[Wallet, str]] = {
+        Wallet.SPOT: "spot", Wallet.FUTURES: "linear", Wallet.FUNDING: "funding"}
+    order_budgets: ClassVar[dict[MarketKind, str]] = {
+        MarketKind.SPOT: "spot", MarketKind.PERP: "fapi"}
+    open_order_scopes: ClassVar[tuple[dict[str, Any], ...]] = (
+        {"type": "spot"}, {"type": "swap", "perp": True})
+    derivatives_permission = (
+        "the API key may not trade USDⓈ-M futures (Binance -2015): tick 'Enable Futures' for "
+        "the key in Binance API Management, and add this machine's IP if the key is "
+        "IP-restricted")
+
+    def __init__(self, config: VenueConfig, context: VenueContext) -> None:
+        import ccxt
+
+        super().__init__(config, context)
+        exchange = self.exchange
+        if config.sandbox and not context.base_url:
+            # ``sandbox = true`` means Binance demo trading (demo-api / demo-fapi.binance.com,
+            # real order matching on demo funds); the spot testnet ccxt calls sandbox has no
+            # USDⓈ-M futures.
+            exchange.set_sandbox_mode(False)
+            exchange.enable_demo_trading(True)
+        # ccxt picks its spot or futures error table by the request's host; through a relay
+        # or a fake exchange (``base_url``) the host is another one, so it is read from the
+        # rebased URL.
+        by_url = exchange.get_exceptions_by_url
+        if context.base_url:
+            base = context.base_url
+            exchange.get_exceptions_by_url = \
+                lambda url, kind: by_url(unrebase(url, base) if url else url, kind)
+        linear = exchange.exceptions["linear"]["exact"]
+        # -4116 DUPLICATED_CLIENT_ORDER_ID (futures) and spot's -2010 "Duplicate order sent."
+        linear["-4116"] = ccxt.DuplicateOrderId
+        exchange.exceptions["broad"]["Duplicate order sent"] = ccxt.DuplicateOrderId
+        # -1111 precision over the maximum, -1013 a filter failure (LOT_SIZE, NOTIONAL):
+        # the order's terms, not a malformed request.
+        exchange.exceptions["exact"]["-1111"] = ccxt.InvalidOrder
+        exchange.exceptions["exact"]["-1013"] = ccxt.InvalidOrder
+        # Position maintenance margin is in /fapi/v3/positionRisk itself; without this ccxt
+        # would first load every symbol's leverage brackets (another keyed request).
+        exchange.options["leverageBrackets"] = {}
+        # Spot-market orders by quantity, never by quote amount.
+        exchange.options["createMarketBuyOrderRequiresPrice"] = False
+
+    def _is_already_set(self, exc: Exception) -> bool:
+        body = error_body(exc) or {}
+        return body.get("code") in ALREADY_SET_CODES
+
+    async def funding_payment_pages(self, start_ms: int, end_ms: int) -> list[FundingPayment]:
+        """``/fapi/v1/income`` FUNDING_FEE pages, forward from ``start_ms``; ``income`` is
+        already positive when received."""
+        payments: list[FundingPayment] = []
+        cursor = start_ms
+        perps = await self.markets_by_venue_symbol(MarketKind.PERP)
+        while cursor <= end_ms:
+            params = {"incomeType": "FUNDING_FEE", "startTime": cursor, "endTime": end_ms,
+                      "limit": INCOME_PAGE_LIMIT}
+            rows = await self._derivatives(
+                "funding payments", "fapi",
+                lambda params=params: self.exchange.fapiPrivateGetIncome(params))
+            try:
+                page = [FundingPayment(
+                    self.venue_id,
+                    perps[r["symbol"]].symbol if r["symbol"] in perps else r["symbol"],
+                    Decimal(r["income"]), r["asset"], ms_to_datetime(r["time"]),
+                    str(r["tranId"])) for r in rows]
+            except (KeyError, TypeError, ArithmeticError) as err:
+                raise InvalidResponse(self.venue_id, f"income record unreadable: {err!r}") \
+                    from None
+            payments += page
+            if len(rows) < INCOME_PAGE_LIMIT:
+                break
+            # Many symbols settle at the same millisecond and a page may end inside one: the
+            # next page starts at that millisecond again (records are unique by tranId).
+            last = max(int(r["time"]) for r in rows)
+            if last <= cursor:
+                break
+            cursor = last
+        return payments
