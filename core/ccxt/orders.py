@@ -105,7 +105,8 @@ class CcxtOrderVenue:
     transfer_accounts: ClassVar[dict[Wallet, str]] = {}
     # Request budget of the order and account calls of each market kind.
     order_budgets: ClassVar[dict[MarketKind, str]]
-    # ccxt params of one bulk open-orders request per scope (kind of market, settle coin).
+    # ccxt params of one bulk open-orders request per scope (kind of market, settle coin);
+    # "perp": True marks a perp scope, "weight" its request weight where not 1.
     open_order_scopes: ClassVar[tuple[dict[str, Any], ...]]
     # ccxt params of one bulk positions request per scope.
     position_scopes: ClassVar[tuple[dict[str, Any], ...]] = ({},)
@@ -149,8 +150,10 @@ class CcxtOrderVenue:
         async with self._translated(what):
             try:
                 return await call()
-            except ccxt.DDoSProtection:
-                raise  # rate limited: refused, not executed (translated with Retry-After)
+            except (ccxt.DDoSProtection, ccxt.InvalidNonce):
+                # Rate limited or timestamp refused (both ccxt NetworkErrors): refused before
+                # execution, translated as such.
+                raise
             except (ccxt.NetworkError, ccxt.BadResponse, ccxt.NullResponse) as exc:
                 status = _HTTP_STATUS.search(str(exc).splitlines()[0] if str(exc) else "")
                 if status and 400 <= int(status.group(1)) < 500 \
@@ -267,10 +270,11 @@ class CcxtOrderVenue:
         states: list[OrderState] = []
         for scope in self.open_order_scopes:
             kind = MarketKind.PERP if scope.get("perp") else MarketKind.SPOT
-            params = {k: v for k, v in scope.items() if k != "perp"}
+            params = {k: v for k, v in scope.items() if k not in ("perp", "weight")}
             rows = await self._query(
                 f"open orders {params}", self.order_budgets[kind],
-                lambda params=params: self.exchange.fetch_open_orders(None, None, None, params))
+                lambda params=params: self.exchange.fetch_open_orders(None, None, None, params),
+                scope.get("weight", 1))
             states += await self._known_market_orders(rows)
         return states
 
@@ -351,7 +355,7 @@ class CcxtOrderVenue:
             return state
         trades = await self._query(
             f"fills of order {state.client_order_id}", self.order_budgets[market.kind],
-            lambda: self.exchange.fetch_order_trades(state.venue_order_id, market.symbol))
+            lambda: self._fills(market, state.venue_order_id))
         totals: dict[str, Decimal] = {}
         for trade in trades:
             for fee in trade.get("fees") or ([trade["fee"]] if trade.get("fee") else []):
@@ -359,6 +363,10 @@ class CcxtOrderVenue:
                     totals[fee["currency"]] = totals.get(fee["currency"], Decimal(0)) \
                         + dec(fee["cost"])
         return replace(state, fees=tuple(Fee(v, k) for k, v in totals.items()))
+
+    async def _fills(self, market: Market, venue_order_id: str) -> list[dict[str, Any]]:
+        """ccxt's trades of one order."""
+        return await self.exchange.fetch_order_trades(venue_order_id, market.symbol)
 
     # -- account ------------------------------------------------------------------------
 
@@ -439,6 +447,8 @@ class CcxtOrderVenue:
             raise UsageError(f"{self.venue_id}: leverage {leverage} is not a whole number "
                              "of at least 1")
         budget = self.order_budgets[MarketKind.PERP]
+        # Some of ccxt's setters look the market up without loading markets first.
+        await self.exchange.load_markets()
         for what, call in self._setup_steps(market, leverage, margin_mode):
             await self._derivatives(f"{market.symbol} {what}", budget,
                                     self._already_set_ok(call), send_once=True)

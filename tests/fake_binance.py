@@ -1,0 +1,503 @@
+"""A small fake Binance (spot + USDⓈ-M) for the live code path: ccxt over real HTTP.
+
+It speaks the endpoints ccxt calls for the order half (exchangeInfo served from the real
+dumps in shared/data, time, order POST/GET/DELETE by client id, open and all orders, trades,
+account and balances, positionRisk, income, asset transfer, leverage, marginType,
+positionSide/dual), keeps orders in memory per client id, records every request, and
+injects faults on demand::
+
+    server.inject("POST /fapi/v1/order", Fault.TIMEOUT_AFTER_ACCEPT)
+
+Market orders fill at the price the test sets (``server.prices``). It checks that private
+requests are signed-shaped (``timestamp`` and ``signature`` present, timestamp within
+``recvWindow`` of its own clock) but does not verify the HMAC. Error bodies and codes are
+Binance's (developers.binance.com "Error Codes", read 2026-12).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import Enum
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw-responses" / "binance"
+SPOT_INFO = RAW / (
+    "api-v3-exchangeInfo_spot-full_2023-09-08_SM2A-Binance_API_exchangeInfoCompact.json")
+FAPI_INFO = RAW / "fapi-v1-exchangeInfo_usdm-full_2025-08-22_eduDorus-arkin_binance_usdm.json"
+# The fake lists only these (trimmed at load time; the full dumps are 2-3 MB).
+SYMBOLS = frozenset({"BTCUSDT", "ETHUSDT"})
+SPOT_FEE = Decimal("0.001")  # regular-tier spot taker
+FAPI_FEE = Decimal("0.0005")  # regular-tier USDⓈ-M taker (the real ETHUSDT fill's 0.05 %)
+SPOT, FAPI = "spot", "fapi"
+
+
+class Fault(Enum):
+    TIMEOUT_AFTER_ACCEPT = "accept, then answer later than the client waits"
+    ERROR_5XX_AFTER_ACCEPT = "accept, then answer 502"
+    UNKNOWN_STATUS_1007 = "accept, then answer -1007 (execution status unknown)"
+    RATE_LIMIT_RETRY_AFTER = "429 with Retry-After, not executed"
+    RATE_LIMIT = "429 without Retry-After, not executed"
+    INSUFFICIENT_MARGIN = "-2019, not executed"
+    TIMESTAMP_OUTSIDE_RECV_WINDOW = "-1021, not executed"
+    PRECISION = "-1111, not executed"
+    MIN_NOTIONAL = "-1013 spot / -4164 futures, not executed"
+    PARTIAL_FILL = "fill half the quantity (a crossing order now, a resting one by a taker)"
+    NO_FUTURES_PERMISSION = "-2015, the key may not use this endpoint"
+
+
+ACCEPTING = {Fault.TIMEOUT_AFTER_ACCEPT, Fault.ERROR_5XX_AFTER_ACCEPT,
+             Fault.UNKNOWN_STATUS_1007, Fault.PARTIAL_FILL}
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str  # without the rebased host, e.g. /fapi/v1/order
+    params: dict[str, str]
+
+
+@dataclass
+class FakeBinance:
+    """The fake's state; tests set prices, balances and faults, and read ``requests``."""
+
+    prices: dict[str, Decimal] = field(default_factory=dict)
+    spot_balances: dict[str, Decimal] = field(default_factory=dict)
+    futures_wallet: Decimal = Decimal(0)
+    funding_balances: dict[str, Decimal] = field(default_factory=dict)
+    income: list[dict] = field(default_factory=list)
+    clock_offset_ms: int = 0  # the venue's clock ahead of ours
+    timeout_seconds: float = 1.0
+    requests: list[Recorded] = field(default_factory=list)
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        self.orders: dict[tuple[str, str], dict] = {}  # (spot|fapi, clientOrderId)
+        self.trades: list[dict] = []
+        self.positions: dict[str, dict] = {}  # symbol -> {amt, entry}
+        self.position_side_dual = False
+        self.margin_type: dict[str, str] = {}
+        self.leverage: dict[str, int] = {}
+        self._faults: dict[str, deque[Fault]] = {}
+        self._ids = itertools.count(8389765792662572101)  # a real-looking USDⓈ-M order id
+        self._runner: web.AppRunner | None = None
+
+    # -- test API -------------------------------------------------------------------
+
+    def inject(self, route: str, *faults: Fault) -> None:
+        """The next requests to ``route`` ("POST /fapi/v1/order") meet ``faults`` in order."""
+        self._faults.setdefault(route, deque()).extend(faults)
+
+    def sent(self, method: str, path: str) -> list[Recorded]:
+        return [r for r in self.requests if r.method == method and r.path == path]
+
+    async def start(self) -> FakeBinance:
+        app = web.Application()
+        app.router.add_route("*", "/{host}/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- dispatch -------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return int(time.time() * 1000) + self.clock_offset_ms
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["path"]
+        params = dict(parse_qsl(request.query_string))
+        if request.can_read_body:
+            params.update(parse_qsl(await request.text()))
+        self.requests.append(Recorded(request.method, path, params))
+        route = f"{request.method} {path}"
+        handler = ROUTES.get(route)
+        if handler is None:
+            return _error(404, -1, f"fake binance has no route {route}")
+        if not route.endswith(("/exchangeInfo", "/time")):
+            refused = self._check_signed(params)
+            if refused is not None:
+                return refused
+        queue = self._faults.get(route)
+        fault = queue.popleft() if queue else None
+        if fault is not None and fault not in ACCEPTING:
+            return _refusal(fault, path)
+        response = handler(self, params, fault)
+        if fault is Fault.TIMEOUT_AFTER_ACCEPT:
+            await asyncio.sleep(self.timeout_seconds)
+        elif fault is Fault.ERROR_5XX_AFTER_ACCEPT:
+            return web.Response(status=502, text="<html>502 Bad Gateway</html>",
+                                content_type="text/html")
+        elif fault is Fault.UNKNOWN_STATUS_1007:
+            return _error(408, -1007, "Timeout waiting for response from backend server. "
+                          "Send status unknown; execution status unknown.")
+        return response
+
+    def _check_signed(self, params: dict[str, str]) -> web.Response | None:
+        if "signature" not in params or "timestamp" not in params:
+            return _error(400, -1102, "Mandatory parameter 'signature' was not sent, was "
+                          "empty/null, or malformed.")
+        window = int(params.get("recvWindow", 5000))
+        if abs(int(params["timestamp"]) - self._now()) > window:
+            return _error(400, -1021, "Timestamp for this request is outside of the "
+                          "recvWindow.")
+        return None
+
+    # -- orders ---------------------------------------------------------------------
+
+    def _place(self, kind: str, params: dict[str, str], fault: Fault | None) -> web.Response:
+        client_id = params["newClientOrderId"]
+        existing = self.orders.get((kind, client_id))
+        if existing is not None and existing["status"] in ("NEW", "PARTIALLY_FILLED"):
+            if kind == FAPI:
+                return _error(400, -4116, "ClientOrderId is duplicated.")
+            return _error(400, -2010, "Duplicate order sent.")
+        symbol, side, order_type = params["symbol"], params["side"], params["type"]
+        quantity = Decimal(params["quantity"])
+        now = self._now()
+        order = {
+            "symbol": symbol, "orderId": next(self._ids), "clientOrderId": client_id,
+            "side": side, "type": order_type, "origQty": quantity,
+            "price": Decimal(params.get("price", "0")), "executedQty": Decimal(0),
+            "quote": Decimal(0), "status": "NEW",
+            "timeInForce": params.get("timeInForce", "GTC"),
+            "reduceOnly": params.get("reduceOnly") == "true", "time": now, "updateTime": now,
+        }
+        self.orders[(kind, client_id)] = order
+        price = self.prices[symbol]
+        crosses = order_type == "MARKET" or (
+            order_type in ("LIMIT", "LIMIT_MAKER")
+            and (order["price"] >= price if side == "BUY" else order["price"] <= price))
+        if order_type == "LIMIT_MAKER" or order["timeInForce"] == "GTX":
+            if crosses:
+                order["status"] = "EXPIRED"  # post-only that would take: not placed
+                return self._order_response(kind, order, [])
+            crosses = False
+        fills = []
+        if crosses:
+            fill = quantity / 2 if fault is Fault.PARTIAL_FILL else quantity
+            fills = [self._fill(kind, order, fill, price)]
+            if order["executedQty"] == quantity:
+                order["status"] = "FILLED"
+            elif order_type == "MARKET" or order["timeInForce"] == "IOC":
+                order["status"] = "EXPIRED"
+            else:
+                order["status"] = "PARTIALLY_FILLED"
+        elif order["timeInForce"] == "IOC":
+            order["status"] = "EXPIRED"
+        elif fault is Fault.PARTIAL_FILL:
+            # A resting order: a taker fills half of it at its price.
+            fills = [self._fill(kind, order, quantity / 2, order["price"])]
+            order["status"] = "PARTIALLY_FILLED"
+        return self._order_response(kind, order, fills)
+
+    def _fill(self, kind: str, order: dict, quantity: Decimal, price: Decimal) -> dict:
+        symbol, side = order["symbol"], order["side"]
+        base, quote = symbol.removesuffix("USDT"), "USDT"
+        notional = quantity * price
+        if kind == SPOT:
+            # A spot buy pays its fee in the base asset, a sell in the quote.
+            fee, fee_asset = ((quantity * SPOT_FEE, base) if side == "BUY"
+                              else (notional * SPOT_FEE, quote))
+            sign = 1 if side == "BUY" else -1
+            self.spot_balances[base] = self.spot_balances.get(base, Decimal(0)) \
+                + sign * quantity - (fee if fee_asset == base else 0)
+            self.spot_balances[quote] = self.spot_balances.get(quote, Decimal(0)) \
+                - sign * notional - (fee if fee_asset == quote else 0)
+        else:
+            fee, fee_asset = notional * FAPI_FEE, quote
+            self.futures_wallet -= fee
+            position = self.positions.setdefault(symbol, {"amt": Decimal(0),
+                                                          "entry": Decimal(0)})
+            signed = quantity if side == "BUY" else -quantity
+            if position["amt"] == 0 or (position["amt"] > 0) == (signed > 0):
+                total = position["amt"] + signed
+                position["entry"] = (position["entry"] * abs(position["amt"])
+                                     + price * quantity) / abs(total)
+                position["amt"] = total
+            else:
+                position["amt"] += signed
+        order["executedQty"] += quantity
+        order["quote"] += notional
+        order["updateTime"] = self._now()
+        trade = {"symbol": symbol, "id": len(self.trades) + 4830000000,
+                 "orderId": order["orderId"], "price": price, "qty": quantity,
+                 "quoteQty": notional, "commission": fee, "commissionAsset": fee_asset,
+                 "time": order["updateTime"], "side": side, "kind": kind}
+        self.trades.append(trade)
+        return trade
+
+    def _order_response(self, kind: str, order: dict, fills: list[dict]) -> web.Response:
+        return _json(_spot_order(order, fills) if kind == SPOT else _fapi_order(order))
+
+    def _lookup(self, kind: str, params: dict[str, str]) -> dict | None:
+        if "origClientOrderId" in params:
+            return self.orders.get((kind, params["origClientOrderId"]))
+        order_id = int(params.get("orderId", -1))
+        return next((o for (k, _), o in self.orders.items()
+                     if k == kind and o["orderId"] == order_id), None)
+
+    def _get(self, kind: str, params: dict[str, str], _fault) -> web.Response:
+        order = self._lookup(kind, params)
+        if order is None:
+            return _error(400, -2013, "Order does not exist.")
+        return self._order_response(kind, order, [])
+
+    def _cancel(self, kind: str, params: dict[str, str], _fault) -> web.Response:
+        order = self._lookup(kind, params)
+        if order is None or order["status"] not in ("NEW", "PARTIALLY_FILLED"):
+            return _error(400, -2011, "Unknown order sent.")
+        order["status"] = "CANCELED"
+        order["updateTime"] = self._now()
+        return self._order_response(kind, order, [])
+
+    def _open(self, kind: str, params: dict[str, str], _fault) -> web.Response:
+        rows = [o for (k, _), o in self.orders.items()
+                if k == kind and o["status"] in ("NEW", "PARTIALLY_FILLED")
+                and params.get("symbol", o["symbol"]) == o["symbol"]]
+        return _json([_spot_order(o, []) if kind == SPOT else _fapi_order(o) for o in rows])
+
+    def _all(self, kind: str, params: dict[str, str], _fault) -> web.Response:
+        rows = [o for (k, _), o in self.orders.items()
+                if k == kind and o["symbol"] == params["symbol"]]
+        return _json([_spot_order(o, []) if kind == SPOT else _fapi_order(o) for o in rows])
+
+    def _trades(self, kind: str, params: dict[str, str], _fault) -> web.Response:
+        rows = [t for t in self.trades if t["kind"] == kind and t["symbol"] == params["symbol"]
+                and ("orderId" not in params or t["orderId"] == int(params["orderId"]))]
+        return _json([_trade(t, kind) for t in rows])
+
+    # -- account --------------------------------------------------------------------
+
+    def _spot_account(self, _params, _fault) -> web.Response:
+        return _json({"accountType": "SPOT", "canTrade": True, "permissions": ["SPOT"],
+                      "updateTime": self._now(), "balances": [
+                          {"asset": a, "free": _s(v), "locked": "0.00000000"}
+                          for a, v in self.spot_balances.items()]})
+
+    def _futures_account(self, _params, _fault) -> web.Response:
+        upnl = sum((self._upnl(s, p) for s, p in self.positions.items()), Decimal(0))
+        margin = self.futures_wallet + upnl
+        return _json({"totalWalletBalance": _s(self.futures_wallet),
+                      "totalMarginBalance": _s(margin), "availableBalance": _s(margin),
+                      "assets": [{"asset": "USDT", "walletBalance": _s(self.futures_wallet),
+                                  "unrealizedProfit": _s(upnl), "marginBalance": _s(margin),
+                                  "initialMargin": "0", "maintMargin": "0",
+                                  "availableBalance": _s(margin),
+                                  "maxWithdrawAmount": _s(margin), "crossWalletBalance":
+                                  _s(self.futures_wallet), "crossUnPnl": _s(upnl),
+                                  "updateTime": self._now()}],
+                      "positions": []})
+
+    def _funding_assets(self, _params, _fault) -> web.Response:
+        return _json([{"asset": a, "free": _s(v), "locked": "0", "freeze": "0",
+                       "withdrawing": "0", "btcValuation": "0"}
+                      for a, v in self.funding_balances.items()])
+
+    def _upnl(self, symbol: str, position: dict) -> Decimal:
+        return (self.prices[symbol] - position["entry"]) * position["amt"]
+
+    def _position_risk(self, _params, _fault) -> web.Response:
+        rows = []
+        for symbol, p in self.positions.items():
+            if not p["amt"]:
+                continue
+            mark = self.prices[symbol]
+            notional = p["amt"] * mark
+            rows.append({"symbol": symbol, "positionSide": "BOTH", "positionAmt": _s(p["amt"]),
+                         "entryPrice": _s(p["entry"]), "markPrice": _s(mark),
+                         "unRealizedProfit": _s(self._upnl(symbol, p)),
+                         "liquidationPrice": "0", "isolatedMargin": "0",
+                         "notional": _s(notional), "marginAsset": "USDT",
+                         "isolatedWallet": "0",
+                         "maintMargin": _s(abs(notional) * Decimal("0.004")),
+                         "updateTime": self._now()})
+        return _json(rows)
+
+    def _income(self, params: dict[str, str], _fault) -> web.Response:
+        start = int(params.get("startTime", 0))
+        end = int(params.get("endTime", 2**62))
+        limit = int(params.get("limit", 100))
+        rows = [r for r in self.income
+                if r["incomeType"] == params.get("incomeType", r["incomeType"])
+                and start <= int(r["time"]) <= end]
+        return _json(sorted(rows, key=lambda r: int(r["time"]))[:limit])
+
+    def _transfer(self, params: dict[str, str], _fault) -> web.Response:
+        amount, asset = Decimal(params["amount"]), params["asset"]
+        if params["type"] == "MAIN_UMFUTURE":
+            if self.spot_balances.get(asset, Decimal(0)) < amount:
+                return _error(400, -5002, "You have insufficient balance.")
+            self.spot_balances[asset] -= amount
+            self.futures_wallet += amount
+        elif params["type"] == "UMFUTURE_MAIN":
+            self.futures_wallet -= amount
+            self.spot_balances[asset] = self.spot_balances.get(asset, Decimal(0)) + amount
+        else:
+            return _error(400, -1002, f"fake binance: transfer type {params['type']}")
+        return _json({"tranId": 13526853623})
+
+    def _set_leverage(self, params: dict[str, str], _fault) -> web.Response:
+        self.leverage[params["symbol"]] = int(params["leverage"])
+        return _json({"leverage": int(params["leverage"]), "maxNotionalValue": "1000000",
+                      "symbol": params["symbol"]})
+
+    def _set_margin_type(self, params: dict[str, str], _fault) -> web.Response:
+        wanted = params["marginType"]
+        if self.margin_type.get(params["symbol"], "CROSSED") == wanted:
+            return _error(400, -4046, "No need to change margin type.")
+        self.margin_type[params["symbol"]] = wanted
+        return _json({"code": 200, "msg": "success"})
+
+    def _set_dual(self, params: dict[str, str], _fault) -> web.Response:
+        dual = params["dualSidePosition"] == "true"
+        if dual == self.position_side_dual:
+            return _error(400, -4059, "No need to change position side.")
+        self.position_side_dual = dual
+        return _json({"code": 200, "msg": "success"})
+
+    def _time(self, _params, _fault) -> web.Response:
+        return _json({"serverTime": self._now()})
+
+
+# -- response shapes (Binance's field names) -------------------------------------------
+
+
+def _s(value: Decimal | int) -> str:
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
+
+
+def _json(payload) -> web.Response:
+    return web.Response(text=json.dumps(payload), content_type="application/json")
+
+
+def _error(status: int, code: int, message: str, headers: dict | None = None) -> web.Response:
+    return web.Response(status=status, text=json.dumps({"code": code, "msg": message}),
+                        content_type="application/json", headers=headers)
+
+
+def _refusal(fault: Fault, path: str) -> web.Response:
+    futures = path.startswith("/fapi")
+    if fault is Fault.RATE_LIMIT_RETRY_AFTER:
+        return _error(429, -1003, "Too many requests; current limit is 2400 requests per "
+                      "minute.", {"Retry-After": "7"})
+    if fault is Fault.RATE_LIMIT:
+        return _error(429, -1003, "Too many requests; current limit is 2400 requests per "
+                      "minute.")
+    if fault is Fault.INSUFFICIENT_MARGIN:
+        return _error(400, -2019, "Margin is insufficient.")
+    if fault is Fault.TIMESTAMP_OUTSIDE_RECV_WINDOW:
+        return _error(400, -1021, "Timestamp for this request is outside of the recvWindow.")
+    if fault is Fault.NO_FUTURES_PERMISSION:
+        return _error(401, -2015, "Invalid API-key, IP, or permissions for action.")
+    if fault is Fault.PRECISION:
+        return _error(400, -1111, "Precision is over the maximum defined for this asset.")
+    if fault is Fault.MIN_NOTIONAL:
+        if futures:
+            return _error(400, -4164, "Order's notional must be no smaller than 20 (unless "
+                          "you choose reduce only).")
+        return _error(400, -1013, "Filter failure: NOTIONAL")
+    raise AssertionError(fault)
+
+
+def _avg(order: dict) -> Decimal:
+    return order["quote"] / order["executedQty"] if order["executedQty"] else Decimal(0)
+
+
+def _spot_order(order: dict, fills: list[dict]) -> dict:
+    return {"symbol": order["symbol"], "orderId": order["orderId"], "orderListId": -1,
+            "clientOrderId": order["clientOrderId"], "transactTime": order["updateTime"],
+            "time": order["time"], "updateTime": order["updateTime"],
+            "price": _s(order["price"]), "origQty": _s(order["origQty"]),
+            "executedQty": _s(order["executedQty"]),
+            "cummulativeQuoteQty": _s(order["quote"]), "status": order["status"],
+            "timeInForce": order["timeInForce"], "type": order["type"], "side": order["side"],
+            "workingTime": order["time"], "selfTradePreventionMode": "EXPIRE_MAKER",
+            "fills": [{"price": _s(f["price"]), "qty": _s(f["qty"]),
+                       "commission": _s(f["commission"]),
+                       "commissionAsset": f["commissionAsset"], "tradeId": f["id"]}
+                      for f in fills]}
+
+
+def _fapi_order(order: dict) -> dict:
+    return {"orderId": order["orderId"], "symbol": order["symbol"], "status": order["status"],
+            "clientOrderId": order["clientOrderId"], "price": _s(order["price"]),
+            "avgPrice": _s(_avg(order)), "origQty": _s(order["origQty"]),
+            "executedQty": _s(order["executedQty"]), "cumQuote": _s(order["quote"]),
+            "timeInForce": order["timeInForce"], "type": order["type"],
+            "reduceOnly": order["reduceOnly"], "closePosition": False, "side": order["side"],
+            "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
+            "priceProtect": False, "origType": order["type"], "priceMatch": "NONE",
+            "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0,
+            "time": order["time"], "updateTime": order["updateTime"]}
+
+
+def _trade(trade: dict, kind: str) -> dict:
+    row = {"symbol": trade["symbol"], "id": trade["id"], "orderId": trade["orderId"],
+           "price": _s(trade["price"]), "qty": _s(trade["qty"]),
+           "quoteQty": _s(trade["quoteQty"]), "commission": _s(trade["commission"]),
+           "commissionAsset": trade["commissionAsset"], "time": trade["time"]}
+    if kind == SPOT:
+        row |= {"orderListId": -1, "isBuyer": trade["side"] == "BUY", "isMaker": False,
+                "isBestMatch": True}
+    else:
+        row |= {"side": trade["side"], "realizedPnl": "0", "marginAsset": "USDT",
+                "positionSide": "BOTH", "maker": False, "buyer": trade["side"] == "BUY"}
+    return row
+
+
+def _exchange_info(path: Path):
+    info = json.loads(path.read_text())
+    info["symbols"] = [s for s in info["symbols"] if s["symbol"] in SYMBOLS]
+    body = json.dumps(info)
+    return lambda _self, _params, _fault: web.Response(text=body,
+                                                       content_type="application/json")
+
+
+def _kind(method, kind):
+    return lambda self, params, fault: method(self, kind, params, fault)
+
+
+ROUTES = {
+    "GET /api/v3/exchangeInfo": _exchange_info(SPOT_INFO),
+    "GET /fapi/v1/exchangeInfo": _exchange_info(FAPI_INFO),
+    "GET /api/v3/time": FakeBinance._time,
+    "GET /fapi/v1/time": FakeBinance._time,
+    "POST /api/v3/order": _kind(FakeBinance._place, SPOT),
+    "POST /fapi/v1/order": _kind(FakeBinance._place, FAPI),
+    "GET /api/v3/order": _kind(FakeBinance._get, SPOT),
+    "GET /fapi/v1/order": _kind(FakeBinance._get, FAPI),
+    "DELETE /api/v3/order": _kind(FakeBinance._cancel, SPOT),
+    "DELETE /fapi/v1/order": _kind(FakeBinance._cancel, FAPI),
+    "GET /api/v3/openOrders": _kind(FakeBinance._open, SPOT),
+    "GET /fapi/v1/openOrders": _kind(FakeBinance._open, FAPI),
+    "GET /api/v3/allOrders": _kind(FakeBinance._all, SPOT),
+    "GET /fapi/v1/allOrders": _kind(FakeBinance._all, FAPI),
+    "GET /api/v3/myTrades": _kind(FakeBinance._trades, SPOT),
+    "GET /fapi/v1/userTrades": _kind(FakeBinance._trades, FAPI),
+    "GET /api/v3/account": FakeBinance._spot_account,
+    "GET /fapi/v3/account": FakeBinance._futures_account,
+    "GET /fapi/v2/account": FakeBinance._futures_account,
+    "POST /sapi/v1/asset/get-funding-asset": FakeBinance._funding_assets,
+    "GET /fapi/v3/positionRisk": FakeBinance._position_risk,
+    "GET /fapi/v1/income": FakeBinance._income,
+    "POST /sapi/v1/asset/transfer": FakeBinance._transfer,
+    "POST /fapi/v1/leverage": FakeBinance._set_leverage,
+    "POST /fapi/v1/marginType": FakeBinance._set_margin_type,
+    "POST /fapi/v1/positionSide/dual": FakeBinance._set_dual,
+}
