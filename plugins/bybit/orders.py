@@ -10,6 +10,7 @@ with ``execType=Funding``, where a positive ``execFee`` is paid.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -18,7 +19,14 @@ from perpcarry.ccxt.orders import CcxtOrderVenue, error_body, ms_to_datetime
 from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.errors import InvalidResponse
 from perpcarry.domain.types import Market, MarketKind
-from perpcarry.venues.orders import FundingPayment, OrderState, Wallet
+from perpcarry.venues.orders import (
+    Fee,
+    FundingPayment,
+    OrderState,
+    OrderStatus,
+    Side,
+    Wallet,
+)
 from perpcarry.venues.protocol import VenueContext
 
 # /v5/execution/list: startTime..endTime at most 7 days apart, limit at most 100, cursor
@@ -63,6 +71,10 @@ class BybitOrders(CcxtOrderVenue):
             # on demo funds, the same keys model as mainnet.
             exchange.set_sandbox_mode(False)
             exchange.enable_demo_trading(True)
+        # perpcarry trades a unified trading account; said here, ccxt does not probe it with
+        # two keyed requests (/v5/user/query-api, /v5/account/info) before the first order.
+        exchange.options["enableUnifiedAccount"] = True
+        exchange.options["enableUnifiedMargin"] = False
         # ccxt puts its broker id in a Referer header on every POST; perpcarry's orders carry
         # only the caller's orderLinkId.
         sign = exchange.sign
@@ -96,6 +108,26 @@ class BybitOrders(CcxtOrderVenue):
         if not rows:
             return None
         return await self._complete_fees(market, self._order_state(market, rows[0]))
+
+    def _order_state(self, market: Market, order: dict[str, Any]) -> OrderState:
+        """Bybit's own status where ccxt's loses it. ccxt reads an order's fee only from
+        ``cumFeeDetail`` (orders since 2025); older answers carry ``cumExecFee`` alone,
+        charged (v5 "Get Order History", read 2026-12) in the base coin on a spot buy, the
+        quote coin on a spot sell and the settle coin on a perp."""
+        state = super()._order_state(market, order)
+        info = order.get("info") or {}
+        if info.get("orderStatus") == "PartiallyFilledCanceled":
+            # ccxt calls it closed; Bybit ended it before the full quantity (a spot market
+            # order, a canceled partly filled limit).
+            state = replace(state, status=OrderStatus.CANCELED)
+        fee = info.get("cumExecFee")
+        if state.fees or info.get("cumFeeDetail") or fee in (None, "", "0"):
+            return state
+        if market.kind is MarketKind.SPOT:
+            currency = market.base if state.side is Side.BUY else market.quote
+        else:
+            currency = market.settle
+        return replace(state, fees=(Fee(Decimal(fee), currency),))
 
     async def funding_payment_pages(self, start_ms: int, end_ms: int) -> list[FundingPayment]:
         """Execution-list funding rows in 7-day windows, each cursor-paged; the sign is

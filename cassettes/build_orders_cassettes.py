@@ -1,0 +1,236 @@
+"""Build the order-half cassettes (``cassettes/<venue>/orders_*.json``) from ccxt's static
+test captures in ../shared/fixtures/ccxt-static (real responses from real, testnet and demo
+accounts; see that folder's README).
+
+Not run by CI; it documents provenance (each venue's PROVENANCE.md, "Order half"). The
+venue client runs each call while ccxt's ``fetch`` is answered from the capture and every
+request it makes is recorded, so each recorded request is exactly what perpcarry sends; the
+tests then replay the cassette (a request that differs is not found) and assert the
+recorded fields (client id parameter, reduce-only, ``tdMode``, quantity in contracts)
+against ccxt's own static request fixtures.
+
+    python cassettes/build_orders_cassettes.py      # from the repo root
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import SecretStr
+
+from perpcarry.ccxt.replay import VOLATILE_QUERY, replaying
+from perpcarry.venues.orders import OrderRequest, OrderType, Side, TimeInForce, Wallet
+from perpcarry.venues.protocol import VenueContext
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures" / "ccxt-static"
+# Unsigned parameters that differ on every request (ccxt's static tests skip them too).
+VOLATILE = VOLATILE_QUERY | {"sign"}
+
+
+def captured(venue: str, method: str, description: str) -> Any:
+    """The real ``httpResponse`` of one ccxt static response entry."""
+    entries = json.loads((FIXTURES / f"{venue}.json").read_text())["response"]["methods"]
+    for entry in entries[method]:
+        if entry["description"] == description:
+            return entry["httpResponse"]
+    raise KeyError(f"{venue} {method} {description!r}")
+
+
+def _clean(url: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in VOLATILE]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class Recorder:
+    """Answers ccxt's ``fetch`` from a list of responses, in order, and records requests."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = list(answers)
+        self.interactions: list[dict[str, Any]] = []
+
+    async def fetch(self, url, method="GET", headers=None, body=None):
+        answer = self.answers.pop(0)
+        self.interactions.append({
+            "request": {"method": method, "uri": _clean(url), "body": body, "headers": {}},
+            "response": {"status": {"code": 200, "message": "OK"},
+                         "headers": {"Content-Type": ["application/json"]},
+                         "body": {"string": json.dumps(answer, separators=(",", ":"))}}})
+        return answer
+
+
+async def record(client, markets: Path, out: Path, answers: list[Any],
+                 call: Callable[[Any], Awaitable[Any]]) -> None:
+    with replaying(markets):
+        await client.load_markets()
+    recorder = Recorder(answers)
+    client.exchange.fetch = recorder.fetch
+    await call(client)
+    assert not recorder.answers, f"{out.name}: unused answers"
+    out.write_text(json.dumps({"version": 1, "interactions": recorder.interactions},
+                              indent=1) + "\n")
+    print(f"{out.relative_to(REPO)}: {len(recorder.interactions)} requests")
+
+
+def _context() -> VenueContext:
+    return VenueContext(cache_dir=Path(tempfile.mkdtemp()), offline=True)
+
+
+def _empty_bybit(category: str) -> dict:
+    """Bybit's documented envelope of an empty list (v5 "Get Open & Closed Orders")."""
+    return {"retCode": 0, "retMsg": "OK", "result": {"nextPageCursor": "", "category":
+                                                     category, "list": []},
+            "retExtInfo": {}, "time": 1706653482500}
+
+
+async def bybit() -> None:
+    from perpcarry_bybit import BybitConfig
+    from perpcarry_bybit.venue import BybitVenue
+
+    out = REPO / "cassettes" / "bybit"
+    markets = out / "markets_full.json"
+    config = BybitConfig(enabled=True, api_key=SecretStr("k"), secret=SecretStr("s"))
+
+    def client():
+        return BybitVenue(config, _context())
+
+    async def place(c):
+        spot = await c.market("LTC/USDT")
+        await c.place_order(OrderRequest(spot, Side.BUY, Decimal("0.1"), "1609920528444036608",
+                                         OrderType.LIMIT, Decimal("60"),
+                                         TimeInForce.POST_ONLY))
+
+    created = captured("bybit", "createOrder", "create spot order")
+    # Placed, then not yet visible (open nor closed): the follow-up query's empty answers.
+    await record(client(), markets, out / "orders_place_spot_ccxt_static.json",
+                 [created, _empty_bybit("spot"), _empty_bybit("spot")],
+                 lambda c: _ignore_unknown(place(c)))
+
+    async def fetch_spot(c):
+        await c.fetch_order(await c.market("BTC/USDT"), "1609602210852247041")
+
+    await record(client(), markets, out / "orders_fetch_spot_ccxt_static.json",
+                 [captured("bybit", "fetchOrder", "fetch spot buy closed order")], fetch_spot)
+
+    closed = captured("bybit", "fetchClosedOrder",
+                      "Fetch swap closed order by its ID and symbol")
+    # The capture's orderLinkId is empty (placed without one); ours is filled in.
+    closed["result"]["list"][0]["orderLinkId"] = "pcbybitfill1p00000"
+
+    async def fetch_linear(c):
+        await c.fetch_order(await c.market("BTC/USDT:USDT"), "pcbybitfill1p00000")
+
+    await record(client(), markets, out / "orders_fetch_linear_closed_ccxt_static.json",
+                 [_empty_bybit("linear"), closed], fetch_linear)
+
+    positions = captured("bybit", "fetchPositions", "Fetch linear position")
+    await record(client(), markets, out / "orders_positions_ccxt_static.json",
+                 [positions, _empty_bybit("linear")], lambda c: c.fetch_positions())
+
+    funding = captured("bybit", "fetchFundingHistory", "linear funding history")
+    await record(client(), markets, out / "orders_funding_ccxt_static.json", [funding],
+                 lambda c: c.fetch_funding_payments(datetime(2024, 3, 14, tzinfo=UTC),
+                                                    datetime(2024, 3, 20, 12, tzinfo=UTC)))
+
+
+async def _ignore_unknown(call: Awaitable[Any]) -> None:
+    from perpcarry.domain.errors import OutcomeUnknown
+
+    with suppress(OutcomeUnknown):  # the capture's order is never seen again
+        await call
+
+
+async def okx() -> None:
+    from perpcarry_okx import OkxConfig
+    from perpcarry_okx.venue import OkxVenue
+
+    out = REPO / "cassettes" / "okx"
+    markets = REPO / "plugins" / "okx" / "snapshot" / "snapshot.json"
+    config = OkxConfig(enabled=True, api_key=SecretStr("k"), secret=SecretStr("s"),
+                       passphrase=SecretStr("p"))
+
+    def client():
+        return OkxVenue(config, _context())
+
+    open_orders = captured("okx", "fetchOpenOrders",
+                           "fetch swap limit open order with take profit and stop loss")
+    resting = open_orders["data"][0]
+    created = captured("okx", "createOrder", "type2 & type3 together")
+    # The acknowledgement of another real order, its ids replaced by those of the resting
+    # ADA order it stands for.
+    created["data"][0] |= {"clOrdId": resting["clOrdId"], "ordId": resting["ordId"],
+                           "tag": ""}
+
+    async def place(c):
+        swap = await c.market("ADA/USDT:USDT")
+        await c.place_order(OrderRequest(swap, Side.BUY, Decimal("5000"), resting["clOrdId"],
+                                         OrderType.LIMIT, Decimal("0.2"),
+                                         TimeInForce.POST_ONLY))
+
+    await record(client(), markets, out / "orders_place_swap_ccxt_static.json",
+                 [created, open_orders], place)
+
+    async def fetch_spot(c):
+        await c.fetch_order(await c.market("LTC/USDT"), "e847386590ce4dBC6f7ae74854f6a617")
+
+    await record(client(), markets, out / "orders_fetch_spot_ccxt_static.json",
+                 [captured("okx", "fetchOrder", "fetch spot order")], fetch_spot)
+
+    await record(client(), markets, out / "orders_positions_ccxt_static.json",
+                 [captured("okx", "fetchPositions", "linear swap position")],
+                 lambda c: c.fetch_positions())
+
+    await record(client(), markets, out / "orders_transfer_ccxt_static.json",
+                 [captured("okx", "transfer", "transfer from spot to funding")],
+                 lambda c: c.transfer("USDC", Decimal("1"), Wallet.UNIFIED, Wallet.FUNDING))
+
+
+async def binance() -> None:
+    from perpcarry_binance import BinanceConfig
+    from perpcarry_binance.venue import BinanceVenue
+
+    out = REPO / "cassettes" / "binance"
+    markets = out / "markets_full.json"
+    config = BinanceConfig(enabled=True, api_key=SecretStr("k"), secret=SecretStr("s"))
+
+    def client():
+        return BinanceVenue(config, _context())
+
+    async def fetch_open(c):
+        await c.fetch_order(await c.market("LTC/USDT:USDT"), "x-xcKtGhcu68f8383451844295b3e8b9")
+
+    await record(client(), markets, out / "orders_fetch_open_swap_ccxt_static.json",
+                 [captured("binance", "fetchOpenOrder", "swap open order")], fetch_open)
+
+    await record(client(), markets, out / "orders_positions_ccxt_static.json",
+                 [captured("binance", "fetchPositions",
+                           "Fetch linear positions without symbols")],
+                 lambda c: c.fetch_positions())
+
+    # The one real income record is a portfolio-margin account's (/papi/v1/um/income);
+    # /fapi/v1/income answers the same record shape.
+    income = captured("binance", "fetchFundingHistory",
+                      "fetch portfolio margin funding history")
+    await record(client(), markets, out / "orders_funding_ccxt_static.json", [income],
+                 lambda c: c.fetch_funding_payments(datetime(2024, 2, 9, tzinfo=UTC),
+                                                    datetime(2024, 2, 10, tzinfo=UTC)))
+
+
+async def main() -> None:
+    await bybit()
+    await okx()
+    await binance()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

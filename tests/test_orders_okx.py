@@ -1,0 +1,116 @@
+"""OKX's order half on cassettes built from ccxt's real static captures
+(cassettes/okx/PROVENANCE.md, "Order half"): what is parsed and what is sent, quantities in
+base units at the interface and in contracts on the wire."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from perpcarry.ccxt.replay import replaying
+from perpcarry.domain.errors import InvalidOrder, UsageError
+from perpcarry.venues.orders import (
+    MarginMode,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+    Wallet,
+)
+from perpcarry.venues.protocol import VenueContext
+from perpcarry_okx import OkxConfig
+from perpcarry_okx.venue import OkxVenue
+
+REPO = Path(__file__).parents[1]
+CASSETTES = REPO / "cassettes" / "okx"
+SNAPSHOT = REPO / "plugins" / "okx" / "snapshot" / "snapshot.json"
+
+
+def sent(cassette: str) -> list[dict]:
+    return [i["request"] for i in json.loads((CASSETTES / cassette).read_text())["interactions"]]
+
+
+async def no_sleep(_seconds: float) -> None:
+    return None
+
+
+@pytest.fixture
+async def venue(tmp_path):
+    config = OkxConfig(enabled=True, api_key=SecretStr("fake-test-key-not-real"),
+                       secret=SecretStr("fake-test-secret-not-real"),
+                       passphrase=SecretStr("fake-test-passphrase"))
+    client = OkxVenue(config, VenueContext(cache_dir=tmp_path, offline=True, sleep=no_sleep))
+    with replaying(SNAPSHOT):
+        await client.load_markets()
+    yield client
+    await client.close()
+
+
+async def test_swap_post_only_is_sent_in_contracts_with_td_mode_and_our_id(venue):
+    market = await venue.market("ADA/USDT:USDT")
+    assert market.contract_size == Decimal("100")  # ctVal: 100 ADA per contract
+    request = OrderRequest(market, Side.BUY, Decimal("5000"), "e847386590ce4dBC28d905b5946bad5a",
+                           OrderType.LIMIT, Decimal("0.2"), TimeInForce.POST_ONLY)
+    with replaying(CASSETTES / "orders_place_swap_ccxt_static.json"):
+        state = await venue.place_order(request)
+    create, query = sent("orders_place_swap_ccxt_static.json")
+    [body] = json.loads(create["body"])
+    assert body == {"instId": "ADA-USDT-SWAP", "side": "buy", "ordType": "post_only",
+                    "sz": "50", "tdMode": "cross", "px": "0.2",
+                    "clOrdId": "e847386590ce4dBC28d905b5946bad5a"}  # no ccxt broker tag
+    assert query["uri"].endswith("/trade/order?instId=ADA-USDT-SWAP"
+                                 "&clOrdId=e847386590ce4dBC28d905b5946bad5a")
+    # The venue's answer in contracts (sz 50) comes back in base units.
+    assert (state.status, state.quantity, state.filled_quantity) == (
+        OrderStatus.NEW, Decimal("5000"), Decimal(0))
+    assert state.venue_order_id == "645348448086081536"
+
+
+async def test_quantity_that_is_not_whole_contract_steps_is_refused_before_sending(venue):
+    market = await venue.market("ADA/USDT:USDT")  # lot 0.1 contract = 10 ADA
+    request = OrderRequest(market, Side.SELL, Decimal("5005"), "pcokxstep0p00000")
+    with pytest.raises(InvalidOrder, match="not a multiple of the step 10"):
+        await venue.place_order(request)
+
+
+async def test_spot_buy_fee_in_base_is_taken_off_the_delivered_quantity(venue):
+    market = await venue.market("LTC/USDT")
+    with replaying(CASSETTES / "orders_fetch_spot_ccxt_static.json"):
+        state = await venue.fetch_order(market, "e847386590ce4dBC6f7ae74854f6a617")
+    assert (state.status, state.filled_quantity) == (OrderStatus.FILLED, Decimal("0.1"))
+    assert state.average_price == Decimal("101.58")
+    assert [(f.amount, f.currency) for f in state.fees] == [(Decimal("0.0001"), "LTC")]
+    assert state.delivered_quantity == Decimal("0.0999")
+    [query] = sent("orders_fetch_spot_ccxt_static.json")
+    assert "clOrdId=e847386590ce4dBC6f7ae74854f6a617" in query["uri"]
+
+
+async def test_position_in_contracts_is_reported_in_base(venue):
+    with replaying(CASSETTES / "orders_positions_ccxt_static.json"):
+        [position] = await venue.fetch_positions()
+    assert (position.symbol, position.side, position.quantity) == (
+        "LTC/USDT:USDT", Side.BUY, Decimal("1"))  # pos 1 contract x ctVal 1 LTC
+    assert (position.entry_price, position.mark_price) == (Decimal("68.24"), Decimal("68.24"))
+    assert position.leverage == Decimal("3")
+    assert position.margin_mode is MarginMode.CROSS
+    assert position.maintenance_margin == Decimal("0.00044356")
+    assert position.liquidation_price is None  # liqPx "": unknown, never zero
+    [query] = sent("orders_positions_ccxt_static.json")
+    assert query["uri"].endswith("/account/positions?instType=SWAP")
+
+
+async def test_transfer_between_trading_and_funding_accounts(venue):
+    with replaying(CASSETTES / "orders_transfer_ccxt_static.json"):
+        transfer = await venue.transfer("USDC", Decimal("1"), Wallet.UNIFIED, Wallet.FUNDING)
+    assert (transfer.transfer_id, transfer.amount, transfer.currency) == (
+        "820757608", Decimal("1"), "USDC")
+    [request] = sent("orders_transfer_ccxt_static.json")
+    assert json.loads(request["body"]) == {"ccy": "USDC", "amt": "1", "type": "0",
+                                           "from": "18", "to": "6"}
+    with pytest.raises(UsageError, match="unified"):
+        await venue.transfer("USDT", Decimal("1"), Wallet.SPOT, Wallet.FUTURES)
