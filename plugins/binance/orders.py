@@ -11,7 +11,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from perpcarry.ccxt.orders import CcxtOrderVenue, error_body, ms_to_datetime
+from perpcarry.ccxt.order_requests import error_body, ms_to_datetime
+from perpcarry.ccxt.orders import CcxtOrderVenue
 from perpcarry.ccxt.transport import unrebase
 from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.errors import InvalidResponse

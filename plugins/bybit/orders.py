@@ -15,7 +15,8 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from perpcarry.ccxt.orders import CcxtOrderVenue, error_body, ms_to_datetime
+from perpcarry.ccxt.order_requests import error_body, ms_to_datetime
+from perpcarry.ccxt.orders import CcxtOrderVenue
 from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.errors import InvalidResponse
 from perpcarry.domain.types import Market, MarketKind

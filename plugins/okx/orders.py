@@ -13,7 +13,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from perpcarry.ccxt.orders import CcxtOrderVenue, ms_to_datetime
+from perpcarry.ccxt.order_requests import ms_to_datetime
+from perpcarry.ccxt.orders import CcxtOrderVenue
 from perpcarry.domain.errors import InvalidResponse
 from perpcarry.domain.types import MarketKind
 from perpcarry.venues.orders import FundingPayment, MarginMode, OrderRequest, Wallet
