@@ -11,9 +11,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from perpcarry.ccxt.replay import replaying
+from perpcarry.domain.errors import InvalidResponse
 from perpcarry.domain.types import MarketKind
 from perpcarry.venues.orders import MarginMode, OrderStatus, OrderType, Side
 from perpcarry.venues.protocol import VenueContext
@@ -90,3 +93,64 @@ async def test_market_limits_come_from_lot_size_and_market_lot_size(venue):
     perps = await venue.markets_by_venue_symbol(MarketKind.PERP)
     btc = perps["BTCUSDT"]
     assert (btc.max_quantity, btc.max_market_quantity) == (Decimal("1000"), Decimal("120"))
+
+
+def test_sandbox_is_binance_demo_trading(tmp_path):
+    config = BinanceConfig(enabled=True, sandbox=True)
+    client = BinanceVenue(config, VenueContext(cache_dir=tmp_path, offline=True))
+    urls = client.exchange.urls["api"]
+    assert urls["fapiPrivate"].startswith("https://demo-fapi.binance.com/")
+    assert urls["private"].startswith("https://demo-api.binance.com/")
+
+
+# -- funding ledger paging, as an invariant -------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(times=st.lists(st.integers(0, 50), min_size=0, max_size=60),
+       page=st.integers(1, 9))
+def test_every_income_record_is_returned_once_whatever_the_page_size(tmp_path_factory,
+                                                                     times, page):
+    """Records sharing a millisecond across a page boundary are neither lost nor doubled;
+    a page's worth of them at one instant is a clear error, never a silent gap."""
+    import asyncio
+
+    import perpcarry_binance.orders as binance_orders
+
+    base = 1_707_465_600_000
+    rows = [{"symbol": "BTCUSDT", "incomeType": "FUNDING_FEE", "income": f"-0.0{i + 1}",
+             "asset": "USDT", "time": base + t * 3_600_000, "tranId": i}
+            for i, t in enumerate(times)]
+
+    async def income(params):
+        chosen = sorted((r for r in rows if params["startTime"] <= r["time"]
+                         <= params["endTime"]), key=lambda r: (r["time"], r["tranId"]))
+        return chosen[:params["limit"]]
+
+    async def run():
+        config = BinanceConfig(enabled=True, api_key=SecretStr("fake-test-key-not-real"),
+                               secret=SecretStr("fake-test-secret-not-real"))
+        client = BinanceVenue(config, VenueContext(cache_dir=tmp_path_factory.mktemp("c"),
+                                                   offline=True, sleep=no_sleep))
+        with replaying(CASSETTES / "markets_full.json"):
+            await client.load_markets()
+        client.exchange.fapiPrivateGetIncome = income
+        original = binance_orders.INCOME_PAGE_LIMIT
+        binance_orders.INCOME_PAGE_LIMIT = page
+        try:
+            return await client.fetch_funding_payments(
+                datetime.fromtimestamp(base / 1000, UTC),
+                datetime.fromtimestamp((base + 51 * 3_600_000) / 1000, UTC))
+        finally:
+            binance_orders.INCOME_PAGE_LIMIT = original
+            await client.close()
+
+    crowded = max((times.count(t) for t in set(times)), default=0)
+    if crowded >= page:
+        with pytest.raises(InvalidResponse, match="cannot page past them"):
+            asyncio.run(run())
+        return
+    payments = asyncio.run(run())
+    assert sorted(int(p.payment_id) for p in payments) == list(range(len(rows)))
+    assert sum(p.amount for p in payments) == sum(Decimal(r["income"]) for r in rows)
+    assert [p.time for p in payments] == sorted(p.time for p in payments)

@@ -136,3 +136,9 @@ async def test_funding_payments_are_positive_when_received(venue):
 async def test_unified_account_needs_no_spot_perp_transfer(venue):
     with pytest.raises(UsageError, match="unified"):
         await venue.transfer("USDT", Decimal("10"), Wallet.SPOT, Wallet.FUTURES)
+
+
+def test_sandbox_is_bybit_demo_trading(tmp_path):
+    client = BybitVenue(BybitConfig(enabled=True, sandbox=True),
+                        VenueContext(cache_dir=tmp_path, offline=True))
+    assert client.exchange.urls["api"]["private"].startswith("https://api-demo.")

@@ -114,3 +114,9 @@ async def test_transfer_between_trading_and_funding_accounts(venue):
                                            "from": "18", "to": "6"}
     with pytest.raises(UsageError, match="unified"):
         await venue.transfer("USDT", Decimal("1"), Wallet.SPOT, Wallet.FUTURES)
+
+
+def test_sandbox_is_okx_simulated_trading(tmp_path):
+    client = OkxVenue(OkxConfig(enabled=True, sandbox=True),
+                      VenueContext(cache_dir=tmp_path, offline=True))
+    assert client.exchange.headers["x-simulated-trading"] == "1"

@@ -127,6 +127,10 @@ class BinanceOrders(CcxtOrderVenue):
             # next page starts at that millisecond again (records are unique by tranId).
             last = max(int(r["time"]) for r in rows)
             if last <= cursor:
-                break
+                # A full page at one millisecond: more may share it, and time paging
+                # cannot reach them. Said, never left as a silent gap.
+                raise InvalidResponse(self.venue_id, f"{INCOME_PAGE_LIMIT} or more funding "
+                                      f"records at {ms_to_datetime(cursor)}: cannot page "
+                                      "past them")
             cursor = last
         return payments
