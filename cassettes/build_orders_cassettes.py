@@ -133,6 +133,18 @@ async def bybit() -> None:
     await record(client(), markets, out / "orders_fetch_linear_closed_ccxt_static.json",
                  [_empty_bybit("linear"), closed], fetch_linear)
 
+    # Cancel of an order that filled first: Bybit answers retCode 110001 "Order does not
+    # exist" (documented error code, v5 "Error Codes", in the documented error envelope);
+    # the query then finds the real filled order in the history.
+    not_found = {"retCode": 110001, "retMsg": "Order does not exist", "result": {},
+                 "retExtInfo": {}, "time": 1757837581000}
+
+    async def cancel_filled(c):
+        await c.cancel_order(await c.market("BTC/USDT:USDT"), "pcbybitfill1p00000")
+
+    await record(client(), markets, out / "orders_cancel_filled_docs-example.json",
+                 [not_found, _empty_bybit("linear"), closed], cancel_filled)
+
     positions = captured("bybit", "fetchPositions", "Fetch linear position")
     await record(client(), markets, out / "orders_positions_ccxt_static.json",
                  [positions, _empty_bybit("linear")], lambda c: c.fetch_positions())
@@ -185,6 +197,21 @@ async def okx() -> None:
 
     await record(client(), markets, out / "orders_fetch_spot_ccxt_static.json",
                  [captured("okx", "fetchOrder", "fetch spot order")], fetch_spot)
+
+    # OKX's documented cancel-order answer (docs-v5 "POST / Cancel order" response example)
+    # with the ids of the real spot order it cancels; OKX notes that sCode 0 does not mean
+    # canceled, and the query finds the order filled.
+    spot_order = captured("okx", "fetchOrder", "fetch spot order")
+    acknowledged = {"code": "0", "msg": "", "data": [
+        {"clOrdId": spot_order["data"][0]["clOrdId"], "ordId": spot_order["data"][0]["ordId"],
+         "sCode": "0", "sMsg": ""}], "inTime": "1695190491421339",
+        "outTime": "1695190491423240"}
+
+    async def cancel_spot(c):
+        await c.cancel_order(await c.market("LTC/USDT"), "e847386590ce4dBC6f7ae74854f6a617")
+
+    await record(client(), markets, out / "orders_cancel_filled_docs-example.json",
+                 [acknowledged, spot_order], cancel_spot)
 
     await record(client(), markets, out / "orders_positions_ccxt_static.json",
                  [captured("okx", "fetchPositions", "linear swap position")],

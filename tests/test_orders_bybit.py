@@ -142,3 +142,14 @@ def test_sandbox_is_bybit_demo_trading(tmp_path):
     client = BybitVenue(BybitConfig(enabled=True, sandbox=True),
                         VenueContext(cache_dir=tmp_path, offline=True))
     assert client.exchange.urls["api"]["private"].startswith("https://api-demo.")
+
+
+async def test_cancel_of_an_order_that_filled_first_reports_it_filled(venue):
+    market = await venue.market("BTC/USDT:USDT")
+    with replaying(CASSETTES / "orders_cancel_filled_docs-example.json"):
+        state = await venue.cancel_order(market, "pcbybitfill1p00000")
+    assert (state.status, state.filled_quantity) == (OrderStatus.FILLED, Decimal("0.001"))
+    cancel, *queries = sent("orders_cancel_filled_docs-example.json")
+    assert json.loads(cancel["body"]) == {"symbol": "BTCUSDT", "category": "linear",
+                                          "orderLinkId": "pcbybitfill1p00000"}
+    assert [q["method"] for q in queries] == ["GET", "GET"]

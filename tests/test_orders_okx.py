@@ -120,3 +120,14 @@ def test_sandbox_is_okx_simulated_trading(tmp_path):
     client = OkxVenue(OkxConfig(enabled=True, sandbox=True),
                       VenueContext(cache_dir=tmp_path, offline=True))
     assert client.exchange.headers["x-simulated-trading"] == "1"
+
+
+async def test_cancel_acknowledged_is_read_back_and_may_have_filled(venue):
+    market = await venue.market("LTC/USDT")
+    with replaying(CASSETTES / "orders_cancel_filled_docs-example.json"):
+        state = await venue.cancel_order(market, "e847386590ce4dBC6f7ae74854f6a617")
+    assert (state.status, state.delivered_quantity) == (OrderStatus.FILLED, Decimal("0.0999"))
+    cancel, query = sent("orders_cancel_filled_docs-example.json")
+    assert json.loads(cancel["body"]) == {"instId": "LTC-USDT",
+                                          "clOrdId": "e847386590ce4dBC6f7ae74854f6a617"}
+    assert "clOrdId=e847386590ce4dBC6f7ae74854f6a617" in query["uri"]

@@ -105,7 +105,7 @@ class CcxtOrderVenue(CcxtAccount):
             order = await self._query(
                 f"fetch order {client_order_id}", self.order_budgets[market.kind],
                 lambda: self.exchange.fetch_order(
-                    "", market.symbol, {self.query_client_id_param: client_order_id}))
+                    None, market.symbol, {self.query_client_id_param: client_order_id}))
         except OrderNotFound:
             return None
         return await self._complete_fees(market, self._order_state(market, order))
@@ -118,7 +118,7 @@ class CcxtOrderVenue(CcxtAccount):
             await self._send_once(
                 f"cancel order {client_order_id}", self.order_budgets[market.kind],
                 lambda: self.exchange.cancel_order(
-                    "", market.symbol, {self.query_client_id_param: client_order_id}))
+                    None, market.symbol, {self.query_client_id_param: client_order_id}))
         return await self.fetch_order(market, client_order_id)
 
     async def fetch_open_orders(self, market: Market | None = None) -> list[OrderState]:
