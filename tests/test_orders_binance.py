@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from perpcarry.ccxt.replay import replaying
 from perpcarry.domain.errors import InvalidResponse
 from perpcarry.domain.types import MarketKind
-from perpcarry.venues.orders import MarginMode, OrderStatus, OrderType, Side
+from perpcarry.venues.orders import MarginMode, OrderStatus, OrderType, OrderVenue, Side
 from perpcarry.venues.protocol import VenueContext
 from perpcarry_binance import BinanceConfig
 from perpcarry_binance.venue import BinanceVenue
@@ -154,3 +154,7 @@ def test_every_income_record_is_returned_once_whatever_the_page_size(tmp_path_fa
     assert sorted(int(p.payment_id) for p in payments) == list(range(len(rows)))
     assert sum(p.amount for p in payments) == sum(Decimal(r["income"]) for r in rows)
     assert [p.time for p in payments] == sorted(p.time for p in payments)
+
+
+def test_the_client_is_an_order_venue(venue):
+    assert isinstance(venue, OrderVenue)

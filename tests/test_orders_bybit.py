@@ -17,6 +17,7 @@ from perpcarry.venues.orders import (
     OrderRequest,
     OrderStatus,
     OrderType,
+    OrderVenue,
     Side,
     TimeInForce,
     Wallet,
@@ -153,3 +154,7 @@ async def test_cancel_of_an_order_that_filled_first_reports_it_filled(venue):
     assert json.loads(cancel["body"]) == {"symbol": "BTCUSDT", "category": "linear",
                                           "orderLinkId": "pcbybitfill1p00000"}
     assert [q["method"] for q in queries] == ["GET", "GET"]
+
+
+def test_the_client_is_an_order_venue(venue):
+    assert isinstance(venue, OrderVenue)

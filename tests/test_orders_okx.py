@@ -18,6 +18,7 @@ from perpcarry.venues.orders import (
     OrderRequest,
     OrderStatus,
     OrderType,
+    OrderVenue,
     Side,
     TimeInForce,
     Wallet,
@@ -131,3 +132,7 @@ async def test_cancel_acknowledged_is_read_back_and_may_have_filled(venue):
     assert json.loads(cancel["body"]) == {"instId": "LTC-USDT",
                                           "clOrdId": "e847386590ce4dBC6f7ae74854f6a617"}
     assert "clOrdId=e847386590ce4dBC6f7ae74854f6a617" in query["uri"]
+
+
+def test_the_client_is_an_order_venue(venue):
+    assert isinstance(venue, OrderVenue)

@@ -175,6 +175,8 @@ class CcxtOrderVenue(CcxtAccount):
         try:
             size = market.contract_size
             amount = dec(order.get("amount"))
+            if amount is None:
+                raise ValueError("no order quantity")
             filled = dec(order.get("filled")) or Decimal(0)
             status = self._status(order.get("status"), filled, amount)
             fees = tuple(Fee(dec(f["cost"]), f["currency"])
@@ -186,7 +188,7 @@ class CcxtOrderVenue(CcxtAccount):
                 client_order_id=order["clientOrderId"], venue_order_id=order.get("id"),
                 side=Side(order["side"]),
                 type=OrderType.MARKET if order.get("type") == "market" else OrderType.LIMIT,
-                status=status, quantity=(amount or Decimal(0)) * size,
+                status=status, quantity=amount * size,
                 filled_quantity=filled * size, average_price=dec(order.get("average")),
                 fees=fees, reduce_only=bool(order.get("reduceOnly")),
                 created_at=ms_to_datetime(order.get("timestamp")),
@@ -196,13 +198,13 @@ class CcxtOrderVenue(CcxtAccount):
                                   f"{type(err).__name__} {err}") from None
 
     @staticmethod
-    def _status(status: str | None, filled: Decimal, amount: Decimal | None) -> OrderStatus:
+    def _status(status: str | None, filled: Decimal, amount: Decimal) -> OrderStatus:
         if status == "open":
             return OrderStatus.PARTIALLY_FILLED if filled else OrderStatus.NEW
         if status == "closed":
             # ccxt calls a partly filled order that the venue ended (Bybit
             # PartiallyFilledCanceled) closed: it is canceled with a partial fill.
-            if amount is not None and filled < amount:
+            if filled < amount:
                 return OrderStatus.CANCELED
             return OrderStatus.FILLED
         if status in _STATUS:
