@@ -116,6 +116,20 @@ async def bybit() -> None:
                  [created, _empty_bybit("spot"), _empty_bybit("spot")],
                  lambda c: _ignore_unknown(place(c)))
 
+    # A reduce-only market sell on a perp; the acknowledgement is the real spot one above,
+    # its orderLinkId replaced by this order's, and the order is not visible yet.
+    reduce_ack = json.loads(json.dumps(created))
+    reduce_ack["result"]["orderLinkId"] = "pcreduce1p00000"
+
+    async def place_reduce_only(c):
+        swap = await c.market("ADA/USDT:USDT")
+        await c.place_order(OrderRequest(swap, Side.SELL, Decimal("81"), "pcreduce1p00000",
+                                         reduce_only=True))
+
+    await record(client(), markets, out / "orders_place_reduce_only_ccxt_static.json",
+                 [reduce_ack, _empty_bybit("linear"), _empty_bybit("linear")],
+                 lambda c: _ignore_unknown(place_reduce_only(c)))
+
     async def fetch_spot(c):
         await c.fetch_order(await c.market("BTC/USDT"), "1609602210852247041")
 
@@ -191,6 +205,21 @@ async def okx() -> None:
 
     await record(client(), markets, out / "orders_place_swap_ccxt_static.json",
                  [created, open_orders], place)
+
+    # A reduce-only market sell of 0.1 ETH = 1 contract (ctVal 0.1); acknowledged (the real
+    # acknowledgement above with this order's clOrdId) and not yet found: OKX's documented
+    # error 51603 "Order does not exist" (docs-v5 error codes).
+    reduce_ack = json.loads(json.dumps(created))
+    reduce_ack["data"][0]["clOrdId"] = "pcreduce1p00000"
+    not_found = {"code": "51603", "msg": "Order does not exist", "data": []}
+
+    async def place_reduce_only(c):
+        swap = await c.market("ETH/USDT:USDT")
+        await c.place_order(OrderRequest(swap, Side.SELL, Decimal("0.1"), "pcreduce1p00000",
+                                         reduce_only=True))
+
+    await record(client(), markets, out / "orders_place_reduce_only_ccxt_static.json",
+                 [reduce_ack, not_found], lambda c: _ignore_unknown(place_reduce_only(c)))
 
     async def fetch_spot(c):
         await c.fetch_order(await c.market("LTC/USDT"), "e847386590ce4dBC6f7ae74854f6a617")

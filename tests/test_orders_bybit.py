@@ -158,3 +158,15 @@ async def test_cancel_of_an_order_that_filled_first_reports_it_filled(venue):
 
 def test_the_client_is_an_order_venue(venue):
     assert isinstance(venue, OrderVenue)
+
+
+async def test_reduce_only_perp_order_body_is_ccxts_plus_our_id(venue):
+    market = await venue.market("ADA/USDT:USDT")
+    request = OrderRequest(market, Side.SELL, Decimal("81"), "pcreduce1p00000",
+                           reduce_only=True)
+    with replaying(CASSETTES / "orders_place_reduce_only_ccxt_static.json"), \
+            pytest.raises(OutcomeUnknown, match="not found yet"):
+        await venue.place_order(request)
+    create = sent("orders_place_reduce_only_ccxt_static.json")[0]
+    expected = json.loads(static_request("swap market sell reduceOnly order")["output"])
+    assert json.loads(create["body"]) == expected | {"orderLinkId": "pcreduce1p00000"}

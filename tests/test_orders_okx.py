@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from perpcarry.ccxt.replay import replaying
-from perpcarry.domain.errors import InvalidOrder, UsageError
+from perpcarry.domain.errors import InvalidOrder, OutcomeUnknown, UsageError
 from perpcarry.venues.orders import (
     MarginMode,
     OrderRequest,
@@ -136,3 +136,15 @@ async def test_cancel_acknowledged_is_read_back_and_may_have_filled(venue):
 
 def test_the_client_is_an_order_venue(venue):
     assert isinstance(venue, OrderVenue)
+
+
+async def test_reduce_only_swap_order_in_contracts(venue):
+    market = await venue.market("ETH/USDT:USDT")  # ctVal 0.1 ETH
+    request = OrderRequest(market, Side.SELL, Decimal("0.1"), "pcreduce1p00000",
+                           reduce_only=True)
+    with replaying(CASSETTES / "orders_place_reduce_only_ccxt_static.json"), \
+            pytest.raises(OutcomeUnknown, match="not found yet"):
+        await venue.place_order(request)
+    [body] = json.loads(sent("orders_place_reduce_only_ccxt_static.json")[0]["body"])
+    assert body == {"instId": "ETH-USDT-SWAP", "side": "sell", "ordType": "market", "sz": "1",
+                    "tdMode": "cross", "clOrdId": "pcreduce1p00000", "reduceOnly": True}
