@@ -380,3 +380,58 @@ async def test_funding_payments_page_through_shared_milliseconds(venue, fake, mo
     assert [p.time for p in payments] == sorted(p.time for p in payments)
     assert {p.symbol for p in payments} == {"ETH/USDT:USDT", "BTC/USDT:USDT"}
     assert len(fake.sent("GET", "/fapi/v1/income")) > len(fake.income) // 7
+
+
+# -- every state-changing call is sent once ------------------------------------------------
+
+
+async def test_cancel_and_transfer_timeouts_are_outcome_unknown_and_not_resent(venue, fake):
+    market = await venue.market(PERP)
+    resting = order(market, type=OrderType.LIMIT, price=Decimal("3000"),
+                    time_in_force=TimeInForce.POST_ONLY)
+    await venue.place_order(resting)
+    fake.inject("DELETE /fapi/v1/order", Fault.TIMEOUT_AFTER_ACCEPT)
+    with pytest.raises(OutcomeUnknown):
+        await venue.cancel_order(market, resting.client_order_id)
+    assert len(fake.sent("DELETE", "/fapi/v1/order")) == 1
+    state = await venue.fetch_order(market, resting.client_order_id)
+    assert state.status is OrderStatus.CANCELED  # it did land
+    fake.inject("POST /sapi/v1/asset/transfer", Fault.ERROR_5XX_AFTER_ACCEPT)
+    with pytest.raises(OutcomeUnknown):
+        await venue.transfer("USDT", Decimal("10"), Wallet.SPOT, Wallet.FUTURES)
+    assert len(fake.sent("POST", "/sapi/v1/asset/transfer")) == 1
+    assert fake.spot_balances["USDT"] == Decimal("990")  # moved: read balances, not retry
+
+
+async def test_rate_limited_query_waits_retry_after_and_retries(fake, tmp_path):
+    slept: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    client = BinanceVenue(credentials(), VenueContext(cache_dir=tmp_path, sleep=record_sleep,
+                                                      base_url=fake.url))
+    client.exchange.timeout = 300
+    try:
+        market = await client.market(PERP)
+        fake.inject("GET /fapi/v1/order", Fault.RATE_LIMIT_RETRY_AFTER)
+        assert await client.fetch_order(market, "pcabsent0p00000") is None
+    finally:
+        await client.close()
+    assert len(slept) == 1 and slept[0] >= 7.0  # Retry-After, plus the helper's jitter
+    assert len(fake.sent("GET", "/fapi/v1/order")) == 2
+
+
+async def test_open_orders_of_every_market_are_one_request_per_kind(venue, fake):
+    spot, perp = await venue.market(SPOT), await venue.market(PERP)
+    for market in (spot, perp):
+        await venue.place_order(order(market, quantity="0.010", type=OrderType.LIMIT,
+                                      price=Decimal("3000"),
+                                      time_in_force=TimeInForce.POST_ONLY))
+    states = await venue.fetch_open_orders()
+    assert sorted(s.symbol for s in states) == sorted([PERP, SPOT])
+    assert len(fake.sent("GET", "/api/v3/openOrders")) == 1
+    assert len(fake.sent("GET", "/fapi/v1/openOrders")) == 1
+    assert "symbol" not in fake.sent("GET", "/fapi/v1/openOrders")[0].params
+    recent = await venue.fetch_recent_orders(perp)
+    assert [s.client_order_id for s in recent] == ["pci1p00000"]
