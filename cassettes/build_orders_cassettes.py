@@ -163,6 +163,17 @@ async def bybit() -> None:
     await record(client(), markets, out / "orders_positions_ccxt_static.json",
                  [positions, _empty_bybit("linear")], lambda c: c.fetch_positions())
 
+    # The unified wallet is real; the funding wallet is Bybit's documented example of
+    # GET /v5/asset/transfer/query-account-coins-balance (bybit-exchange.github.io/docs/v5/
+    # asset/balance/all-balance, read through rosssaunders/coincise @ 030c215a, 2026-12).
+    fund = {"retCode": 0, "retMsg": "success", "result": {
+        "memberId": "XXXX", "accountType": "FUND", "balance": [
+            {"coin": "USDC", "transferBalance": "0", "walletBalance": "0", "bonus": ""}]},
+        "retExtInfo": {}, "time": 1675866354913}
+    await record(client(), markets, out / "orders_balances_ccxt_static.json",
+                 [captured("bybit", "fetchBalance", "balance after availableToWithdraw update"),
+                  fund], lambda c: c.fetch_balances())
+
     funding = captured("bybit", "fetchFundingHistory", "linear funding history")
     await record(client(), markets, out / "orders_funding_ccxt_static.json", [funding],
                  lambda c: c.fetch_funding_payments(datetime(2024, 3, 14, tzinfo=UTC),

@@ -170,3 +170,16 @@ async def test_reduce_only_perp_order_body_is_ccxts_plus_our_id(venue):
     create = sent("orders_place_reduce_only_ccxt_static.json")[0]
     expected = json.loads(static_request("swap market sell reduceOnly order")["output"])
     assert json.loads(create["body"]) == expected | {"orderLinkId": "pcreduce1p00000"}
+
+
+async def test_balances_of_the_unified_and_funding_wallets(venue):
+    with replaying(CASSETTES / "orders_balances_ccxt_static.json"):
+        balances = await venue.fetch_balances()
+    assert set(balances) == {Wallet.UNIFIED, Wallet.FUNDING}
+    usdt = balances[Wallet.UNIFIED]["USDT"]
+    assert (usdt.free, usdt.used, usdt.total) == (
+        Decimal("3229.64065465"), Decimal("92.61831144"), Decimal("3322.25896609"))
+    assert usdt.free + usdt.used == usdt.total
+    assert sorted(balances[Wallet.UNIFIED]) == ["ADA", "BTC", "ETH", "LTC", "USDC", "USDT",
+                                                "XRP"]
+    assert balances[Wallet.FUNDING] == {}  # the documented example holds 0 USDC
