@@ -257,6 +257,35 @@ async def okx() -> None:
                  [captured("okx", "fetchPositions", "linear swap position")],
                  lambda c: c.fetch_positions())
 
+    # Trading account: OKX's documented example of GET /api/v5/account/balance (docs-v5
+    # "Get balance", read through arakinyemi/exchange-api-docs @ 30aa4f33
+    # OKX/Trading_Account/Rest_API/Get_Balance.md, 2026-12; its trailing comma after "upl"
+    # removed so that it parses). Funding account: the real capture.
+    balance_example = {"code": "0", "msg": "", "data": [{
+        "adjEq": "55415.624719833286", "availEq": "624719833286", "borrowFroz": "0",
+        "details": [{
+            "autoLendStatus": "off", "autoLendMtAmt": "0", "availBal": "4834.317093622894",
+            "availEq": "4834.3170936228935", "borrowFroz": "0",
+            "cashBal": "4850.435693622894", "ccy": "USDT", "crossLiab": "0",
+            "collateralEnabled": False, "collateralRestrict": False,
+            "colBorrAutoConversion": "0", "disEq": "4991.542013297616",
+            "eq": "4992.890093622894", "eqUsd": "4991.542013297616", "smtSyncEq": "0",
+            "spotCopyTradingEq": "0", "fixedBal": "0", "frozenBal": "158.573", "imr": "",
+            "interest": "0", "isoEq": "0", "isoLiab": "0", "isoUpl": "0", "liab": "0",
+            "maxLoan": "0", "mgnRatio": "", "mmr": "", "notionalLever": "", "ordFrozen": "0",
+            "rewardBal": "0", "spotInUseAmt": "", "clSpotInUseAmt": "", "maxSpotInUse": "",
+            "spotIsoBal": "0", "stgyEq": "150", "twap": "0", "uTime": "1705449605015",
+            "upl": "-7.545600000000006", "uplLiab": "0", "spotBal": "", "openAvgPx": "",
+            "accAvgPx": "", "spotUpl": "", "spotUplRatio": "", "totalPnl": "",
+            "totalPnlRatio": ""}],
+        "imr": "0", "isoEq": "0", "mgnRatio": "", "mmr": "0", "notionalUsd": "0",
+        "notionalUsdForBorrow": "0", "notionalUsdForFutures": "0",
+        "notionalUsdForOption": "0", "notionalUsdForSwap": "0", "ordFroz": "",
+        "totalEq": "55837.43556134779", "uTime": "1705474164160", "upl": "0"}]}
+    await record(client(), markets, out / "orders_balances_docs-example.json",
+                 [balance_example, captured("okx", "fetchBalance", "funding balance")],
+                 lambda c: c.fetch_balances())
+
     await record(client(), markets, out / "orders_transfer_ccxt_static.json",
                  [captured("okx", "transfer", "transfer from spot to funding")],
                  lambda c: c.transfer("USDC", Decimal("1"), Wallet.UNIFIED, Wallet.FUNDING))

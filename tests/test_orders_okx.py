@@ -148,3 +148,19 @@ async def test_reduce_only_swap_order_in_contracts(venue):
     [body] = json.loads(sent("orders_place_reduce_only_ccxt_static.json")[0]["body"])
     assert body == {"instId": "ETH-USDT-SWAP", "side": "sell", "ordType": "market", "sz": "1",
                     "tdMode": "cross", "clOrdId": "pcreduce1p00000", "reduceOnly": True}
+
+
+async def test_balances_of_the_trading_and_funding_accounts(venue):
+    with replaying(CASSETTES / "orders_balances_docs-example.json"):
+        balances = await venue.fetch_balances()
+    usdt = balances[Wallet.UNIFIED]["USDT"]
+    # availEq free, eq total (equity includes the unrealised -7.5456), used the difference
+    # (OKX's own frozenBal, 158.573, differs from it in the 13th decimal).
+    assert (usdt.free, usdt.total) == (Decimal("4834.3170936228935"),
+                                       Decimal("4992.890093622894"))
+    assert usdt.used == usdt.total - usdt.free == Decimal("158.5730000000005")
+    tusd = balances[Wallet.FUNDING]["TUSD"]
+    assert (tusd.free, tusd.used, tusd.total) == (Decimal("100"), Decimal("0"), Decimal("100"))
+    uris = [r["uri"] for r in sent("orders_balances_docs-example.json")]
+    assert [u.split("okx.com")[1] for u in uris] == ["/api/v5/account/balance",
+                                                     "/api/v5/asset/balances"]
