@@ -21,6 +21,7 @@ from perpcarry.domain.errors import (
     DuplicateClientOrderId,
     InsufficientFunds,
     InvalidOrder,
+    InvalidResponse,
     NetworkError,
     OutcomeUnknown,
     RateLimitError,
@@ -435,3 +436,11 @@ async def test_open_orders_of_every_market_are_one_request_per_kind(venue, fake)
     assert "symbol" not in fake.sent("GET", "/fapi/v1/openOrders")[0].params
     recent = await venue.fetch_recent_orders(perp)
     assert [s.client_order_id for s in recent] == ["pci1p00000"]
+
+
+async def test_filled_order_whose_fills_are_not_listed_yet_is_not_fee_free(venue, fake):
+    market = await venue.market(SPOT)
+    state = await venue.place_order(order(market, quantity="0.5"))
+    fake.trades.clear()  # the venue's trade list lags its order state
+    with pytest.raises(InvalidResponse, match="lists no fills: fee unknown"):
+        await venue.fetch_order(market, state.client_order_id)

@@ -43,6 +43,7 @@ def dec(value: Any) -> Decimal | None:
 
 
 def ms_to_datetime(value: Any) -> datetime | None:
+    """A venue's epoch milliseconds (int or str) as a UTC time; None when absent."""
     return None if value in (None, "") else datetime.fromtimestamp(int(value) / 1000, UTC)
 
 

@@ -202,8 +202,8 @@ class CcxtOrderVenue(CcxtAccount):
         if status == "open":
             return OrderStatus.PARTIALLY_FILLED if filled else OrderStatus.NEW
         if status == "closed":
-            # ccxt calls a partly filled order that the venue ended (Bybit
-            # PartiallyFilledCanceled) closed: it is canceled with a partial fill.
+            # Closed with less than the quantity filled: the venue ended it early, so it is
+            # canceled with a partial fill.
             if filled < amount:
                 return OrderStatus.CANCELED
             return OrderStatus.FILLED
@@ -219,6 +219,10 @@ class CcxtOrderVenue(CcxtAccount):
         trades = await self._query(
             f"fills of order {state.client_order_id}", self.order_budgets[market.kind],
             lambda: self._fills(market, state.venue_order_id))
+        if not trades:
+            # Never reported as fee-free: the delivered quantity would be wrong.
+            raise InvalidResponse(self.venue_id, f"order {state.client_order_id} filled "
+                                  f"{state.filled_quantity} but lists no fills: fee unknown")
         totals: dict[str, Decimal] = {}
         for trade in trades:
             for fee in trade.get("fees") or ([trade["fee"]] if trade.get("fee") else []):
