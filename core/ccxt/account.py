@@ -4,8 +4,9 @@ through :class:`perpcarry.ccxt.orders.CcxtOrderVenue`."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -35,6 +36,7 @@ class CcxtAccount(CcxtRequests):
     position_scopes: ClassVar[tuple[dict[str, Any], ...]] = ({},)
 
     markets_by_venue_symbol: Any
+    context: Any
 
     async def fetch_balances(self) -> dict[Wallet, dict[str, Balance]]:
         """Free, used and total of every currency held, per wallet the venue has."""
@@ -100,6 +102,7 @@ class CcxtAccount(CcxtRequests):
             margin_mode=MarginMode(mode) if mode in ("cross", "isolated") else None,
             maintenance_margin=dec(row.get("maintenanceMargin")),
             margin_ratio=dec(row.get("marginRatio")),
+            # Binance reports 0 where no liquidation price applies: unknown, not zero.
             liquidation_price=dec(row.get("liquidationPrice")) or None)
 
     async def setup_account(self, market: Market, leverage: Decimal,
@@ -173,11 +176,12 @@ class CcxtAccount(CcxtRequests):
         """Funding settled on the account in [since, until], every page, oldest first,
         positive = received; payments of markets perpcarry does not trade included."""
         start = int(since.timestamp() * 1000)
-        end = int((until or datetime.now(UTC)).timestamp() * 1000)
+        end = int((until or self.context.clock()).timestamp() * 1000)
         payments = await self.funding_payment_pages(start, end)
         unique = {p.payment_id: p for p in payments if start <= p.time.timestamp() * 1000 <= end}
         return sorted(unique.values(), key=lambda p: (p.time, p.payment_id))
 
+    @abstractmethod
     async def funding_payment_pages(self, start_ms: int, end_ms: int) -> list[FundingPayment]:
-        """Every funding payment in [start_ms, end_ms] from the venue's ledger endpoint."""
-        raise NotImplementedError
+        """Every funding payment in [start_ms, end_ms] from the venue's ledger endpoint (the
+        ledgers differ per venue: paging, sign, fields)."""

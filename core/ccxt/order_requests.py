@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from abc import ABC
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -60,7 +61,7 @@ def error_body(exc: Exception) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-class CcxtRequests:
+class CcxtRequests(ABC):
     """Mixed into a ``CcxtVenue`` subclass: uses the base's ``exchange``, ``budgets``,
     ``_translated``, ``_with_retries`` and ``config``."""
 
