@@ -27,12 +27,13 @@ from perpcarry.venues.orders import (
 class CcxtAccount(CcxtRequests):
     """Balances, positions, setup, transfers and funding payments over ccxt."""
 
-    # Wallets and the ccxt fetch_balance params that read each one.
+    # Wallets and the ccxt fetch_balance params that read each one ("weight": the request's
+    # weight where not 1).
     balance_wallets: ClassVar[dict[Wallet, dict[str, Any]]]
     # Wallets between which ``transfer`` moves funds, as ccxt's account names; empty where
     # the account is unified and nothing needs moving.
     transfer_accounts: ClassVar[dict[Wallet, str]] = {}
-    # ccxt params of one bulk positions request per scope.
+    # ccxt params of one bulk positions request per scope ("weight" as above).
     position_scopes: ClassVar[tuple[dict[str, Any], ...]] = ({},)
 
     markets_by_venue_symbol: Any
@@ -41,14 +42,13 @@ class CcxtAccount(CcxtRequests):
     async def fetch_balances(self) -> dict[Wallet, dict[str, Balance]]:
         """Free, used and total of every currency held, per wallet the venue has."""
         balances: dict[Wallet, dict[str, Balance]] = {}
-        for wallet, params in self.balance_wallets.items():
+        for wallet, scope in self.balance_wallets.items():
             budget = self.order_budgets[MarketKind.PERP if wallet is Wallet.FUTURES
                                         else MarketKind.SPOT]
+            params = {k: v for k, v in scope.items() if k != "weight"}
             call = lambda params=params: self.exchange.fetch_balance(params)  # noqa: E731
-            if wallet is Wallet.FUTURES:
-                raw = await self._derivatives(f"{wallet.value} balance", budget, call)
-            else:
-                raw = await self._query(f"{wallet.value} balance", budget, call)
+            send = self._derivatives if wallet is Wallet.FUTURES else self._query
+            raw = await send(f"{wallet.value} balance", budget, call, scope.get("weight", 1))
             balances[wallet] = self._balances(raw)
         return balances
 
@@ -75,10 +75,12 @@ class CcxtAccount(CcxtRequests):
         perps = await self.markets_by_venue_symbol(MarketKind.PERP)
         by_symbol = {m.symbol: m for m in perps.values()}
         positions = []
-        for params in self.position_scopes:
+        for scope in self.position_scopes:
+            params = {k: v for k, v in scope.items() if k != "weight"}
             rows = await self._derivatives(
                 "positions", self.order_budgets[MarketKind.PERP],
-                lambda params=params: self.exchange.fetch_positions(None, params))
+                lambda params=params: self.exchange.fetch_positions(None, params),
+                scope.get("weight", 1))
             for row in rows:
                 market = by_symbol.get(row.get("symbol"))
                 contracts = dec(row.get("contracts"))

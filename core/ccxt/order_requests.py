@@ -135,12 +135,12 @@ class CcxtRequests(ABC):
                        self.venue_id, offset)
 
     async def _derivatives(self, what: str, budget: str, call: Callable[[], Awaitable[Any]],
-                           *, send_once: bool = False) -> Any:
+                           weight: int = 1, *, send_once: bool = False) -> Any:
         """A derivatives-account call; a key without that permission is one sentence saying
         what to enable."""
         send = self._send_once if send_once else self._query
         try:
-            return await send(what, budget, call)
+            return await send(what, budget, call, weight)
         except AuthenticationError as err:
             raise AuthenticationError(
                 self.venue_id, f"{what} refused: {self.derivatives_permission}") from err

@@ -35,11 +35,15 @@ class BinanceOrders(CcxtOrderVenue):
 
     client_id_param = "newClientOrderId"
     query_client_id_param = "origClientOrderId"
+    # Request weights (developers.binance.com, read 2026-12): GET /api/v3/account 20,
+    # GET /fapi/v3/account 5, POST /sapi/v1/asset/get-funding-asset 1 (UID limit),
+    # GET /fapi/v3/positionRisk 5.
     balance_wallets: ClassVar[dict[Wallet, dict[str, Any]]] = {
-        Wallet.SPOT: {"type": "spot"},            # GET /api/v3/account
-        Wallet.FUTURES: {"type": "swap"},         # GET /fapi/v3/account
-        Wallet.FUNDING: {"type": "funding"},      # POST /sapi/v1/asset/get-funding-asset
+        Wallet.SPOT: {"type": "spot", "weight": 20},
+        Wallet.FUTURES: {"type": "swap", "weight": 5},
+        Wallet.FUNDING: {"type": "funding"},
     }
+    position_scopes: ClassVar[tuple[dict[str, Any], ...]] = ({"weight": 5},)
     # POST /sapi/v1/asset/transfer, type e.g. MAIN_UMFUTURE.
     transfer_accounts: ClassVar[dict[Wallet, str]] = {
         Wallet.SPOT: "spot", Wallet.FUTURES: "linear", Wallet.FUNDING: "funding"}
@@ -110,7 +114,7 @@ class BinanceOrders(CcxtOrderVenue):
                       "limit": INCOME_PAGE_LIMIT}
             rows = await self._derivatives(
                 "funding payments", "fapi",
-                lambda params=params: self.exchange.fapiPrivateGetIncome(params))
+                lambda params=params: self.exchange.fapiPrivateGetIncome(params), INCOME_WEIGHT)
             try:
                 page = [FundingPayment(
                     self.venue_id,
