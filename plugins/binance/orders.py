@@ -90,8 +90,6 @@ class BinanceOrders(CcxtOrderVenue):
         exchange.options["leverageBrackets"] = {}
         # Open orders of every symbol are asked for knowingly (weights above).
         exchange.options["fetchOpenOrders"]["warnWithoutSymbol"] = False
-        # Spot-market orders by quantity, never by quote amount.
-        exchange.options["createMarketBuyOrderRequiresPrice"] = False
 
     async def _fills(self, market: Market, venue_order_id: str) -> list[dict[str, Any]]:
         """GET /api/v3/myTrades or /fapi/v1/userTrades by orderId (ccxt's
