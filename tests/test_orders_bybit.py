@@ -183,3 +183,12 @@ async def test_balances_of_the_unified_and_funding_wallets(venue):
     assert sorted(balances[Wallet.UNIFIED]) == ["ADA", "BTC", "ETH", "LTC", "USDC", "USDT",
                                                 "XRP"]
     assert balances[Wallet.FUNDING] == {}  # the documented example holds 0 USDC
+
+
+async def test_perp_market_order_maximum_comes_from_the_instrument(venue):
+    perp = await venue.market("BTC/USDT:USDT")
+    raw = venue.raw_markets["BTC/USDT:USDT"]["info"]["lotSizeFilter"]
+    assert perp.max_market_quantity == Decimal(raw["maxMktOrderQty"])
+    assert perp.max_quantity == Decimal(raw["maxOrderQty"])
+    assert perp.max_market_quantity < perp.max_quantity
+    assert (await venue.market("BTC/USDT")).max_market_quantity is None  # spot publishes none

@@ -164,3 +164,17 @@ async def test_balances_of_the_trading_and_funding_accounts(venue):
     uris = [r["uri"] for r in sent("orders_balances_docs-example.json")]
     assert [u.split("okx.com")[1] for u in uris] == ["/api/v5/account/balance",
                                                      "/api/v5/asset/balances"]
+
+
+async def test_a_market_order_above_the_market_order_maximum_is_refused_before_sending(venue):
+    from perpcarry.venues.orders import check_order_size
+
+    market = await venue.market("BTC/USDT:USDT")
+    # maxMktSz 12000 contracts of 0.01 BTC (real instruments), maxLmtSz 100000000.
+    assert (market.max_market_quantity, market.max_quantity) == (Decimal("12000"),
+                                                                 Decimal("100000000"))
+    assert check_order_size(market, Decimal("120"), Decimal("100000")) == Decimal("12000")
+    with pytest.raises(InvalidOrder, match="above the maximum quantity 12000 per market"):
+        check_order_size(market, Decimal("120.01"), Decimal("100000"))
+    assert check_order_size(market, Decimal("120.01"), Decimal("100000"), OrderType.LIMIT) \
+        == Decimal("12001")

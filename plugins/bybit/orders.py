@@ -39,6 +39,18 @@ EXECUTION_PAGE_LIMIT = 100
 ALREADY_SET_CODES = frozenset({110025, 110026, 110043})
 
 
+def _with_market_order_limits(fetch_markets):
+    async def fetch(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        markets = await fetch_markets(*args, **kwargs)
+        for market in markets:
+            lot = (market.get("info") or {}).get("lotSizeFilter") or {}
+            if market.get("contract") and lot.get("maxMktOrderQty"):
+                market["limits"]["market"] = {"min": None,
+                                              "max": lot["maxMktOrderQty"]}
+        return markets
+    return fetch
+
+
 class BybitOrders(CcxtOrderVenue):
     """Bybit spot + linear perps on a unified trading account."""
 
@@ -76,6 +88,10 @@ class BybitOrders(CcxtOrderVenue):
         # two keyed requests (/v5/user/query-api, /v5/account/info) before the first order.
         exchange.options["enableUnifiedAccount"] = True
         exchange.options["enableUnifiedMargin"] = False
+        # A perp's market-order maximum (lotSizeFilter.maxMktOrderQty, below maxOrderQty),
+        # which ccxt does not carry, joins ccxt's limits so that sizes are checked before
+        # sending.
+        exchange.fetch_markets = _with_market_order_limits(exchange.fetch_markets)
         # ccxt puts its broker id in a Referer header on every POST; perpcarry's orders carry
         # only the caller's orderLinkId.
         sign = exchange.sign

@@ -15,15 +15,29 @@ from typing import Any, ClassVar
 
 from perpcarry.ccxt.order_requests import ms_to_datetime
 from perpcarry.ccxt.orders import CcxtOrderVenue
+from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.errors import InvalidResponse
 from perpcarry.domain.types import MarketKind
 from perpcarry.venues.orders import FundingPayment, MarginMode, OrderRequest, Wallet
+from perpcarry.venues.protocol import VenueContext
 
 # GET /api/v5/account/bills-archive (last 3 months): limit at most 100, newest first,
 # ``after`` = bills older than that billId; type 8 = funding fee (docs-v5 "Get bills details
 # (last 3 months)", read 2026-12).
 BILLS_PAGE_LIMIT = 100
 FUNDING_FEE_BILL = "8"
+
+
+def _with_market_order_limits(fetch_markets):
+    async def fetch(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        markets = await fetch_markets(*args, **kwargs)
+        for market in markets:
+            info = market.get("info") or {}
+            # maxMktSz is in contracts for swaps (and in USDT for spot, not an order unit).
+            if market.get("swap") and info.get("maxMktSz"):
+                market["limits"]["market"] = {"min": None, "max": info["maxMktSz"]}
+        return markets
+    return fetch
 
 
 class OkxOrders(CcxtOrderVenue):
@@ -44,6 +58,12 @@ class OkxOrders(CcxtOrderVenue):
     position_scopes: ClassVar[tuple[dict[str, Any], ...]] = ({"instType": "SWAP"},)
     derivatives_permission = (
         "the API key may not trade: give it the 'Trade' permission in OKX API management")
+
+    def __init__(self, config: VenueConfig, context: VenueContext) -> None:
+        super().__init__(config, context)
+        # A swap's market-order maximum (maxMktSz, contracts), which ccxt does not carry,
+        # joins ccxt's limits so that sizes are checked before sending.
+        self.exchange.fetch_markets = _with_market_order_limits(self.exchange.fetch_markets)
 
     def _order_params(self, request: OrderRequest) -> dict[str, Any]:
         """Plus the margin mode every OKX order names: cash for spot, cross for swaps
