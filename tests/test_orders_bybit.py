@@ -192,3 +192,34 @@ async def test_perp_market_order_maximum_comes_from_the_instrument(venue):
     assert perp.max_quantity == Decimal(raw["maxOrderQty"])
     assert perp.max_market_quantity < perp.max_quantity
     assert (await venue.market("BTC/USDT")).max_market_quantity is None  # spot publishes none
+
+
+async def test_funding_pages_by_seven_day_windows_and_cursor(venue, monkeypatch):
+    """The paging logic, answered from the real capture's 14 executions (one week): every
+    request asks at most 7 days, cursors are followed, and each execution comes back once."""
+    import perpcarry_bybit.orders as bybit_orders
+
+    body = json.loads(json.loads((CASSETTES / "orders_funding_ccxt_static.json").read_text())
+                      ["interactions"][0]["response"]["body"]["string"])
+    rows = sorted(body["result"]["list"], key=lambda r: int(r["execTime"]))
+    asked: list[dict] = []
+
+    async def execution_list(params):
+        asked.append(dict(params))
+        inside = [r for r in rows if params["startTime"] <= int(r["execTime"])
+                  <= params["endTime"]][::-1]  # newest first, as Bybit answers
+        start = int(params.get("cursor", 0))
+        page = inside[start:start + params["limit"]]
+        more = start + params["limit"] < len(inside)
+        return {"retCode": 0, "result": {"list": page, "nextPageCursor":
+                                         str(start + params["limit"]) if more else ""}}
+
+    monkeypatch.setattr(bybit_orders, "EXECUTION_PAGE_LIMIT", 3)
+    venue.exchange.privateGetV5ExecutionList = execution_list
+    payments = await venue.fetch_funding_payments(datetime(2024, 3, 1, tzinfo=UTC),
+                                                  datetime(2024, 3, 25, tzinfo=UTC))
+    assert sorted(p.payment_id for p in payments) == sorted(r["execId"] for r in rows)
+    assert all(a["endTime"] - a["startTime"] < 7 * 86_400_000 for a in asked)
+    assert any("cursor" in a for a in asked)
+    assert asked[0]["startTime"] == int(datetime(2024, 3, 1, tzinfo=UTC).timestamp() * 1000)
+    assert asked[-1]["endTime"] == int(datetime(2024, 3, 25, tzinfo=UTC).timestamp() * 1000)

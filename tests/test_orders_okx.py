@@ -5,6 +5,7 @@ base units at the interface and in contracts on the wire."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -178,3 +179,30 @@ async def test_a_market_order_above_the_market_order_maximum_is_refused_before_s
         check_order_size(market, Decimal("120.01"), Decimal("100000"))
     assert check_order_size(market, Decimal("120.01"), Decimal("100000"), OrderType.LIMIT) \
         == Decimal("12001")
+
+
+async def test_funding_bills_page_backward_by_bill_id(venue, monkeypatch):
+    """The paging logic only (no real OKX funding bill exists): type-8 bills, newest first,
+    ``after`` the last bill id of each full page; balChg is already positive when received."""
+    import perpcarry_okx.orders as okx_orders
+
+    bills = [{"billId": str(900 - i), "instId": "BTC-USDT-SWAP", "ccy": "USDT",
+              "balChg": "-0.01" if i % 2 else "0.02", "ts": str(1_709_251_200_000 - i * 28_800_000),
+              "type": "8"} for i in range(7)]  # newest first
+    asked: list[dict] = []
+
+    async def bills_archive(params):
+        asked.append(dict(params))
+        older = [b for b in bills if "after" not in params or int(b["billId"])
+                 < int(params["after"])]
+        return {"code": "0", "data": older[:int(params["limit"])]}
+
+    monkeypatch.setattr(okx_orders, "BILLS_PAGE_LIMIT", 3)
+    venue.exchange.privateGetAccountBillsArchive = bills_archive
+    payments = await venue.fetch_funding_payments(datetime(2024, 2, 1, tzinfo=UTC),
+                                                  datetime(2024, 3, 2, tzinfo=UTC))
+    assert [p.payment_id for p in payments] == [b["billId"] for b in reversed(bills)]
+    assert sum(p.amount for p in payments) == Decimal("0.05")
+    assert [a.get("after") for a in asked] == [None, "898", "895"]
+    assert {a["type"] for a in asked} == {"8"}
+    assert payments[0].symbol == "BTC/USDT:USDT"
