@@ -169,6 +169,11 @@ class FakeBinance:
             return _error(400, -2010, "Duplicate order sent.")
         symbol, side, order_type = params["symbol"], params["side"], params["type"]
         quantity = Decimal(params["quantity"])
+        if kind == SPOT and side == "BUY":
+            cost = quantity * Decimal(params.get("price") or self.prices[symbol])
+            if self.spot_balances.get("USDT", Decimal(0)) < cost:
+                return _error(400, -2010, "Account has insufficient balance for requested "
+                              "action.")
         now = self._now()
         order = {
             "symbol": symbol, "orderId": next(self._ids), "clientOrderId": client_id,

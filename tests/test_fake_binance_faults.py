@@ -21,7 +21,6 @@ from perpcarry.domain.errors import (
     DuplicateClientOrderId,
     InsufficientFunds,
     InvalidOrder,
-    InvalidResponse,
     NetworkError,
     OutcomeUnknown,
     RateLimitError,
@@ -76,7 +75,7 @@ def credentials() -> VenueConfig:
 async def fake():
     server = FakeBinance(prices={"ETHUSDT": ETH_PRICE, "BTCUSDT": Decimal("100000")})
     server.futures_wallet = WALLET_AFTER + REAL_FEE
-    server.spot_balances = {"USDT": Decimal("1000"), "ETH": Decimal(0)}
+    server.spot_balances = {"USDT": Decimal("3000"), "ETH": Decimal(0)}
     await server.start()
     yield server
     await server.stop()
@@ -214,6 +213,14 @@ async def test_rate_limited_order_is_refused_with_retry_after(venue, fake, fault
     assert await venue.fetch_order(market, "pci1p00000") is None  # nothing executed
 
 
+async def test_spot_buy_beyond_the_balance_is_insufficient_funds(venue, fake):
+    market = await venue.market(SPOT)
+    with pytest.raises(InsufficientFunds):
+        await venue.place_order(order(market, quantity="1"))  # 3925.56 USDT > 3000
+    assert len(fake.sent("POST", "/api/v3/order")) == 1
+    assert await venue.fetch_order(market, order(market).client_order_id) is None
+
+
 @pytest.mark.parametrize(("symbol", "route", "fault", "error"), [
     (PERP, "POST /fapi/v1/order", Fault.INSUFFICIENT_MARGIN, InsufficientFunds),
     (PERP, "POST /fapi/v1/order", Fault.PRECISION, InvalidOrder),
@@ -340,7 +347,7 @@ async def test_transfer_spot_to_futures_and_positions(venue, fake):
     transfer = await venue.transfer("USDT", Decimal("100"), Wallet.SPOT, Wallet.FUTURES)
     assert (transfer.transfer_id, transfer.amount) == ("13526853623", Decimal("100"))
     assert fake.sent("POST", "/sapi/v1/asset/transfer")[0].params["type"] == "MAIN_UMFUTURE"
-    assert fake.spot_balances["USDT"] == Decimal("900")
+    assert fake.spot_balances["USDT"] == Decimal("2900")
     with pytest.raises(UsageError):
         await venue.transfer("USDT", Decimal("1"), Wallet.UNIFIED, Wallet.FUTURES)
     market = await venue.market(PERP)
@@ -401,7 +408,7 @@ async def test_cancel_and_transfer_timeouts_are_outcome_unknown_and_not_resent(v
     with pytest.raises(OutcomeUnknown):
         await venue.transfer("USDT", Decimal("10"), Wallet.SPOT, Wallet.FUTURES)
     assert len(fake.sent("POST", "/sapi/v1/asset/transfer")) == 1
-    assert fake.spot_balances["USDT"] == Decimal("990")  # moved: read balances, not retry
+    assert fake.spot_balances["USDT"] == Decimal("2990")  # moved: read balances, not retry
 
 
 async def test_rate_limited_query_waits_retry_after_and_retries(fake, tmp_path):
@@ -442,5 +449,9 @@ async def test_filled_order_whose_fills_are_not_listed_yet_is_not_fee_free(venue
     market = await venue.market(SPOT)
     state = await venue.place_order(order(market, quantity="0.5"))
     fake.trades.clear()  # the venue's trade list lags its order state
-    with pytest.raises(InvalidResponse, match="lists no fills: fee unknown"):
+    with pytest.raises(NetworkError, match="fills are not listed yet: fee unknown"):
         await venue.fetch_order(market, state.client_order_id)
+    assert len(fake.sent("GET", "/api/v3/myTrades")) == 4  # the query and its 3 retries
+    # After an unclear placement the caller keeps the outcome unknown, never fee-free.
+    with pytest.raises(OutcomeUnknown, match="outcome still unknown"):
+        await resolved(venue, market, state.client_order_id)

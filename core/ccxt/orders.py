@@ -20,6 +20,7 @@ from perpcarry.ccxt.order_requests import dec, ms_to_datetime
 from perpcarry.domain.errors import (
     ClockSkew,
     InvalidResponse,
+    NetworkError,
     OrderNotFound,
     OutcomeUnknown,
     VenueError,
@@ -216,13 +217,18 @@ class CcxtOrderVenue(CcxtAccount):
         (Binance order queries): the delivered quantity depends on a fee taken in base."""
         if state.fees or not state.filled_quantity or state.venue_order_id is None:
             return state
-        trades = await self._query(
-            f"fills of order {state.client_order_id}", self.order_budgets[market.kind],
-            lambda: self._fills(market, state.venue_order_id))
-        if not trades:
-            # Never reported as fee-free: the delivered quantity would be wrong.
-            raise InvalidResponse(self.venue_id, f"order {state.client_order_id} filled "
-                                  f"{state.filled_quantity} but lists no fills: fee unknown")
+        async def listed_fills() -> list[dict[str, Any]]:
+            trades = await self._fills(market, state.venue_order_id)
+            if not trades:
+                # The venue's trade list lags its order state: transient, so retried (and
+                # kept unknown by resolve_outcome), never reported as fee-free.
+                raise NetworkError(self.venue_id, f"order {state.client_order_id} filled "
+                                   f"{state.filled_quantity} but its fills are not listed "
+                                   "yet: fee unknown")
+            return trades
+
+        trades = await self._query(f"fills of order {state.client_order_id}",
+                                   self.order_budgets[market.kind], listed_fills)
         totals: dict[str, Decimal] = {}
         for trade in trades:
             for fee in trade.get("fees") or ([trade["fee"]] if trade.get("fee") else []):
