@@ -189,8 +189,13 @@ class FakeBinance:
             order_type in ("LIMIT", "LIMIT_MAKER")
             and (order["price"] >= price if side == "BUY" else order["price"] <= price))
         if order_type == "LIMIT_MAKER" or order["timeInForce"] == "GTX":
+            if crosses and kind == SPOT:
+                # Spot refuses a LIMIT_MAKER that would take; USDⓈ-M accepts a GTX order
+                # and expires it.
+                del self.orders[(kind, client_id)]
+                return _error(400, -2010, "Order would immediately match and take.")
             if crosses:
-                order["status"] = "EXPIRED"  # post-only that would take: not placed
+                order["status"] = "EXPIRED"
                 return self._order_response(kind, order, [])
             crosses = False
         fills = []

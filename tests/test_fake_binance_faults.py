@@ -282,11 +282,16 @@ async def test_partial_fill_of_an_ioc_expires_the_rest(venue, fake):
     state = await venue.place_order(request)
     assert (state.status, state.filled_quantity) == (OrderStatus.EXPIRED, Decimal("0.005"))
     assert state.delivered_quantity == Decimal("0.005") - Decimal("0.000005")  # fee in ETH
-    # A post-only order that would cross is not placed.
+    # A post-only order that would cross is not placed: spot refuses it, USDⓈ-M expires it.
     crossing = order(market, quantity="0.0100", attempt=1, type=OrderType.LIMIT,
                      price=Decimal("3930"), time_in_force=TimeInForce.POST_ONLY)
-    rejected = await venue.place_order(crossing)
-    assert (rejected.status, rejected.filled_quantity) == (OrderStatus.EXPIRED, Decimal(0))
+    with pytest.raises(InvalidOrder, match="post-only order would have taken liquidity"):
+        await venue.place_order(crossing)
+    perp = await venue.market(PERP)
+    expired = await venue.place_order(order(perp, quantity="0.010", attempt=2,
+                                            type=OrderType.LIMIT, price=Decimal("3930"),
+                                            time_in_force=TimeInForce.POST_ONLY))
+    assert (expired.status, expired.filled_quantity) == (OrderStatus.EXPIRED, Decimal(0))
 
 
 async def test_partially_filled_resting_order_is_reported_then_canceled(venue, fake):

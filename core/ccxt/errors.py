@@ -79,6 +79,9 @@ def _order_error(venue: str, exc: Exception, text: str) -> VenueError | None:
         return OrderNotFound(venue, f"order not found: {text}")
     if isinstance(exc, ccxt.InsufficientFunds):
         return InsufficientFunds(venue, f"insufficient balance or margin: {text}")
+    if isinstance(exc, ccxt.OrderImmediatelyFillable):  # e.g. Binance spot LIMIT_MAKER
+        return InvalidOrder(venue, f"post-only order would have taken liquidity, not "
+                            f"placed: {text}")
     if isinstance(exc, ccxt.InvalidOrder):
         return InvalidOrder(venue, f"order refused: {text}")
     return None
