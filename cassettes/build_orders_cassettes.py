@@ -232,6 +232,23 @@ async def okx() -> None:
     await record(client(), markets, out / "orders_place_reduce_only_ccxt_static.json",
                  [reduce_ack, not_found], lambda c: _ignore_unknown(place_reduce_only(c)))
 
+    # Open orders of every market: one request per instrument type; SPOT answered with
+    # OKX's documented empty list envelope ({"code":"0","data":[],"msg":""}), SWAP with the
+    # real open ADA order.
+    empty = {"code": "0", "data": [], "msg": ""}
+    await record(client(), markets, out / "orders_open_all_ccxt_static.json",
+                 [empty, open_orders], lambda c: c.fetch_open_orders())
+
+    # Recent orders of one swap: pending and canceled (documented empty envelopes) and
+    # filled (the real "Swap closed orders" capture).
+    closed = captured("okx", "fetchClosedOrders", "Swap closed orders")
+
+    async def recent(c):
+        await c.fetch_recent_orders(await c.market("LTC/USDT:USDT"))
+
+    await record(client(), markets, out / "orders_recent_swap_ccxt_static.json",
+                 [empty, closed, empty], recent)
+
     async def fetch_spot(c):
         await c.fetch_order(await c.market("LTC/USDT"), "e847386590ce4dBC6f7ae74854f6a617")
 

@@ -206,3 +206,24 @@ async def test_funding_bills_page_backward_by_bill_id(venue, monkeypatch):
     assert [a.get("after") for a in asked] == [None, "898", "895"]
     assert {a["type"] for a in asked} == {"8"}
     assert payments[0].symbol == "BTC/USDT:USDT"
+
+
+async def test_open_orders_of_every_market_one_request_per_instrument_type(venue):
+    with replaying(CASSETTES / "orders_open_all_ccxt_static.json"):
+        [state] = await venue.fetch_open_orders()
+    assert (state.symbol, state.status, state.quantity) == ("ADA/USDT:USDT", OrderStatus.NEW,
+                                                            Decimal("5000"))
+    assert [r["uri"].rsplit("?", 1)[1] for r in sent("orders_open_all_ccxt_static.json")] \
+        == ["instType=SPOT", "instType=SWAP"]
+
+
+async def test_recent_orders_read_filled_and_canceled_history(venue):
+    with replaying(CASSETTES / "orders_recent_swap_ccxt_static.json"):
+        [state] = await venue.fetch_recent_orders(await venue.market("LTC/USDT:USDT"))
+    assert (state.client_order_id, state.status) == ("e847386590ce4dBC2f7dbb9924c2b77c",
+                                                     OrderStatus.FILLED)
+    assert (state.filled_quantity, state.average_price) == (Decimal("1"), Decimal("68.24"))
+    assert [(f.amount, f.currency) for f in state.fees] == [(Decimal("0.00003412"), "USDT")]
+    states = [r["uri"].rsplit("state=", 1)[-1] for r in
+              sent("orders_recent_swap_ccxt_static.json")[1:]]
+    assert states == ["filled", "canceled"]

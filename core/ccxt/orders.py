@@ -53,8 +53,8 @@ class CcxtOrderVenue(CcxtAccount):
     # ccxt params of one bulk open-orders request per scope (kind of market, settle coin);
     # "perp": True marks a perp scope, "weight" its request weight where not 1.
     open_order_scopes: ClassVar[tuple[dict[str, Any], ...]]
-    # ccxt's method for the venue's finished orders where it has no fetch_orders.
-    closed_orders_method: ClassVar[str] = "fetch_closed_orders"
+    # ccxt's methods for the venue's finished orders where it has no fetch_orders.
+    finished_orders_methods: ClassVar[tuple[str, ...]] = ("fetch_closed_orders",)
 
     market: Any
 
@@ -164,10 +164,11 @@ class CcxtOrderVenue(CcxtAccount):
             rows = await self._query(
                 f"open orders {market.symbol}", budget,
                 lambda: self.exchange.fetch_open_orders(market.symbol, since_ms))
-            rows += await self._query(
-                f"closed orders {market.symbol}", budget,
-                lambda: getattr(self.exchange, self.closed_orders_method)(market.symbol,
-                                                                          since_ms))
+            for method in self.finished_orders_methods:
+                rows += await self._query(
+                    f"finished orders {market.symbol}", budget,
+                    lambda method=method: getattr(self.exchange, method)(market.symbol,
+                                                                         since_ms))
         rows.sort(key=lambda o: o.get("timestamp") or 0)
         return [self._order_state(market, o) for o in rows]
 

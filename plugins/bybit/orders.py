@@ -71,7 +71,7 @@ class BybitOrders(CcxtOrderVenue):
         {"type": "swap", "subType": "linear", "settleCoin": "USDC", "perp": True})
     position_scopes: ClassVar[tuple[dict[str, Any], ...]] = (
         {"subType": "linear", "settleCoin": "USDT"}, {"subType": "linear", "settleCoin": "USDC"})
-    closed_orders_method = "fetch_canceled_and_closed_orders"
+    finished_orders_methods = ("fetch_canceled_and_closed_orders",)
     derivatives_permission = (
         "the API key may not trade contracts: give it the 'Contracts - Orders / Positions' "
         "permission (unified trading) in Bybit API Management")

@@ -56,6 +56,8 @@ class OkxOrders(CcxtOrderVenue):
     open_order_scopes: ClassVar[tuple[dict[str, Any], ...]] = (
         {"instType": "SPOT"}, {"instType": "SWAP", "perp": True})
     position_scopes: ClassVar[tuple[dict[str, Any], ...]] = ({"instType": "SWAP"},)
+    # ccxt reads orders-history by one state at a time: filled, then canceled.
+    finished_orders_methods = ("fetch_closed_orders", "fetch_canceled_orders")
     derivatives_permission = (
         "the API key may not trade: give it the 'Trade' permission in OKX API management")
 
