@@ -23,11 +23,22 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import Enum
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from fake_binance_wire import (
+    FAPI,
+    SPOT,
+    Fault,
+    error_response,
+    fapi_order,
+    json_response,
+    refusal,
+    spot_order,
+    text,
+    trade_row,
+)
 
 RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw-responses" / "binance"
 SPOT_INFO = RAW / (
@@ -37,21 +48,6 @@ FAPI_INFO = RAW / "fapi-v1-exchangeInfo_usdm-full_2025-08-22_eduDorus-arkin_bina
 SYMBOLS = frozenset({"BTCUSDT", "ETHUSDT"})
 SPOT_FEE = Decimal("0.001")  # regular-tier spot taker
 FAPI_FEE = Decimal("0.0005")  # regular-tier USDⓈ-M taker (the real ETHUSDT fill's 0.05 %)
-SPOT, FAPI = "spot", "fapi"
-
-
-class Fault(Enum):
-    TIMEOUT_AFTER_ACCEPT = "accept, then answer later than the client waits"
-    ERROR_5XX_AFTER_ACCEPT = "accept, then answer 502"
-    UNKNOWN_STATUS_1007 = "accept, then answer -1007 (execution status unknown)"
-    RATE_LIMIT_RETRY_AFTER = "429 with Retry-After, not executed"
-    RATE_LIMIT = "429 without Retry-After, not executed"
-    INSUFFICIENT_MARGIN = "-2019, not executed"
-    TIMESTAMP_OUTSIDE_RECV_WINDOW = "-1021, not executed"
-    PRECISION = "-1111, not executed"
-    MIN_NOTIONAL = "-1013 spot / -4164 futures, not executed"
-    PARTIAL_FILL = "fill half the quantity (a crossing order now, a resting one by a taker)"
-    NO_FUTURES_PERMISSION = "-2015, the key may not use this endpoint"
 
 
 ACCEPTING = {Fault.TIMEOUT_AFTER_ACCEPT, Fault.ERROR_5XX_AFTER_ACCEPT,
@@ -128,7 +124,7 @@ class FakeBinance:
         route = f"{request.method} {path}"
         handler = ROUTES.get(route)
         if handler is None:
-            return _error(404, -1, f"fake binance has no route {route}")
+            return error_response(404, -1, f"fake binance has no route {route}")
         if not route.endswith(("/exchangeInfo", "/time")):
             refused = self._check_signed(params)
             if refused is not None:
@@ -136,7 +132,7 @@ class FakeBinance:
         queue = self._faults.get(route)
         fault = queue.popleft() if queue else None
         if fault is not None and fault not in ACCEPTING:
-            return _refusal(fault, path)
+            return refusal(fault, path)
         response = handler(self, params, fault)
         if fault is Fault.TIMEOUT_AFTER_ACCEPT:
             await asyncio.sleep(self.timeout_seconds)
@@ -144,17 +140,17 @@ class FakeBinance:
             return web.Response(status=502, text="<html>502 Bad Gateway</html>",
                                 content_type="text/html")
         elif fault is Fault.UNKNOWN_STATUS_1007:
-            return _error(408, -1007, "Timeout waiting for response from backend server. "
+            return error_response(408, -1007, "Timeout waiting for response from backend server. "
                           "Send status unknown; execution status unknown.")
         return response
 
     def _check_signed(self, params: dict[str, str]) -> web.Response | None:
         if "signature" not in params or "timestamp" not in params:
-            return _error(400, -1102, "Mandatory parameter 'signature' was not sent, was "
+            return error_response(400, -1102, "Mandatory parameter 'signature' was not sent, was "
                           "empty/null, or malformed.")
         window = int(params.get("recvWindow", 5000))
         if abs(int(params["timestamp"]) - self._now()) > window:
-            return _error(400, -1021, "Timestamp for this request is outside of the "
+            return error_response(400, -1021, "Timestamp for this request is outside of the "
                           "recvWindow.")
         return None
 
@@ -165,14 +161,14 @@ class FakeBinance:
         existing = self.orders.get((kind, client_id))
         if existing is not None and existing["status"] in ("NEW", "PARTIALLY_FILLED"):
             if kind == FAPI:
-                return _error(400, -4116, "ClientOrderId is duplicated.")
-            return _error(400, -2010, "Duplicate order sent.")
+                return error_response(400, -4116, "ClientOrderId is duplicated.")
+            return error_response(400, -2010, "Duplicate order sent.")
         symbol, side, order_type = params["symbol"], params["side"], params["type"]
         quantity = Decimal(params["quantity"])
         if kind == SPOT and side == "BUY":
             cost = quantity * Decimal(params.get("price") or self.prices[symbol])
             if self.spot_balances.get("USDT", Decimal(0)) < cost:
-                return _error(400, -2010, "Account has insufficient balance for requested "
+                return error_response(400, -2010, "Account has insufficient balance for requested "
                               "action.")
         now = self._now()
         order = {
@@ -193,7 +189,7 @@ class FakeBinance:
                 # Spot refuses a LIMIT_MAKER that would take; USDⓈ-M accepts a GTX order
                 # and expires it.
                 del self.orders[(kind, client_id)]
-                return _error(400, -2010, "Order would immediately match and take.")
+                return error_response(400, -2010, "Order would immediately match and take.")
             if crosses:
                 order["status"] = "EXPIRED"
                 return self._order_response(kind, order, [])
@@ -253,7 +249,7 @@ class FakeBinance:
         return trade
 
     def _order_response(self, kind: str, order: dict, fills: list[dict]) -> web.Response:
-        return _json(_spot_order(order, fills) if kind == SPOT else _fapi_order(order))
+        return json_response(spot_order(order, fills) if kind == SPOT else fapi_order(order))
 
     def _lookup(self, kind: str, params: dict[str, str]) -> dict | None:
         if "origClientOrderId" in params:
@@ -265,13 +261,13 @@ class FakeBinance:
     def _get(self, kind: str, params: dict[str, str], _fault) -> web.Response:
         order = self._lookup(kind, params)
         if order is None:
-            return _error(400, -2013, "Order does not exist.")
+            return error_response(400, -2013, "Order does not exist.")
         return self._order_response(kind, order, [])
 
     def _cancel(self, kind: str, params: dict[str, str], _fault) -> web.Response:
         order = self._lookup(kind, params)
         if order is None or order["status"] not in ("NEW", "PARTIALLY_FILLED"):
-            return _error(400, -2011, "Unknown order sent.")
+            return error_response(400, -2011, "Unknown order sent.")
         order["status"] = "CANCELED"
         order["updateTime"] = self._now()
         return self._order_response(kind, order, [])
@@ -280,42 +276,42 @@ class FakeBinance:
         rows = [o for (k, _), o in self.orders.items()
                 if k == kind and o["status"] in ("NEW", "PARTIALLY_FILLED")
                 and params.get("symbol", o["symbol"]) == o["symbol"]]
-        return _json([_spot_order(o, []) if kind == SPOT else _fapi_order(o) for o in rows])
+        return json_response([spot_order(o, []) if kind == SPOT else fapi_order(o) for o in rows])
 
     def _all(self, kind: str, params: dict[str, str], _fault) -> web.Response:
         rows = [o for (k, _), o in self.orders.items()
                 if k == kind and o["symbol"] == params["symbol"]]
-        return _json([_spot_order(o, []) if kind == SPOT else _fapi_order(o) for o in rows])
+        return json_response([spot_order(o, []) if kind == SPOT else fapi_order(o) for o in rows])
 
     def _trades(self, kind: str, params: dict[str, str], _fault) -> web.Response:
         rows = [t for t in self.trades if t["kind"] == kind and t["symbol"] == params["symbol"]
                 and ("orderId" not in params or t["orderId"] == int(params["orderId"]))]
-        return _json([_trade(t, kind) for t in rows])
+        return json_response([trade_row(t, kind) for t in rows])
 
     # -- account --------------------------------------------------------------------
 
     def _spot_account(self, _params, _fault) -> web.Response:
-        return _json({"accountType": "SPOT", "canTrade": True, "permissions": ["SPOT"],
+        return json_response({"accountType": "SPOT", "canTrade": True, "permissions": ["SPOT"],
                       "updateTime": self._now(), "balances": [
-                          {"asset": a, "free": _s(v), "locked": "0.00000000"}
+                          {"asset": a, "free": text(v), "locked": "0.00000000"}
                           for a, v in self.spot_balances.items()]})
 
     def _futures_account(self, _params, _fault) -> web.Response:
         upnl = sum((self._upnl(s, p) for s, p in self.positions.items()), Decimal(0))
         margin = self.futures_wallet + upnl
-        return _json({"totalWalletBalance": _s(self.futures_wallet),
-                      "totalMarginBalance": _s(margin), "availableBalance": _s(margin),
-                      "assets": [{"asset": "USDT", "walletBalance": _s(self.futures_wallet),
-                                  "unrealizedProfit": _s(upnl), "marginBalance": _s(margin),
+        return json_response({"totalWalletBalance": text(self.futures_wallet),
+                      "totalMarginBalance": text(margin), "availableBalance": text(margin),
+                      "assets": [{"asset": "USDT", "walletBalance": text(self.futures_wallet),
+                                  "unrealizedProfit": text(upnl), "marginBalance": text(margin),
                                   "initialMargin": "0", "maintMargin": "0",
-                                  "availableBalance": _s(margin),
-                                  "maxWithdrawAmount": _s(margin), "crossWalletBalance":
-                                  _s(self.futures_wallet), "crossUnPnl": _s(upnl),
+                                  "availableBalance": text(margin),
+                                  "maxWithdrawAmount": text(margin), "crossWalletBalance":
+                                  text(self.futures_wallet), "crossUnPnl": text(upnl),
                                   "updateTime": self._now()}],
                       "positions": []})
 
     def _funding_assets(self, _params, _fault) -> web.Response:
-        return _json([{"asset": a, "free": _s(v), "locked": "0", "freeze": "0",
+        return json_response([{"asset": a, "free": text(v), "locked": "0", "freeze": "0",
                        "withdrawing": "0", "btcValuation": "0"}
                       for a, v in self.funding_balances.items()])
 
@@ -329,15 +325,15 @@ class FakeBinance:
                 continue
             mark = self.prices[symbol]
             notional = p["amt"] * mark
-            rows.append({"symbol": symbol, "positionSide": "BOTH", "positionAmt": _s(p["amt"]),
-                         "entryPrice": _s(p["entry"]), "markPrice": _s(mark),
-                         "unRealizedProfit": _s(self._upnl(symbol, p)),
+            rows.append({"symbol": symbol, "positionSide": "BOTH", "positionAmt": text(p["amt"]),
+                         "entryPrice": text(p["entry"]), "markPrice": text(mark),
+                         "unRealizedProfit": text(self._upnl(symbol, p)),
                          "liquidationPrice": "0", "isolatedMargin": "0",
-                         "notional": _s(notional), "marginAsset": "USDT",
+                         "notional": text(notional), "marginAsset": "USDT",
                          "isolatedWallet": "0",
-                         "maintMargin": _s(abs(notional) * Decimal("0.004")),
+                         "maintMargin": text(abs(notional) * Decimal("0.004")),
                          "updateTime": self._now()})
-        return _json(rows)
+        return json_response(rows)
 
     def _income(self, params: dict[str, str], _fault) -> web.Response:
         start = int(params.get("startTime", 0))
@@ -346,129 +342,43 @@ class FakeBinance:
         rows = [r for r in self.income
                 if r["incomeType"] == params.get("incomeType", r["incomeType"])
                 and start <= int(r["time"]) <= end]
-        return _json(sorted(rows, key=lambda r: int(r["time"]))[:limit])
+        return json_response(sorted(rows, key=lambda r: int(r["time"]))[:limit])
 
     def _transfer(self, params: dict[str, str], _fault) -> web.Response:
         amount, asset = Decimal(params["amount"]), params["asset"]
         if params["type"] == "MAIN_UMFUTURE":
             if self.spot_balances.get(asset, Decimal(0)) < amount:
-                return _error(400, -5002, "You have insufficient balance.")
+                return error_response(400, -5002, "You have insufficient balance.")
             self.spot_balances[asset] -= amount
             self.futures_wallet += amount
         elif params["type"] == "UMFUTURE_MAIN":
             self.futures_wallet -= amount
             self.spot_balances[asset] = self.spot_balances.get(asset, Decimal(0)) + amount
         else:
-            return _error(400, -1002, f"fake binance: transfer type {params['type']}")
-        return _json({"tranId": 13526853623})
+            return error_response(400, -1002, f"fake binance: transfer type {params['type']}")
+        return json_response({"tranId": 13526853623})
 
     def _set_leverage(self, params: dict[str, str], _fault) -> web.Response:
         self.leverage[params["symbol"]] = int(params["leverage"])
-        return _json({"leverage": int(params["leverage"]), "maxNotionalValue": "1000000",
+        return json_response({"leverage": int(params["leverage"]), "maxNotionalValue": "1000000",
                       "symbol": params["symbol"]})
 
     def _set_margin_type(self, params: dict[str, str], _fault) -> web.Response:
         wanted = params["marginType"]
         if self.margin_type.get(params["symbol"], "CROSSED") == wanted:
-            return _error(400, -4046, "No need to change margin type.")
+            return error_response(400, -4046, "No need to change margin type.")
         self.margin_type[params["symbol"]] = wanted
-        return _json({"code": 200, "msg": "success"})
+        return json_response({"code": 200, "msg": "success"})
 
     def _set_dual(self, params: dict[str, str], _fault) -> web.Response:
         dual = params["dualSidePosition"] == "true"
         if dual == self.position_side_dual:
-            return _error(400, -4059, "No need to change position side.")
+            return error_response(400, -4059, "No need to change position side.")
         self.position_side_dual = dual
-        return _json({"code": 200, "msg": "success"})
+        return json_response({"code": 200, "msg": "success"})
 
     def _time(self, _params, _fault) -> web.Response:
-        return _json({"serverTime": self._now()})
-
-
-# -- response shapes (Binance's field names) -------------------------------------------
-
-
-def _s(value: Decimal | int) -> str:
-    return format(value, "f") if isinstance(value, Decimal) else str(value)
-
-
-def _json(payload) -> web.Response:
-    return web.Response(text=json.dumps(payload), content_type="application/json")
-
-
-def _error(status: int, code: int, message: str, headers: dict | None = None) -> web.Response:
-    return web.Response(status=status, text=json.dumps({"code": code, "msg": message}),
-                        content_type="application/json", headers=headers)
-
-
-def _refusal(fault: Fault, path: str) -> web.Response:
-    futures = path.startswith("/fapi")
-    if fault is Fault.RATE_LIMIT_RETRY_AFTER:
-        return _error(429, -1003, "Too many requests; current limit is 2400 requests per "
-                      "minute.", {"Retry-After": "7"})
-    if fault is Fault.RATE_LIMIT:
-        return _error(429, -1003, "Too many requests; current limit is 2400 requests per "
-                      "minute.")
-    if fault is Fault.INSUFFICIENT_MARGIN:
-        return _error(400, -2019, "Margin is insufficient.")
-    if fault is Fault.TIMESTAMP_OUTSIDE_RECV_WINDOW:
-        return _error(400, -1021, "Timestamp for this request is outside of the recvWindow.")
-    if fault is Fault.NO_FUTURES_PERMISSION:
-        return _error(401, -2015, "Invalid API-key, IP, or permissions for action.")
-    if fault is Fault.PRECISION:
-        return _error(400, -1111, "Precision is over the maximum defined for this asset.")
-    if fault is Fault.MIN_NOTIONAL:
-        if futures:
-            return _error(400, -4164, "Order's notional must be no smaller than 20 (unless "
-                          "you choose reduce only).")
-        return _error(400, -1013, "Filter failure: NOTIONAL")
-    raise AssertionError(fault)
-
-
-def _avg(order: dict) -> Decimal:
-    return order["quote"] / order["executedQty"] if order["executedQty"] else Decimal(0)
-
-
-def _spot_order(order: dict, fills: list[dict]) -> dict:
-    return {"symbol": order["symbol"], "orderId": order["orderId"], "orderListId": -1,
-            "clientOrderId": order["clientOrderId"], "transactTime": order["updateTime"],
-            "time": order["time"], "updateTime": order["updateTime"],
-            "price": _s(order["price"]), "origQty": _s(order["origQty"]),
-            "executedQty": _s(order["executedQty"]),
-            "cummulativeQuoteQty": _s(order["quote"]), "status": order["status"],
-            "timeInForce": order["timeInForce"], "type": order["type"], "side": order["side"],
-            "workingTime": order["time"], "selfTradePreventionMode": "EXPIRE_MAKER",
-            "fills": [{"price": _s(f["price"]), "qty": _s(f["qty"]),
-                       "commission": _s(f["commission"]),
-                       "commissionAsset": f["commissionAsset"], "tradeId": f["id"]}
-                      for f in fills]}
-
-
-def _fapi_order(order: dict) -> dict:
-    return {"orderId": order["orderId"], "symbol": order["symbol"], "status": order["status"],
-            "clientOrderId": order["clientOrderId"], "price": _s(order["price"]),
-            "avgPrice": _s(_avg(order)), "origQty": _s(order["origQty"]),
-            "executedQty": _s(order["executedQty"]), "cumQuote": _s(order["quote"]),
-            "timeInForce": order["timeInForce"], "type": order["type"],
-            "reduceOnly": order["reduceOnly"], "closePosition": False, "side": order["side"],
-            "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
-            "priceProtect": False, "origType": order["type"], "priceMatch": "NONE",
-            "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0,
-            "time": order["time"], "updateTime": order["updateTime"]}
-
-
-def _trade(trade: dict, kind: str) -> dict:
-    row = {"symbol": trade["symbol"], "id": trade["id"], "orderId": trade["orderId"],
-           "price": _s(trade["price"]), "qty": _s(trade["qty"]),
-           "quoteQty": _s(trade["quoteQty"]), "commission": _s(trade["commission"]),
-           "commissionAsset": trade["commissionAsset"], "time": trade["time"]}
-    if kind == SPOT:
-        row |= {"orderListId": -1, "isBuyer": trade["side"] == "BUY", "isMaker": False,
-                "isBestMatch": True}
-    else:
-        row |= {"side": trade["side"], "realizedPnl": "0", "marginAsset": "USDT",
-                "positionSide": "BOTH", "maker": False, "buyer": trade["side"] == "BUY"}
-    return row
+        return json_response({"serverTime": self._now()})
 
 
 def _exchange_info(path: Path):
