@@ -159,6 +159,20 @@ async def bybit() -> None:
     await record(client(), markets, out / "orders_cancel_filled_docs-example.json",
                  [not_found, _empty_bybit("linear"), closed], cancel_filled)
 
+    # Account setup when everything is already in place: 110025 "Position mode is not
+    # modified" and 110043 "Set leverage not modified" (documented error codes, v5 "Error
+    # Codes"), the account-wide margin mode accepted (documented success envelope).
+    def answer(code: int, message: str) -> dict:
+        return {"retCode": code, "retMsg": message, "result": {}, "retExtInfo": {},
+                "time": 1699440965441}
+
+    async def setup(c):
+        await c.setup_account(await c.market("LTC/USDT:USDT"), Decimal(6))
+
+    await record(client(), markets, out / "orders_setup_docs-example.json",
+                 [answer(110025, "Position mode is not modified"), answer(0, "OK"),
+                  answer(110043, "Set leverage not modified")], setup)
+
     positions = captured("bybit", "fetchPositions", "Fetch linear position")
     await record(client(), markets, out / "orders_positions_ccxt_static.json",
                  [positions, _empty_bybit("linear")], lambda c: c.fetch_positions())

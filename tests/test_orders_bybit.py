@@ -223,3 +223,14 @@ async def test_funding_pages_by_seven_day_windows_and_cursor(venue, monkeypatch)
     assert any("cursor" in a for a in asked)
     assert asked[0]["startTime"] == int(datetime(2024, 3, 1, tzinfo=UTC).timestamp() * 1000)
     assert asked[-1]["endTime"] == int(datetime(2024, 3, 25, tzinfo=UTC).timestamp() * 1000)
+
+
+async def test_account_setup_already_in_place_is_not_an_error(venue):
+    market = await venue.market("LTC/USDT:USDT")
+    with replaying(CASSETTES / "orders_setup_docs-example.json"):
+        await venue.setup_account(market, Decimal(6))  # 110025 and 110043: nothing to change
+    bodies = [json.loads(r["body"]) for r in sent("orders_setup_docs-example.json")]
+    mode = json.loads(static_request("Set position mode to one-way mode")["output"])
+    assert bodies[0] == mode | {"symbol": "LTCUSDT"}
+    assert bodies[1] == json.loads(static_request("Set margin mode to cross margin")["output"])
+    assert bodies[2] == json.loads(static_request("Set leverage swap linear")["output"])

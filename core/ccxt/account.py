@@ -142,7 +142,7 @@ class CcxtAccount(CcxtRequests):
 
             try:
                 return await call()
-            except ccxt.MarginModeAlreadySet:
+            except (ccxt.MarginModeAlreadySet, ccxt.NoChange):
                 return None
             except ccxt.ExchangeError as exc:
                 if self._is_already_set(exc):

@@ -34,9 +34,10 @@ from perpcarry.venues.protocol import VenueContext
 # paging (bybit-exchange.github.io/docs/v5/order/execution, read 2026-12).
 EXECUTION_WINDOW_MS = int(timedelta(days=7).total_seconds() * 1000)
 EXECUTION_PAGE_LIMIT = 100
-# 110025 "Position mode is not modified", 110026 "Cross/isolated margin mode is not
-# modified", 110043 "Set leverage not modified" (v5 error codes, read 2026-12).
-ALREADY_SET_CODES = frozenset({110025, 110026, 110043})
+# 110043 "Set leverage not modified" (v5 error codes, read 2026-12), which ccxt maps to
+# BadRequest; 110025 and 110026 (position and margin mode not modified) it maps to NoChange
+# and MarginModeAlreadySet, which the base accepts.
+ALREADY_SET_CODES = frozenset({110043})
 
 
 def _with_market_order_limits(fetch_markets):
