@@ -43,7 +43,7 @@ def test_every_ccxt_exception_maps_as_the_table_says(cls):
 
 
 @pytest.mark.parametrize(("cls", "expected"), [
-    (ccxt.InvalidNonce, errors.NetworkError),
+    (ccxt.InvalidNonce, errors.ClockSkew),
     (ccxt.InsufficientFunds, errors.InsufficientFunds),
     (ccxt.InvalidOrder, errors.InvalidOrder),
     (ccxt.OrderNotFound, errors.OrderNotFound),

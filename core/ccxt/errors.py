@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from perpcarry.domain.errors import (
     AuthenticationError,
     BadSymbol,
+    ClockSkew,
     DuplicateClientOrderId,
     ExchangeUnavailable,
     InsufficientFunds,
@@ -57,7 +58,8 @@ CCXT_ERRORS: dict[str, tuple[type[VenueError], str]] = {
     "InvalidOrder": (InvalidOrder, "invalid order"),
     "OrderNotFound": (OrderNotFound, "order not found"),
     "OrderNotCached": (OrderNotFound, "order not found"),
-    "OrderImmediatelyFillable": (InvalidOrder, "post-only order would fill immediately"),
+    "OrderImmediatelyFillable": (InvalidOrder, "post-only order would have taken liquidity, "
+                                               "not placed"),
     "OrderNotFillable": (InvalidOrder, "order cannot be filled"),
     "DuplicateOrderId": (DuplicateClientOrderId, "duplicate client order id"),
     "ContractUnavailable": (InvalidOrder, "contract unavailable"),
@@ -72,7 +74,8 @@ CCXT_ERRORS: dict[str, tuple[type[VenueError], str]] = {
     "ExchangeNotAvailable": (ExchangeUnavailable, "exchange unavailable or in maintenance"),
     "OnMaintenance": (ExchangeUnavailable, "exchange unavailable or in maintenance"),
     # Binance -1021: the request's timestamp is outside recvWindow.
-    "InvalidNonce": (NetworkError, "request timestamp rejected (is the system clock right?)"),
+    "InvalidNonce": (ClockSkew, "request timestamp refused, not executed (is the system clock "
+                                "right?)"),
     "ChecksumError": (InvalidResponse, "order book checksum mismatch"),
     "RequestTimeout": (RequestTimedOut, "request timed out"),
     "BadResponse": (InvalidResponse, "invalid response"),
@@ -90,6 +93,8 @@ _HTTP_STATUS = re.compile(
     r"^\S+ (?:GET|POST|PUT|DELETE|PATCH) (?P<url>https?://\S+) (?P<code>\d{3}) ?(?P<rest>.*)$")
 _URL = re.compile(r"\bhttps?://[^\s?\"']+(\?[^\s\"']*)?")
 _SIGNED = re.compile(r"\b(signature|sign|timestamp|recvWindow|apiKey)=[^&\s\"']*", re.IGNORECASE)
+
+# A signed request's query (Binance puts it in the URL, which ccxt quotes in its messages).
 
 
 def translate_ccxt_error(

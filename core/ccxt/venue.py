@@ -39,6 +39,7 @@ from perpcarry.ccxt.transport import rebase, tls_context, venue_url
 from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.errors import (
     BadSymbol,
+    ClockSkew,
     InvalidResponse,
     NetworkError,
     NotRecorded,
@@ -232,7 +233,8 @@ class CcxtVenue(ABC):
             except (RateLimitError, NetworkError) as err:
                 allowed = min(retries, TIMEOUT_RETRIES) if isinstance(err, RequestTimedOut) \
                     else retries
-                if attempt >= allowed or isinstance(err, NotRecorded):
+                # A refused timestamp is not retried as it is: the caller resyncs the clock.
+                if attempt >= allowed or isinstance(err, NotRecorded | ClockSkew):
                     raise
                 delay = backoff_delay(attempt, getattr(err, "retry_after", None))
                 # Not a warning: the caller reports the failure once if the retries fail.

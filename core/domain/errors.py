@@ -139,3 +139,9 @@ class OutcomeUnknown(VenueError):
     taken effect: a timeout, an HTTP 5xx or a venue saying "execution status unknown" after
     it was sent. Never retried blind; the caller must query the venue (by client order id)
     to learn what happened."""
+
+
+class ClockSkew(NetworkError):
+    """The venue refused the request's timestamp (outside its receive window, Binance
+    -1021): nothing was executed. Resync the clock offset; then the same request (same
+    client id) may be sent."""

@@ -14,6 +14,7 @@ from perpcarry.domain.types import (
     MarketKind,
     SkipLog,
 )
+from perpcarry_binance.orders import BinanceOrders
 from perpcarry_binance.parsing import (
     parse_book_tickers,
     parse_funding_info,
@@ -56,8 +57,9 @@ BOOK_ENDPOINTS = {
 }
 
 
-class BinanceVenue(CcxtVenue):
-    """Binance market data: spot (api.binance.com) and USDⓈ-M perps (fapi.binance.com)."""
+class BinanceVenue(BinanceOrders, CcxtVenue):
+    """Binance market data and orders: spot (api.binance.com) and USDⓈ-M perps
+    (fapi.binance.com)."""
 
     venue_id = "binance"
     ccxt_id = "binance"

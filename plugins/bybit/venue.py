@@ -15,6 +15,7 @@ from perpcarry.domain.types import (
     MarketKind,
 )
 from perpcarry.venues.protocol import VenueContext
+from perpcarry_bybit.orders import BybitOrders
 from perpcarry_bybit.parsing import (
     parse_book_tickers,
     parse_funding_history,
@@ -26,7 +27,7 @@ from perpcarry_bybit.parsing import (
 LINEAR_TICKERS_REUSE_SECONDS = 5.0
 
 
-class BybitVenue(CcxtVenue):
+class BybitVenue(BybitOrders, CcxtVenue):
     """Bybit spot + linear perps. Funding interval and caps come from instruments-info
     (kept by ccxt in ``market['info']`` and cached on disk with the markets)."""
 

@@ -25,6 +25,7 @@ from perpcarry.domain.types import (
 )
 from perpcarry.venues.protocol import VenueContext
 
+from .orders import OkxOrders
 from .parsing import (
     parse_funding_history,
     parse_funding_rates,
@@ -36,7 +37,7 @@ from .parsing import (
 INST_TYPE = {MarketKind.SPOT: "SPOT", MarketKind.PERP: "SWAP"}
 
 
-class OkxVenue(CcxtVenue):
+class OkxVenue(OkxOrders, CcxtVenue):
     """OKX spot + linear swaps. Every public endpoint used here answers all instruments of
     a type in one request, so a full funding snapshot is one request and books one per kind."""
 
