@@ -8,7 +8,6 @@ import io
 import json
 import re
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -156,20 +155,32 @@ def test_live_account_without_credentials_names_the_env_vars(run_cli):
 
 
 def test_live_account_of_a_venue_without_an_order_half_is_refused(run_cli, monkeypatch):
-    from perpcarry.venues.orders import OrderVenue
+    """A third-party plugin that ships only the market-data half: its live account is
+    refused in one line, with no credential in it."""
+    from test_plugins import _fake_plugin
 
-    monkeypatch.setenv("PERPCARRY_VENUES__BYBIT__API_KEY", "key-123")
-    monkeypatch.setenv("PERPCARRY_VENUES__BYBIT__SECRET", "secret-456")
-    spec = load_config(None).registry.venues["bybit"]
-    client = spec.factory(spec.config_model(), VenueContext(cache_dir=Path("."),
-                                                             offline=True))
-    implements = isinstance(client, OrderVenue)
-    asyncio.run(client.close())
-    result = run_cli("account", "--venues", "bybit")
-    if implements:  # once the ccxt order half is merged, the refusal is the network's
-        pytest.skip("bybit's client implements the order half on this branch")
+    from perpcarry.config.settings import VenueConfig
+    from perpcarry.venues.protocol import VenueCapabilities, VenueSpec
+
+    class MarketDataOnly:
+        venue_id = "mdonly"
+
+        async def close(self) -> None:
+            return None
+
+    def register_venues(register):
+        register(VenueSpec("mdonly", "Market data only", VenueConfig,
+                           VenueCapabilities(True, True, True, False, False, (8,)),
+                           factory=lambda config, context: MarketDataOnly()))
+
+    _fake_plugin(monkeypatch, "mdonly_plugin", register_venues=register_venues)
+    monkeypatch.setenv("PERPCARRY_VENUES__MDONLY__ENABLED", "true")
+    monkeypatch.setenv("PERPCARRY_VENUES__MDONLY__API_KEY", "key-123")
+    monkeypatch.setenv("PERPCARRY_VENUES__MDONLY__SECRET", "secret-456")
+    result = run_cli("account", "--venues", "mdonly")
     assert result.exit_code == 2
-    assert "does not implement the order half (OrderVenue)" in result.stderr
+    assert "mdonly: the mdonly_plugin plugin does not implement the order half (OrderVenue)" \
+        in result.stderr
     assert "key-123" not in result.stderr and "secret-456" not in result.stderr
 
 

@@ -5,8 +5,20 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from perpcarry.domain.parsing import MalformedField, decimal_field, int_field, optional_decimal
+from perpcarry.domain.parsing import (
+    EARLIEST_MS,
+    LATEST_MS,
+    MalformedField,
+    best_bid_ask,
+    decimal_field,
+    int_field,
+    optional_decimal,
+    time_field,
+    to_ms,
+)
 
 NOT_A_NUMBER = [
     ({}, "field rate is missing"),
@@ -58,3 +70,66 @@ def test_optional_field_absent_or_blank_is_none_but_malformed_is_an_error():
     assert optional_decimal({"mark": "65000.1"}, "mark") == Decimal("65000.1")
     with pytest.raises(MalformedField, match="invalid value 'n/a'"):
         optional_decimal({"mark": "n/a"}, "mark")
+
+
+# -- values that are numbers but not plausible ones, and the one book rule -------------------
+
+
+@pytest.mark.parametrize("value", ["1e400", 1e400, "-1e31", float("nan"), "sNaN"])
+def test_a_number_beyond_any_market_figure_is_malformed(value):
+    with pytest.raises(MalformedField, match=r"^field rate is invalid value"):
+        decimal_field({"rate": value}, "rate")
+
+
+@given(ms=st.integers(min_value=-(10**30), max_value=10**30))
+def test_a_time_field_is_epoch_milliseconds_or_an_error(ms):
+    """Seconds, micro- and nanoseconds and garbage are refused by name; no ValueError or
+    OverflowError from datetime ever escapes."""
+    if EARLIEST_MS <= ms < LATEST_MS:
+        assert to_ms(time_field({"time": ms}, "time")) == ms
+    else:
+        with pytest.raises(MalformedField, match=f"^field time is {ms}, not a time in epoch "
+                                                 "milliseconds$"):
+            time_field({"time": ms}, "time")
+
+
+def test_a_microsecond_or_nanosecond_time_is_named():
+    for scale in (1000, 1_000_000):
+        with pytest.raises(MalformedField, match="not a time in epoch milliseconds"):
+            time_field({"fundingTime": str(1757376000000 * scale)}, "fundingTime")
+
+
+@given(bid=st.decimals(min_value=-10, max_value=10**6, places=8),
+       ask=st.decimals(min_value=-10, max_value=10**6, places=8))
+def test_best_bid_ask_is_two_sided_or_an_error(bid, ask):
+    record = {"b": str(bid), "a": str(ask)}
+    if bid > 0 and ask > 0 and bid <= ask:
+        assert best_bid_ask(record, "b", "a") == (bid, ask)
+    else:
+        with pytest.raises(MalformedField, match=r"^(empty|crossed) book \(bid "):
+            best_bid_ask(record, "b", "a")
+
+
+def test_every_plugin_parser_reports_a_malformed_history_field_as_malformed_field():
+    from perpcarry.domain.types import Market, MarketKind
+    from perpcarry_binance.parsing import parse_funding_rates
+    from perpcarry_bybit.parsing import parse_funding_history as bybit_history
+    from perpcarry_okx.parsing import parse_funding_history as okx_history
+
+    def perp(venue_symbol: str) -> Market:
+        return Market("x", "BTC/USDT:USDT", venue_symbol, "BTC", "USDT", "USDT",
+                      MarketKind.PERP, Decimal(1), Decimal("0.001"), Decimal("0.001"), None,
+                      Decimal("0.1"))
+
+    parsers = [
+        lambda: parse_funding_rates("binance", [{"symbol": "BTCUSDT", "fundingRate": "0.0001",
+                                                 "fundingTime": "soon"}], perp("BTCUSDT")),
+        lambda: bybit_history("bybit", {"result": {"list": [
+            {"symbol": "BTCUSDT", "fundingRate": "0.0001", "fundingRateTimestamp": "soon"}]}},
+            perp("BTCUSDT")),
+        lambda: okx_history("okx", perp("BTC-USDT-SWAP"), [
+            {"instId": "BTC-USDT-SWAP", "fundingRate": "0.0001", "fundingTime": "soon"}]),
+    ]
+    for parse in parsers:
+        with pytest.raises(MalformedField, match="invalid value 'soon'"):
+            parse()

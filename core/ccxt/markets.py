@@ -37,6 +37,10 @@ def market_from_ccxt(venue: str, m: dict[str, Any]) -> Market | None:
     if step is None or tick is None:
         return None
     min_quantity = _dec((limits.get("amount") or {}).get("min")) or step
+    # ccxt's ``limits.market`` is the market-order limit where a venue publishes one
+    # (Binance MARKET_LOT_SIZE); a zero maximum means none.
+    max_quantity = _dec((limits.get("amount") or {}).get("max")) or None
+    max_market_quantity = _dec((limits.get("market") or {}).get("max")) or None
     return Market(
         venue=venue,
         symbol=m["symbol"],
@@ -50,4 +54,6 @@ def market_from_ccxt(venue: str, m: dict[str, Any]) -> Market | None:
         min_quantity=min_quantity,
         min_notional=_dec((limits.get("cost") or {}).get("min")),
         price_tick=tick,
+        max_quantity=max_quantity,
+        max_market_quantity=max_market_quantity,
     )

@@ -20,3 +20,10 @@ def rebase(urls: Any, base_url: str) -> Any:
     if isinstance(urls, str) and urls.startswith("https://"):
         return f"{base_url.rstrip('/')}/{urls.removeprefix('https://')}"
     return urls
+
+
+def venue_url(url: str, base_url: str) -> str:
+    """The venue's own URL of a rebased one: ``{base_url}/host/path`` back to
+    ``https://host/path`` (ccxt picks some venues' error tables by the URL's host)."""
+    prefix = f"{base_url.rstrip('/')}/"
+    return f"https://{url.removeprefix(prefix)}" if base_url and url.startswith(prefix) else url

@@ -13,9 +13,9 @@ import functools
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from loguru import logger
 
 from perpcarry.ccxt.cache_warnings import NOT_CACHING, report_unusable_cache
-from perpcarry.ccxt.errors import translate_ccxt_error
+from perpcarry.ccxt.errors import endpoint_path, translate_ccxt_error
 from perpcarry.ccxt.history_store import (
     CachedTail,
     FundingHistoryStore,
@@ -35,22 +35,30 @@ from perpcarry.ccxt.history_store import (
 from perpcarry.ccxt.markets import market_from_ccxt
 from perpcarry.ccxt.ratelimit import WeightBudget, backoff_delay
 from perpcarry.ccxt.response_cache import ResponseCache
-from perpcarry.ccxt.transport import rebase, tls_context
+from perpcarry.ccxt.transport import rebase, tls_context, venue_url
 from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.errors import (
     BadSymbol,
+    ClockSkew,
     InvalidResponse,
     NetworkError,
     NotRecorded,
     RateLimitError,
+    RequestTimedOut,
     VenueError,
 )
-from perpcarry.domain.parsing import to_ms
+from perpcarry.domain.parsing import MalformedField, to_ms
 from perpcarry.domain.types import FeeSchedule, FundingRecord, Market, MarketKind
 from perpcarry.money.fees import account_fee_schedule
 from perpcarry.venues.protocol import VenueContext
 
+# Retries of an idempotent request after a rate limit or a network error; a state-changing
+# request is never retried (see ``request``).
 MAX_RETRIES = 3
+# How long one request may take. A venue that let one time out is retried once, not three
+# times: a hung endpoint would otherwise hold the scan for four timeouts.
+REQUEST_TIMEOUT_SECONDS = 10
+TIMEOUT_RETRIES = 1
 # A settlement reaches the venue's history endpoint a moment after it happens; the cache
 # never records the latest minutes as fetched, so a late record is picked up next time.
 SETTLEMENT_PUBLISH_LAG = timedelta(minutes=5)
@@ -97,6 +105,7 @@ class CcxtVenue(ABC):
             for field_name, ccxt_key in self.credential_keys.items():
                 params[ccxt_key] = getattr(config, field_name).get_secret_value()
         self.exchange = getattr(ccxt_async, self.ccxt_id)(params)
+        self.exchange.timeout = REQUEST_TIMEOUT_SECONDS * 1000
         if context.offline:
             # A replay never opens a connection: no CA bundle to read (tens of milliseconds),
             # a context that trusts nothing, and no 250 ms wait in close() for TLS
@@ -115,8 +124,14 @@ class CcxtVenue(ABC):
         }
         if config.sandbox:
             self.exchange.set_sandbox_mode(True)
-        if context.base_url:
-            self.exchange.urls["api"] = rebase(self.exchange.urls["api"], context.base_url)
+        base_url = self._base_url = config.base_url or context.base_url
+        if base_url:
+            self.exchange.urls["api"] = rebase(self.exchange.urls["api"], base_url)
+            # ccxt reads an error body by the venue's URL (Binance: one code table for spot,
+            # another for USDⓈ-M): it sees the URL the request would have had.
+            handle_errors = self.exchange.handle_errors
+            self.exchange.handle_errors = lambda code, reason, url, *rest: handle_errors(
+                code, reason, venue_url(url, base_url), *rest)
         self.budgets = {
             group: WeightBudget(
                 per_minute, config.weight_budget_share, time.monotonic, context.sleep
@@ -150,9 +165,14 @@ class CcxtVenue(ABC):
     async def _send(self, url: str, method: str = "GET", headers: Any = None,
                     body: Any = None) -> Any:
         """Every HTTP request ccxt sends goes through here (it replaces the exchange's
-        ``fetch``): counted, and while markets load, charged to the budget its path is
-        declared against. Other requests are charged by :meth:`_with_retries`, one weight
-        per call, each call sending exactly one request."""
+        ``fetch``, implicit and unified calls alike): counted, and while markets load,
+        charged to the budget its path is declared against (other requests are charged by
+        :meth:`_with_retries`, one weight per call, each call sending exactly one request).
+        A body that is not a JSON object or array is refused: ccxt hands such a body back as
+        text, and its unified parsers would read an HTML page or an empty body as "no
+        markets"."""
+        import ccxt
+
         if _LOADING_MARKETS.get():
             path = urlsplit(url).path
             cost = next((c for p, c in self.market_requests.items() if path.endswith(p)), None)
@@ -162,36 +182,63 @@ class CcxtVenue(ABC):
             weight, budget = cost
             await self.budgets[budget].acquire(weight)
         self.request_count += 1
-        return await self._ccxt_fetch(url, method, headers, body)
+        answer = await self._ccxt_fetch(url, method, headers, body)
+        if isinstance(answer, dict | list):
+            return answer
+        path = endpoint_path(venue_url(url, self._base_url or ""))
+        # A ccxt error, so the one translator decides what it is (for an order sent once,
+        # OutcomeUnknown: the venue may have acted before the broken answer).
+        raise ccxt.BadResponse(f"{_body_kind(answer)} from {path}")
 
     @asynccontextmanager
-    async def _translated(self, what: str) -> AsyncIterator[None]:
+    async def _translated(self, what: str, idempotent: bool = True) -> AsyncIterator[None]:
         import ccxt
 
         try:
             yield
         except VenueError:
             raise
-        except (ccxt.BaseError, ValueError, KeyError, TypeError) as exc:
+        # Besides ccxt's own errors, what ccxt's parsing of a malformed body raises.
+        except (ccxt.BaseError, ValueError, LookupError, TypeError, AttributeError,
+                ArithmeticError) as exc:
             raise translate_ccxt_error(
-                self.venue_id, exc, self.exchange.last_response_headers
+                self.venue_id, exc, self.exchange.last_response_headers, idempotent=idempotent
             ) from None
         except Exception as exc:
             if type(exc).__name__ == "CannotOverwriteExistingCassetteException":
                 raise NotRecorded(self.venue_id, f"{what} is not in the recorded session") from None
             raise
 
-    async def _with_retries(self, what: str, weight: int, budget: str, call) -> Any:
-        for attempt in range(MAX_RETRIES + 1):
+    @contextmanager
+    def parsing(self, what: str) -> Iterator[None]:
+        """Around a plugin's parsing of a response: a ``MalformedField`` its parser raises
+        becomes this venue's ``InvalidResponse`` naming ``what``. The one way every plugin
+        reports a response it cannot read."""
+        try:
+            yield
+        except MalformedField as err:
+            raise InvalidResponse(self.venue_id, f"invalid {what}: {err}") from None
+
+    async def _with_retries(self, what: str, weight: int, budget: str, call, *,
+                            idempotent: bool = True) -> Any:
+        """``call()`` under the weight budget, translated; an idempotent call is retried
+        after a rate limit or a network error, a state-changing one never: a retry could
+        place an order twice."""
+        retries = MAX_RETRIES if idempotent else 0
+        for attempt in range(retries + 1):
             await self.budgets[budget].acquire(weight)
             try:
-                async with self._translated(what):
+                async with self._translated(what, idempotent):
                     return await call()
             except (RateLimitError, NetworkError) as err:
-                if attempt == MAX_RETRIES or isinstance(err, NotRecorded):
+                allowed = min(retries, TIMEOUT_RETRIES) if isinstance(err, RequestTimedOut) \
+                    else retries
+                # A refused timestamp is not retried as it is: the caller resyncs the clock.
+                if attempt >= allowed or isinstance(err, NotRecorded | ClockSkew):
                     raise
                 delay = backoff_delay(attempt, getattr(err, "retry_after", None))
-                logger.warning("{}: {}; retrying {} in {:.1f}s", self.venue_id, err, what, delay)
+                # Not a warning: the caller reports the failure once if the retries fail.
+                logger.info("{}: {}; retrying {} in {:.1f}s", self.venue_id, err, what, delay)
                 await self.context.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -202,10 +249,20 @@ class CcxtVenue(ABC):
         *,
         weight: int = 1,
         budget: str = "default",
+        idempotent: bool = True,
     ) -> Any:
-        """Call one of ccxt's implicit API methods (e.g. ``fapiPublicGetPremiumIndex``)."""
+        """Call one of ccxt's implicit API methods (e.g. ``fapiPublicGetPremiumIndex``); its
+        decoded JSON object or array, anything else (an HTML page, an empty or truncated
+        body) an ``InvalidResponse`` naming the endpoint (see ``_json_fetch``).
+
+        ``idempotent`` says whether the request may be sent again after a failure. Reads
+        are, whatever their HTTP method (some venues read market data with POST). Order
+        placement, cancels, transfers and leverage changes must pass ``idempotent=False``:
+        they are sent once, and a failure after which the venue may have acted is
+        ``OutcomeUnknown``."""
         method = getattr(self.exchange, endpoint)
-        return await self._with_retries(endpoint, weight, budget, lambda: method(params or {}))
+        return await self._with_retries(endpoint, weight, budget, lambda: method(params or {}),
+                                        idempotent=idempotent)
 
     # -- markets ----------------------------------------------------------------------
 
@@ -453,3 +510,19 @@ def _is_markets(payload: Any) -> bool:
     """Whether a cached payload is ccxt's markets by symbol, as ``_load_markets`` writes."""
     return isinstance(payload, dict) and all(isinstance(m, dict) and "symbol" in m
                                              for m in payload.values())
+
+
+def _body_kind(body: Any) -> str:
+    """What came back instead of a JSON object or array (ccxt hands back the raw text)."""
+    if body is None or (isinstance(body, str) and not body.strip()):
+        return "empty body instead of JSON"
+    if not isinstance(body, str):  # a body without a text content type
+        return "non-JSON body instead of JSON"
+    text = body.strip()
+    if text.startswith("<"):
+        return "HTML instead of JSON"
+    if text.startswith(("{", "[")):
+        # Cut off, or whole but not JSON ccxt reads (NaN, a number beyond float, ...).
+        broken = "malformed" if text.endswith(("}", "]")) else "truncated"
+        return f"{broken} JSON ({len(text)} characters)"
+    return f"non-JSON body {text[:40]!r} instead of JSON"

@@ -10,6 +10,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -70,6 +71,20 @@ class VenueConfig(StrictModel):
     # Share of the venue's published request-weight budget perpcarry may use.
     weight_budget_share: float = Field(default=0.6, gt=0, le=1)
     fees: FeeOverride = FeeOverride()
+    # Send every REST request of the venue to this address instead of the venue's hosts:
+    # https://fapi.binance.com/fapi/v1/x becomes {base_url}/fapi.binance.com/fapi/v1/x
+    # (a local replay, a fake exchange, a relay).
+    base_url: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+                raise ValueError(f"must be an http:// or https:// URL without a query, "
+                                 f"got {url!r}")
+        return url
 
     @model_validator(mode="before")
     @classmethod
@@ -110,6 +125,9 @@ class ScanConfig(StrictModel):
     :meth:`perpcarry.scan.engine.ScanOptions.validate`, whether a value comes from here or
     from a flag."""
 
+    # A venue that has not answered everything within this many seconds fails with "no
+    # answer within N s"; the other venues' rows are still shown.
+    deadline_seconds: float = Field(default=60.0, gt=0)
     horizon_days: float = 30.0
     estimator: Estimator = "mean"
     window_days: float = 7.0

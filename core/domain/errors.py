@@ -73,7 +73,12 @@ class VenueError(PerpcarryError):
 
 
 class NetworkError(VenueError):
-    pass
+    """The request did not get an answer: DNS, connection, TLS, timeout. The message names
+    which."""
+
+
+class RequestTimedOut(NetworkError):
+    """The venue did not answer one request within the per-request timeout."""
 
 
 class NotRecorded(NetworkError):
@@ -99,31 +104,44 @@ class BadSymbol(VenueError):
 
 
 class InvalidResponse(VenueError):
-    """The venue answered with something that cannot be parsed."""
+    """The venue answered with something that cannot be parsed: an HTML page, an empty or
+    truncated body, a malformed field."""
 
 
-# -- the order path ------------------------------------------------------------------------
+class RequestRejected(VenueError):
+    """The venue understood the request and refused it with an error of its own (a code and
+    message in its error JSON) that none of the more specific types below names."""
 
 
-class InsufficientFunds(VenueError):
-    """Not enough balance or margin for the order."""
+# -- the order path: what placing, cancelling or querying an order can end in --------------
 
 
-class InvalidOrder(VenueError):
-    """The venue refused the order's terms: precision, min notional, max quantity, a
-    reduce-only order that would open. Checked before sending, so reaching the venue with
-    one is a bug of ours."""
+class InsufficientFunds(RequestRejected):
+    """Not enough balance or margin for the order; nothing was placed."""
 
 
-class OrderNotFound(VenueError):
-    """The venue does not know the order (where a call needs it to exist, e.g. cancel)."""
+class InvalidOrder(RequestRejected):
+    """The venue rejected the order's terms (price or quantity precision, minimum notional,
+    maximum quantity, an order type it does not accept); nothing was placed."""
 
 
-class DuplicateClientOrderId(VenueError):
-    """The venue already has an order with this client order id."""
+class OrderNotFound(RequestRejected):
+    """The venue knows no order with the id or client order id asked about."""
+
+
+class DuplicateClientOrderId(InvalidOrder):
+    """An order with this client order id already exists: the earlier send reached the venue.
+    Query that order by its client id instead of placing it again."""
 
 
 class OutcomeUnknown(VenueError):
-    """A request that may have changed state got no clear answer (a timeout, a 5xx, an
-    "unknown status"): the order may or may not exist. Query it by client id; never re-send
-    blind."""
+    """A state-changing request (place, cancel, transfer, set leverage) may or may not have
+    taken effect: a timeout, an HTTP 5xx or a venue saying "execution status unknown" after
+    it was sent. Never retried blind; the caller must query the venue (by client order id)
+    to learn what happened."""
+
+
+class ClockSkew(NetworkError):
+    """The venue refused the request's timestamp (outside its receive window, Binance
+    -1021): nothing was executed. Resync the clock offset; then the same request (same
+    client id) may be sent."""

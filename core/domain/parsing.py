@@ -8,13 +8,28 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+# No price, size, volume, rate or epoch-millisecond time of any venue comes near 10^30; a
+# number beyond it is a corrupted field (and past 1e308 the float money math would read inf).
+MAX_MAGNITUDE = Decimal("1e30")
+# Epoch milliseconds of 2009-01-03 (the first bitcoin block) and 2100-01-01: a time outside
+# is in another unit (seconds, micro- or nanoseconds) or corrupted.
+EARLIEST_MS, LATEST_MS = 1_230_940_800_000, 4_102_444_800_000
+
 
 class MalformedField(ValueError):
-    """A required field of a venue record is missing, null, empty or not a number."""
+    """A required field of a venue record is missing, null, empty or not a number, or a
+    response is not shaped as the endpoint documents. Every plugin parser raises this one
+    type; the venue turns it into ``InvalidResponse`` or a skipped symbol."""
 
-    def __init__(self, name: str, value: Any) -> None:
-        shown = "missing" if value is None else f"invalid value {value!r}"
-        super().__init__(f"field {name} is {shown}")
+    def __init__(self, name: str, value: Any, problem: str | None = None) -> None:
+        shown = "missing" if value is None else f"invalid value {_shown(value)}"
+        super().__init__(problem or f"field {name} is {shown}")
+        self.field = name
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def decimal_field(record: dict[str, Any], name: str) -> Decimal:
@@ -24,7 +39,7 @@ def decimal_field(record: dict[str, Any], name: str) -> Decimal:
         number = Decimal(value if isinstance(value, str) else str(value))
     except InvalidOperation:
         raise MalformedField(name, value) from None
-    if not number.is_finite():
+    if not number.is_finite() or abs(number) > MAX_MAGNITUDE:
         raise MalformedField(name, value)
     return number
 
@@ -45,6 +60,29 @@ def int_field(record: dict[str, Any], name: str) -> int:
     if number != number.to_integral_value():
         raise MalformedField(name, record.get(name))
     return int(number)
+
+
+def time_field(record: dict[str, Any], name: str) -> datetime:
+    """An epoch-millisecond field as an aware UTC datetime; a value in another unit (a
+    micro- or nanosecond timestamp) or out of any plausible range is malformed."""
+    ms = int_field(record, name)
+    if not EARLIEST_MS <= ms < LATEST_MS:
+        raise MalformedField(name, record.get(name),
+                             f"field {name} is {ms}, not a time in epoch milliseconds")
+    return from_ms(ms)
+
+
+def best_bid_ask(record: dict[str, Any], bid_name: str, ask_name: str) -> tuple[Decimal, Decimal]:
+    """The best bid and ask of a book record: both present and positive, the bid not above
+    the ask (equal is a locked book, still two-sided). The one rule every venue's books
+    follow; anything else is a ``MalformedField`` that skips the symbol."""
+    bid = decimal_field(record, bid_name)
+    ask = decimal_field(record, ask_name)
+    if bid <= 0 or ask <= 0:
+        raise MalformedField(bid_name, bid, f"empty book (bid {bid:f}, ask {ask:f})")
+    if bid > ask:
+        raise MalformedField(bid_name, bid, f"crossed book (bid {bid:f} > ask {ask:f})")
+    return bid, ask
 
 
 def to_ms(moment: datetime) -> int:

@@ -20,9 +20,10 @@ from statistics import median
 
 from loguru import logger
 
+from perpcarry.ccxt.errors import redact
 from perpcarry.config.loader import Config
 from perpcarry.config.settings import MAX_DAYS
-from perpcarry.domain.errors import InvalidValue, UsageError, VenueError
+from perpcarry.domain.errors import InvalidValue, PerpcarryError, UsageError, VenueError
 from perpcarry.domain.types import (
     BookSnapshot,
     BookTop,
@@ -186,16 +187,19 @@ async def _gather_venue(
         client.prefetch_funding_history([p.perp.symbol for p in pairs],
                                         _history_lookback(options))
     progress(venue_id, "loading funding and books")
-    funding, spot_books, perp_books, fees = await asyncio.gather(
+    funding, spot_books, perp_books, fees = await _all(
         client.fetch_funding_snapshot(),
         _books(client, MarketKind.SPOT, notes, declared.bulk_books),
         _books(client, MarketKind.PERP, notes, declared.bulk_books),
-        config.registry.fee_model(venue_id).fee_schedule(config.venues[venue_id], client),
+        _fees(config, venue_id, client, notes),
     )
     skipped.extend(funding.skipped)
+    # A symbol the venue's parser already skipped (by unified or venue symbol) counts once.
+    already = {s.symbol for s in funding.skipped}
     quoted = [p for p in pairs if p.perp.symbol in funding.quotes]
     for p in pairs:
-        if p.perp.symbol not in funding.quotes:
+        if p.perp.symbol not in funding.quotes and \
+                not {p.perp.symbol, p.perp.venue_symbol} & already:
             skipped.append(Skipped(venue_id, p.perp.symbol, "no funding quote in the snapshot"))
     snapshot_time = max((q.timestamp for q in funding.quotes.values()), default=None)
     if snapshot_time is None:
@@ -206,6 +210,8 @@ async def _gather_venue(
         history = await _histories(
             client, venue_id, quoted, funding.quotes, options, skipped, progress
         )
+        # A pair without history was skipped, with its reason, once.
+        quoted = [p for p in quoted if p.perp.symbol in history]
     books = {
         k: b
         for k, b in ((MarketKind.SPOT, spot_books), (MarketKind.PERP, perp_books))
@@ -213,6 +219,32 @@ async def _gather_venue(
     }
     progress(venue_id, "done")
     return VenueData(venue_id, quoted, funding, books, fees, history, snapshot_time, skipped, notes)
+
+
+async def _all(*steps):
+    """Run ``steps`` concurrently; the first failure cancels the others and is raised as
+    it is, so a venue that fails stops at once and leaves nothing running on its client."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(step) for step in steps]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+async def _fees(config: Config, venue_id: str, client: MarketDataVenue,
+                notes: list[str]) -> FeeSchedule:
+    """The venue's fee schedule. When its account-fee endpoint fails, the published
+    schedule (with any config overrides) stands in, and a note says why."""
+    model = config.registry.fee_model(venue_id)
+    venue_config = config.venues[venue_id]
+    try:
+        return await model.fee_schedule(venue_config, client)
+    except VenueError as err:
+        schedule = await model.fee_schedule(venue_config, None)
+        notes.append(f"{venue_id}: account fee rates unavailable "
+                     f"({_reason(venue_id, err)}); using {schedule.describe()}")
+        return schedule
 
 
 async def _books(
@@ -227,7 +259,7 @@ async def _books(
     except VenueError as err:
         notes.append(
             f"{err.venue}: {kind.value} books unavailable, basis and spread not "
-            f"counted ({str(err).removeprefix(err.venue + ': ')})"
+            f"counted ({_reason(err.venue, err)})"
         )
         return None
 
@@ -239,25 +271,33 @@ def _history_lookback(options: ScanOptions) -> timedelta:
 async def _histories(client, venue_id, pairs, quotes, options, skipped, progress):
     lookback = _history_lookback(options)
     done = 0
+    first_error = None
+    progress(venue_id, f"history 0/{len(pairs)}")
 
     async def one(pair: CarryPair):
-        nonlocal done
+        nonlocal done, first_error
         # Settled history up to the symbol's last settlement: until the next one, a warm
         # cache answers without a request.
         until = quotes[pair.perp.symbol].last_settlement
+        records = None
         # All at once: the venue paces its requests by its published weight budget.
         try:
             records = await client.fetch_funding_history(
                 pair.perp.symbol, until - lookback, until)
         except VenueError as err:
-            skipped.append(Skipped(venue_id, pair.perp.symbol, f"no funding history: {err}"))
-            records = None
+            first_error = first_error or _reason(venue_id, err)
+            skipped.append(Skipped(venue_id, pair.perp.symbol,
+                                   f"no funding history: {_reason(venue_id, err)}"))
         done += 1
         progress(venue_id, f"history {done}/{len(pairs)}")
         return pair.perp.symbol, records
 
     results = await asyncio.gather(*(one(p) for p in pairs))
-    return {symbol: records for symbol, records in results if records is not None}
+    found = {symbol: records for symbol, records in results if records is not None}
+    if not found:
+        # Not one symbol's history came back: the venue is failing, not its symbols.
+        raise VenueError(venue_id, f"no funding history for any symbol: {first_error}")
+    return found
 
 
 def _client(config: Config, venue_id: str, context: VenueContext,
@@ -278,21 +318,41 @@ async def gather(
     ``context`` overrides the venues' side effects (cache dir, clock, base URL); by default
     the config's cache dir, or a scratch dir that is thrown away when offline."""
     venue_ids = select_venues(config, options)
+    deadline = config.settings.scan.deadline_seconds
+    stages: dict[str, str] = {}
+
+    def tracked(venue_id: str, stage: str) -> None:
+        stages[venue_id] = stage
+        progress(venue_id, stage)
+
     with tempfile.TemporaryDirectory(prefix="perpcarry-offline-") as scratch:
         if context is None:
             cache_dir = Path(scratch) if options.offline else config.cache_dir
             context = VenueContext(cache_dir=cache_dir, offline=options.offline)
         clients = {v: _client(config, v, context, options.offline) for v in venue_ids}
 
-        async def guarded(venue_id: str):
+        async def guarded(venue_id: str) -> VenueData | str:
+            """The venue's data, or why it failed: its failure never stops another venue."""
+            scope = asyncio.timeout(deadline)
             try:
-                return await _gather_venue(config, venue_id, clients[venue_id], options, progress)
-            except VenueError as err:
-                progress(venue_id, "failed")
-                logger.warning("{}", err)
-                return err
+                async with scope:
+                    return await _gather_venue(config, venue_id, clients[venue_id], options,
+                                               tracked)
+            except PerpcarryError as err:  # a venue error, or its cache file
+                reason = _reason(venue_id, err)
+            except Exception as err:  # the deadline, or a bug in the plugin or ours
+                if isinstance(err, TimeoutError) and scope.expired():
+                    reason = (f"no answer within {deadline:g} s (while "
+                              f"{stages.get(venue_id, 'starting')})")
+                else:
+                    # The traceback only on request (--log-level DEBUG): it is not the
+                    # user's to act on, and a one-line cause is.
+                    logger.opt(exception=err).debug("{} failed unexpectedly", venue_id)
+                    reason = _unexpected(err)
             finally:
                 await clients[venue_id].close()
+            progress(venue_id, "failed")
+            return reason
 
         if options.offline:
             from perpcarry.ccxt.replay import replaying
@@ -301,21 +361,23 @@ async def gather(
                 *(config.registry.venues[v].offline_snapshot for v in venue_ids))
         else:
             transport = nullcontext()
-        # Every venue finishes (and closes its client) before anything unexpected that one
-        # of them raised goes on.
         with transport:
-            outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids),
-                                            return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException) and not isinstance(outcome, VenueError):
-            raise outcome
+            outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids))
     data = [o for o in outcomes if isinstance(o, VenueData)]
-    failures = {
-        v: str(o).removeprefix(f"{v}: ")
-        for v, o in zip(venue_ids, outcomes, strict=True)
-        if isinstance(o, VenueError)
-    }
+    failures = {v: o for v, o in zip(venue_ids, outcomes, strict=True) if isinstance(o, str)}
     return data, failures
+
+
+def _unexpected(err: Exception) -> str:
+    """A one-line failure reason for an exception none of perpcarry's types describes."""
+    lines = str(err).strip().splitlines()
+    detail = f": {redact(lines[0])}" if lines else ""
+    return f"unexpected error ({type(err).__name__}{detail})"
+
+
+def _reason(venue_id: str, err: Exception) -> str:
+    """An error's message without the venue's name in front."""
+    return str(err).removeprefix(f"{venue_id}: ")
 
 
 def select_venues(config: Config, options: ScanOptions) -> list[str]:

@@ -236,7 +236,9 @@ class OrderVenueConformance:
                                          "pick one that has, or declare max_quantity "
                                          "unsupported")
             market, maximum = limited
-            above = (maximum + market.quantity_step) * market.contract_size
+            # The smallest quantity on the step above the maximum (which need not be on it).
+            above = ((maximum // market.quantity_step + 1) * market.quantity_step
+                     * market.contract_size)
             cid = h.next_id()
             with pytest.raises(InvalidOrder, match="maximum"):
                 await h.venue.place_order(OrderRequest(market, Side.BUY, above, cid))

@@ -13,10 +13,11 @@ from typing import Any
 
 from perpcarry.domain.parsing import (
     MalformedField,
+    best_bid_ask,
     decimal_field,
-    from_ms,
     int_field,
     optional_decimal,
+    time_field,
 )
 from perpcarry.domain.types import BookTop, FundingQuote, FundingRecord, Market, SkipLog
 
@@ -38,11 +39,9 @@ class FundingTerms:
 
 
 def _rows(payload: Any, what: str) -> list[Any]:
-    if isinstance(payload, str):
-        # ccxt hands back the raw text when the body is not JSON (e.g. cut off mid-way).
-        raise MalformedField(what, f"non-JSON body of {len(payload)} characters")
     if not isinstance(payload, list):
-        raise MalformedField(what, type(payload).__name__)
+        raise MalformedField(what, payload,
+                             f"{what}: expected a JSON array, got {type(payload).__name__}")
     return payload
 
 
@@ -102,16 +101,16 @@ def parse_premium_index(
             skips.skip(venue_symbol, bad_terms[venue_symbol])
             continue
         try:
-            next_funding_ms = int_field(entry, "nextFundingTime")
+            if int_field(entry, "nextFundingTime") <= 0:
+                skips.skip(venue_symbol, "nextFundingTime is 0: not trading as a perpetual")
+                continue
+            next_funding = time_field(entry, "nextFundingTime")
             rate = decimal_field(entry, "lastFundingRate")
-            time_ms = int_field(entry, "time")
+            stamp = time_field(entry, "time")
             mark = optional_decimal(entry, "markPrice")
             index = optional_decimal(entry, "indexPrice")
         except MalformedField as err:
             skips.skip(venue_symbol, str(err))
-            continue
-        if next_funding_ms <= 0:
-            skips.skip(venue_symbol, "nextFundingTime is 0: not trading as a perpetual")
             continue
         symbol_terms = terms.get(venue_symbol, FundingTerms(DEFAULT_INTERVAL_HOURS, None, None))
         if symbol_terms.interval_hours not in FUNDING_INTERVALS_HOURS:
@@ -125,8 +124,8 @@ def parse_premium_index(
         quotes[market.symbol] = FundingQuote(
             venue=venue, symbol=market.symbol, rate=rate,
             interval_hours=symbol_terms.interval_hours,
-            next_funding_time=from_ms(next_funding_ms), mark_price=mark, index_price=index,
-            is_predicted=True, rate_cap=cap, rate_floor=floor, timestamp=from_ms(time_ms))
+            next_funding_time=next_funding, mark_price=mark, index_price=index,
+            is_predicted=True, rate_cap=cap, rate_floor=floor, timestamp=stamp)
     return quotes
 
 
@@ -165,20 +164,14 @@ def parse_book_tickers(
         if market is None:
             continue
         try:
-            bid = decimal_field(entry, "bidPrice")
-            ask = decimal_field(entry, "askPrice")
+            bid, ask = best_bid_ask(entry, "bidPrice", "askPrice")
             bid_size = optional_decimal(entry, "bidQty")
             ask_size = optional_decimal(entry, "askQty")
-            stamp_ms = entry.get("time") or entry.get("closeTime")
-            stamp = from_ms(int(stamp_ms)) if stamp_ms else fallback_time
-        except (MalformedField, TypeError, ValueError) as err:
+            # Spot bookTicker rows carry no time; USDⓈ-M ones carry `time`.
+            stamp_field = next((f for f in ("time", "closeTime") if entry.get(f)), None)
+            stamp = time_field(entry, stamp_field) if stamp_field else fallback_time
+        except MalformedField as err:
             skips.skip(venue_symbol, str(err))
-            continue
-        if bid <= 0 or ask <= 0:
-            skips.skip(venue_symbol, "empty book (bid or ask is 0)")
-            continue
-        if bid > ask:
-            skips.skip(venue_symbol, f"crossed book (bid {bid} > ask {ask})")
             continue
         books[market.symbol] = BookTop(
             venue=venue, symbol=market.symbol, bid=bid, ask=ask, bid_size=bid_size,
@@ -195,7 +188,7 @@ def parse_funding_rates(venue: str, payload: Any, market: Market) -> list[Fundin
             raise MalformedField("symbol", entry)
         records.append(FundingRecord(
             venue=venue, symbol=market.symbol,
-            funding_time=from_ms(int_field(entry, "fundingTime")),
+            funding_time=time_field(entry, "fundingTime"),
             rate=decimal_field(entry, "fundingRate"),
             mark_price=optional_decimal(entry, "markPrice")))
     return sorted(records, key=lambda r: r.funding_time)

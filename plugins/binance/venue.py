@@ -6,8 +6,6 @@ import asyncio
 from typing import Any, ClassVar, NamedTuple
 
 from perpcarry.ccxt.venue import CcxtVenue
-from perpcarry.domain.errors import InvalidResponse
-from perpcarry.domain.parsing import MalformedField
 from perpcarry.domain.types import (
     BookSnapshot,
     FundingRecord,
@@ -16,6 +14,7 @@ from perpcarry.domain.types import (
     MarketKind,
     SkipLog,
 )
+from perpcarry_binance.orders import BinanceOrders
 from perpcarry_binance.parsing import (
     parse_book_tickers,
     parse_funding_info,
@@ -58,8 +57,9 @@ BOOK_ENDPOINTS = {
 }
 
 
-class BinanceVenue(CcxtVenue):
-    """Binance market data: spot (api.binance.com) and USDⓈ-M perps (fapi.binance.com)."""
+class BinanceVenue(BinanceOrders, CcxtVenue):
+    """Binance market data and orders: spot (api.binance.com) and USDⓈ-M perps
+    (fapi.binance.com)."""
 
     venue_id = "binance"
     ccxt_id = "binance"
@@ -101,11 +101,9 @@ class BinanceVenue(CcxtVenue):
                                 max_age_seconds=self.config.market_cache_hours * 3600))
         perps = await self._perps()
         skips = SkipLog(self.venue_id)
-        try:
+        with self.parsing("funding response"):
             terms, bad_terms = parse_funding_info(info)
             quotes = parse_premium_index(self.venue_id, premium, perps, terms, bad_terms, skips)
-        except MalformedField as err:
-            raise InvalidResponse(self.venue_id, f"invalid funding response: {err}") from None
         return FundingSnapshot(self.venue_id, quotes, tuple(skips.entries))
 
     async def fetch_book_tops(self, kind: MarketKind) -> BookSnapshot:
@@ -119,12 +117,10 @@ class BinanceVenue(CcxtVenue):
                                 max_age_seconds=VOLUME_CACHE_SECONDS))
         markets = await self.markets_by_venue_symbol(kind)
         skips = SkipLog(self.venue_id)
-        try:
+        with self.parsing("ticker response"):
             books_by_symbol = parse_book_tickers(
                 self.venue_id, book_rows, markets, parse_quote_volumes(tickers, markets),
                 self.context.clock(), skips)
-        except MalformedField as err:
-            raise InvalidResponse(self.venue_id, f"invalid ticker response: {err}") from None
         return BookSnapshot(self.venue_id, kind, books_by_symbol, tuple(skips.entries))
 
     async def fetch_history_page(self, market: Market, start_ms: int,
@@ -133,8 +129,5 @@ class BinanceVenue(CcxtVenue):
                   "limit": self.history_page_limit}
         rows = await self.request("fapiPublicGetFundingRate", params,
                                   weight=FUNDING_RATE_WEIGHT, budget="fapi")
-        try:
+        with self.parsing(f"fundingRate record for {market.symbol}"):
             return parse_funding_rates(self.venue_id, rows, market)
-        except MalformedField as err:
-            raise InvalidResponse(
-                self.venue_id, f"invalid fundingRate record for {market.symbol}: {err}") from None

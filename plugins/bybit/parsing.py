@@ -1,7 +1,7 @@
 """Parsing Bybit v5 market responses into perpcarry types.
 
 Pure functions: no HTTP, no clock. A malformed entry is skipped with a reason; a malformed
-envelope raises ``InvalidResponse``. Nothing defaults to a zero rate or price.
+envelope raises ``MalformedField``. Nothing defaults to a zero rate or price.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from perpcarry.domain.errors import InvalidResponse
 from perpcarry.domain.parsing import (
     MalformedField,
+    best_bid_ask,
     decimal_field,
-    from_ms,
     int_field,
     optional_decimal,
+    time_field,
 )
 from perpcarry.domain.types import (
     BookSnapshot,
@@ -49,18 +49,18 @@ def result_list(venue: str, response: Any, what: str) -> tuple[list[Any], dict[s
     """The ``result.list`` of a v5 envelope and the envelope itself; ccxt has already
     raised for a non-zero ``retCode``."""
     if not isinstance(response, dict):
-        raise InvalidResponse(venue, f"{what}: response is not a JSON object")
+        raise MalformedField(what, response, f"{what}: response is not a JSON object")
     result = response.get("result")
     rows = result.get("list") if isinstance(result, dict) else None
     if not isinstance(rows, list):
-        raise InvalidResponse(venue, f"{what}: response has no result.list")
+        raise MalformedField("result.list", rows, f"{what}: response has no result.list")
     return rows, response
 
 
 def response_time(response: dict[str, Any], fallback: datetime) -> datetime:
     """The server time of a v5 envelope (``time``, ms), or ``fallback`` if it is absent."""
     try:
-        return from_ms(int_field(response, "time"))
+        return time_field(response, "time")
     except MalformedField:
         return fallback
 
@@ -129,9 +129,7 @@ def parse_funding_tickers(
         try:
             terms = funding_terms(instruments.get(venue_symbol) or {})
             rate = decimal_field(row, "fundingRate")
-            next_ms = int_field(row, "nextFundingTime")
-            if next_ms <= 0:
-                raise MalformedField("nextFundingTime", row.get("nextFundingTime"))
+            next_funding = time_field(row, "nextFundingTime")
             mark = optional_decimal(row, "markPrice")
             index = optional_decimal(row, "indexPrice")
         except MalformedField as exc:
@@ -148,7 +146,7 @@ def parse_funding_tickers(
             symbol=market.symbol,
             rate=rate,
             interval_hours=terms.interval_hours,
-            next_funding_time=from_ms(next_ms),
+            next_funding_time=next_funding,
             mark_price=mark,
             index_price=index,
             # The ticker's fundingRate is the current period's rate, still moving until
@@ -175,22 +173,18 @@ def parse_book_tickers(
     if ours and not any("bid1Price" in row or "ask1Price" in row for row in ours):
         # A response without any book field (the offline snapshot's rebuilt tickers) is
         # no book source at all, rather than one skip per symbol.
-        raise InvalidResponse(venue, f"{kind.value} tickers carry no best bid/ask")
+        raise MalformedField("bid1Price", None, f"{kind.value} tickers carry no best bid/ask")
     timestamp = response_time(envelope, fallback_time)
     skips = SkipLog(venue)
     books: dict[str, BookTop] = {}
     for _, market, row in _rows_of(rows, markets, known_ids, skips):
         try:
-            bid = decimal_field(row, "bid1Price")
-            ask = decimal_field(row, "ask1Price")
+            bid, ask = best_bid_ask(row, "bid1Price", "ask1Price")
             bid_size = optional_decimal(row, "bid1Size")
             ask_size = optional_decimal(row, "ask1Size")
             turnover = optional_decimal(row, "turnover24h")
         except MalformedField as exc:
             skips.skip(market.symbol, str(exc))
-            continue
-        if bid <= 0 or ask <= 0 or bid > ask:
-            skips.skip(market.symbol, f"no two-sided book (bid {bid}, ask {ask})")
             continue
         books[market.symbol] = BookTop(
             venue=venue, symbol=market.symbol, bid=bid, ask=ask, bid_size=bid_size,
@@ -201,24 +195,20 @@ def parse_book_tickers(
 def parse_funding_history(venue: str, response: Any, market: Market) -> list[FundingRecord]:
     """``/v5/market/funding/history`` → settled records, oldest first.
 
-    A malformed row fails the whole page (``InvalidResponse``): dropping it would leave a
+    A malformed row fails the whole page (``MalformedField``): dropping it would leave a
     silent gap in the history cache.
     """
     rows, _ = result_list(venue, response, "funding history")
     records = []
     for row in rows:
         if not isinstance(row, dict):
-            raise InvalidResponse(venue, f"funding history of {market.symbol}: bad row {row!r}")
+            raise MalformedField("list", row, f"bad row {row!r}")
         if row.get("symbol") not in (None, market.venue_symbol):
-            raise InvalidResponse(
-                venue, f"funding history of {market.symbol} holds {row.get('symbol')}")
-        try:
-            records.append(FundingRecord(
-                venue=venue,
-                symbol=market.symbol,
-                funding_time=from_ms(int_field(row, "fundingRateTimestamp")),
-                rate=decimal_field(row, "fundingRate"),
-            ))
-        except MalformedField as exc:
-            raise InvalidResponse(venue, f"funding history of {market.symbol}: {exc}") from None
+            raise MalformedField("symbol", row.get("symbol"), f"holds {row.get('symbol')}")
+        records.append(FundingRecord(
+            venue=venue,
+            symbol=market.symbol,
+            funding_time=time_field(row, "fundingRateTimestamp"),
+            rate=decimal_field(row, "fundingRate"),
+        ))
     return sorted(records, key=lambda r: r.funding_time)

@@ -15,6 +15,7 @@ from perpcarry.domain.types import (
     MarketKind,
 )
 from perpcarry.venues.protocol import VenueContext
+from perpcarry_bybit.orders import BybitOrders
 from perpcarry_bybit.parsing import (
     parse_book_tickers,
     parse_funding_history,
@@ -26,7 +27,7 @@ from perpcarry_bybit.parsing import (
 LINEAR_TICKERS_REUSE_SECONDS = 5.0
 
 
-class BybitVenue(CcxtVenue):
+class BybitVenue(BybitOrders, CcxtVenue):
     """Bybit spot + linear perps. Funding interval and caps come from instruments-info
     (kept by ccxt in ``market['info']`` and cached on disk with the markets)."""
 
@@ -100,9 +101,10 @@ class BybitVenue(CcxtVenue):
         """Every linear perp's current-period funding from one GET /v5/market/tickers."""
         response = await self._linear_tickers_response()
         perps = await self.markets_by_venue_symbol(MarketKind.PERP)
-        return parse_funding_tickers(
-            self.venue_id, response, perps, self._raw_instruments(),
-            self._known_ids(MarketKind.PERP), self.context.clock())
+        with self.parsing("linear tickers"):
+            return parse_funding_tickers(
+                self.venue_id, response, perps, self._raw_instruments(),
+                self._known_ids(MarketKind.PERP), self.context.clock())
 
     async def fetch_book_tops(self, kind: MarketKind) -> BookSnapshot:
         """Best bid/ask, sizes and 24h turnover (quote volume) of every market of ``kind``
@@ -112,8 +114,9 @@ class BybitVenue(CcxtVenue):
         else:
             response = await self._linear_tickers_response()
         markets = await self.markets_by_venue_symbol(kind)
-        return parse_book_tickers(self.venue_id, kind, response, markets,
-                                  self._known_ids(kind), self.context.clock())
+        with self.parsing(f"{kind.value} tickers"):
+            return parse_book_tickers(self.venue_id, kind, response, markets,
+                                      self._known_ids(kind), self.context.clock())
 
     async def fetch_history_page(self, market: Market, start_ms: int,
                                  end_ms: int) -> list[FundingRecord]:
@@ -126,4 +129,5 @@ class BybitVenue(CcxtVenue):
             "endTime": end_ms,
             "limit": self.history_page_limit,
         })
-        return parse_funding_history(self.venue_id, response, market)
+        with self.parsing(f"funding history of {market.symbol}"):
+            return parse_funding_history(self.venue_id, response, market)

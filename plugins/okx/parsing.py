@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from perpcarry.domain.errors import InvalidResponse
 from perpcarry.domain.parsing import (
     MalformedField,
+    best_bid_ask,
     decimal_field,
-    from_ms,
     int_field,
     optional_decimal,
+    time_field,
 )
 from perpcarry.domain.types import BookTop, FundingQuote, FundingRecord, Market, MarketKind, SkipLog
 
@@ -28,13 +28,13 @@ FUNDING_INTERVALS_HOURS = frozenset({1, 2, 4, 8})
 
 
 def response_rows(venue: str, response: Any, endpoint: str) -> list[dict[str, Any]]:
-    """The ``data`` list of an OKX envelope; anything else is an InvalidResponse."""
+    """The ``data`` list of an OKX envelope; anything else is a ``MalformedField``."""
     if not isinstance(response, dict):
-        raise InvalidResponse(venue, f"{endpoint}: body is not a JSON object")
+        raise MalformedField(endpoint, response, f"{endpoint}: body is not a JSON object")
     code = response.get("code")
     rows = response.get("data")
     if code not in ("0", 0) or not isinstance(rows, list):
-        raise InvalidResponse(venue, f"{endpoint}: unexpected envelope (code={code!r})")
+        raise MalformedField("data", rows, f"{endpoint}: unexpected envelope (code={code!r})")
     return [row for row in rows if isinstance(row, dict)]
 
 
@@ -78,7 +78,7 @@ def parse_funding_rates(venue: str, rows: list[dict[str, Any]], perps: dict[str,
             continue
         try:
             quote = _funding_quote(venue, market, row, (marks or {}).get(inst_id))
-        except (MalformedField, ValueError) as err:
+        except MalformedField as err:
             skips.skip(market.symbol, str(err))
             continue
         quotes[market.symbol] = quote
@@ -88,21 +88,22 @@ def parse_funding_rates(venue: str, rows: list[dict[str, Any]], perps: dict[str,
 def _funding_quote(venue: str, market: Market, row: dict[str, Any],
                    mark: Decimal | None) -> FundingQuote:
     rate = decimal_field(row, "fundingRate")
-    funding_ms = int_field(row, "fundingTime")
-    next_ms = int_field(row, "nextFundingTime")
-    span_ms = next_ms - funding_ms
+    funding_time = time_field(row, "fundingTime")
+    span_ms = int_field(row, "nextFundingTime") - int_field(row, "fundingTime")
     if span_ms <= 0 or span_ms % HOUR_MS or span_ms // HOUR_MS not in FUNDING_INTERVALS_HOURS:
-        raise ValueError(f"funding interval {span_ms / HOUR_MS:g}h is not one OKX uses")
+        raise MalformedField("nextFundingTime", row.get("nextFundingTime"),
+                             f"funding interval {span_ms / HOUR_MS:g}h is not one OKX uses")
     cap = optional_decimal(row, "maxFundingRate")
     floor = optional_decimal(row, "minFundingRate")
     if (cap is not None and rate > cap) or (floor is not None and rate < floor):
-        raise ValueError(f"rate {rate} outside the published limits [{floor}, {cap}]")
+        raise MalformedField("fundingRate", rate,
+                             f"rate {rate} outside the published limits [{floor}, {cap}]")
     return FundingQuote(
         venue=venue,
         symbol=market.symbol,
         rate=rate,
         interval_hours=span_ms // HOUR_MS,
-        next_funding_time=from_ms(funding_ms),
+        next_funding_time=funding_time,
         # /public/funding-rate carries no price; the mark comes from /public/mark-price.
         mark_price=mark,
         index_price=None,
@@ -111,7 +112,7 @@ def _funding_quote(venue: str, market: Market, row: dict[str, Any],
         is_predicted=True,
         rate_cap=cap,
         rate_floor=floor,
-        timestamp=from_ms(int_field(row, "ts")),
+        timestamp=time_field(row, "ts"),
     )
 
 
@@ -130,18 +131,15 @@ def parse_tickers(venue: str, kind: MarketKind, rows: list[dict[str, Any]],
         if market is None:
             continue  # other quote currencies, inverse swaps: not carry markets
         try:
-            bid = decimal_field(row, "bidPx")
-            ask = decimal_field(row, "askPx")
-            if bid <= 0 or ask <= 0 or bid > ask:
-                raise ValueError(f"crossed or empty book: bid {bid}, ask {ask}")
+            bid, ask = best_bid_ask(row, "bidPx", "askPx")
             bid_size = optional_decimal(row, "bidSz")
             ask_size = optional_decimal(row, "askSz")
             volume = optional_decimal(row, "volCcy24h")
             if volume is not None and kind is MarketKind.PERP:
                 last = optional_decimal(row, "last")
                 volume = None if last is None else volume * last
-            timestamp = from_ms(int_field(row, "ts"))
-        except (MalformedField, ValueError) as err:
+            timestamp = time_field(row, "ts")
+        except MalformedField as err:
             skips.skip(market.symbol, str(err))
             continue
         books[market.symbol] = BookTop(
@@ -167,15 +165,13 @@ def parse_funding_history(venue: str, market: Market,
     records = []
     for row in rows:
         if row.get("instId") not in (None, market.venue_symbol):
-            raise InvalidResponse(venue, f"history for {row.get('instId')} in a "
-                                         f"{market.venue_symbol} response")
-        try:
-            rate = optional_decimal(row, "realizedRate")
-            if rate is None:
-                rate = decimal_field(row, "fundingRate")
-            funding_time = from_ms(int_field(row, "fundingTime"))
-        except MalformedField as err:
-            raise InvalidResponse(venue, f"funding history of {market.symbol}: {err}") from None
+            raise MalformedField("instId", row.get("instId"),
+                                 f"history for {row.get('instId')} in a "
+                                 f"{market.venue_symbol} response")
+        rate = optional_decimal(row, "realizedRate")
+        if rate is None:
+            rate = decimal_field(row, "fundingRate")
+        funding_time = time_field(row, "fundingTime")
         records.append(FundingRecord(venue, market.symbol, funding_time, rate))
     return sorted(records, key=lambda r: r.funding_time)
 

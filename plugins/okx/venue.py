@@ -25,6 +25,7 @@ from perpcarry.domain.types import (
 )
 from perpcarry.venues.protocol import VenueContext
 
+from .orders import OkxOrders
 from .parsing import (
     parse_funding_history,
     parse_funding_rates,
@@ -36,7 +37,7 @@ from .parsing import (
 INST_TYPE = {MarketKind.SPOT: "SPOT", MarketKind.PERP: "SWAP"}
 
 
-class OkxVenue(CcxtVenue):
+class OkxVenue(OkxOrders, CcxtVenue):
     """OKX spot + linear swaps. Every public endpoint used here answers all instruments of
     a type in one request, so a full funding snapshot is one request and books one per kind."""
 
@@ -96,11 +97,12 @@ class OkxVenue(CcxtVenue):
                                       budget="funding")
         marks = await self._mark_prices() if self.context.offline else {}
         perps = await self.markets_by_venue_symbol(MarketKind.PERP)
-        rows = response_rows(self.venue_id, response, "public/funding-rate")
         # Swaps ccxt knows that perpcarry does not trade (inverse, pre-open): not skips.
         ignored = {m["id"] for m in self.raw_markets.values() if m["id"] not in perps}
         skips = SkipLog(self.venue_id)
-        quotes = parse_funding_rates(self.venue_id, rows, perps, ignored, skips, marks)
+        with self.parsing("funding-rate response"):
+            rows = response_rows(self.venue_id, response, "public/funding-rate")
+            quotes = parse_funding_rates(self.venue_id, rows, perps, ignored, skips, marks)
         return FundingSnapshot(self.venue_id, quotes, tuple(skips.entries))
 
     async def _mark_prices(self) -> dict[str, Decimal]:
@@ -109,7 +111,9 @@ class OkxVenue(CcxtVenue):
         try:
             response = await self.request("publicGetPublicMarkPrice", {"instType": "SWAP"},
                                           budget="marks")
-            return parse_mark_prices(response_rows(self.venue_id, response, "public/mark-price"))
+            with self.parsing("mark-price response"):
+                return parse_mark_prices(
+                    response_rows(self.venue_id, response, "public/mark-price"))
         except VenueError as err:
             logger.warning("{}: funding quotes without mark prices: {}", self.venue_id, err)
             return {}
@@ -120,9 +124,10 @@ class OkxVenue(CcxtVenue):
         response = await self.request("publicGetMarketTickers", {"instType": INST_TYPE[kind]},
                                       budget="tickers")
         markets = await self.markets_by_venue_symbol(kind)
-        rows = response_rows(self.venue_id, response, "market/tickers")
         skips = SkipLog(self.venue_id)
-        books = parse_tickers(self.venue_id, kind, rows, markets, skips)
+        with self.parsing(f"{kind.value} tickers"):
+            rows = response_rows(self.venue_id, response, "market/tickers")
+            books = parse_tickers(self.venue_id, kind, rows, markets, skips)
         return BookSnapshot(self.venue_id, kind, books, tuple(skips.entries))
 
     async def fetch_history_page(self, market: Market, start_ms: int,
@@ -136,8 +141,9 @@ class OkxVenue(CcxtVenue):
         }
         response = await self.request("publicGetPublicFundingRateHistory", params,
                                       budget="history")
-        rows = response_rows(self.venue_id, response, "public/funding-rate-history")
-        return parse_funding_history(self.venue_id, market, rows)
+        with self.parsing(f"funding history of {market.symbol}"):
+            rows = response_rows(self.venue_id, response, "public/funding-rate-history")
+            return parse_funding_history(self.venue_id, market, rows)
 
     async def trading_fee(self, symbol: str) -> dict[str, Any]:
         """ccxt's trading fee, with a USDT-margined swap's own rates. For swaps OKX's
