@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 from decimal import Decimal
@@ -15,7 +16,7 @@ from perpcarry.domain.errors import PluginError
 from perpcarry.money.fees import TableFeeModel
 from perpcarry.plugins import manager as plugins
 from perpcarry.plugins.hookspecs import hookimpl
-from perpcarry.plugins.manager import load_registry
+from perpcarry.plugins.manager import BUILTIN_PLUGINS, load_registry
 
 
 def _fake_plugin(monkeypatch, name: str, **hooks) -> None:
@@ -37,11 +38,12 @@ def test_first_party_plugins_load_through_entry_points():
     registry = load_registry()
     assert set(registry.venues) == {"binance", "bybit", "okx"}
     assert {info.name for info in registry.plugin_infos()} == {"binance", "bybit", "okx",
-                                                               "executors"}
+                                                               "executors", "checks"}
     for info in registry.plugin_infos():
         assert info.version
-        if info.name == "executors":
-            assert info.hooks == ("register_executors",) and not info.venues
+        if info.name in BUILTIN_PLUGINS:  # core's own: executors and pre-trade checks
+            assert info.hooks in (("register_executors",), ("pre_trade_check",))
+            assert not info.venues
             continue
         assert info.hooks == (
             "register_fee_models", "register_history_sources", "register_venues")
@@ -55,7 +57,7 @@ def test_plugins_json_lists_name_version_hooks_venues(run_cli):
     result = run_cli("plugins", "--json")
     assert result.exit_code == 0
     listed = {p["name"]: p for p in json.loads(result.stdout)}
-    assert set(listed) == {"binance", "bybit", "okx", "executors"}
+    assert set(listed) == {"binance", "bybit", "okx", "executors", "checks"}
     assert listed["okx"]["venues"] == ["okx"]
     assert listed["executors"]["executors"] == ["perp-first", "concurrent", "sliced"]
     assert "register_venues" in listed["okx"]["hooks"]
@@ -70,7 +72,9 @@ def test_config_deny_list_and_env_var_disable_autoloading(run_cli, write_config,
     path = write_config('[plugins]\ndeny = ["bybit"]\n')
     assert '"bybit"' not in run_cli("--config", str(path), "plugins", "--json").stdout
     monkeypatch.setenv("PERPCARRY_LOAD_PLUGINS", "")
-    assert run_cli("plugins", "--json").stdout.strip() == "[]"
+    # Core's own plugins stay: no allow-list switches off the checks or the executors.
+    assert {p["name"] for p in json.loads(run_cli("plugins", "--json").stdout)} == set(
+        BUILTIN_PLUGINS)
     monkeypatch.setenv("PERPCARRY_LOAD_PLUGINS", "binance, okx")
     assert set(load_registry().venues) == {"binance", "okx"}
 

@@ -112,10 +112,6 @@ class LegSender:
         crash_point("after_sent")
         try:
             state = await self.venue.place_order(request)
-        except (InvalidOrder, InsufficientFunds) as err:
-            recorded = self._rejected(order, err)
-            raise LegFailed(recorded, _reason(err),
-                            funds=isinstance(err, InsufficientFunds)) from None
         except DuplicateClientOrderId:
             # Our id is already on the venue: an earlier send of this very order got there.
             state = await self._query(order, market)
@@ -130,6 +126,11 @@ class LegSender:
             if state is None:
                 self.journal.mark(order.client_order_id, OrderEvent.ABSENT)
                 return None
+        except (InvalidOrder, InsufficientFunds) as err:
+            # After DuplicateClientOrderId, which is an InvalidOrder of its own.
+            recorded = self._rejected(order, err)
+            raise LegFailed(recorded, _reason(err),
+                            funds=isinstance(err, InsufficientFunds)) from None
         crash_point("after_acknowledged")
         recorded = self.journal.record_state(state)
         for delay in self.poll_delays:

@@ -7,6 +7,7 @@ autoloading off and loads only the named plugins.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
@@ -98,6 +99,15 @@ class Registry:
             raise PluginError(f"no installed plugin registers a fee model for {venue_id}") from None
 
 
+# Core's own plugins: the first-party executors and pre-trade checks. They implement the
+# same hooks a third party would, but are always loaded: an allow-list naming only venue
+# plugins must not switch off the safety checks or leave no executor.
+BUILTIN_PLUGINS = {
+    "executors": "perpcarry.execution.executors",
+    "checks": "perpcarry.execution.checks",
+}
+
+
 def installed_plugins() -> list[str]:
     """The names of the installed plugins (entry points), loaded or not: what ``[plugins]
     allow`` and ``deny`` may name."""
@@ -132,6 +142,11 @@ def create_plugin_manager(
         pm.register(plugin, name=ep.name)
         versions[ep.name] = ep.dist.version if ep.dist else None
         logger.debug("loaded plugin {} from {}", ep.name, ep.value)
+    from perpcarry import __version__
+
+    for name, module in BUILTIN_PLUGINS.items():
+        pm.register(importlib.import_module(module), name=name)
+        versions[name] = __version__
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
