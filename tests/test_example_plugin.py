@@ -40,7 +40,8 @@ def _perpcarry(env, *args, cwd=None) -> subprocess.CompletedProcess:
 
 def test_plugins_lists_the_installed_example(installed):
     listed = {p["name"]: p for p in json.loads(_perpcarry(installed, "plugins", "--json").stdout)}
-    assert set(listed) == {"binance", "bybit", "okx", "hyperliquid_example"}
+    assert set(listed) == {"binance", "bybit", "okx", "executors", "checks",
+                           "hyperliquid_example"}
     example = listed["hyperliquid_example"]
     assert example["version"] == "0.1.0" and example["venues"] == ["hyperliquid"]
     assert example["hooks"] == ["register_fee_models", "register_venues"]

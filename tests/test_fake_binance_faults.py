@@ -113,7 +113,7 @@ async def test_perp_market_buy_fills_at_the_set_price_with_the_real_fee(venue, f
     assert [(f.amount, f.currency) for f in state.fees] == [(REAL_FEE, REAL_FILL["N"])]
     sent = fake.sent("POST", "/fapi/v1/order")
     assert len(sent) == 1
-    assert sent[0].params["newClientOrderId"] == "pci1p00000"  # ours, no ccxt broker prefix
+    assert sent[0].params["newClientOrderId"] == "pci1pe00000"  # ours, no ccxt broker prefix
     assert (sent[0].params["type"], sent[0].params["quantity"]) == ("MARKET", "0.006")
     balances = await venue.fetch_balances()
     assert balances[Wallet.FUTURES]["USDT"].total == WALLET_AFTER  # the real wallet after
@@ -152,8 +152,8 @@ async def test_post_only_and_reduce_only_reach_the_venue(venue, fake):
     posted = fake.sent("POST", "/fapi/v1/order")
     assert posted[0].params["timeInForce"] == "GTX"
     assert posted[2].params["reduceOnly"] == "true"
-    assert [o.client_order_id for o in await venue.fetch_open_orders()] == ["pci1p00000"]
-    canceled = await venue.cancel_order(market, "pci1p00000")
+    assert [o.client_order_id for o in await venue.fetch_open_orders()] == ["pci1pe00000"]
+    canceled = await venue.cancel_order(market, "pci1pe00000")
     assert canceled.status is OrderStatus.CANCELED
 
 
@@ -184,7 +184,7 @@ async def test_query_that_keeps_failing_keeps_the_outcome_unknown(venue, fake):
     with pytest.raises(OutcomeUnknown):
         await venue.place_order(order(market))
     with pytest.raises(OutcomeUnknown) as err:
-        await resolved(venue, market, "pci1p00000")
+        await resolved(venue, market, "pci1pe00000")
     assert "outcome still unknown" in str(err.value)
     assert len(fake.sent("POST", "/fapi/v1/order")) == 1
 
@@ -193,7 +193,7 @@ async def test_query_timeouts_are_retried_and_never_leak_the_signed_url(venue, f
     market = await venue.market(PERP)
     fake.inject("GET /fapi/v1/order", *[Fault.TIMEOUT_AFTER_ACCEPT] * 4)
     with pytest.raises(NetworkError) as err:
-        await venue.fetch_order(market, "pci1p00000")
+        await venue.fetch_order(market, "pci1pe00000")
     # A timed-out read is retried once (TIMEOUT_RETRIES): a hung endpoint is not waited on
     # four times over.
     assert len(fake.sent("GET", "/fapi/v1/order")) == 2
@@ -212,7 +212,7 @@ async def test_rate_limited_order_is_refused_with_retry_after(venue, fake, fault
         await venue.place_order(order(market))
     assert err.value.retry_after == retry_after
     assert len(fake.sent("POST", "/fapi/v1/order")) == 1
-    assert await venue.fetch_order(market, "pci1p00000") is None  # nothing executed
+    assert await venue.fetch_order(market, "pci1pe00000") is None  # nothing executed
 
 
 async def test_spot_buy_beyond_the_balance_is_insufficient_funds(venue, fake):
@@ -255,7 +255,7 @@ async def test_timestamp_refusal_resyncs_then_the_same_id_goes_through(venue, fa
 async def test_query_with_rejected_timestamp_resyncs_and_answers(venue, fake):
     market = await venue.market(PERP)
     fake.inject("GET /fapi/v1/order", Fault.TIMESTAMP_OUTSIDE_RECV_WINDOW)
-    assert await venue.fetch_order(market, "pci1p00000") is None
+    assert await venue.fetch_order(market, "pci1pe00000") is None
     assert len(fake.sent("GET", "/fapi/v1/order")) == 2
     assert fake.sent("GET", "/api/v3/time")
 
@@ -449,7 +449,7 @@ async def test_open_orders_of_every_market_are_one_request_per_kind(venue, fake)
     assert len(fake.sent("GET", "/fapi/v1/openOrders")) == 1
     assert "symbol" not in fake.sent("GET", "/fapi/v1/openOrders")[0].params
     recent = await venue.fetch_recent_orders(perp)
-    assert [s.client_order_id for s in recent] == ["pci1p00000"]
+    assert [s.client_order_id for s in recent] == ["pci1pe00000"]
 
 
 async def test_filled_order_whose_fills_are_not_listed_yet_is_not_fee_free(venue, fake):

@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from test_plugins import PerpFirst, SemicolonFunding, _fake_plugin
+from test_plugins import SemicolonFunding, SpotLast, _fake_plugin
 
 from perpcarry.money.fees import TableFeeModel
 from perpcarry.plugins.manager import load_registry
@@ -37,24 +37,51 @@ REGISTERED = {
     "register_fee_models": (
         lambda: TableFeeModel("metatest", *(Decimal("0.001"),) * 4, detail="meta"),
         lambda registry: registry.fee_models["metatest"][1]),
-    "register_executors": (PerpFirst, lambda registry: registry.executors["perp-first"][1]),
+    "register_executors": (SpotLast, lambda registry: registry.executors["spot-last"][1]),
     "register_history_sources": (
         SemicolonFunding, lambda registry: registry.history_sources["semicolon funding"][1]),
 }
+
+
+# Gate hooks: their answers are collected. hook -> (arguments, how the registry asks)
+GATES = {"pre_trade_check": ["order", "context"]}
 
 
 @pytest.mark.parametrize("name", sorted(_specs()))
 def test_every_hook_spec_has_a_docstring_saying_when_args_and_return(name):
     caller = _specs()[name]
     doc = inspect.getdoc(caller.spec.function) or ""
-    assert "Called" in doc and "register(" in doc and "Returns" in doc, name
-    assert list(caller.spec.argnames) == ["register"], name
+    assert "Called" in doc and "Returns" in doc, name
+    if name in GATES:
+        assert list(caller.spec.argnames) == GATES[name], name
+        assert all(f"``{arg}``" in doc for arg in GATES[name]), name
+    else:
+        assert "register(" in doc and list(caller.spec.argnames) == ["register"], name
 
 
 @pytest.mark.parametrize("name", sorted(_specs()))
 def test_every_hook_is_called_and_what_it_registers_is_stamped(name, monkeypatch):
     """Build a registry with a plugin implementing only this hook: core must call it and
-    stamp what it registered with the plugin's name."""
+    stamp what it registered (or answered) with the plugin's name."""
+    if name == "pre_trade_check":
+        from test_orders_interface import SPOT
+
+        from perpcarry.execution.checks import TradeContext
+        from perpcarry.venues.orders import OrderRequest, Side
+
+        def veto(order, context):
+            return f"no {order.market.base} during the news window"
+
+        _fake_plugin(monkeypatch, "metatest_plugin", pre_trade_check=veto)
+        registry = load_registry()
+        order = OrderRequest(SPOT, Side.SELL, Decimal("0.001"), "pcmeta")
+        context = TradeContext("binance", "close", Decimal(30000), None, None, Decimal(1),
+                               True, None, None)
+        assert registry.pre_trade_vetoes(order, context) == [
+            "metatest_plugin: no BTC during the news window"]
+        info = next(i for i in registry.plugin_infos() if i.name == "metatest_plugin")
+        assert info.hooks == (name,)
+        return
     assert name in REGISTERED, f"no test registers anything through hook {name}"
     make, owner_of = REGISTERED[name]
     registered = make()

@@ -40,9 +40,10 @@ SWAP = Market("okx", "BTC/USDT:USDT", "BTC-USDT-SWAP", "BTC", "USDT", "USDT", Ma
 
 
 def test_client_ids_are_deterministic_valid_everywhere_and_distinct():
-    ids = {client_order_id("01JABCDEFGHJKMNPQRST", leg, s, a)
-           for leg in Leg for s in range(0, 1000, 111) for a in range(0, 100, 33)}
-    assert len(ids) == 2 * 10 * 4
+    ids = {client_order_id("01JABCDEFGHJKMNPQRST", leg, s, a, unwind=u)
+           for leg in Leg for s in range(0, 1000, 111) for a in range(0, 100, 33)
+           for u in (False, True)}
+    assert len(ids) == 2 * 10 * 4 * 2
     assert all(re.fullmatch(r"[A-Za-z0-9]{1,32}", i) for i in ids)
     assert client_order_id("abc", Leg.PERP, 3, 1) == client_order_id("abc", Leg.PERP, 3, 1)
 

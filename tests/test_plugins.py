@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 from decimal import Decimal
@@ -15,7 +16,7 @@ from perpcarry.domain.errors import PluginError
 from perpcarry.money.fees import TableFeeModel
 from perpcarry.plugins import manager as plugins
 from perpcarry.plugins.hookspecs import hookimpl
-from perpcarry.plugins.manager import load_registry
+from perpcarry.plugins.manager import BUILTIN_PLUGINS, load_registry
 
 
 def _fake_plugin(monkeypatch, name: str, **hooks) -> None:
@@ -36,9 +37,15 @@ def _fake_plugin(monkeypatch, name: str, **hooks) -> None:
 def test_first_party_plugins_load_through_entry_points():
     registry = load_registry()
     assert set(registry.venues) == {"binance", "bybit", "okx"}
-    assert {info.name for info in registry.plugin_infos()} == {"binance", "bybit", "okx"}
+    assert {info.name for info in registry.plugin_infos()} == {"binance", "bybit", "okx",
+                                                               "executors", "checks"}
     for info in registry.plugin_infos():
-        assert info.version and info.hooks == (
+        assert info.version
+        if info.name in BUILTIN_PLUGINS:  # core's own: executors and pre-trade checks
+            assert info.hooks in (("register_executors",), ("pre_trade_check",))
+            assert not info.venues
+            continue
+        assert info.hooks == (
             "register_fee_models", "register_history_sources", "register_venues")
         assert info.venues == (info.name,)
         assert registry.venues[info.name].plugin == info.name
@@ -50,8 +57,9 @@ def test_plugins_json_lists_name_version_hooks_venues(run_cli):
     result = run_cli("plugins", "--json")
     assert result.exit_code == 0
     listed = {p["name"]: p for p in json.loads(result.stdout)}
-    assert set(listed) == {"binance", "bybit", "okx"}
+    assert set(listed) == {"binance", "bybit", "okx", "executors", "checks"}
     assert listed["okx"]["venues"] == ["okx"]
+    assert listed["executors"]["executors"] == ["perp-first", "concurrent", "sliced"]
     assert "register_venues" in listed["okx"]["hooks"]
 
 
@@ -64,7 +72,9 @@ def test_config_deny_list_and_env_var_disable_autoloading(run_cli, write_config,
     path = write_config('[plugins]\ndeny = ["bybit"]\n')
     assert '"bybit"' not in run_cli("--config", str(path), "plugins", "--json").stdout
     monkeypatch.setenv("PERPCARRY_LOAD_PLUGINS", "")
-    assert run_cli("plugins", "--json").stdout.strip() == "[]"
+    # Core's own plugins stay: no allow-list switches off the checks or the executors.
+    assert {p["name"] for p in json.loads(run_cli("plugins", "--json").stdout)} == set(
+        BUILTIN_PLUGINS)
     monkeypatch.setenv("PERPCARRY_LOAD_PLUGINS", "binance, okx")
     assert set(load_registry().venues) == {"binance", "okx"}
 
@@ -120,91 +130,44 @@ def test_two_fee_model_defaults_for_one_venue_are_refused(monkeypatch):
         load_registry()
 
 
-class PerpFirst:
-    """A minimal executor: perp leg first, then spot; unwinds the perp if spot fails."""
+class SpotLast:
+    """A third-party executor as docs/execution.md shows one: one slice per order maximum,
+    the perp leg first, spot for what the perp filled."""
 
-    name = "perp-first"
-    description = "short the perp, then buy spot"
+    name = "spot-last"
+    description = "perp, then spot for the perp's fill"
 
-    async def open_position(self, venue, pair, base_quantity):
-        perp = await venue.market_order(pair.perp, "sell", base_quantity / pair.perp.contract_size)
-        try:
-            spot = await venue.market_order(pair.spot, "buy", base_quantity)
-        except Exception:
-            await venue.market_order(pair.perp, "buy", perp.quantity, reduce_only=True)
-            raise
-        return spot, perp
+    def slices(self, target, limits):
+        return (target,)
 
-    async def close_position(self, venue, pair, base_quantity):
-        perp = await venue.market_order(pair.perp, "buy", base_quantity / pair.perp.contract_size,
-                                        reduce_only=True)
-        try:
-            spot = await venue.market_order(pair.spot, "sell", base_quantity)
-        except Exception:
-            # Re-open the short just bought back: the spot is still held, so stay hedged.
-            await venue.market_order(pair.perp, "sell", perp.quantity)
-            raise
-        return spot, perp
+    async def run_slice(self, legs, quantity):
+        perp = await legs.perp(quantity)
+        await legs.spot(perp.filled)
+
+    async def between_slices(self, slice_index, pacing):
+        return None
 
 
-class FailingLegVenue:
-    """An OrderVenue that fills every order except those on one market, and keeps a ledger."""
-
-    venue_id = "paper"
-
-    def __init__(self, failing_symbol: str) -> None:
-        self.failing_symbol = failing_symbol
-        self.orders: list[tuple[str, str, Decimal, bool]] = []
-
-    async def market_order(self, market, side, quantity, *, reduce_only=False):
-        from perpcarry.domain.errors import VenueError
-        from perpcarry.venues.protocol import LegFill
-
-        if market.symbol == self.failing_symbol:
-            raise VenueError(self.venue_id, f"{market.symbol} rejected")
-        self.orders.append((market.symbol, side, quantity, reduce_only))
-        return LegFill(market, side, quantity, Decimal("100"), Decimal("0"))
-
-    def base_position(self, market) -> Decimal:
-        """Net base quantity held in ``market`` (a short perp is negative)."""
-        signed = sum((q if side == "buy" else -q) for symbol, side, q, _ in self.orders
-                     if symbol == market.symbol)
-        return signed * market.contract_size
-
-
-@pytest.mark.parametrize("action", ["open_position", "close_position"])
-async def test_the_example_executor_leaves_no_naked_leg_when_spot_fails(action):
-    """Whichever way it trades, a rejected spot leg leaves the perp where it started."""
-    from perpcarry.domain.errors import VenueError
-    from perpcarry.domain.types import CarryPair, Market, MarketKind
-
-    def market(symbol, kind, contract_size):
-        return Market("paper", symbol, symbol.replace("/", ""), "BTC", "USDT",
-                      "USDT" if kind is MarketKind.PERP else None, kind, Decimal(contract_size),
-                      Decimal("0.001"), Decimal("0.001"), None, Decimal("0.1"))
-
-    pair = CarryPair("paper", market("BTC/USDT", MarketKind.SPOT, "1"),
-                     market("BTC/USDT:USDT", MarketKind.PERP, "0.01"))
-    venue = FailingLegVenue(failing_symbol="BTC/USDT")
-    with pytest.raises(VenueError, match="rejected"):
-        await getattr(PerpFirst(), action)(venue, pair, Decimal("0.5"))
-    assert venue.base_position(pair.perp) == 0 and len(venue.orders) == 2
+def test_first_party_executors_are_registered_like_a_third_partys():
+    registry = load_registry()
+    assert {name: owner for name, (_, owner) in registry.executors.items()} == {
+        "perp-first": "executors", "concurrent": "executors", "sliced": "executors"}
 
 
 def test_executors_register_and_clash(monkeypatch):
-    executor = PerpFirst()
+    executor = SpotLast()
 
     def register_executors(register):
         register(executor)
 
     _fake_plugin(monkeypatch, "exec_a", register_executors=register_executors)
     registry = load_registry()
-    assert registry.executors["perp-first"] == (executor, "exec_a")
+    assert registry.executors["spot-last"] == (executor, "exec_a")
     assert [i.executors for i in registry.plugin_infos() if i.name == "exec_a"] == [
-        ("perp-first",)]
+        ("spot-last",)]
 
     _fake_plugin(monkeypatch, "exec_b", register_executors=register_executors)
-    with pytest.raises(PluginError, match=r"perp-first.*exec_a.*exec_b"):
+    with pytest.raises(PluginError, match=r"spot-last.*exec_a.*exec_b"):
         load_registry()
 
 

@@ -18,6 +18,7 @@ from perpcarry.cli.backtest import backtest
 from perpcarry.cli.common import console, emit_json, load, path_option, state
 from perpcarry.cli.plan import plan
 from perpcarry.cli.scan import scan
+from perpcarry.cli.trade import close_position, open_position, positions, reconcile
 from perpcarry.domain.errors import PerpcarryError
 
 # Pretty exceptions would print local variables, which may hold credentials.
@@ -97,6 +98,10 @@ app.command()(backtest)
 app.command()(account)
 app.command()(orders)
 app.add_typer(paper_app, name="paper")
+app.command("open")(open_position)
+app.command("close")(close_position)
+app.command()(positions)
+app.command()(reconcile)
 
 
 @config_app.command("show")

@@ -1,8 +1,9 @@
 """The extension points of perpcarry. Specs only; see docs/writing-a-plugin.md.
 
-Every hook is called with keyword arguments and hands the plugin a ``register`` callback
-instead of collecting return values, so core can stamp each object with the plugin that
-registered it and refuse clashes. All implementations are called; none stops early.
+Every hook is called with keyword arguments. The ``register_*`` hooks hand the plugin a
+``register`` callback instead of collecting return values, so core can stamp each object
+with the plugin that registered it and refuse clashes. ``pre_trade_check`` is a gate: its
+answers are collected. All implementations are called; none stops early.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def register_executors(register):
     """Register execution strategies that place the two legs of a carry position.
 
     Called once, when core first builds its registry. ``register(executor)`` takes an
-    object satisfying ``perpcarry.venues.protocol.Executor``; its ``name`` must be unique across
+    object satisfying ``perpcarry.execution.engine.Executor``; its ``name`` must be unique across
     plugins (a clash is an error naming both). Returns nothing.
     """
 
@@ -57,4 +58,18 @@ def register_history_sources(register):
     content can tell) and ``load(path)`` returning the normalised history table. A name
     registered by two plugins is an error naming both; so is a file two sources recognise,
     when it is read. Returns nothing.
+    """
+
+
+@hookspec
+def pre_trade_check(order, context):
+    """Veto an order before it is sent.
+
+    Called before every order an executor sends that builds or closes a position (never
+    before an unwind, which only removes an unhedged excess), after the order is journalled
+    and before the request leaves. ``order`` is the ``perpcarry.venues.orders.OrderRequest``;
+    ``context`` a ``perpcarry.execution.checks.TradeContext`` (venue, action, reference
+    price, balances read when the intent began, leverage, caps, kill switch). Returns a
+    reason (one line) to veto the order, or None to allow it; any reason vetoes, and a veto
+    of the second leg unwinds the first.
     """

@@ -7,6 +7,7 @@ autoloading off and loads only the named plugins.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
@@ -16,8 +17,9 @@ import pluggy
 from loguru import logger
 
 from perpcarry.domain.errors import PluginError
+from perpcarry.execution.engine import Executor
 from perpcarry.plugins import hookspecs
-from perpcarry.venues.protocol import Executor, FeeModel, HistorySource, VenueSpec
+from perpcarry.venues.protocol import FeeModel, HistorySource, VenueSpec
 
 LOAD_PLUGINS_ENV = "PERPCARRY_LOAD_PLUGINS"
 ENTRY_POINT_GROUP = "perpcarry"
@@ -80,11 +82,30 @@ class Registry:
             )
         return infos
 
+    def pre_trade_vetoes(self, order: Any, context: Any) -> list[str]:
+        """Every ``pre_trade_check`` implementation's reason to refuse ``order``, each
+        prefixed with the plugin that gave it; empty: allowed."""
+        vetoes = []
+        for impl in self.pm.hook.pre_trade_check.get_hookimpls():
+            reason = impl.function(order=order, context=context)
+            if reason:
+                vetoes.append(f"{impl.plugin_name}: {reason}")
+        return vetoes
+
     def fee_model(self, venue_id: str) -> FeeModel:
         try:
             return self.fee_models[venue_id][0]
         except KeyError:
             raise PluginError(f"no installed plugin registers a fee model for {venue_id}") from None
+
+
+# Core's own plugins: the first-party executors and pre-trade checks. They implement the
+# same hooks a third party would, but are always loaded: an allow-list naming only venue
+# plugins must not switch off the safety checks or leave no executor.
+BUILTIN_PLUGINS = {
+    "executors": "perpcarry.execution.executors",
+    "checks": "perpcarry.execution.checks",
+}
 
 
 def installed_plugins() -> list[str]:
@@ -121,6 +142,11 @@ def create_plugin_manager(
         pm.register(plugin, name=ep.name)
         versions[ep.name] = ep.dist.version if ep.dist else None
         logger.debug("loaded plugin {} from {}", ep.name, ep.value)
+    from perpcarry import __version__
+
+    for name, module in BUILTIN_PLUGINS.items():
+        pm.register(importlib.import_module(module), name=name)
+        versions[name] = __version__
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -175,7 +201,7 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
         owner = impl.plugin_name
 
         def register_executor(executor: Executor, owner: str = owner) -> None:
-            _check(executor, Executor, "an executor (perpcarry.venues.protocol.Executor)", owner)
+            _check(executor, Executor, "an executor (perpcarry.execution.engine.Executor)", owner)
             if executor.name in registry.executors:
                 raise PluginError(
                     f"executor {executor.name!r} is registered by both plugin "

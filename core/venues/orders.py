@@ -53,18 +53,22 @@ class Leg(StrEnum):
     PERP = "p"
 
 
-def client_order_id(intent_id: str, leg: Leg, slice_index: int, attempt: int) -> str:
+def client_order_id(intent_id: str, leg: Leg, slice_index: int, attempt: int, *,
+                    unwind: bool = False) -> str:
     """The client order id of one order of an intent: deterministic, so a restarted process
     derives the same id from the journal, and venue-valid (letters and digits, at most 32).
 
     ``intent_id`` is the journal's id of the intent (1-20 letters and digits, unique per
     account set); ``slice_index`` < 1000 and ``attempt`` < 100 (a new attempt is only made
-    once the previous one is proven absent)."""
+    once the previous one is proven absent); ``unwind`` marks an order that takes back an
+    unhedged excess rather than building or closing the position."""
     if not INTENT_ID.match(intent_id):
         raise ValueError(f"intent id {intent_id!r}: 1-20 letters and digits")
     if not (0 <= slice_index < 1000 and 0 <= attempt < 100):
         raise ValueError(f"slice {slice_index} / attempt {attempt} out of range")
-    return f"{CLIENT_ORDER_ID_PREFIX}{intent_id}{leg.value}{slice_index:03d}{attempt:02d}"
+    purpose = "u" if unwind else "e"
+    return (f"{CLIENT_ORDER_ID_PREFIX}{intent_id}{leg.value}{purpose}"
+            f"{slice_index:03d}{attempt:02d}")
 
 
 def check_client_order_id(value: str) -> str:

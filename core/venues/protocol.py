@@ -6,9 +6,8 @@ subclass ``perpcarry.ccxt.venue.CcxtVenue``, which supplies the transport, error
 translation, rate limiting, market cache and funding-history paging and cache; a plugin
 then writes only its venue-specific endpoints and parsing.
 
-An execution strategy registered through ``register_executors`` satisfies
-:class:`Executor` and trades through an :class:`OrderVenue`; the account and order half of
-the first-party venues arrives with live execution.
+The account and order half of a venue is in :mod:`perpcarry.venues.orders`; execution
+strategies (``register_executors``) in :mod:`perpcarry.execution.engine`.
 """
 
 from __future__ import annotations
@@ -17,9 +16,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.types import (
@@ -168,47 +166,6 @@ class FeeModel(Protocol):
         self, config: VenueConfig, venue: MarketDataVenue | None
     ) -> FeeSchedule:
         """The schedule to use: account rates, a config override, or the default table."""
-
-
-@dataclass(frozen=True)
-class LegFill:
-    """What one order of one leg did."""
-
-    market: Market
-    side: Literal["buy", "sell"]
-    quantity: Decimal
-    average_price: Decimal
-    fee: Decimal
-
-
-@runtime_checkable
-class OrderVenue(Protocol):
-    """The order half of a venue, which executors trade through. No first-party venue
-    implements it yet: it arrives with live execution."""
-
-    venue_id: str
-
-    async def market_order(self, market: Market, side: Literal["buy", "sell"],
-                           quantity: Decimal, *, reduce_only: bool = False) -> LegFill:
-        """Place a market order of ``quantity`` (in the market's order unit) and wait for
-        its fill; raise a ``VenueError`` when it is rejected."""
-
-
-@runtime_checkable
-class Executor(Protocol):
-    """An execution strategy: how the two legs of a carry position are placed."""
-
-    name: str
-    description: str
-
-    async def open_position(self, venue: OrderVenue, pair: CarryPair,
-                            base_quantity: Decimal) -> tuple[LegFill, LegFill]:
-        """Buy ``base_quantity`` spot and short the same base quantity of the perp. If the
-        second leg fails, unwind the first and raise, so no one-legged position remains."""
-
-    async def close_position(self, venue: OrderVenue, pair: CarryPair,
-                             base_quantity: Decimal) -> tuple[LegFill, LegFill]:
-        """Buy back the perp (reduce-only) and sell the spot, with the same guarantee."""
 
 
 def carry_pairs(markets: list[Market]) -> list[CarryPair]:

@@ -1,0 +1,1 @@
+"""Two-leg execution: the write-ahead journal, the executors, recovery and reconciliation."""
