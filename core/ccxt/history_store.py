@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -78,6 +79,21 @@ def _usable(path: Path) -> Iterator[None]:
         raise UnusableCache(path, str(err)) from None
 
 
+def _set_wal(db: sqlite3.Connection) -> None:
+    """WAL mode, waiting out another connection's brief hold on the file: switching the
+    journal mode does not go through SQLite's busy handler, so a reader that has just
+    opened the (new) file makes it fail at once."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class FundingHistoryStore:
     """Settled funding by venue and symbol in SQLite at ``path``."""
 
@@ -96,7 +112,7 @@ class FundingHistoryStore:
             with _usable(path):
                 # A cache: losing the last commits on power loss only means fetching them
                 # again, so commits need not wait for the disk.
-                self._db.execute("PRAGMA journal_mode=WAL")
+                _set_wal(self._db)
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
         except UnusableCache:
