@@ -16,6 +16,9 @@ from perpcarry.commands import split_option
 from perpcarry.errors import UsageError
 
 ESTIMATOR_NAMES = ("current", "mean", "ewma", "conservative")
+# Options that override a field of [allocator] rather than of [backtest].
+ALLOCATOR_OPTIONS = ("leverage", "max_venue_share", "max_asset_share", "max_pair_share",
+                     "max_positions")
 
 
 def _date(text: str | None, option: str) -> datetime | None:
@@ -56,6 +59,20 @@ def backtest(
     estimator: Annotated[str | None, typer.Option(
         help="current | mean | ewma | conservative.")] = None,
     horizon_days: Annotated[float | None, typer.Option("--horizon-days")] = None,
+    window_days: Annotated[float | None, typer.Option(
+        "--window-days", help="Days of history the mean estimator averages.")] = None,
+    ewma_halflife_days: Annotated[float | None, typer.Option(
+        "--ewma-halflife-days", help="Half-life of the ewma estimator.")] = None,
+    leverage: Annotated[float | None, typer.Option(
+        help="Perp leverage (sets the margin each position uses; [allocator] leverage).")
+    ] = None,
+    max_venue_share: Annotated[float | None, typer.Option(
+        "--max-venue-share", help="Cap per venue, share of equity.")] = None,
+    max_asset_share: Annotated[float | None, typer.Option(
+        "--max-asset-share", help="Cap per asset, share of equity.")] = None,
+    max_pair_share: Annotated[float | None, typer.Option(
+        "--max-pair-share", help="Cap per pair, share of equity.")] = None,
+    max_positions: Annotated[int | None, typer.Option("--max-positions")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Folder for the charts (default ./backtest-out).")] = None,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the charts.")] = False,
@@ -70,32 +87,53 @@ def backtest(
              "capital": capital, "cadence_hours": cadence_hours, "enter_apr": enter_apr,
              "exit_apr": exit_apr, "min_hold_hours": min_hold_hours,
              "cooldown_hours": cooldown_hours, "spread_cost": spread_cost,
-             "estimator": estimator, "horizon_days": horizon_days})
+             "estimator": estimator, "horizon_days": horizon_days,
+             "window_days": window_days, "ewma_halflife_days": ewma_halflife_days,
+             "leverage": leverage, "max_venue_share": max_venue_share,
+             "max_asset_share": max_asset_share, "max_pair_share": max_pair_share,
+             "max_positions": max_positions})
+
+
+def validated_settings(config, overrides: dict) -> tuple:
+    """(BacktestConfig, AllocatorConfig): the config's ``[backtest]`` and ``[allocator]``
+    with the non-None ``overrides`` (field names of either) applied; UsageError naming the
+    option of the first invalid value."""
+    from pydantic import ValidationError
+
+    from perpcarry.allocator import Limits
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get("estimator", ESTIMATOR_NAMES[0]) not in ESTIMATOR_NAMES:
+        raise UsageError(f"--estimator {given['estimator']!r}: choose one of "
+                         f"{', '.join(ESTIMATOR_NAMES)}")
+    base, allocator = config.settings.backtest, config.settings.allocator
+    try:
+        settings = base.model_validate(
+            {**base.model_dump(), **{k: v for k, v in given.items()
+                                     if k not in ALLOCATOR_OPTIONS}})
+        allocator = allocator.model_validate(
+            {**allocator.model_dump(), **{k: v for k, v in given.items()
+                                          if k in ALLOCATOR_OPTIONS}})
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise UsageError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    Limits.from_config(allocator, capital=settings.capital)  # cross-field rules
+    return settings, allocator
 
 
 def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, overrides) -> None:
-    from pydantic import ValidationError
     from rich.progress import Progress
 
     from perpcarry.backtest.run import run_backtest
 
-    if overrides["estimator"] is not None and overrides["estimator"] not in ESTIMATOR_NAMES:
-        raise UsageError(f"--estimator {overrides['estimator']!r}: choose one of "
-                         f"{', '.join(ESTIMATOR_NAMES)}")
     config = cli.load()
-    base = config.settings.backtest
-    try:
-        settings = base.model_validate(
-            {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise UsageError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    settings, allocator = validated_settings(config, overrides)
     out_dir = out or settings.out_dir
     with Progress(console=cli.err_console, transient=True,
                   disable=as_json or not cli.err_console.is_terminal) as bar:
         task = bar.add_task("backtest", total=None)
         run = run_backtest(config, settings, data=data, venues=venues, symbols=symbols,
-                           start=start, end=end,
+                           start=start, end=end, allocator=allocator,
                            progress=lambda done, total: bar.update(task, completed=done,
                                                                    total=total))
         charts = []
