@@ -17,6 +17,7 @@ from rich.table import Table
 from perpcarry.commands.backtest import backtest
 from perpcarry.commands.plan import plan
 from perpcarry.commands.scan import scan
+from perpcarry.commands.sweep import sweep
 from perpcarry.errors import PerpcarryError
 
 # Pretty exceptions would print local variables, which may hold credentials.
@@ -114,6 +115,7 @@ def venues(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
 app.command()(scan)
 app.command()(plan)
 app.command()(backtest)
+app.command()(sweep)
 
 
 @config_app.command("show")
