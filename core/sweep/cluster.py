@@ -96,7 +96,7 @@ def run_on_cluster(client: Client, data: SweepData, jobs: list[Job],
             batch = pending.pop(future)
             try:
                 records = future.result()
-            except Exception as exc:  # noqa: BLE001 - e.g. the worker died: record, go on
+            except Exception as exc:  # e.g. the worker died: recorded, the sweep goes on
                 reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 records = [{**base_record(job), "status": "error", "error": reason}
                            for job in batch]

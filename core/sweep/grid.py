@@ -256,7 +256,9 @@ def _range(path: Path, field: str, given: dict, kind: type) -> list:
     if count > MAX_RANGE_VALUES:
         raise _fail(path, field, f"{count:,} values: at most {MAX_RANGE_VALUES:,} per range")
     if kind is int:
-        return [int(round(low + i * step)) for i in range(count)]
+        if not all(isinstance(v, int) for v in (low, high, step)):
+            raise _fail(path, field, "from, to and step must be whole numbers")
+        return [low + i * step for i in range(count)]
     return [float(f"{low + i * step:.{RANGE_DIGITS}g}") for i in range(count)]
 
 

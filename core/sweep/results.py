@@ -66,7 +66,8 @@ def _sort_key(record: dict, grid: Grid, prefix: str = "") -> tuple:
     value = record.get(prefix + grid.rank_by)
     missing = record.get(prefix + "status", "ok") != "ok" or value is None \
         or (isinstance(value, float) and math.isnan(value))
-    met = grid.constraint is None or grid.constraint.met(record.get(prefix + grid.constraint.metric))
+    met = grid.constraint is None or \
+        grid.constraint.met(record.get(prefix + grid.constraint.metric))
     score = 0.0 if missing else (-value if grid.higher_is_better else value)
     return (missing, not met, score)
 

@@ -42,7 +42,7 @@ def run_job(data: SweepData, job: Job) -> dict[str, Any]:
         history = select(data.history, job.venues, job.symbols)
         summary = replay(history, job.settings, job.allocator, data.fees, data.fee_sources,
                          start=job.start, end=job.end).summary
-    except Exception as exc:  # noqa: BLE001 - a failing run is recorded; the sweep goes on
+    except Exception as exc:  # a failing run is recorded with its error; the sweep goes on
         record.update(status="error", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
     else:
         record.update({name: summary[name] for name in METRICS})
