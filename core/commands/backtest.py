@@ -21,7 +21,8 @@ ALLOCATOR_OPTIONS = ("leverage", "max_venue_share", "max_asset_share", "max_pair
                      "max_positions")
 
 
-def _date(text: str | None, option: str) -> datetime | None:
+def parse_date(text: str | None, option: str) -> datetime | None:
+    """``--start``/``--end`` as a UTC datetime (a date alone is its midnight); None if unset."""
     if text is None:
         return None
     try:
@@ -82,8 +83,8 @@ def backtest(
     from perpcarry import cli
 
     _run(cli, data=data, venues=split_option(venues, "--venues"),
-         symbols=split_option(symbols, "--symbols"), start=_date(start, "--start"),
-         end=_date(end, "--end"), no_plots=no_plots, as_json=as_json, out=out, overrides={
+         symbols=split_option(symbols, "--symbols"), start=parse_date(start, "--start"),
+         end=parse_date(end, "--end"), no_plots=no_plots, as_json=as_json, out=out, overrides={
              "capital": capital, "cadence_hours": cadence_hours, "enter_apr": enter_apr,
              "exit_apr": exit_apr, "min_hold_hours": min_hold_hours,
              "cooldown_hours": cooldown_hours, "spread_cost": spread_cost,
