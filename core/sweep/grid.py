@@ -143,7 +143,8 @@ def load_grid(path: Path) -> Grid:
         raise ConfigError(f"{path}: cannot read grid file: {exc.strerror}") from None
     unknown = sorted(set(raw) - {"sweep", "grid"})
     if unknown:
-        raise _fail(path, unknown[0], "unknown table (a grid file has [sweep] and [grid])")
+        raise _fail(path, unknown[0],
+                    "unknown top-level key (a grid file has a [sweep] and a [grid] table)")
     section = raw.get("sweep", {})
     table = raw.get("grid", {})
     for name, value in (("sweep", section), ("grid", table)):
