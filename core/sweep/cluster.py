@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # Batches per worker: enough that the last ones balance the load across workers, few
 # enough that scheduling stays a small share of the work.
 BATCHES_PER_WORKER = 8
+SINGLE_THREADED = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1",
+                   "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 class SchedulerUnreachable(PerpcarryError):
@@ -60,8 +62,11 @@ def dask_client(scheduler: str | None, workers: int, connect_timeout: float
         finally:
             client.close()
         return
+    # One backtest per worker process at a time, and one thread in it: polars would start a
+    # thread per core in every worker, and the workers' threads would contend for the cores.
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+                           dashboard_address=None, silence_logs=logging.ERROR,
+                           env=SINGLE_THREADED)
     try:
         with Client(cluster, set_as_default=False) as client:
             yield client
