@@ -119,9 +119,11 @@ def _save(records, grid, out_dir: Path, *, walk_forward: bool, charts: bool):
 
     rows = ranked_rows(records, grid, walk_forward=walk_forward)
     files = write_results(records, rows, out_dir)
-    if charts and grid.swept:
+    if charts:
         from perpcarry.sweep.heatmaps import write_heatmaps
 
+        for stale in out_dir.glob("heatmap_*.png"):   # an earlier grid's, here by its name
+            stale.unlink()
         for prefix in (("train_", "test_") if walk_forward else ("",)):
             files += write_heatmaps(rows, grid, out_dir, prefix)
     return rows, files
@@ -138,7 +140,7 @@ def _print(console, summary: dict, grid, *, walk_forward: bool, top: int) -> Non
     table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right")
     for name in grid.swept:
-        table.add_column(name)
+        table.add_column(name, overflow="fold", min_width=min(len(name), 12))
     prefixes = ("train_", "test_") if walk_forward else ("",)
     metrics = dict.fromkeys((grid.rank_by, "apr", "sharpe", "max_drawdown"))
     for prefix in prefixes:

@@ -323,6 +323,9 @@ def plan_jobs(grid: Grid, config, history, fees: dict, *, walk_forward: bool,
     conflicts: dict[str, int] = {}
     jobs: list[Job] = []
     spans: dict[tuple, tuple[datetime, datetime]] = {}
+    # Venues without a fee model are left out of every run (as replay leaves them out).
+    priced = history.filter(history["venue"].is_in(list(fees)))
+    selections: dict[tuple, Any] = {}
     for combo in itertools.product(*(grid.values[n] for n in names)):
         params = dict(zip(names, combo, strict=True))
         overrides = {k: v for k, v in params.items() if k not in SELECTION}
@@ -340,10 +343,13 @@ def plan_jobs(grid: Grid, config, history, fees: dict, *, walk_forward: bool,
         venues, symbols = split_list(params.get("venue")), split_list(params.get("symbol"))
         start = parse_date(params.get("start"), "--start")
         end = parse_date(params.get("end"), "--end")
-        try:
-            selected = select(history.filter(history["venue"].is_in(list(fees))), venues,
-                              symbols)
-        except UsageError:
+        if (venues, symbols) not in selections:
+            try:
+                selections[venues, symbols] = select(priced, venues, symbols)
+            except UsageError:
+                selections[venues, symbols] = None
+        selected = selections[venues, symbols]
+        if selected is None:
             reason = (f"venue {params.get('venue', 'all')} has no symbol "
                       f"{params.get('symbol', 'any')}")
             conflicts[reason] = conflicts.get(reason, 0) + 1

@@ -45,7 +45,8 @@ class Journal:
                     record = json.loads(line)
                 except json.JSONDecodeError:   # the line being written when the run was killed
                     continue
-                self.previous[record["key"]] = record
+                if isinstance(record, dict) and "key" in record:
+                    self.previous[record["key"]] = record
         out_dir.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a" if resume else "w")
 
