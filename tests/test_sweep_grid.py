@@ -5,6 +5,8 @@ that ``perpcarry backtest`` gained for it."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +118,23 @@ def test_backtest_takes_the_allocator_options_a_sweep_varies(run_cli):
     assert funding("--leverage", "3") == pytest.approx(base * 1.75 / 1.5, rel=1e-9)
     result = run_cli(*args, "--max-pair-share", "0")
     assert result.exit_code == 2 and "--max-pair-share" in result.stderr
+
+
+def test_data_path_is_relative_to_the_grid_file_and_in_the_command(tmp_path):
+    from perpcarry.backtest.history import load_path
+    from perpcarry.backtest.run import taker_fees
+
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aha-3exch"
+    folder = tmp_path / "grids"
+    folder.mkdir()
+    path = folder / "grid.toml"
+    path.write_text(f'[grid]\ndata = "{os.path.relpath(shared, folder)}"\n'
+                    "enter_apr = [0.05, 0.1]\n")
+    grid = load_grid(path)
+    assert grid.data == shared
+    config = load_config(None)
+    history = load_path(grid.data)
+    fees, _ = taker_fees(config, history["venue"].unique())
+    jobs, _ = plan_jobs(grid, config, history, fees, walk_forward=False, config_path=None)
+    assert [job.command for job in jobs] == [
+        f"perpcarry backtest --data {grid.data} --enter-apr {apr}" for apr in (0.05, 0.1)]

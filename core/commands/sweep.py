@@ -18,6 +18,8 @@ from perpcarry.commands import percent
 DEFAULT_OUT = "sweep-out"
 # Rows printed by default; every row is in the parquet and CSV files.
 DEFAULT_TOP = 20
+# Characters a table printed to a pipe or file may take (a terminal's own width applies).
+WIDEST_PIPED_TABLE = 400
 
 
 def sweep(
@@ -146,7 +148,7 @@ def _print(console, summary: dict, grid, *, walk_forward: bool, top: int) -> Non
     for prefix in prefixes:
         for metric in metrics:
             label = {"train_": "train ", "test_": "test "}.get(prefix, "") + metric
-            table.add_column(label, justify="right")
+            table.add_column(label, justify="right", min_width=len(label))
     for row in shown:
         cells = [str(row["rank"]), *(_cell(row[name]) for name in grid.swept)]
         for prefix in prefixes:
@@ -154,7 +156,10 @@ def _print(console, summary: dict, grid, *, walk_forward: bool, top: int) -> Non
             cells += ["error" if failed else _metric(metric, row.get(prefix + metric))
                       for metric in metrics]
         table.add_row(*cells)
-    console.print(table)
+    # Piped output has no width to respect: the table whole rather than cropped at 80.
+    width = None if console.is_terminal else console.measure(
+        table, options=console.options.update_width(WIDEST_PIPED_TABLE)).maximum
+    console.print(table, width=width, crop=False)
     for row in shown:
         for prefix in prefixes:
             label = {"train_": " train", "test_": " test"}.get(prefix, "")

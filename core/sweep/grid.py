@@ -159,7 +159,8 @@ def load_grid(path: Path) -> Grid:
         if name == DATA_FIELD:
             if not isinstance(given, str) or not given:
                 raise _fail(path, f"grid.{name}", "one path to funding history (not swept)")
-            data = Path(given) if Path(given).is_absolute() else path.parent / given
+            # Absolute, so the reproducing command works from any folder.
+            data = (path.parent / given).resolve()
             continue
         if name not in PARAMETERS:
             raise _fail(path, f"grid.{name}", "unknown parameter (known: "
