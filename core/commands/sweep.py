@@ -83,6 +83,7 @@ def _execute(cli, grid, jobs, data, out_dir: Path, *, address, workers, resume, 
         done = journal.done()
         todo = [job for job in jobs if job.key not in done]
         finished = {job.key: done[job.key] for job in jobs if job.key in done}
+        resumed = len(finished)
         progress = Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
                             TimeRemainingColumn(), console=cli.err_console, transient=True,
                             disable=as_json or not cli.err_console.is_terminal)
@@ -109,10 +110,10 @@ def _execute(cli, grid, jobs, data, out_dir: Path, *, address, workers, resume, 
     failed = [r for r in records if r["status"] != "ok"]
     return {"grid": str(grid.path), "rank_by": grid.rank_by,
             "constraint": None if grid.constraint is None else str(grid.constraint),
-            "walk_forward": walk_forward, "runs": len(records), "resumed": len(done),
+            "walk_forward": walk_forward, "runs": len(records), "resumed": resumed,
             "failed": len(failed), "scheduler": address or f"local ({workers} workers)",
             "files": [str(p) for p in files], "rows": rows,
-            "notes": [f"{len(done)} runs already done in {out_dir / journal.path.name}"]
+            "notes": [f"{resumed} runs already done in {out_dir / journal.path.name}"]
             if resume else []}
 
 
