@@ -319,7 +319,7 @@ def plan_jobs(grid: Grid, config, history, fees: dict, *, walk_forward: bool,
                 validated_settings(config, {name: value})
             except UsageError as exc:
                 raise _fail(grid.path, f"grid.{name}",
-                            _name_option(str(exc), {name: value})) from None
+                            _name_option(str(exc), {name: value}, with_name=False)) from None
     names = list(grid.values)
     conflicts: dict[str, int] = {}
     jobs: list[Job] = []
@@ -383,14 +383,15 @@ def plan_jobs(grid: Grid, config, history, fees: dict, *, walk_forward: bool,
     return jobs, notes
 
 
-def _name_option(message: str, params: dict) -> str:
-    """A backtest option error (``--leverage: ...``) as the grid field and its value."""
-    match = re.match(r"(?:error: )?--([\w-]+)[: ]", message)
-    if match is None:
+def _name_option(message: str, params: dict, *, with_name: bool = True) -> str:
+    """A backtest option error (``--leverage: ...``) as the grid field's value and why."""
+    match = re.match(r"--([\w-]+)[: ]", message)
+    name = match.group(1).replace("-", "_") if match else None
+    if name not in params:
         return message
-    name = match.group(1).replace("-", "_")
-    rest = message[match.end():].strip()
-    return f"{name} {params[name]!r}: {rest}" if name in params else f"{name}: {rest}"
+    value = f"{params[name]!r}"
+    why = message[match.end():].strip().removeprefix(f"{value}:").strip()
+    return f"{name} {value}: {why}" if with_name else f"{value}: {why}"
 
 
 def _check_selection(grid: Grid, history) -> None:
