@@ -9,6 +9,8 @@ to ``on_batch`` as it arrives.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -64,11 +66,23 @@ def dask_client(scheduler: str | None, workers: int, connect_timeout: float
         return
     # One backtest per worker process at a time, and one thread in it: polars would start a
     # thread per core in every worker, and the workers' threads would contend for the cores.
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR,
-                           env=SINGLE_THREADED)
+    # Ctrl-C in a terminal signals every process of the foreground group. Only this one
+    # should act on it (keep what finished, close the cluster); a worker would die with a
+    # traceback. So workers start with SIGINT ignored (inherited through exec), then leave
+    # the group: polars installs its own SIGINT handler while a query runs.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        # No dashboard; the scheduler's HTTP endpoints (health, metrics) on a free port of
+        # the loopback rather than the default 8787, which another cluster may hold.
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None,
+                               scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                               silence_logs=logging.ERROR, env=SINGLE_THREADED)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         with Client(cluster, set_as_default=False) as client:
+            client.run(os.setpgrp)
             yield client
     finally:
         cluster.close()
