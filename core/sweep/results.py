@@ -110,7 +110,7 @@ def write_results(records: list[dict], rows: list[dict], out_dir: Path) -> list[
     table = pl.DataFrame([{"rank": rank.get(r["combination"]), **r} for r in records],
                          infer_schema_length=None)
     if table.height:
-        table = table.sort("rank", "part", nulls_last=True)
+        table = table.sort("rank", "part", descending=[False, True], nulls_last=True)  # train, test
         table = table.with_columns(pl.col(c).cast(pl.String) for c, t in table.schema.items()
                                    if t == pl.Null)
     paths = [out_dir / name for name in RESULT_FILES]
