@@ -133,8 +133,11 @@ def _save(records, grid, out_dir: Path, *, walk_forward: bool, charts: bool):
 
 
 def _print(console, summary: dict, grid, *, walk_forward: bool, top: int) -> None:
+    from rich.console import Console
     from rich.table import Table
 
+    if not console.is_terminal:   # a pipe or file has no width: tables whole, not cut at 80
+        console = Console(file=console.file, width=WIDEST_PIPED_TABLE)
     rows = summary["rows"]
     shown = rows[:top]
     title = f"{summary['runs']} runs on {summary['scheduler']}, ranked by {grid.rank_by}"
@@ -143,13 +146,13 @@ def _print(console, summary: dict, grid, *, walk_forward: bool, top: int) -> Non
     table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right")
     for name in grid.swept:
-        table.add_column(name, overflow="fold", min_width=min(len(name), 12))
+        table.add_column(name, no_wrap=True)
     prefixes = ("train_", "test_") if walk_forward else ("",)
     metrics = dict.fromkeys((grid.rank_by, "apr", "sharpe", "max_drawdown"))
     for prefix in prefixes:
         for metric in metrics:
             label = {"train_": "train ", "test_": "test "}.get(prefix, "") + metric
-            table.add_column(label, justify="right", min_width=len(label))
+            table.add_column(label, justify="right", no_wrap=True)
     for row in shown:
         cells = [str(row["rank"]), *(_cell(row[name]) for name in grid.swept)]
         for prefix in prefixes:
@@ -157,10 +160,7 @@ def _print(console, summary: dict, grid, *, walk_forward: bool, top: int) -> Non
             cells += ["error" if failed else _metric(metric, row.get(prefix + metric))
                       for metric in metrics]
         table.add_row(*cells)
-    # Piped output has no width to respect: the table whole rather than cropped at 80.
-    width = None if console.is_terminal else console.measure(
-        table, options=console.options.update_width(WIDEST_PIPED_TABLE)).maximum
-    console.print(table, width=width, crop=False)
+    console.print(table)
     for row in shown:
         for prefix in prefixes:
             label = {"train_": " train", "test_": " test"}.get(prefix, "")
