@@ -19,7 +19,7 @@ from perpcarry.domain.errors import UsageError
 
 if TYPE_CHECKING:
     from perpcarry.config.loader import Config
-    from perpcarry.config.settings import BacktestConfig
+    from perpcarry.config.settings import AllocatorConfig, BacktestConfig
 
 
 @dataclass(frozen=True)
@@ -57,17 +57,34 @@ def taker_fees(config: Config, venues) -> tuple[dict[str, tuple[float, float]], 
 def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None = None,
                  venues=None, symbols=None, start: datetime | None = None,
                  end: datetime | None = None, allocate=None,
+                 allocator: AllocatorConfig | None = None,
                  progress: Callable[[int, int], None] | None = None) -> BacktestRun:
     """Replay ``settings`` on the bundled history (or ``data``) with ``config``'s fee models
-    and allocator limits. ``allocate`` replaces the LP (tests only)."""
+    and allocator limits (``allocator`` replaces ``[allocator]``). ``allocate`` replaces the
+    LP (tests only)."""
     from perpcarry.allocation.allocator import Limits
 
+    allocator = allocator or config.settings.allocator
     # Limits are checked before any data is read: a bad value fails fast, not after the run.
-    limits = Limits.from_config(config.settings.allocator, capital=settings.capital)
+    Limits.from_config(allocator, capital=settings.capital)
     sources = [source for source, _ in config.registry.history_sources.values()]
     history = load_path(data, sources) if data is not None else load_bundled()
     history = select(history, venues, symbols)
     fees, sources = taker_fees(config, history["venue"].unique())
+    return replay(history, settings, allocator, fees, sources,
+                  start=start, end=end, allocate=allocate, progress=progress)
+
+
+def replay(history: pl.DataFrame, settings: BacktestConfig, allocator: AllocatorConfig,
+           fees: dict[str, tuple[float, float]], fee_sources: dict[str, str], *,
+           start: datetime | None = None, end: datetime | None = None, allocate=None,
+           progress: Callable[[int, int], None] | None = None) -> BacktestRun:
+    """:func:`run_backtest` on an already loaded and selected history, with the taker fees
+    resolved (``taker_fees``): what a sweep runs many times on data it loaded once."""
+    from perpcarry.allocation.allocator import Limits
+
+    present = set(history["venue"].unique())
+    sources = {v: s for v, s in fee_sources.items() if v in present}
     notes = []
     unknown = sorted(set(history["venue"].unique()) - set(fees))
     if not fees:
@@ -91,6 +108,7 @@ def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None 
     spot_taker = np.array([fees[v][0] for v in panel.venues])
     perp_taker = np.array([fees[v][1] for v in panel.venues])
     if allocate is None:
+        limits = Limits.from_config(allocator, capital=settings.capital)
         allocate = lp_allocator(limits, panel.venues, panel.bases)
     simulation = simulate(panel, strategy_from(settings), spot_taker, perp_taker, allocate,
                           progress)

@@ -18,6 +18,7 @@ from perpcarry.cli.backtest import backtest
 from perpcarry.cli.common import console, emit_json, load, path_option, state
 from perpcarry.cli.plan import plan
 from perpcarry.cli.scan import scan
+from perpcarry.cli.sweep import sweep
 from perpcarry.cli.trade import close_position, open_position, positions, reconcile
 from perpcarry.domain.errors import PerpcarryError
 
@@ -102,6 +103,7 @@ app.command("open")(open_position)
 app.command("close")(close_position)
 app.command()(positions)
 app.command()(reconcile)
+app.command()(sweep)
 
 
 @config_app.command("show")

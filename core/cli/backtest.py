@@ -15,8 +15,12 @@ import typer
 from perpcarry.cli.common import path_option, split_option
 from perpcarry.domain.errors import UsageError
 
+# Options that override a field of [allocator] rather than of [backtest].
+ALLOCATOR_OPTIONS = ("leverage", "max_venue_share", "max_asset_share", "max_pair_share",
+                     "max_positions")
 
-def _date(text: str | None, option: str) -> datetime | None:
+
+def parse_date(text: str | None, option: str) -> datetime | None:
     if text is None:
         return None
     try:
@@ -54,6 +58,20 @@ def backtest(
     estimator: Annotated[str | None, typer.Option(
         help="current | mean | ewma | conservative.")] = None,
     horizon_days: Annotated[float | None, typer.Option("--horizon-days")] = None,
+    window_days: Annotated[float | None, typer.Option(
+        "--window-days", help="Days of history the mean estimator averages.")] = None,
+    ewma_halflife_days: Annotated[float | None, typer.Option(
+        "--ewma-halflife-days", help="Half-life of the ewma estimator.")] = None,
+    leverage: Annotated[float | None, typer.Option(
+        help="Perp leverage (sets the margin each position uses; [allocator] leverage).")
+    ] = None,
+    max_venue_share: Annotated[float | None, typer.Option(
+        "--max-venue-share", help="Cap per venue, share of equity.")] = None,
+    max_asset_share: Annotated[float | None, typer.Option(
+        "--max-asset-share", help="Cap per asset, share of equity.")] = None,
+    max_pair_share: Annotated[float | None, typer.Option(
+        "--max-pair-share", help="Cap per pair, share of equity.")] = None,
+    max_positions: Annotated[int | None, typer.Option("--max-positions")] = None,
     out: Annotated[str | None, typer.Option(
         "--out", help="Folder for the charts (default ./backtest-out).")] = None,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the charts.")] = False,
@@ -63,43 +81,65 @@ def backtest(
     from perpcarry.cli import common as cli
 
     _run(cli, data=path_option(data, "--data"), venues=split_option(venues, "--venues"),
-         symbols=split_option(symbols, "--symbols"), start=_date(start, "--start"),
-         end=_date(end, "--end"), no_plots=no_plots, as_json=as_json, out=out, overrides={
+         symbols=split_option(symbols, "--symbols"), start=parse_date(start, "--start"),
+         end=parse_date(end, "--end"), no_plots=no_plots, as_json=as_json, out=out, overrides={
              "capital": capital, "cadence_hours": cadence_hours, "enter_apr": enter_apr,
              "exit_apr": exit_apr, "min_hold_hours": min_hold_hours,
              "cooldown_hours": cooldown_hours, "spread_cost": spread_cost,
-             "estimator": estimator, "horizon_days": horizon_days})
+             "estimator": estimator, "horizon_days": horizon_days,
+             "window_days": window_days, "ewma_halflife_days": ewma_halflife_days,
+             "leverage": leverage, "max_venue_share": max_venue_share,
+             "max_asset_share": max_asset_share, "max_pair_share": max_pair_share,
+             "max_positions": max_positions})
+
+
+def validated_settings(config, overrides: dict) -> tuple:
+    """(BacktestConfig, AllocatorConfig): the config's ``[backtest]`` and ``[allocator]``
+    with the non-None ``overrides`` (field names of either) applied, checked as the backtest
+    checks them; ``InvalidValue`` naming the field of the first invalid value. A sweep
+    checks each combination of its grid with this same function."""
+    from pydantic import ValidationError
+
+    from perpcarry.allocation.allocator import Limits
+    from perpcarry.domain.errors import InvalidValue
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    base, allocator = config.settings.backtest, config.settings.allocator
+    try:
+        settings = base.model_validate(
+            {**base.model_dump(), **{k: v for k, v in given.items()
+                                     if k not in ALLOCATOR_OPTIONS}})
+        allocator = allocator.model_validate(
+            {**allocator.model_dump(), **{k: v for k, v in given.items()
+                                          if k in ALLOCATOR_OPTIONS}})
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise InvalidValue(str(first["loc"][0]), first["input"],
+                           rule=first["msg"].removeprefix("Value error, ")) from None
+    Limits.from_config(allocator, capital=settings.capital)  # cross-field rules
+    return settings, allocator
 
 
 def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, overrides) -> None:
-    from pydantic import ValidationError
     from rich.progress import Progress
 
     from perpcarry.backtest.run import run_backtest
     from perpcarry.config.settings import AllocatorConfig
-    from perpcarry.domain.errors import InvalidValue
 
     config = cli.load()
-    base = config.settings.backtest
     flags = cli.given(**{field: (f"--{field.replace('_', '-')}", value, 1)
                          for field, value in overrides.items()})
     # The allocator's limits come from [allocator], its capital from [backtest] or --capital.
     sections = {field: "allocator" for field in AllocatorConfig.model_fields} | {
         "capital": "backtest"}
     with cli.value_names(config, "backtest", flags, sections):
-        try:
-            settings = base.model_validate(
-                {**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
-        except ValidationError as err:
-            first = err.errors()[0]
-            raise InvalidValue(str(first["loc"][0]), first["input"],
-                               rule=first["msg"].removeprefix("Value error, ")) from None
+        settings, allocator = validated_settings(config, overrides)
         out_dir = _output_folder(out, settings.out_dir, no_plots, config)
         with Progress(console=cli.err_console, transient=True,
                       disable=as_json or not cli.err_console.is_terminal) as bar:
             task = bar.add_task("backtest", total=None)
             run = run_backtest(config, settings, data=data, venues=venues, symbols=symbols,
-                               start=start, end=end,
+                               start=start, end=end, allocator=allocator,
                                progress=lambda done, total: bar.update(task, completed=done,
                                                                        total=total))
             charts = []
