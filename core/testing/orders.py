@@ -242,9 +242,9 @@ class OrderVenueConformance:
             below = (market.min_notional / h.price * Decimal("0.9") // step) * step
             below = max(below, market.min_quantity * market.contract_size)
             cid = h.next_id()
-            # A market order's notional is known only at its fill (Binance prices it at a
-            # 5-minute average): the rule a venue enforces before sending is checked on an
-            # immediate-or-cancel order at the market's price.
+            # A market order's notional is known only at its fill (a venue may price it at
+            # an average over minutes): the rule a venue enforces before sending is checked
+            # on an immediate-or-cancel order at the market's price.
             with pytest.raises(InvalidOrder, match="notional"):
                 await h.venue.place_order(OrderRequest(
                     market, Side.BUY, below, cid, OrderType.LIMIT,
@@ -365,7 +365,7 @@ class OrderVenueConformance:
             quantity = h.size(h.spot)
             # Accepted, then the answer lost: found by client id, and never sent twice. The
             # order rests (a post-only bid 10 % under the market): every venue refuses a
-            # client id while its order is open, Binance only then (newClientOrderId docs).
+            # client id while its order is open, and some venues only then.
             cid = h.next_id()
             resting = OrderRequest(h.spot, Side.BUY, h.size(h.spot, 2), cid, OrderType.LIMIT,
                                    _on_tick(h.spot, h.price * Decimal("0.9")),
