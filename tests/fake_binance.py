@@ -92,6 +92,13 @@ class FakeBinance:
         """The next requests to ``route`` ("POST /fapi/v1/order") meet ``faults`` in order."""
         self._faults.setdefault(route, deque()).extend(faults)
 
+    def inject_any(self, routes: tuple[str, ...], *faults: Fault) -> None:
+        """The next requests to any of ``routes`` meet ``faults`` in order: one queue the
+        routes share (it replaces what was queued on them)."""
+        shared = deque(faults)
+        for route in routes:
+            self._faults[route] = shared
+
     def settle_funding(self, symbol: str, rate: Decimal) -> None:
         """Settle funding on the open position of ``symbol`` at ``rate`` and the current
         price, as Binance does: a FUNDING_FEE income record of -rate x mark x position

@@ -14,7 +14,9 @@ from fake_binance_wire import Fault
 from test_fake_binance_faults import ADEE, ETH_PRICE, credentials, no_sleep
 
 from perpcarry.config.loader import load_config
+from perpcarry.domain.errors import InsufficientFunds, InvalidOrder, RateLimitError
 from perpcarry.testing import OrderHarness, OrderVenueConformance
+from perpcarry.venues.orders import Leg, OrderRequest, OrderStatus, Side
 from perpcarry.venues.protocol import VenueContext
 from perpcarry_binance.venue import BinanceVenue
 
@@ -24,6 +26,8 @@ pytestmark = pytest.mark.block_network(allowed_hosts=["127.0.0.1"])
 SPOT, PERP = "ETH/USDT", "ETH/USDT:USDT"
 ORDER_POSTS = ("POST /api/v3/order", "POST /fapi/v1/order")
 ORDER_QUERIES = ("GET /api/v3/order", "GET /fapi/v1/order")
+REFUSALS = {InvalidOrder: Fault.PRECISION, InsufficientFunds: Fault.INSUFFICIENT_MARGIN,
+            RateLimitError: Fault.RATE_LIMIT}
 # A real positive ETHUSDT settlement (the adee fundingRate dump the fault tests use).
 SETTLED_RATE = next(Decimal(r["fundingRate"]) for r in
                     json.loads((ADEE / "ETHUSDT_funding.json").read_text())
@@ -31,27 +35,27 @@ SETTLED_RATE = next(Decimal(r["fundingRate"]) for r in
 
 
 class FakeBinanceFaults:
-    """The kit's ``FaultControl`` on the fake's fault injection. A fault is queued on both
-    order routes (spot and USDⓈ-M): the kit does not say which market its next order is
-    on, and a harness lives for one check."""
+    """The kit's ``FaultControl`` on the fake's fault injection. The kit does not say which
+    market its next order is on, so a fault waits on the spot and USDⓈ-M routes at once
+    and the first request to either takes it."""
 
     def __init__(self, fake: FakeBinance) -> None:
         self.fake = fake
 
     def reject(self, error=None) -> None:
-        # -2019 "Margin is insufficient.": a definite refusal, nothing executed.
-        assert error is None, "the fake refuses with Binance's own codes, not a given error"
-        for route in ORDER_POSTS:
-            self.fake.inject(route, Fault.INSUFFICIENT_MARGIN)
+        """The next order is refused, nothing executed, with Binance's code for ``error``'s
+        kind (default: -1111, an invalid order)."""
+        fault = REFUSALS.get(type(error)) if error is not None else Fault.PRECISION
+        if fault is None:
+            raise ValueError(f"the fake has no Binance refusal for {type(error).__name__}")
+        self.fake.inject_any(ORDER_POSTS, fault)
 
     def outcome_unknown(self, *, accepted: bool) -> None:
         fault = Fault.TIMEOUT_AFTER_ACCEPT if accepted else Fault.LOST_BEFORE_ACCEPT
-        for route in ORDER_POSTS:
-            self.fake.inject(route, fault)
+        self.fake.inject_any(ORDER_POSTS, fault)
 
     def fail_queries(self, count: int) -> None:
-        for route in ORDER_QUERIES:
-            self.fake.inject(route, *[Fault.ERROR_5XX_AFTER_ACCEPT] * count)
+        self.fake.inject_any(ORDER_QUERIES, *[Fault.ERROR_5XX_AFTER_ACCEPT] * count)
 
 
 @asynccontextmanager
@@ -83,3 +87,19 @@ async def binance_harness(tmp_path: Path):
 class TestBinanceOnTheFakeExchange(OrderVenueConformance):
     def order_harness(self, tmp_path):
         return binance_harness(tmp_path)
+
+
+@pytest.mark.parametrize("error", [None, InvalidOrder("binance", "kit"),
+                                   InsufficientFunds("binance", "kit"),
+                                   RateLimitError("binance", "kit")])
+async def test_fault_control_rejects_the_next_order_of_either_kind_once(tmp_path, error):
+    async with binance_harness(tmp_path) as h:
+        h.faults.reject(error)
+        request = OrderRequest(h.perp, Side.SELL, h.size(h.perp), h.next_id(Leg.PERP))
+        with pytest.raises(type(error) if error else InvalidOrder):
+            await h.venue.place_order(request)
+        assert await h.venue.fetch_order(h.perp, request.client_order_id) is None
+        # Taken by the USDⓈ-M order: the spot order after it goes through.
+        spot = await h.venue.place_order(
+            OrderRequest(h.spot, Side.BUY, h.size(h.spot), h.next_id()))
+        assert spot.status is OrderStatus.FILLED
