@@ -16,7 +16,14 @@ from test_fake_binance_faults import ADEE, ETH_PRICE, credentials, no_sleep
 from perpcarry.config.loader import load_config
 from perpcarry.domain.errors import InsufficientFunds, InvalidOrder, RateLimitError
 from perpcarry.testing import OrderHarness, OrderVenueConformance
-from perpcarry.venues.orders import Leg, OrderRequest, OrderStatus, Side
+from perpcarry.venues.orders import (
+    Leg,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+)
 from perpcarry.venues.protocol import VenueContext
 from perpcarry_binance.venue import BinanceVenue
 
@@ -103,3 +110,27 @@ async def test_fault_control_rejects_the_next_order_of_either_kind_once(tmp_path
         spot = await h.venue.place_order(
             OrderRequest(h.spot, Side.BUY, h.size(h.spot), h.next_id()))
         assert spot.status is OrderStatus.FILLED
+
+
+async def test_a_reduce_only_order_below_the_minimum_notional_may_close(tmp_path):
+    """USDⓈ-M refuses a notional under 20 "unless you choose reduce only" (-4164): the
+    client's pre-send rules must not refuse the close of a small remainder."""
+    async with binance_harness(tmp_path) as h:
+        small = h.perp.min_quantity  # 0.001 ETH, about 3.9 USDT
+        assert small * h.price < h.perp.min_notional
+        bid = (h.price * Decimal("1.01") // h.perp.price_tick) * h.perp.price_tick
+        with pytest.raises(InvalidOrder, match="notional"):  # it would open: refused
+            await h.venue.place_order(OrderRequest(
+                h.perp, Side.SELL, small, h.next_id(Leg.PERP), OrderType.LIMIT,
+                h.price * Decimal("0.99") // h.perp.price_tick * h.perp.price_tick,
+                TimeInForce.IOC))
+        await h.venue.place_order(OrderRequest(h.perp, Side.SELL, h.size(h.perp),
+                                               h.next_id(Leg.PERP)))
+        await h.venue.place_order(OrderRequest(h.perp, Side.BUY,
+                                               h.size(h.perp) - small, h.next_id(Leg.PERP),
+                                               reduce_only=True))
+        closed = await h.venue.place_order(OrderRequest(
+            h.perp, Side.BUY, small, h.next_id(Leg.PERP), OrderType.LIMIT, bid,
+            TimeInForce.IOC, reduce_only=True))
+        assert (closed.status, closed.filled_quantity) == (OrderStatus.FILLED, small)
+        assert await h.venue.fetch_positions() == []

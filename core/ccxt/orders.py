@@ -73,9 +73,11 @@ class CcxtOrderVenue(CcxtAccount):
         """Send ``request`` once (see :meth:`_send_once`); the order's state as the venue
         answers it, completed by a query where the venue's answer is only an acknowledgement."""
         market = request.market
-        # Every published size rule before sending (notional only where the order has a
-        # price): a refusal here never reaches the venue.
-        units = check_order_size(market, request.quantity, request.price, request.type)
+        # Every published size rule before sending: a refusal here never reaches the venue.
+        # The notional rule only where the order has a price and may open a position: venues
+        # exempt reduce-only orders from it, so that a small remainder can be closed.
+        reference = None if request.reduce_only else request.price
+        units = check_order_size(market, request.quantity, reference, request.type)
         price = None if request.price is None else float(request.price)
         what = f"place order {request.client_order_id}"
         try:
