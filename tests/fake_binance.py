@@ -92,6 +92,25 @@ class FakeBinance:
         """The next requests to ``route`` ("POST /fapi/v1/order") meet ``faults`` in order."""
         self._faults.setdefault(route, deque()).extend(faults)
 
+    def inject_any(self, routes: tuple[str, ...], *faults: Fault) -> None:
+        """The next requests to any of ``routes`` meet ``faults`` in order: one queue the
+        routes share (it replaces what was queued on them)."""
+        shared = deque(faults)
+        for route in routes:
+            self._faults[route] = shared
+
+    def settle_funding(self, symbol: str, rate: Decimal) -> None:
+        """Settle funding on the open position of ``symbol`` at ``rate`` and the current
+        price, as Binance does: a FUNDING_FEE income record of -rate x mark x position
+        (a short receives a positive rate), credited to the futures wallet."""
+        amount = -rate * self.prices[symbol] * self.positions[symbol]["amt"]
+        amount = amount.quantize(Decimal("1e-8"))  # Binance's income has 8 decimals
+        self.futures_wallet += amount
+        self.income.append({"symbol": symbol, "incomeType": "FUNDING_FEE",
+                            "income": text(amount), "asset": "USDT", "time": self._now(),
+                            "info": "FUNDING_FEE", "tranId": next(self._ids),
+                            "tradeId": ""})
+
     def sent(self, method: str, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and r.path == path]
 
@@ -131,6 +150,10 @@ class FakeBinance:
                 return refused
         queue = self._faults.get(route)
         fault = queue.popleft() if queue else None
+        if fault is Fault.LOST_BEFORE_ACCEPT:
+            await asyncio.sleep(self.timeout_seconds)
+            return error_response(504, -1007, "Timeout waiting for response from backend "
+                                  "server.")
         if fault is not None and fault not in ACCEPTING:
             return refusal(fault, path)
         response = handler(self, params, fault)
@@ -170,6 +193,13 @@ class FakeBinance:
             if self.spot_balances.get("USDT", Decimal(0)) < cost:
                 return error_response(400, -2010, "Account has insufficient balance for requested "
                               "action.")
+        if kind == FAPI and params.get("reduceOnly") == "true":
+            held = self.positions.get(symbol, {"amt": Decimal(0)})["amt"]
+            # One-way mode: a reduce-only order must face the position and not exceed it
+            # (the fake refuses an oversized one rather than trimming it).
+            reducible = -held if side == "BUY" else held
+            if quantity > reducible:
+                return error_response(400, -2022, "ReduceOnly Order is rejected.")
         now = self._now()
         order = {
             "symbol": symbol, "orderId": next(self._ids), "clientOrderId": client_id,

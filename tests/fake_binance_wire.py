@@ -24,6 +24,7 @@ class Fault(Enum):
     MIN_NOTIONAL = "-1013 spot / -4164 futures, not executed"
     PARTIAL_FILL = "fill half the quantity (a crossing order now, a resting one by a taker)"
     NO_FUTURES_PERMISSION = "-2015, the key may not use this endpoint"
+    LOST_BEFORE_ACCEPT = "answer later than the client waits, never executed"
 
 
 def text(value: Decimal | int) -> str:

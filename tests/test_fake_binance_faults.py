@@ -143,7 +143,7 @@ async def test_unknown_client_id_is_none_not_an_error(venue, fake):
 
 async def test_post_only_and_reduce_only_reach_the_venue(venue, fake):
     market = await venue.market(PERP)
-    resting = order(market, type=OrderType.LIMIT, price=Decimal("3000"),
+    resting = order(market, type=OrderType.LIMIT, price=Decimal("3500"),
                     time_in_force=TimeInForce.POST_ONLY)
     state = await venue.place_order(resting)
     assert state.status is OrderStatus.NEW
@@ -264,7 +264,7 @@ async def test_query_with_rejected_timestamp_resyncs_and_answers(venue, fake):
                                                (SPOT, "POST /api/v3/order")])
 async def test_duplicate_client_id_while_open_is_refused(venue, fake, symbol, route):
     market = await venue.market(symbol)
-    resting = order(market, type=OrderType.LIMIT, price=Decimal("3000"),
+    resting = order(market, type=OrderType.LIMIT, price=Decimal("3500"),
                     time_in_force=TimeInForce.POST_ONLY)
     await venue.place_order(resting)
     with pytest.raises(DuplicateClientOrderId):
@@ -402,7 +402,7 @@ async def test_funding_payments_page_through_shared_milliseconds(venue, fake, mo
 
 async def test_cancel_and_transfer_timeouts_are_outcome_unknown_and_not_resent(venue, fake):
     market = await venue.market(PERP)
-    resting = order(market, type=OrderType.LIMIT, price=Decimal("3000"),
+    resting = order(market, type=OrderType.LIMIT, price=Decimal("3500"),
                     time_in_force=TimeInForce.POST_ONLY)
     await venue.place_order(resting)
     fake.inject("DELETE /fapi/v1/order", Fault.TIMEOUT_AFTER_ACCEPT)

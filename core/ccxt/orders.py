@@ -34,7 +34,7 @@ from perpcarry.venues.orders import (
     OrderType,
     Side,
     TimeInForce,
-    to_order_units,
+    check_order_size,
 )
 
 _STATUS = {"canceled": OrderStatus.CANCELED, "expired": OrderStatus.EXPIRED,
@@ -73,7 +73,11 @@ class CcxtOrderVenue(CcxtAccount):
         """Send ``request`` once (see :meth:`_send_once`); the order's state as the venue
         answers it, completed by a query where the venue's answer is only an acknowledgement."""
         market = request.market
-        units = to_order_units(market, request.quantity)
+        # Every published size rule before sending: a refusal here never reaches the venue.
+        # The notional rule only where the order has a price and may open a position: venues
+        # exempt reduce-only orders from it, so that a small remainder can be closed.
+        reference = None if request.reduce_only else request.price
+        units = check_order_size(market, request.quantity, reference, request.type)
         price = None if request.price is None else float(request.price)
         what = f"place order {request.client_order_id}"
         try:

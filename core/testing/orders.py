@@ -14,6 +14,13 @@ A check the harness cannot support (outcome-unknown on a recording, a funding se
 without a clock) is named in ``OrderHarness.unsupported`` with the reason; the kit reports
 it as a skip carrying that reason. A check missing what it needs without such a declaration
 fails: nothing is skipped silently.
+
+A harness on a recording that holds no order interactions (the real markets of a venue and
+nothing else) sets ``OrderHarness.not_recorded`` to the error a request missing from the
+recording raises. The checks decided before sending (:data:`PRE_SEND_CHECKS`) then run
+for real: a refusal that raises ``InvalidOrder`` and not that error was never sent, and an
+order the rules accept is shown to reach the wire by raising it. Every other check needs a
+round trip and must be declared unsupported by such a harness.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ CHECKS = frozenset({
     "max_quantity", "reduce_only", "fee_currency", "funding_sign", "balances_after_fills",
     "outcome_unknown",
 })
+# The checks a venue decides before sending anything (steps, minimum notional, maximum).
+PRE_SEND_CHECKS = frozenset({"quantity_steps", "min_notional", "max_quantity"})
 
 
 class FaultControl(Protocol):
@@ -86,6 +95,9 @@ class OrderHarness:
     extra_fee_currencies: frozenset[str] = frozenset()
     sleep: Callable[[float], Awaitable[None]] = _no_wait
     unsupported: dict[str, str] = field(default_factory=dict)
+    # The error a request missing from the harness's recording raises, where the harness
+    # replays a recording with no order interactions (see the module docstring).
+    not_recorded: type[Exception] | None = None
     intent_id: str = "kit"
     _ids: int = 0
 
@@ -142,6 +154,9 @@ class OrderVenueConformance:
                 if reason is not None:
                     assert reason.strip(), f"{check}: declared unsupported without a reason"
                     return reason
+                assert harness.not_recorded is None or check in PRE_SEND_CHECKS, (
+                    f"{check} needs a round trip, which a recording without order "
+                    "interactions cannot give: declare it unsupported")
                 await body(harness)
                 return None
 
@@ -204,10 +219,14 @@ class OrderVenueConformance:
                 with pytest.raises(InvalidOrder):
                     await h.venue.place_order(
                         OrderRequest(market, Side.BUY, h.size(market) + step / 2, cid))
-                assert await h.venue.fetch_order(market, cid) is None
+                await _never_sent(h, market, cid)
+            whole_steps = OrderRequest(h.perp, Side.SELL, h.size(h.perp, 3), h.next_id(Leg.PERP))
+            if h.not_recorded is not None:
+                with pytest.raises(h.not_recorded):  # accepted by the rules: sent
+                    await h.venue.place_order(whole_steps)
+                return
             await _fund_perp(h, h.size(h.perp, 3))
-            placed = await h.venue.place_order(
-                OrderRequest(h.perp, Side.SELL, h.size(h.perp, 3), h.next_id(Leg.PERP)))
+            placed = await h.venue.place_order(whole_steps)
             units = placed.filled_quantity / h.perp.contract_size
             assert placed.filled_quantity > 0 and units % h.perp.quantity_step == 0
 
@@ -223,9 +242,14 @@ class OrderVenueConformance:
             below = (market.min_notional / h.price * Decimal("0.9") // step) * step
             below = max(below, market.min_quantity * market.contract_size)
             cid = h.next_id()
+            # A market order's notional is known only at its fill (a venue may price it at
+            # an average over minutes): the rule a venue enforces before sending is checked
+            # on an immediate-or-cancel order at the market's price.
             with pytest.raises(InvalidOrder, match="notional"):
-                await h.venue.place_order(OrderRequest(market, Side.BUY, below, cid))
-            assert await h.venue.fetch_order(market, cid) is None
+                await h.venue.place_order(OrderRequest(
+                    market, Side.BUY, below, cid, OrderType.LIMIT,
+                    _on_tick(market, h.price), TimeInForce.IOC))
+            await _never_sent(h, market, cid)
 
         self._run(tmp_path, "min_notional", body)
 
@@ -242,7 +266,7 @@ class OrderVenueConformance:
             cid = h.next_id()
             with pytest.raises(InvalidOrder, match="maximum"):
                 await h.venue.place_order(OrderRequest(market, Side.BUY, above, cid))
-            assert await h.venue.fetch_order(market, cid) is None
+            await _never_sent(h, market, cid)
 
         self._run(tmp_path, "max_quantity", body)
 
@@ -339,15 +363,21 @@ class OrderVenueConformance:
             assert h.faults is not None, ("the harness has no fault control: give faults or "
                                           "declare outcome_unknown unsupported")
             quantity = h.size(h.spot)
-            # Accepted, then the answer lost: found by client id, and never sent twice.
+            # Accepted, then the answer lost: found by client id, and never sent twice. The
+            # order rests (a post-only bid 10 % under the market): every venue refuses a
+            # client id while its order is open, and some venues only then.
             cid = h.next_id()
+            resting = OrderRequest(h.spot, Side.BUY, h.size(h.spot, 2), cid, OrderType.LIMIT,
+                                   _on_tick(h.spot, h.price * Decimal("0.9")),
+                                   TimeInForce.POST_ONLY)
             h.faults.outcome_unknown(accepted=True)
             with pytest.raises(OutcomeUnknown):
-                await h.venue.place_order(OrderRequest(h.spot, Side.BUY, quantity, cid))
+                await h.venue.place_order(resting)
             found = await resolve_outcome(h.venue, h.spot, cid, sleep=h.sleep)
             assert isinstance(found, OrderState) and found.client_order_id == cid
+            assert found.status is OrderStatus.NEW, found
             with pytest.raises(DuplicateClientOrderId):
-                await h.venue.place_order(OrderRequest(h.spot, Side.BUY, quantity, cid))
+                await h.venue.place_order(resting)
             # Lost before the venue saw it: proven absent.
             lost = h.next_id()
             h.faults.outcome_unknown(accepted=False)
@@ -360,6 +390,13 @@ class OrderVenueConformance:
                 await resolve_outcome(h.venue, h.spot, lost, sleep=h.sleep)
 
         self._run(tmp_path, "outcome_unknown", body)
+
+
+async def _never_sent(h: OrderHarness, market: Market, client_id: str) -> None:
+    """The refused order is unknown to the venue. On a recording without order interactions
+    the refusal itself proves it: a request would have raised ``not_recorded``."""
+    if h.not_recorded is None:
+        assert await h.venue.fetch_order(market, client_id) is None
 
 
 async def _fund_perp(h: OrderHarness, quantity: Decimal) -> None:
@@ -384,4 +421,4 @@ def _close(actual: Decimal, expected: Decimal, what: str) -> None:
     assert abs(actual - expected) <= tolerance, f"{what}: {actual}, expected {expected}"
 
 
-__all__ = ["CHECKS", "FaultControl", "OrderHarness", "OrderVenueConformance"]
+__all__ = ["CHECKS", "PRE_SEND_CHECKS", "FaultControl", "OrderHarness", "OrderVenueConformance"]

@@ -330,12 +330,14 @@ def to_order_units(market: Market, base_quantity: Decimal) -> Decimal:
     return units
 
 
-def check_order_size(market: Market, base_quantity: Decimal, reference_price: Decimal,
+def check_order_size(market: Market, base_quantity: Decimal, reference_price: Decimal | None,
                      order_type: OrderType = OrderType.MARKET) -> Decimal:
     """The order quantity in order units, after every rule the venue publishes for
     ``market``: whole steps, minimum quantity, maximum (market-order maximum for market
     orders) and minimum notional at ``reference_price``. A violation is ``InvalidOrder``
-    naming the rule, so a precision or size reject from the venue cannot happen."""
+    naming the rule, so a precision or size reject from the venue cannot happen. Without a
+    ``reference_price`` (a market order sent by a venue client that has no price) the
+    notional rule is left to the venue, which prices the order at its fill."""
     units = to_order_units(market, base_quantity)
     if units < market.min_quantity:
         raise InvalidOrder(market.venue, f"{market.symbol}: {units} is below the minimum "
@@ -346,8 +348,10 @@ def check_order_size(market: Market, base_quantity: Decimal, reference_price: De
     if maximum is not None and units > maximum:
         raise InvalidOrder(market.venue, f"{market.symbol}: {units} is above the maximum "
                            f"quantity {maximum} per {order_type.value} order")
+    if reference_price is None or market.min_notional is None:
+        return units
     notional = base_quantity * reference_price
-    if market.min_notional is not None and notional < market.min_notional:
+    if notional < market.min_notional:
         raise InvalidOrder(market.venue, f"{market.symbol}: notional {notional} is below the "
                            f"minimum {market.min_notional}")
     return units
