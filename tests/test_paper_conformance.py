@@ -74,8 +74,7 @@ def _untestable_size_rules(harness: OrderHarness, venue_id: str) -> dict[str, st
             "quantity's worth on either market")
     if harness.max_quantity_market() is None:
         unsupported["max_quantity"] = (
-            "the snapshot's markets carry no maximum quantity (core/ccxt/markets.py does "
-            "not read ccxt's limits on this branch)")
+            f"{venue_id} {harness.spot.base}: neither market publishes a maximum quantity")
     return unsupported
 
 
