@@ -14,7 +14,7 @@ import asyncio
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from contextlib import ExitStack, contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -193,14 +193,21 @@ class Harness:
         by_slot = defaultdict(list)
         for order in journalled.values():
             by_slot[order.intent_id, order.leg, order.slice, order.purpose].append(order)
-        for orders in by_slot.values():
+        for (_, leg, _, purpose), orders in by_slot.items():
             orders.sort(key=lambda o: o.attempt)
+            market = self.pair.perp if leg is Leg.PERP else self.pair.spot
             for earlier in orders[:-1]:
-                if earlier.client_order_id in sends:
-                    assert earlier.state is OrderEvent.ABSENT, earlier
-                    market = self.pair.perp if earlier.leg is Leg.PERP else self.pair.spot
-                    assert await self.venue.inner.fetch_order(
-                        market, earlier.client_order_id) is None
+                if earlier.client_order_id not in sends:
+                    continue
+                on_venue = await self.venue.inner.fetch_order(market, earlier.client_order_id)
+                if purpose is Purpose.ENTRY:
+                    # A new attempt only once the earlier was refused or proven absent.
+                    assert earlier.state in (OrderEvent.ABSENT, OrderEvent.REJECTED), earlier
+                    assert on_venue is None, on_venue
+                else:
+                    # A further unwind only once the earlier could fill no more.
+                    assert earlier.state.is_final, earlier
+                    assert on_venue is None or on_venue.status.is_final, on_venue
         assert not self.journal.unfinished_intents(), "an intent is still pending"
         held_spot = sum((p.spot_quantity for p in self.journal.positions(include_closed=True)),
                         Decimal(0))
@@ -238,7 +245,7 @@ def env(name: str, value: str):
             os.environ[name] = before
 
 
-async def open_paper(stack: ExitStack, data_dir: Path, *, margin: Decimal = Decimal(20_000)
+async def open_paper(stack: AsyncExitStack, data_dir: Path, *, margin: Decimal = Decimal(20_000)
                      ) -> Harness:
     """A Binance paper account over the offline snapshot in ``data_dir``, ``margin`` USDT
     moved to the futures wallet, and a trading journal beside it. Closed by ``stack``."""
@@ -248,7 +255,7 @@ async def open_paper(stack: ExitStack, data_dir: Path, *, margin: Decimal = Deci
     faults = PaperFaults()
     inner = open_paper_venue(config, "binance", VenueContext(
         cache_dir=data_dir / "cache", offline=True, clock=Clock()), faults)
-    stack.callback(inner.store.close)
+    stack.push_async_callback(inner.close)
     path = data_dir / "journal.sqlite"
     harness_box: list[Harness] = []
     venue = Watched(inner, lambda: harness_box[0].journal, faults)

@@ -10,7 +10,7 @@ was absent, the journal's position equal to the venue's, every order journalled 
 from __future__ import annotations
 
 from collections import Counter
-from contextlib import ExitStack
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -135,7 +135,7 @@ async def fake():
 @pytest.fixture(params=["paper", "fake"])
 async def harness(request, tmp_path, fake):
     """The same case on both paths (the fake Binance idles on the paper one)."""
-    with ExitStack() as stack:
+    async with AsyncExitStack() as stack:
         if request.param == "paper":
             yield await open_paper(stack, tmp_path / "data")
             return
