@@ -9,6 +9,7 @@ was absent, the journal's position equal to the venue's, every order journalled 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -24,16 +25,18 @@ from execution_support import (
 )
 from fake_binance import FakeBinance, Fault
 
+from perpcarry.config.loader import load_config
 from perpcarry.domain.errors import (
     ClockSkew,
     InsufficientFunds,
     InvalidOrder,
     RateLimitError,
 )
+from perpcarry.execution.checks import TradeContext
 from perpcarry.execution.engine import ExecutionIncomplete
 from perpcarry.execution.executors import Concurrent, PerpFirst
 from perpcarry.execution.journal import IntentState, OrderEvent, Purpose
-from perpcarry.venues.orders import Leg
+from perpcarry.venues.orders import Leg, Wallet
 
 # The fake listens on 127.0.0.1 only; every other host stays blocked.
 pytestmark = pytest.mark.block_network(allowed_hosts=["127.0.0.1"])
@@ -259,3 +262,29 @@ async def test_below_min_notional_is_refused_before_anything_is_sent(harness: Ha
     with pytest.raises(InvalidOrder, match="below the smallest order both legs accept"):
         execution.plan("open", harness.journal.new_id(), tiny, PerpFirst())
     assert harness.orders() == [] and not harness.sends()
+
+
+async def test_spot_balance_short_is_vetoed_before_sending_and_the_perp_unwound(harness):
+    """The built-in pre-trade check reads the wallet the spot buy draws on: too little
+    there, the buy is vetoed (never sent) and the filled perp is bought back. Unwinds are
+    never vetoed."""
+    config = load_config(None)
+    if harness.fake is not None:
+        short_of_usdt(harness.fake)
+    else:
+        await harness.venue.inner.transfer("USDT", Decimal(79_500), Wallet.SPOT,
+                                           Wallet.FUTURES)
+    execution = harness.execution(checks=config.registry.pre_trade_vetoes)
+    execution.context = TradeContext(
+        "binance", "open", harness.price, await harness.venue.fetch_balances(),
+        config.registry.venues["binance"].order_capabilities, Decimal(2), True, None, None)
+    intent = execution.plan("open", harness.journal.new_id(), TARGET[harness.kind],
+                            PerpFirst())
+    result = await execution.run(PerpFirst())
+    assert result.state is IntentState.UNWOUND
+    assert re.fullmatch(r"vetoed by checks: \d+\.00 USDT free in the spot wallet, "
+                        r"\d+\.\d\d needed", result.note)
+    assert sends_by_leg(harness) == {(Leg.PERP, E): 1, (Leg.PERP, U): 1}
+    [spot] = [o for o in harness.journal.orders(intent.intent_id) if o.leg is Leg.SPOT]
+    assert spot.state is OrderEvent.REJECTED
+    await harness.assert_invariants()
