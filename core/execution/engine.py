@@ -277,23 +277,23 @@ class TwoLegExecution:
         return spot, perp
 
     async def rebalance(self) -> None:
-        """Reverse what one leg did beyond the other, when it exceeds the tolerance. An
-        unwind that fills short (a thin book) is followed by another, up to
+        """Reverse what one leg did beyond the other, when the position's delta exceeds the
+        tolerance. An unwind that fills short (a thin book) is followed by another, up to
         ``max_attempts`` unwinds; still beyond the tolerance after them, or an unwind
         refused or of unknown outcome, is ``ExecutionIncomplete``: the intent stays pending
         for ``reconcile``, never finished with a naked leg."""
         intent = self._require_intent()
         for _ in range(self.max_attempts):
-            spot, perp = self.leg_changes()
-            excess = spot - perp  # > 0: net long base
+            # The whole position's delta, not this intent's alone: a close starts from the
+            # open's residual (a fee taken in base), and the two add up.
+            excess = self.journal.position(intent.position_id).delta  # > 0: net long base
             if abs(excess) <= self.tolerance or not await self._unwind(intent, excess):
                 return
-        spot, perp = self.leg_changes()
-        if abs(spot - perp) > self.tolerance:
+        excess = self.journal.position(intent.position_id).delta
+        if abs(excess) > self.tolerance:
             raise ExecutionIncomplete(
                 f"{intent.venue} {intent.base}: {self.max_attempts} unwinds filled short; the "
-                f"position is unhedged by {spot - perp} {intent.base}: run `perpcarry "
-                "reconcile`")
+                f"position is unhedged by {excess} {intent.base}: run `perpcarry reconcile`")
 
     async def _unwind(self, intent: Intent, excess: Decimal) -> bool:
         """One unwind order for ``excess`` (spot minus perp, base); False when it is dust
