@@ -25,6 +25,7 @@ class Fault(Enum):
     PARTIAL_FILL = "fill half the quantity (a crossing order now, a resting one by a taker)"
     NO_FUTURES_PERMISSION = "-2015, the key may not use this endpoint"
     LOST_BEFORE_ACCEPT = "answer later than the client waits, never executed"
+    MAINTENANCE_503 = "503 from the gateway during maintenance, not executed"
 
 
 def text(value: Decimal | int) -> str:
@@ -58,6 +59,9 @@ def refusal(fault: Fault, path: str) -> web.Response:
     if fault is Fault.TIMESTAMP_OUTSIDE_RECV_WINDOW:
         return error_response(400, -1021, "Timestamp for this request is outside of the "
                               "recvWindow.")
+    if fault is Fault.MAINTENANCE_503:
+        return web.Response(status=503, text="<html>503 Service Temporarily Unavailable</html>",
+                            content_type="text/html")
     if fault is Fault.NO_FUTURES_PERMISSION:
         return error_response(401, -2015, "Invalid API-key, IP, or permissions for action.")
     if fault is Fault.PRECISION:

@@ -159,6 +159,7 @@ class TwoLegExecution:
         coarser = max(_step(pair.spot), _step(pair.perp))
         self.tolerance = coarser if tolerance is None else tolerance
         self.sleep = sleep
+        self.max_attempts = max_attempts
         self.sender = LegSender(journal, venue, sleep, max_attempts=max_attempts)
         self.checks = checks
         # What the pre-trade checks see; set by the caller before ``run``.
@@ -276,12 +277,27 @@ class TwoLegExecution:
         return spot, perp
 
     async def rebalance(self) -> None:
-        """Reverse what one leg did beyond the other, when it exceeds the tolerance."""
+        """Reverse what one leg did beyond the other, when the position's delta exceeds the
+        tolerance. An unwind that fills short (a thin book) is followed by another, up to
+        ``max_attempts`` unwinds; still beyond the tolerance after them, or an unwind
+        refused or of unknown outcome, is ``ExecutionIncomplete``: the intent stays pending
+        for ``reconcile``, never finished with a naked leg."""
         intent = self._require_intent()
-        spot, perp = self.leg_changes()
-        excess = spot - perp  # > 0: net long base
-        if abs(excess) <= self.tolerance:
-            return
+        for _ in range(self.max_attempts):
+            # The whole position's delta, not this intent's alone: a close starts from the
+            # open's residual (a fee taken in base), and the two add up.
+            excess = self.journal.position(intent.position_id).delta  # > 0: net long base
+            if abs(excess) <= self.tolerance or not await self._unwind(intent, excess):
+                return
+        excess = self.journal.position(intent.position_id).delta
+        if abs(excess) > self.tolerance:
+            raise ExecutionIncomplete(
+                f"{intent.venue} {intent.base}: {self.max_attempts} unwinds filled short; the "
+                f"position is unhedged by {excess} {intent.base}: run `perpcarry reconcile`")
+
+    async def _unwind(self, intent: Intent, excess: Decimal) -> bool:
+        """One unwind order for ``excess`` (spot minus perp, base); False when it is dust
+        the venue will not take (left, and flagged)."""
         opening = intent.action == "open"
         # The leg that went further in the intent's direction is reversed.
         if opening:
@@ -298,7 +314,7 @@ class TwoLegExecution:
         except InvalidOrder as err:
             # Dust the venue will not take: left, and said.
             self.journal.set_flag(f"residual:{intent.position_id}", str(err))
-            return
+            return False
         crash_point("before_unwind")
         attempt = sum(1 for o in self.journal.orders(intent.intent_id)
                       if o.purpose is Purpose.UNWIND and o.leg is leg)
@@ -309,11 +325,13 @@ class TwoLegExecution:
         self.journal.plan_order(order)
         try:
             await self.sender.send(order, market)
-        except LegFailed as err:
+        except (LegFailed, LegUnresolved) as err:
+            reason = err.reason if isinstance(err, LegFailed) else str(err)
             raise ExecutionIncomplete(
                 f"{intent.venue} {intent.base}: unwind of {quantity} {intent.base} on the "
-                f"{leg.name.lower()} leg failed ({err.reason}); the position is unhedged by "
+                f"{leg.name.lower()} leg failed ({reason}); the position is unhedged by "
                 f"{excess} {intent.base}: run `perpcarry reconcile`") from None
+        return True
 
     async def repair(self, position_id: str, leg: Leg, side: Side, quantity: Decimal,
                      reason: str) -> ExecutionResult:

@@ -249,16 +249,22 @@ class Journal:
             raise JournalError(f"journal {path}: cannot create its folder: "
                                f"{err.strerror}") from None
         lock_fd = _lock(path) if trading else None
+        db = None
         try:
             db = sqlite3.connect(path, isolation_level=None, timeout=10)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
             _migrate(db, path)
-        except sqlite3.DatabaseError as err:
+        except BaseException as err:
+            # Any refusal (not a database, a newer schema) lets go of the file and its lock.
+            if db is not None:
+                db.close()
             if lock_fd is not None:
                 os.close(lock_fd)
-            raise JournalError(f"journal {path}: {err}") from None
+            if isinstance(err, sqlite3.DatabaseError):
+                raise JournalError(f"journal {path}: {err}") from None
+            raise
         return cls(path, db, lock_fd, clock)
 
     def close(self) -> None:

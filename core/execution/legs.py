@@ -24,8 +24,9 @@ from decimal import Decimal
 from perpcarry.domain.errors import (
     DuplicateClientOrderId,
     InsufficientFunds,
-    InvalidOrder,
+    NetworkError,
     OutcomeUnknown,
+    RateLimitError,
     VenueError,
 )
 from perpcarry.domain.types import Market
@@ -126,8 +127,21 @@ class LegSender:
             if state is None:
                 self.journal.mark(order.client_order_id, OrderEvent.ABSENT)
                 return None
-        except (InvalidOrder, InsufficientFunds) as err:
-            # After DuplicateClientOrderId, which is an InvalidOrder of its own.
+        except (RateLimitError, NetworkError) as err:
+            # Refused before the venue processed it (a rate limit, a refused timestamp, no
+            # connection made): the one error table turns every failure after which the venue
+            # may have acted into OutcomeUnknown, so this order is absent. Wait, then a new
+            # attempt (the same id is never sent twice).
+            self.journal.mark(order.client_order_id, OrderEvent.ABSENT,
+                              {"refused": _reason(err)})
+            retry_after = err.retry_after if isinstance(err, RateLimitError) else None
+            await self.sleep(retry_after or self.poll_delays[min(order.attempt,
+                                                                 len(self.poll_delays) - 1)])
+            return None
+        except VenueError as err:
+            # A definite refusal (after DuplicateClientOrderId, an InvalidOrder of its own):
+            # rejected, margin or balance short, a key without the permission. Nothing was
+            # executed and sending again would not change the answer.
             recorded = self._rejected(order, err)
             raise LegFailed(recorded, _reason(err),
                             funds=isinstance(err, InsufficientFunds)) from None
