@@ -171,15 +171,17 @@ async def reconcile_positions(journal: Journal, venues: Mapping[str, OrderVenue]
                 # Only a repair needs a price (to check the order's size).
                 execution = markets.execution(pair, await markets.reference_price(pair))
             if perp_gap > tolerance:
+                # No more spot than is held: a fee taken in base left it short of the perp.
                 await _repair(journal, execution, report, position, Leg.SPOT, Side.SELL,
-                              perp_gap, f"venue holds {venue_short} {base} short of "
+                              min(perp_gap, venue_spot),
+                              f"venue holds {venue_short} {base} short of "
                               f"{journal_perp[position.perp_symbol]} journalled: spot "
                               f"unhedged by {perp_gap}",
                               spot=position.spot_quantity,
                               perp=position.perp_quantity - perp_gap)
             elif spot_gap > tolerance:
                 await _repair(journal, execution, report, position, Leg.PERP, Side.BUY,
-                              spot_gap, f"venue holds {venue_spot} {base} of "
+                              min(spot_gap, venue_short), f"venue holds {venue_spot} {base} of "
                               f"{journal_spot[base]} journalled: perp unhedged by "
                               f"{spot_gap}", spot=position.spot_quantity - spot_gap,
                               perp=position.perp_quantity)
