@@ -216,8 +216,12 @@ async def round_trips(latency: float, repeats: int) -> None:
                       f"{'met' if ratio <= budget * 1.1 else 'MISSED'}")
                 print(f"              {statistics.median(requests):.0f} requests: {paths}")
                 if executor.name == "perp-first":
-                    print(f"              naked window (perp answer -> spot send) median "
-                          f"{median_ms(windows):.1f} ms")
+                    # place_order returns after the fee lookup: the perp's own HTTP answer
+                    # came one round trip (userTrades) earlier.
+                    print(f"              naked window: place_order's return -> spot send "
+                          f"median {median_ms(windows):.1f} ms; from the perp's HTTP answer "
+                          f"about {median_ms(windows) + trip * 1000:.1f} ms (+ the fee "
+                          "lookup's round trip)")
             journal.close()
         finally:
             await client.close()
