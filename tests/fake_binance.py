@@ -72,6 +72,7 @@ class FakeBinance:
     income: list[dict] = field(default_factory=list)
     clock_offset_ms: int = 0  # the venue's clock ahead of ours
     timeout_seconds: float = 1.0
+    latency_seconds: float = 0.0  # added to every answer (bench/execution.py round trips)
     requests: list[Recorded] = field(default_factory=list)
     url: str = ""
 
@@ -135,6 +136,8 @@ class FakeBinance:
         return int(time.time() * 1000) + self.clock_offset_ms
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if self.latency_seconds:
+            await asyncio.sleep(self.latency_seconds)
         path = "/" + request.match_info["path"]
         params = dict(parse_qsl(request.query_string))
         if request.can_read_body:

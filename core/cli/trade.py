@@ -51,13 +51,23 @@ async def session(config, venue_ids: list[str], *, paper: bool, offline: bool,
                   trading: bool):
     """A trading session over ``venue_ids`` with the account set's journal."""
     from perpcarry.cli.account import open_venues
+    from perpcarry.domain.errors import UsageError
+    from perpcarry.execution.crash import FAULTS_ENV, scheduled_faults
     from perpcarry.execution.journal import Journal
     from perpcarry.execution.service import TradingSession, VenueHandle, journal_path
 
+    faults = scheduled_faults()
+    if faults is not None and not paper:
+        raise UsageError(f"{FAULTS_ENV} simulates faults of the paper venue: unset it for "
+                         "--live")
     journal = Journal.open(journal_path(config.data_dir, paper), trading=trading)
     try:
         async with open_venues(config, venue_ids, paper, offline) as opened:
             handles = {v: VenueHandle(o.orders, o.market_data) for v, o in opened.items()}
+            for handle in handles.values():
+                if faults is not None:
+                    # One schedule for the process: the N-th order whatever its venue.
+                    handle.orders.faults = faults
             yield TradingSession(config, journal, handles, paper=paper, offline=offline)
     finally:
         journal.close()

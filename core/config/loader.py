@@ -19,6 +19,7 @@ from pydantic_settings import SettingsError
 
 from perpcarry.config.settings import ENV_PREFIX, Settings, VenueConfig
 from perpcarry.domain.errors import ConfigError
+from perpcarry.execution.crash import HOOK_ENVS
 from perpcarry.plugins.manager import (
     LOAD_PLUGINS_ENV,
     Registry,
@@ -128,7 +129,7 @@ def source_of(loc: tuple[str | int, ...], path: Path | None) -> str:
 
 
 # PERPCARRY_ variables that are not settings.
-_NOT_SETTINGS = frozenset({CONFIG_ENV, LOAD_PLUGINS_ENV})
+_NOT_SETTINGS = frozenset({CONFIG_ENV, LOAD_PLUGINS_ENV, *HOOK_ENVS})
 
 
 def _field_type(annotation: Any) -> Any:

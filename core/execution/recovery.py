@@ -8,21 +8,23 @@
    intent's legs are then rebalanced by the engine's rule (the leg that went further is
    reversed) and the intent finished. An order whose outcome stays unknown leaves its intent
    pending and is reported; nothing is guessed.
-2. **Positions.** The journal's open positions are compared with the venue's own positions
-   and balances, fetched in bulk (one request per kind per venue, whatever the number of
-   positions): matching ones are confirmed; a perp short the venue does not hold in full is
-   a naked spot leg, a spot balance below the journal's is a naked perp leg, and either is
-   closed above the tolerance (through a journalled repair intent); a perp position the
-   journal does not know is reported and never touched.
+2. **Positions.** The journal's open positions are compared with the venue's own positions,
+   balances and open orders, fetched in bulk (one request per kind per venue, whatever the
+   number of positions; a price is fetched only for a repair): matching ones are confirmed;
+   a perp short the venue does not hold in full is a naked spot leg, a spot balance below
+   the journal's is a naked perp leg, and either is closed above the tolerance (through a
+   journalled repair intent); a perp position or an open order the journal does not know is
+   reported and never touched (there is no adoption: see docs/execution.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Protocol
 
 from perpcarry.domain.errors import InvalidOrder, OutcomeUnknown
 from perpcarry.domain.types import CarryPair
@@ -38,7 +40,8 @@ MAY_BE_ON_VENUE = frozenset({OrderEvent.SENT, OrderEvent.OUTCOME_UNKNOWN,
 class Finding:
     """One thing reconciliation found, and what it did about it."""
 
-    kind: str  # resolved | unresolved | confirmed | naked_leg | unknown_position | mismatch
+    # resolved | unresolved | confirmed | naked_leg | unknown_position | unknown_order
+    kind: str
     venue: str
     subject: str  # an intent id, a position id or a symbol
     detail: str
@@ -58,20 +61,28 @@ class Reconciliation:
         return all(f.kind in {"confirmed", "resolved"} for f in self.findings)
 
 
-PairOf = Callable[[str, str], Awaitable[tuple[CarryPair, Decimal]]]
-"""(venue, base) -> the carry pair and a reference price for size checks."""
+class Markets(Protocol):
+    """What recovery needs of a trading session (:class:`~perpcarry.execution.service.
+    TradingSession`): pairs, prices, and executions with the session's settings."""
+
+    async def pair(self, venue_id: str, base: str) -> CarryPair: ...
+
+    async def reference_price(self, pair: CarryPair) -> Decimal: ...
+
+    def tolerance(self, pair: CarryPair) -> Decimal: ...
+
+    def execution(self, pair: CarryPair, price: Decimal) -> TwoLegExecution: ...
 
 
-async def recover_intents(journal: Journal, venues: Mapping[str, OrderVenue], pair_of: PairOf,
-                          report: Reconciliation, *,
-                          sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+async def recover_intents(journal: Journal, venues: Mapping[str, OrderVenue],
+                          markets: Markets, report: Reconciliation) -> None:
     """Finish or unwind every pending intent (step 1)."""
     for intent in journal.unfinished_intents():
         venue = venues[intent.venue]
-        pair, price = await pair_of(intent.venue, intent.base)
-        execution = TwoLegExecution(journal, venue, pair, reference_price=price, sleep=sleep)
+        pair = await markets.pair(intent.venue, intent.base)
+        execution = markets.execution(pair, await markets.reference_price(pair))
         execution.resume(intent)
-        unresolved = await _resolve_orders(journal, venue, pair, intent, sleep)
+        unresolved = await _resolve_orders(journal, venue, pair, intent, execution.sleep)
         if unresolved:
             report.findings.append(Finding(
                 "unresolved", intent.venue, intent.intent_id,
@@ -125,18 +136,18 @@ async def _resolve_orders(journal: Journal, venue: OrderVenue, pair: CarryPair,
 
 
 async def reconcile_positions(journal: Journal, venues: Mapping[str, OrderVenue],
-                              pair_of: PairOf, report: Reconciliation, *,
-                              sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-                              ) -> None:
+                              markets: Markets, report: Reconciliation) -> None:
     """Compare the journal's open positions with each venue's (step 2), closing a naked leg
-    above the tolerance. Bulk requests only: positions and balances once per venue."""
+    above the tolerance. Bulk requests only: positions, balances and open orders once per
+    venue."""
     by_venue = defaultdict(list)
     for position in journal.positions():
         by_venue[position.venue].append(position)
     for venue_id, venue in venues.items():
         held = by_venue.get(venue_id, [])
-        positions, balances = await asyncio.gather(venue.fetch_positions(),
-                                                   venue.fetch_balances())
+        positions, balances, open_orders = await asyncio.gather(
+            venue.fetch_positions(), venue.fetch_balances(), venue.fetch_open_orders())
+        _report_open_orders(journal, venue_id, open_orders, report)
         shorts = {p.symbol: p.quantity for p in positions if p.side is Side.SELL}
         spot_total: dict[str, Decimal] = defaultdict(Decimal)
         for wallet in (Wallet.SPOT, Wallet.UNIFIED):
@@ -150,29 +161,32 @@ async def reconcile_positions(journal: Journal, venues: Mapping[str, OrderVenue]
             journal_spot[position.base] += position.spot_quantity
         newest = {p.base: p for p in held}
         for base, position in newest.items():
-            pair, price = await pair_of(venue_id, base)
-            execution = TwoLegExecution(journal, venue, pair, reference_price=price,
-                                        sleep=sleep)
+            pair = await markets.pair(venue_id, base)
+            tolerance = markets.tolerance(pair)
             venue_short = shorts.get(position.perp_symbol, Decimal(0))
             venue_spot = spot_total.get(base, Decimal(0))
             perp_gap = journal_perp[position.perp_symbol] - venue_short
             spot_gap = journal_spot[base] - venue_spot
-            if perp_gap > execution.tolerance:
+            if perp_gap > tolerance or spot_gap > tolerance:
+                # Only a repair needs a price (to check the order's size).
+                execution = markets.execution(pair, await markets.reference_price(pair))
+            if perp_gap > tolerance:
+                # No more spot than is held: a fee taken in base left it short of the perp.
                 await _repair(journal, execution, report, position, Leg.SPOT, Side.SELL,
-                              perp_gap, f"venue holds {venue_short} {base} short of "
+                              min(perp_gap, venue_spot),
+                              f"venue holds {venue_short} {base} short of "
                               f"{journal_perp[position.perp_symbol]} journalled: spot "
                               f"unhedged by {perp_gap}",
                               spot=position.spot_quantity,
                               perp=position.perp_quantity - perp_gap)
-            elif spot_gap > execution.tolerance:
+            elif spot_gap > tolerance:
                 await _repair(journal, execution, report, position, Leg.PERP, Side.BUY,
-                              spot_gap, f"venue holds {venue_spot} {base} of "
+                              min(spot_gap, venue_short), f"venue holds {venue_spot} {base} of "
                               f"{journal_spot[base]} journalled: perp unhedged by "
                               f"{spot_gap}", spot=position.spot_quantity - spot_gap,
                               perp=position.perp_quantity)
             for each in held:
-                if each.base == base and perp_gap <= execution.tolerance \
-                        and spot_gap <= execution.tolerance:
+                if each.base == base and perp_gap <= tolerance and spot_gap <= tolerance:
                     report.findings.append(Finding(
                         "confirmed", venue_id, each.position_id,
                         f"spot {each.spot_quantity}, perp {each.perp_quantity} {base}",
@@ -185,6 +199,20 @@ async def reconcile_positions(journal: Journal, venues: Mapping[str, OrderVenue]
                 "unknown_position", venue_id, position.symbol,
                 f"{'short' if position.side is Side.SELL else 'long'} {position.quantity} "
                 "not in the journal (opened by hand?)", "not touched"))
+
+
+def _report_open_orders(journal: Journal, venue_id: str, open_orders, report: Reconciliation
+                        ) -> None:
+    """Working orders the journal does not know (placed by hand or by another program) are
+    reported, never canceled. Ours were settled by step 1: market and IOC orders end, and
+    a pending intent's working order is canceled there."""
+    for order in open_orders:
+        if journal.order(order.client_order_id or "") is not None:
+            continue
+        report.findings.append(Finding(
+            "unknown_order", venue_id, order.symbol,
+            f"{order.side.value} {order.quantity} ({order.client_order_id or order.venue_order_id}"
+            ") is working and not in the journal", "not touched"))
 
 
 async def _repair(journal: Journal, execution: TwoLegExecution, report: Reconciliation,

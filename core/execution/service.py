@@ -104,15 +104,13 @@ class TradingSession:
         """Finish or unwind what a previous process left pending; refuse to go on while an
         outcome is unknown."""
         report = Reconciliation()
-        await recover_intents(self.journal, self._order_venues(), self.pair_and_price, report,
-                              sleep=self.sleep)
+        await recover_intents(self.journal, self._order_venues(), self, report)
         return report
 
     async def reconcile(self) -> Reconciliation:
         """Recovery, then the journal's positions against each venue's."""
         report = await self.recover()
-        await reconcile_positions(self.journal, self._order_venues(), self.pair_and_price,
-                                  report, sleep=self.sleep)
+        await reconcile_positions(self.journal, self._order_venues(), self, report)
         return report
 
     def _order_venues(self) -> dict[str, OrderVenue]:
@@ -143,7 +141,7 @@ class TradingSession:
         pair, price = await self.pair_and_price(venue_id, base)
         target = quantity if quantity is not None else notional / price
         venue = self.venues[venue_id].orders
-        execution = self._execution(pair, price)
+        execution = self.execution(pair, price)
         await self._prepare_margin(pair, target * price)
         await venue.setup_account(pair.perp, self.settings.leverage, MarginMode.CROSS)
         execution.context = await self._context("open", pair, price, account_ready=True)
@@ -156,12 +154,21 @@ class TradingSession:
         if position.state is PositionState.CLOSED:
             raise UsageError(f"position {position.position_id} is already closed")
         pair, price = await self.pair_and_price(position.venue, position.base)
-        execution = self._execution(pair, price)
+        execution = self.execution(pair, price)
         execution.context = await self._context("close", pair, price, account_ready=True)
         execution.plan("close", position.position_id, position.perp_quantity, executor, slices)
         return await execution.run(executor, self._pacing(pair, price))
 
-    def _execution(self, pair: CarryPair, price: Decimal) -> TwoLegExecution:
+    def tolerance(self, pair: CarryPair) -> Decimal:
+        """How far the legs may differ, in base: ``[execution] tolerance``, else the coarser
+        of the two markets' quantity steps (what :class:`TwoLegExecution` defaults to)."""
+        if self.settings.tolerance is not None:
+            return self.settings.tolerance
+        return max(m.quantity_step * m.contract_size for m in (pair.spot, pair.perp))
+
+    def execution(self, pair: CarryPair, price: Decimal) -> TwoLegExecution:
+        """One open, close or repair of ``pair`` with the session's settings; ``price`` sizes
+        and checks its orders."""
         return TwoLegExecution(self.journal, self.venues[pair.venue].orders, pair,
                                reference_price=price, tolerance=self.settings.tolerance,
                                sleep=self.sleep, max_attempts=self.settings.max_attempts,
