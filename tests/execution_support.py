@@ -140,12 +140,8 @@ class Harness:
     async def recover(self) -> Reconciliation:
         """What the next trading command does first, in a fresh engine."""
         report = Reconciliation()
-
-        async def pair_of(_venue: str, _base: str):
-            return self.pair, self.price
-
-        await recover_intents(self.journal, {self.venue.venue_id: self.venue}, pair_of,
-                              report, sleep=no_sleep)
+        await recover_intents(self.journal, {self.venue.venue_id: self.venue},
+                              _HarnessMarkets(self), report)
         return report
 
     async def venue_legs(self) -> tuple[Decimal, Decimal]:
@@ -289,3 +285,23 @@ async def open_fake(fake: FakeBinance, data_dir: Path) -> tuple[Harness, Binance
                       fake=fake, spot_start=fake.spot_balances.get("ETH", Decimal(0)))
     harness_box.append(harness)
     return harness, client
+
+
+class _HarnessMarkets:
+    """What recovery asks of a trading session (``recovery.Markets``), for one harness: its
+    pair, its price and executions on the harness's journal and venue."""
+
+    def __init__(self, harness) -> None:
+        self.harness = harness
+
+    async def pair(self, venue_id: str, base: str):
+        return self.harness.pair
+
+    async def reference_price(self, pair) -> Decimal:
+        return self.harness.price
+
+    def tolerance(self, pair) -> Decimal:
+        return self.harness.execution().tolerance
+
+    def execution(self, pair, price) -> TwoLegExecution:
+        return self.harness.execution()

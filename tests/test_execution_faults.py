@@ -288,3 +288,27 @@ async def test_spot_balance_short_is_vetoed_before_sending_and_the_perp_unwound(
     [spot] = [o for o in harness.journal.orders(intent.intent_id) if o.leg is Leg.SPOT]
     assert spot.state is OrderEvent.REJECTED
     await harness.assert_invariants()
+
+
+async def test_the_perp_fee_is_read_after_the_spot_leg_is_sent(tmp_path, fake):
+    """Binance's USDⓈ-M answer carries no fee: reading it costs a round trip, which would sit
+    inside the naked window. The spot order goes out first; the fee lands in the journal
+    right after, and the position's fees include it."""
+    built, client = await open_fake(fake, tmp_path / "data")
+    try:
+        execution = built.execution()
+        intent = execution.plan("open", built.journal.new_id(), TARGET["fake"], PerpFirst())
+        result = await execution.run(PerpFirst())
+        assert result.state is IntentState.DONE
+        paths = [(r.method, r.path) for r in fake.requests]
+        spot_sent = paths.index(("POST", "/api/v3/order"))
+        fee_read = paths.index(("GET", "/fapi/v1/userTrades"))
+        assert paths.index(("POST", "/fapi/v1/order")) < spot_sent < fee_read
+        [perp] = [o for o in built.journal.orders(intent.intent_id) if o.leg is Leg.PERP]
+        assert not perp.fees_pending and [f.currency for f in perp.fees] == ["USDT"]
+        position = built.journal.position(intent.position_id)
+        assert position.fees["USDT"] >= perp.fees[0].amount
+        await built.assert_invariants()
+    finally:
+        built.journal.close()
+        await client.close()

@@ -109,8 +109,12 @@ async def test_perp_market_buy_fills_at_the_set_price_with_the_real_fee(venue, f
     state = await venue.place_order(order(market, quantity=REAL_FILL["q"]))
     assert state.status is OrderStatus.FILLED
     assert (state.filled_quantity, state.average_price) == (Decimal("0.006"), ETH_PRICE)
-    # USDⓈ-M order answers carry no fee: read from the order's fills, in USDT.
-    assert [(f.amount, f.currency) for f in state.fees] == [(REAL_FEE, REAL_FILL["N"])]
+    # USDⓈ-M order answers carry no fee. place_order does not spend a round trip on it
+    # (a perp fee is never in base): the fee is read from the order's fills on a query.
+    assert state.fees_pending and state.fees == () and not fake.sent("GET", "/fapi/v1/userTrades")
+    queried = await venue.fetch_order(market, state.client_order_id)
+    assert not queried.fees_pending
+    assert [(f.amount, f.currency) for f in queried.fees] == [(REAL_FEE, REAL_FILL["N"])]
     sent = fake.sent("POST", "/fapi/v1/order")
     assert len(sent) == 1
     assert sent[0].params["newClientOrderId"] == "pci1pe00000"  # ours, no ccxt broker prefix

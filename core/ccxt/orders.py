@@ -102,7 +102,13 @@ class CcxtOrderVenue(CcxtAccount):
                 raise OutcomeUnknown(self.venue_id, f"{what}: accepted as {placed.get('id')} "
                                      "but not found yet: query it")
             return state
-        return await self._complete_fees(market, self._order_state(market, placed))
+        state = self._order_state(market, placed)
+        if market.kind is MarketKind.PERP and not state.fees and state.filled_quantity:
+            # A linear perp's fee is never in base, so the fill is exact without it; reading
+            # it now would hold the second leg back a round trip (the naked window). The
+            # caller reads it later with fetch_order.
+            return replace(state, fees_pending=True)
+        return await self._complete_fees(market, state)
 
     async def fetch_order(self, market: Market, client_order_id: str) -> OrderState | None:
         """The order by client id, None when the venue does not know it."""

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from perpcarry.domain.errors import InvalidOrder, PerpcarryError
+from loguru import logger
+
+from perpcarry.domain.errors import InvalidOrder, PerpcarryError, VenueError
 from perpcarry.domain.types import CarryPair, Market
 from perpcarry.execution.crash import crash_point
 from perpcarry.execution.journal import (
@@ -231,6 +233,7 @@ class TwoLegExecution:
                     await executor.run_slice(SliceLegs(self, index), quantity)
                 except LegFailed as err:
                     failure = err
+                await self.complete_fees()
                 await self.rebalance()
                 if failure is not None:
                     break
@@ -275,6 +278,25 @@ class TwoLegExecution:
             else:
                 perp += order.filled if order.side is Side.SELL else -order.filled
         return spot, perp
+
+    async def complete_fees(self) -> None:
+        """Read the fees a venue left out of its answer (``OrderState.fees_pending``: a
+        perp fill, whose fee is never in base) once both legs of the slice are sent, so the
+        fee lookup is never inside the naked window. A lookup that fails leaves the fee
+        pending in the journal for the next query; it never changes a quantity."""
+        intent = self._require_intent()
+        for order in self.journal.orders(intent.intent_id):
+            if not order.fees_pending:
+                continue
+            market = self.pair.perp if order.leg is Leg.PERP else self.pair.spot
+            try:
+                state = await self.venue.fetch_order(market, order.client_order_id)
+            except VenueError as err:
+                logger.warning("{}: fee of order {} not read yet: {}", intent.venue,
+                               order.client_order_id, err)
+                continue
+            if state is not None:
+                self.journal.record_state(state)
 
     async def rebalance(self) -> None:
         """Reverse what one leg did beyond the other, when the position's delta exceeds the

@@ -31,7 +31,7 @@ from pathlib import Path
 from perpcarry.domain.errors import PerpcarryError
 from perpcarry.venues.orders import Fee, Leg, OrderState, OrderStatus, Side
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ALPHABET = string.digits + string.ascii_lowercase
 
 _SCHEMA = """
@@ -105,7 +105,11 @@ CREATE TABLE flags (
 """
 
 # Later schema versions append their migration here: MIGRATIONS[n] takes version n to n+1.
-MIGRATIONS: dict[int, str] = {0: _SCHEMA}
+MIGRATIONS: dict[int, str] = {
+    0: _SCHEMA,
+    # The fee of a perp fill read after the second leg is sent (OrderState.fees_pending).
+    1: "ALTER TABLE orders ADD COLUMN fees_pending INTEGER NOT NULL DEFAULT 0",
+}
 
 
 class JournalError(PerpcarryError):
@@ -197,6 +201,7 @@ class JournalOrder:
     average_price: Decimal | None = None
     fees: tuple[Fee, ...] = ()
     venue_order_id: str | None = None
+    fees_pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,11 +396,13 @@ class Journal:
                                    f"{state.filled_quantity}")
             db.execute(
                 "UPDATE orders SET state = ?, filled = ?, delivered = ?, average_price = ?, "
-                "fees = ?, venue_order_id = ?, updated_at = ? WHERE client_order_id = ?",
+                "fees = ?, venue_order_id = ?, fees_pending = ?, updated_at = ? "
+                "WHERE client_order_id = ?",
                 (event.value, str(state.filled_quantity), str(state.delivered_quantity),
                  None if state.average_price is None else str(state.average_price),
                  json.dumps([[str(f.amount), f.currency] for f in state.fees]),
-                 state.venue_order_id, _now_text(self.clock), state.client_order_id))
+                 state.venue_order_id, int(state.fees_pending), _now_text(self.clock),
+                 state.client_order_id))
             if added or state.fees != before.fees:
                 self._apply_fill(db, before, state)
             self._event(db, event.value, before.intent_id, state.client_order_id,
@@ -513,7 +520,7 @@ class Journal:
         row = db.execute(
             "SELECT client_order_id, intent_id, leg, slice, attempt, purpose, venue, symbol, "
             "side, quantity, reduce_only, state, filled, delivered, average_price, fees, "
-            "venue_order_id FROM orders WHERE client_order_id = ?",
+            "venue_order_id, fees_pending FROM orders WHERE client_order_id = ?",
             (client_order_id,)).fetchone()
         if row is None:
             return None
@@ -521,7 +528,7 @@ class Journal:
             row[0], row[1], Leg(row[2]), row[3], row[4], Purpose(row[5]), row[6], row[7],
             Side(row[8]), Decimal(row[9]), bool(row[10]), OrderEvent(row[11]),
             Decimal(row[12]), Decimal(row[13]), None if row[14] is None else Decimal(row[14]),
-            tuple(Fee(Decimal(a), c) for a, c in json.loads(row[15])), row[16])
+            tuple(Fee(Decimal(a), c) for a, c in json.loads(row[15])), row[16], bool(row[17]))
 
     def positions(self, *, include_closed: bool = False) -> list[Position]:
         where = "" if include_closed else "WHERE state != 'closed'"

@@ -168,6 +168,10 @@ class OrderState:
     # Where a simulated fill's price came from ("book ask", "mark+2bps"); None from a
     # live venue, whose fills are real.
     price_source: str | None = None
+    # The venue's answer carried no fee and reading it costs another request: ``fees`` is
+    # empty until the order is queried again. Only where no fee can be taken in base (a
+    # linear perp), so ``delivered_quantity`` is already exact.
+    fees_pending: bool = False
 
     @property
     def base_fee(self) -> Decimal:
