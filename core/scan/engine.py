@@ -187,31 +187,38 @@ async def _gather_venue(
         client.prefetch_funding_history([p.perp.symbol for p in pairs],
                                         _history_lookback(options))
     progress(venue_id, "loading funding and books")
-    funding, spot_books, perp_books, fees = await _all(
-        client.fetch_funding_snapshot(),
+
+    async def funding_then_history():
+        """The funding snapshot, then at once the history of the pairs it quotes: the
+        history requests go out while the books (the largest responses) are still parsed."""
+        funding = await client.fetch_funding_snapshot()
+        skipped.extend(funding.skipped)
+        # A symbol the venue's parser already skipped (by unified or venue symbol) counts once.
+        already = {s.symbol for s in funding.skipped}
+        quoted = [p for p in pairs if p.perp.symbol in funding.quotes]
+        for p in pairs:
+            if p.perp.symbol not in funding.quotes and \
+                    not {p.perp.symbol, p.perp.venue_symbol} & already:
+                skipped.append(Skipped(venue_id, p.perp.symbol, "no funding quote in the snapshot"))
+        snapshot_time = max((q.timestamp for q in funding.quotes.values()), default=None)
+        if snapshot_time is None:
+            raise VenueError(venue_id, "the funding snapshot holds no usable quote")
+
+        history: dict[str, list[FundingRecord]] = {}
+        if wants_history and quoted:
+            history = await _histories(
+                client, venue_id, quoted, funding.quotes, options, skipped, progress
+            )
+            # A pair without history was skipped, with its reason, once.
+            quoted = [p for p in quoted if p.perp.symbol in history]
+        return funding, quoted, history, snapshot_time
+
+    (funding, quoted, history, snapshot_time), spot_books, perp_books, fees = await _all(
+        funding_then_history(),
         _books(client, MarketKind.SPOT, notes, declared.bulk_books),
         _books(client, MarketKind.PERP, notes, declared.bulk_books),
         _fees(config, venue_id, client, notes),
     )
-    skipped.extend(funding.skipped)
-    # A symbol the venue's parser already skipped (by unified or venue symbol) counts once.
-    already = {s.symbol for s in funding.skipped}
-    quoted = [p for p in pairs if p.perp.symbol in funding.quotes]
-    for p in pairs:
-        if p.perp.symbol not in funding.quotes and \
-                not {p.perp.symbol, p.perp.venue_symbol} & already:
-            skipped.append(Skipped(venue_id, p.perp.symbol, "no funding quote in the snapshot"))
-    snapshot_time = max((q.timestamp for q in funding.quotes.values()), default=None)
-    if snapshot_time is None:
-        raise VenueError(venue_id, "the funding snapshot holds no usable quote")
-
-    history: dict[str, list[FundingRecord]] = {}
-    if wants_history and quoted:
-        history = await _histories(
-            client, venue_id, quoted, funding.quotes, options, skipped, progress
-        )
-        # A pair without history was skipped, with its reason, once.
-        quoted = [p for p in quoted if p.perp.symbol in history]
     books = {
         k: b
         for k, b in ((MarketKind.SPOT, spot_books), (MarketKind.PERP, perp_books))
