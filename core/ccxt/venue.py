@@ -159,6 +159,8 @@ class CcxtVenue(ABC):
         self._history_uncached = False
         self._prefetched: asyncio.Future[dict[str, CachedTail]] | None = None
         self._prefetched_symbols: frozenset[str] = frozenset()
+        # What a write behind the answer raised that is no unusable cache (see ``_written``).
+        self._write_failures: list[BaseException] = []
 
     # -- transport --------------------------------------------------------------------
 
@@ -403,11 +405,11 @@ class CcxtVenue(ABC):
                 lambda store: store.missing_spans(venue, symbol, start_ms, end_ms))
         if missing == [(start_ms, end_ms)]:
             records = await self._page_history(market, start_ms, end_ms)
-            try:
-                await self._in_history_thread(
-                    lambda store: store.add(venue, symbol, records, start_ms, end_ms))
-            except UnusableCache as err:  # the records in hand are the answer all the same
-                self._stop_caching_history(err)
+            # Written behind the answer, which the records in hand are: the caller goes on
+            # while the store's thread writes, and close() waits for the write to end.
+            self._in_history_thread(
+                lambda store: store.add(venue, symbol, records, start_ms, end_ms)
+            ).add_done_callback(self._written)
             return records
         for span_start, span_end in missing:
             fetched = await self._page_history(market, span_start, span_end)
@@ -416,6 +418,16 @@ class CcxtVenue(ABC):
                 store.add(venue, symbol, fetched, *span))
         return await self._in_history_thread(
             lambda store: store.records(venue, symbol, start_ms, end_ms))
+
+    def _written(self, write: asyncio.Future[None]) -> None:
+        """After a write behind the answer: an unusable cache stops the caching for the rest
+        of the run, as when a read finds it so; any other failure, a bug of ours, is raised
+        by :meth:`close`."""
+        failure = None if write.cancelled() else write.exception()
+        if isinstance(failure, UnusableCache):
+            self._stop_caching_history(failure)
+        elif failure is not None:
+            self._write_failures.append(failure)
 
     def _in_history_thread(self, operation: Callable[[FundingHistoryStore], Any]) -> Any:
         """``operation`` on the history store, awaitable, run in the store's own thread:
@@ -500,6 +512,8 @@ class CcxtVenue(ABC):
         if self._history is not None:
             self._history.close()
         await self.exchange.close()
+        if self._write_failures:
+            raise self._write_failures[0]
 
 
 def _iso(ms: int) -> str:
