@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fake_binance import FakeBinance
 from pydantic import SecretStr
+from support import no_sleep
 
 from perpcarry.ccxt.replay import replaying
 from perpcarry.config.loader import load_config
@@ -44,10 +45,6 @@ ETH_PRICE = Decimal("3925.56")
 
 class Killed(BaseException):
     """The process dying between two sends: nothing below it runs, nothing is cleaned up."""
-
-
-async def no_sleep(_seconds: float) -> None:
-    return None
 
 
 def leg_of(request: OrderRequest) -> Leg:

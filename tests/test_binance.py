@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from support import no_sleep
 
 from perpcarry.ccxt.cache_warnings import NOT_CACHING
 from perpcarry.ccxt.replay import cassette_vcr, replaying
@@ -23,10 +24,6 @@ REPO = Path(__file__).parents[1]
 CASSETTES = REPO / "cassettes" / "binance"
 SNAPSHOT = REPO / "plugins" / "binance" / "snapshot" / "snapshot.json"
 T = datetime(2025, 9, 9, tzinfo=UTC)
-
-
-async def no_sleep(_seconds: float) -> None:
-    return None
 
 
 def utc(*args: int) -> datetime:

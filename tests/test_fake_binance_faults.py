@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fake_binance import FakeBinance, Fault
 from pydantic import SecretStr
+from support import no_sleep
 
 import perpcarry_binance.orders as binance_orders
 from perpcarry.config.settings import VenueConfig
@@ -60,10 +61,6 @@ REAL_FILL = _event("ORDER_TRADE_UPDATE_1")["o"]
 ETH_PRICE = Decimal(REAL_FILL["L"])
 REAL_FEE = Decimal(REAL_FILL["n"])
 WALLET_AFTER = Decimal(_event("ACCOUNT_UPDATE_0")["a"]["B"][0]["wb"])
-
-
-async def no_sleep(_seconds: float) -> None:
-    return None
 
 
 def credentials() -> VenueConfig:

@@ -5,7 +5,6 @@ against the fake exchange (tests/test_fake_binance_faults.py)."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from support import no_sleep, recorded_requests
 
 from perpcarry.ccxt.replay import replaying
 from perpcarry.domain.errors import InvalidResponse
@@ -28,11 +28,7 @@ CASSETTES = REPO / "cassettes" / "binance"
 
 
 def sent(cassette: str) -> list[dict]:
-    return [i["request"] for i in json.loads((CASSETTES / cassette).read_text())["interactions"]]
-
-
-async def no_sleep(_seconds: float) -> None:
-    return None
+    return recorded_requests(CASSETTES / cassette)
 
 
 @pytest.fixture

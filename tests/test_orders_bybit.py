@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+from support import no_sleep, recorded_requests
 
 from perpcarry.ccxt.replay import replaying
 from perpcarry.domain.errors import OutcomeUnknown, UsageError
@@ -38,11 +39,7 @@ def static_request(description: str) -> dict:
 
 
 def sent(cassette: str) -> list[dict]:
-    return [i["request"] for i in json.loads((CASSETTES / cassette).read_text())["interactions"]]
-
-
-async def no_sleep(_seconds: float) -> None:
-    return None
+    return recorded_requests(CASSETTES / cassette)
 
 
 @pytest.fixture
