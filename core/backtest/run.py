@@ -62,11 +62,9 @@ def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None 
     """Replay ``settings`` on the bundled history (or ``data``) with ``config``'s fee models
     and allocator limits (``allocator`` replaces ``[allocator]``). ``allocate`` replaces the
     LP (tests only)."""
-    from perpcarry.allocation.allocator import Limits
-
+    # The command checks the limits before any data is read (cli.backtest.validated_settings);
+    # replay() builds them once more, to run.
     allocator = allocator or config.settings.allocator
-    # Limits are checked before any data is read: a bad value fails fast, not after the run.
-    Limits.from_config(allocator, capital=settings.capital)
     sources = [source for source, _ in config.registry.history_sources.values()]
     history = load_path(data, sources) if data is not None else load_bundled()
     history = select(history, venues, symbols)
