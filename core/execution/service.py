@@ -148,15 +148,20 @@ class TradingSession:
         execution.plan("open", self.journal.new_id(), target, executor, slices)
         return await execution.run(executor, self._pacing(pair, price))
 
-    async def close(self, position: Position, *, executor: Executor, slices: int
-                    ) -> ExecutionResult:
+    async def close(self, position: Position, *, executor: Executor, slices: int,
+                    quantity: Decimal | None = None) -> ExecutionResult:
+        """Close ``position``, or take ``quantity`` of it down (both legs alike)."""
         self._require_clean(await self.recover())
         if position.state is PositionState.CLOSED:
             raise UsageError(f"position {position.position_id} is already closed")
+        if quantity is not None and not 0 < quantity <= position.perp_quantity:
+            raise UsageError(f"position {position.position_id}: cannot take down {quantity} "
+                             f"of {position.perp_quantity} {position.base}")
         pair, price = await self.pair_and_price(position.venue, position.base)
         execution = self.execution(pair, price)
         execution.context = await self._context("close", pair, price, account_ready=True)
-        execution.plan("close", position.position_id, position.perp_quantity, executor, slices)
+        execution.plan("close", position.position_id, quantity or position.perp_quantity,
+                       executor, slices)
         return await execution.run(executor, self._pacing(pair, price))
 
     def tolerance(self, pair: CarryPair) -> Decimal:

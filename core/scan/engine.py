@@ -325,42 +325,11 @@ async def gather(
     ``context`` overrides the venues' side effects (cache dir, clock, base URL); by default
     the config's cache dir, or a scratch dir that is thrown away when offline."""
     venue_ids = select_venues(config, options)
-    deadline = config.settings.scan.deadline_seconds
-    stages: dict[str, str] = {}
-
-    def tracked(venue_id: str, stage: str) -> None:
-        stages[venue_id] = stage
-        progress(venue_id, stage)
-
     with tempfile.TemporaryDirectory(prefix="perpcarry-offline-") as scratch:
         if context is None:
             cache_dir = Path(scratch) if options.offline else config.cache_dir
             context = VenueContext(cache_dir=cache_dir, offline=options.offline)
         clients = {v: _client(config, v, context, options.offline) for v in venue_ids}
-
-        async def guarded(venue_id: str) -> VenueData | str:
-            """The venue's data, or why it failed: its failure never stops another venue."""
-            scope = asyncio.timeout(deadline)
-            try:
-                async with scope:
-                    return await _gather_venue(config, venue_id, clients[venue_id], options,
-                                               tracked)
-            except PerpcarryError as err:  # a venue error, or its cache file
-                reason = _reason(venue_id, err)
-            except Exception as err:  # the deadline, or a bug in the plugin or ours
-                if isinstance(err, TimeoutError) and scope.expired():
-                    reason = (f"no answer within {deadline:g} s (while "
-                              f"{stages.get(venue_id, 'starting')})")
-                else:
-                    # The traceback only on request (--log-level DEBUG): it is not the
-                    # user's to act on, and a one-line cause is.
-                    logger.opt(exception=err).debug("{} failed unexpectedly", venue_id)
-                    reason = _unexpected(err)
-            finally:
-                await clients[venue_id].close()
-            progress(venue_id, "failed")
-            return reason
-
         if options.offline:
             from perpcarry.ccxt.replay import replaying
 
@@ -369,7 +338,49 @@ async def gather(
         else:
             transport = nullcontext()
         with transport:
-            outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids))
+            return await gather_from(config, clients, options, progress, close=True)
+
+
+async def gather_from(
+    config: Config, clients: dict[str, MarketDataVenue], options: ScanOptions,
+    progress: Progress, *, close: bool = False,
+) -> tuple[list[VenueData], dict[str, str]]:
+    """:func:`gather` over clients the caller opened (the run loop keeps its own between
+    cycles): each venue within ``[scan] deadline_seconds``, a failure named and never
+    fatal to the others. ``close`` closes each client as soon as its venue is done."""
+    venue_ids = list(clients)
+    deadline = config.settings.scan.deadline_seconds
+    stages: dict[str, str] = {}
+
+    def tracked(venue_id: str, stage: str) -> None:
+        stages[venue_id] = stage
+        progress(venue_id, stage)
+
+    async def guarded(venue_id: str) -> VenueData | str:
+        """The venue's data, or why it failed: its failure never stops another venue."""
+        scope = asyncio.timeout(deadline)
+        try:
+            async with scope:
+                return await _gather_venue(config, venue_id, clients[venue_id], options,
+                                           tracked)
+        except PerpcarryError as err:  # a venue error, or its cache file
+            reason = _reason(venue_id, err)
+        except Exception as err:  # the deadline, or a bug in the plugin or ours
+            if isinstance(err, TimeoutError) and scope.expired():
+                reason = (f"no answer within {deadline:g} s (while "
+                          f"{stages.get(venue_id, 'starting')})")
+            else:
+                # The traceback only on request (--log-level DEBUG): it is not the
+                # user's to act on, and a one-line cause is.
+                logger.opt(exception=err).debug("{} failed unexpectedly", venue_id)
+                reason = _unexpected(err)
+        finally:
+            if close:
+                await clients[venue_id].close()
+        progress(venue_id, "failed")
+        return reason
+
+    outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids))
     data = [o for o in outcomes if isinstance(o, VenueData)]
     failures = {v: o for v, o in zip(venue_ids, outcomes, strict=True) if isinstance(o, str)}
     return data, failures
