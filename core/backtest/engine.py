@@ -187,27 +187,8 @@ def simulate(panel: Panel, rules: Rules, capital: float, spot_taker: np.ndarray,
     T, S = panel.shape
     reb = panel.rebalance
     series, mark, spot = panel.event_series, panel.event_mark, panel.event_spot
-    # Per settlement: net APR through the yields module, and the entry tests of the rules
-    # that do not depend on the clock; the exit tests are read where they matter.
-    round_trip = yields.round_trip_cost(spot_taker, perp_taker, 2.0 * rules.spread_cost)
     hedged = bool(panel.hedged.any())
-    # index[:, -1] is 1 + each series' last settlement: series s has [index[s - 1, -1],
-    # index[s, -1]) of the long arrays.
-    settlements = np.diff(panel.index[:, -1], prepend=0)
-    with np.errstate(invalid="ignore"):
-        if hedged:
-            net = yields.net_apr(yields.apr_from_hourly(panel.event_expected),
-                                 yields.basis(mark, spot), np.repeat(round_trip, settlements),
-                                 rules.horizon_days)
-        else:   # no basis: the same sum, its per-series cost term computed once per series
-            net = yields.apr_from_hourly(panel.event_expected)
-            net += np.repeat(yields.net_apr(0.0, 0.0, round_trip, rules.horizon_days),
-                             settlements)
-    # The time of each settlement's successor in its series (inf for the last).
-    has_next = np.flatnonzero(series[1:] == series[:-1])
-    next_hours = np.full(series.size, np.inf)
-    next_hours[has_next] = panel.hours[panel.event_row[has_next + 1]]
-    facts = Facts.of(rules, net, panel.event_rate, mark, spot, panel.event_live, next_hours)
+    facts = settlement_facts(panel, rules, spot_taker, perp_taker)
     n_steps = reb.size
     now_r = panel.hours[reb]
     # Pairs that may join at each rebalance: a settlement that may join counts from the
@@ -220,8 +201,8 @@ def simulate(panel: Panel, rules: Rules, capital: float, spot_taker: np.ndarray,
     follows[follows] = series[joiners[follows] + 1] == series[joiners[follows]]
     replaced[follows] = np.searchsorted(reb, panel.event_row[joiners[follows] + 1])
     if rules.entry_blackout_minutes > 0:
-        blocked = np.searchsorted(now_r, blackout_ends(rules, next_hours[joiners[follows]]),
-                                  side="right")
+        blocked = np.searchsorted(
+            now_r, blackout_ends(rules, facts.next_hours[joiners[follows]]), side="right")
         replaced[follows] = np.maximum(np.minimum(replaced[follows], blocked),
                                        joined[follows])
     may_join_count = np.cumsum(
@@ -289,7 +270,7 @@ def simulate(panel: Panel, rules: Rules, capital: float, spot_taker: np.ndarray,
                 if hedged:
                     equity += qty[s] * float(hedge[b - 1] - hedge[a - 1])
         checkpoint = i
-        pairs = pair_state(panel, facts, spot, i)
+        pairs = pair_state(panel, facts, i)
         decision = decide(rules, pairs, book, now, equity, allocate)
         runs += decision.solved
         target = decision.target
@@ -342,7 +323,47 @@ def simulate(panel: Panel, rules: Rules, capital: float, spot_taker: np.ndarray,
                       trade_entry=trade[5], trade_exit=trade[6], trade_reason=tuple(reasons))
 
 
-def pair_state(panel: Panel, facts: Facts, spot: np.ndarray, row: int) -> PairState:
+def settlement_facts(panel: Panel, rules: Rules, spot_taker: np.ndarray,
+                     perp_taker: np.ndarray) -> Facts:
+    """The rules' facts of every settlement: net APR through the yields module (the
+    estimator's funding, the basis, the round trip at the venue's taker fees plus
+    ``spread_cost``, over ``horizon_days``), the rate, prices, liveness, the time of the
+    series' next settlement, and the entry tests that do not depend on the clock."""
+    mark, spot = panel.event_mark, panel.event_spot
+    round_trip = yields.round_trip_cost(spot_taker, perp_taker, 2.0 * rules.spread_cost)
+    # index[:, -1] is 1 + each series' last settlement: series s has [index[s - 1, -1],
+    # index[s, -1]) of the long arrays.
+    settlements = np.diff(panel.index[:, -1], prepend=0)
+    with np.errstate(invalid="ignore"):
+        if panel.hedged.any():
+            net = yields.net_apr(yields.apr_from_hourly(panel.event_expected),
+                                 yields.basis(mark, spot), np.repeat(round_trip, settlements),
+                                 rules.horizon_days)
+        else:   # no basis: the same sum, its per-series cost term computed once per series
+            net = yields.apr_from_hourly(panel.event_expected)
+            net += np.repeat(yields.net_apr(0.0, 0.0, round_trip, rules.horizon_days),
+                             settlements)
+    return Facts.of(rules, net, panel.event_rate, mark, spot, panel.event_live,
+                    NextSettlementHours(panel))
+
+
+class NextSettlementHours:
+    """The time (hours) of each settlement's successor in its series, inf for a series'
+    last, read like an array (``facts.next_hours[at]``) but computed only for the
+    settlements asked: the whole array would cost a third of a simulation."""
+
+    def __init__(self, panel: Panel) -> None:
+        self.panel = panel
+
+    def __getitem__(self, at) -> np.ndarray:
+        panel = self.panel
+        at = np.asarray(at)
+        after = np.minimum(at + 1, panel.events - 1)
+        same = (at + 1 < panel.events) & (panel.event_series[after] == panel.event_series[at])
+        return np.where(same, panel.hours[panel.event_row[after]], np.inf)
+
+
+def pair_state(panel: Panel, facts: Facts, row: int) -> PairState:
     """What :func:`perpcarry.strategy.rules.decide` is told of every series at grid ``row``:
     the facts of the settlement in force (nan, not live, no next settlement where none is
     yet)."""
@@ -354,6 +375,6 @@ def pair_state(panel: Panel, facts: Facts, spot: np.ndarray, row: int) -> PairSt
         return np.where(known, values[at], missing)
 
     return PairState(net_apr=pick(facts.net_apr, np.nan), rate=pick(facts.rate, np.nan),
-                     mark=pick(facts.mark, np.nan), spot=pick(spot, np.nan),
+                     mark=pick(facts.mark, np.nan), spot=pick(facts.spot, np.nan),
                      live=known & facts.live[at],
                      next_settlement_hours=pick(facts.next_hours, np.inf))

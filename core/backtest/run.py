@@ -31,6 +31,13 @@ class BacktestSettings(StrictModel):
     backtest: BacktestConfig = BacktestConfig()
     strategy: StrategyConfig = StrategyConfig()
 
+    @classmethod
+    def of(cls, **fields) -> BacktestSettings:
+        """Defaults with ``fields`` (names of either section) set, validated."""
+        own = {k: v for k, v in fields.items() if k in BacktestConfig.model_fields}
+        return cls(backtest=BacktestConfig(**own),
+                   strategy=StrategyConfig(**{k: v for k, v in fields.items() if k not in own}))
+
 
 @dataclass(frozen=True)
 class BacktestRun:

@@ -60,8 +60,9 @@ class Facts:
     net_apr: np.ndarray
     rate: np.ndarray
     mark: np.ndarray
+    spot: np.ndarray
     live: np.ndarray
-    next_hours: np.ndarray
+    next_hours: np.ndarray       # or anything indexed like it (the backtest's is lazy)
     premium: np.ndarray | None   # perp / spot - 1, only when a premium rule is on
     may_enter: np.ndarray
 
@@ -81,7 +82,7 @@ class Facts:
                 may &= rate >= rules.exit_funding_below
             if rules.enter_premium is not None:
                 may &= premium >= rules.enter_premium
-        return cls(net_apr, rate, mark, live, next_hours, premium, may)
+        return cls(net_apr, rate, mark, spot, live, next_hours, premium, may)
 
 
 def blackout_ends(rules: Rules, next_hours):
