@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from perpcarry.money.yields import DAYS_PER_YEAR, HOURS_PER_DAY
+from perpcarry.strategy.rules import rule_of
 
 if TYPE_CHECKING:
     from perpcarry.backtest.engine import Simulation
@@ -47,6 +48,14 @@ def _contributions(sim: Simulation, labels: tuple[str, ...]) -> dict[str, dict[s
     return out
 
 
+def _exits_by_rule(sim: Simulation) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for leaving, why in zip(sim.trade_exit.tolist(), sim.trade_reason, strict=True):
+        if leaving:
+            counts[rule_of(why)] = counts.get(rule_of(why), 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def summarise(sim: Simulation, settings: BacktestSettings, *, notes=(), fee_sources=None) -> dict:
     """Everything ``perpcarry backtest`` prints, as plain data (``--json``)."""
     panel, capital = sim.panel, sim.capital
@@ -82,6 +91,8 @@ def summarise(sim: Simulation, settings: BacktestSettings, *, notes=(), fee_sour
         "turnover": traded / capital,
         "entries": int(sim.entries.sum()),
         "exits": int(sim.exits.sum()),
+        # Which rule closed each position (docs/strategy.md).
+        "exits_by_rule": _exits_by_rule(sim),
         "time_in_market": float((span * in_market).sum() / max(span.sum(), 1e-9)),
         "rebalances": int(panel.rebalance.size),
         "allocator_runs": sim.allocator_runs,

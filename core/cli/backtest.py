@@ -126,8 +126,8 @@ def validated_settings(config, overrides: dict) -> tuple:
     from perpcarry.backtest.run import BacktestSettings
     from perpcarry.domain.errors import InvalidValue
 
-    given = {k: None if k in OPTIONAL_RULES and isinstance(v, str) and v.lower() == "off"
-             else v for k, v in overrides.items() if v is not None}
+    given = {k: _rule_value(v) if k in OPTIONAL_RULES else v
+             for k, v in overrides.items() if v is not None}
     section = {k: "allocator" if k in ALLOCATOR_OPTIONS else "backtest"
                if k in BACKTEST_OPTIONS else "strategy" for k in given}
     models = config.settings
@@ -143,6 +143,19 @@ def validated_settings(config, overrides: dict) -> tuple:
                            rule=first["msg"].removeprefix("Value error, ")) from None
     Limits.from_config(allocator, capital=backtest.capital)  # cross-field rules
     return BacktestSettings(backtest=backtest, strategy=strategy), allocator
+
+
+def _rule_value(text):
+    """An optional rule's flag: "off", or a number (anything else is left for validation
+    to refuse, naming the flag)."""
+    if not isinstance(text, str):
+        return text
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, overrides) -> None:
@@ -230,6 +243,8 @@ def _print(console, s: dict) -> None:
         ("basis P&L", money(s["basis_pnl"])),
         ("turnover", f"{s['turnover']:.2f}x capital ({money(s['traded_notional'])} per leg)"),
         ("entries / exits", f"{s['entries']} / {s['exits']}"),
+        ("exits by rule", ", ".join(f"{rule} {n}" for rule, n in s["exits_by_rule"].items())
+         or "-"),
         ("time in market", f"{s['time_in_market']:.1%}"),
     ):
         head.add_row(label, value)

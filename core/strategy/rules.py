@@ -199,6 +199,19 @@ def decide(rules: Rules, pairs: PairState, book: Book, now_hours: float, equity:
     return Decision(target, eligible, reasons, bool(free.size))
 
 
+# How each reason line starts -> the rule it names (summaries count exits by rule).
+RULE_OF_REASON = {"exit: data ended": "data_ended", "exit: funding": "exit_funding_below",
+                  "exit: price moved": "spike_exit", "exit: net APR": "exit_apr",
+                  "exit: premium": "exit_premium", "exit: the allocator": "allocator",
+                  "enter:": "enter", "resize:": "resize"}
+
+
+def rule_of(reason_line: str) -> str:
+    """The rule a :func:`reason` line names (``exit_funding_below``, ``allocator``, ...)."""
+    return next(rule for start, rule in RULE_OF_REASON.items()
+                if reason_line.startswith(start))
+
+
 def _pct(value: float) -> str:
     return f"{value * 100:.2f} %".replace(".00 %", " %")
 
