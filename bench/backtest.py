@@ -36,10 +36,11 @@ from perpcarry.allocation.allocator import Limits
 from perpcarry.backtest.engine import lp_allocator, simulate
 from perpcarry.backtest.history import load_bundled
 from perpcarry.backtest.panel import build_panel
-from perpcarry.backtest.run import strategy_from, taker_fees
+from perpcarry.backtest.run import taker_fees
 from perpcarry.config.loader import load_config
-from perpcarry.config.settings import BacktestConfig
+from perpcarry.config.settings import BacktestConfig, StrategyConfig
 from perpcarry.money import yields
+from perpcarry.strategy.rules import Rules
 
 VENUES = ("binance", "bybit", "okx")
 PER_VENUE = 500
@@ -67,20 +68,21 @@ def workload() -> pl.DataFrame:
     return pl.concat([one.with_columns(venue=pl.lit(v)) for v in VENUES])
 
 
-def vectorised(history, settings, strategy, fees, limits):
+def vectorised(history, settings, strategy, capital, fees, limits):
     started = time.perf_counter()
     panel = build_panel(history, estimator=settings.estimator,
                         window_hours=settings.window_days * 24,
                         halflife_hours=settings.ewma_halflife_days * 24)
     built = time.perf_counter()
-    sim = simulate(panel, strategy, np.array([fees[v][0] for v in panel.venues]),
+    sim = simulate(panel, strategy, capital, np.array([fees[v][0] for v in panel.venues]),
                    np.array([fees[v][1] for v in panel.venues]),
                    lp_allocator(limits, panel.venues, panel.bases))
     done = time.perf_counter()
     return panel, sim, built - started, done - built
 
 
-def per_event_loop(history: pl.DataFrame, settings, strategy, fees, limits) -> dict:
+def per_event_loop(history: pl.DataFrame, settings, strategy, capital, fees,
+                   limits) -> dict:
     """The straightforward engine: one Python iteration per funding event."""
     window_h = settings.window_days * 24
     window_us = round(window_h * 3600) * 1_000_000
@@ -91,14 +93,16 @@ def per_event_loop(history: pl.DataFrame, settings, strategy, fees, limits) -> d
                  rows["symbol"].to_list(), rows["base"].to_list(), rows["source"].to_list(),
                  rows["rate"].to_list(), rows["interval_hours"].to_list(),
                  rows["mark_price"].to_list(), rows["spot_price"].to_list(), strict=True)
-    cadence_us = round((settings.cadence_hours or rows["interval_hours"].min()) * HOUR_US)
+    cadence_us = round(rows["interval_hours"].min() * HOUR_US)
     data_end = rows["time"].dt.epoch("us").max()
     index: dict[tuple, int] = {}
     venues, bases = [], []
     # Per series: estimator state, prices, position.
     window, window_sum, first_t, last_t, ewma, estimate, interval = [], [], [], [], [], [], []
     mark, spot, hedge, qty, held, release_at, rejoin_at, cost = [], [], [], [], [], [], [], []
-    state = {"equity": strategy.capital, "funding": 0.0, "fees": 0.0, "before": None,
+    last_rate = []
+    floor = strategy.exit_funding_below
+    state = {"equity": capital, "funding": 0.0, "fees": 0.0, "before": None,
              "allocate": None, "runs": 0}
     nan = float("nan")
 
@@ -115,11 +119,14 @@ def per_event_loop(history: pl.DataFrame, settings, strategy, fees, limits) -> d
             value = yields.net_apr(yields.apr_from_hourly(estimate[s]),
                                    yields.basis(mark[s], spot[s]), cost[s], strategy.horizon_days)
             net[s] = value
+            # The funding floor: a risk exit, and no entry below it.
+            above_floor = floor is None or last_rate[s] >= floor
             if held[s]:
                 eligible[s] = live and not (value < strategy.exit_apr and hour >= release_at[s])
+                eligible[s] = eligible[s] and above_floor
             else:
                 eligible[s] = (live and mark[s] == mark[s] and value > strategy.enter_apr
-                               and hour >= rejoin_at[s])
+                               and hour >= rejoin_at[s] and above_floor)
         if eligible == state["before"]:
             return
         state["before"] = eligible
@@ -165,7 +172,7 @@ def per_event_loop(history: pl.DataFrame, settings, strategy, fees, limits) -> d
                                   (last_t, None), (ewma, None), (estimate, nan),
                                   (interval, hours), (mark, nan), (spot, nan), (hedge, 0.0),
                                   (qty, 0.0), (held, False), (release_at, -math.inf),
-                                  (rejoin_at, -math.inf)):
+                                  (rejoin_at, -math.inf), (last_rate, rate)):
                 column.append(value)
             cost.append(yields.round_trip_cost(fees[venue][0], fees[venue][1],
                                                2 * strategy.spread_cost))
@@ -181,6 +188,7 @@ def per_event_loop(history: pl.DataFrame, settings, strategy, fees, limits) -> d
         if qty[s]:
             state["equity"] += qty[s] * (basis_value - hedge[s])
         hedge[s] = basis_value
+        last_rate[s] = rate
         # Update the estimator state (settlement_estimates' definitions).
         gap_h = None if last_t[s] is None else ((t - last_t[s]) // 1_000_000) / 3600.0
         last_t[s], interval[s] = t, hours
@@ -217,11 +225,14 @@ def main() -> None:
                         help="share of the series the per-event loop runs on (then scaled)")
     args = parser.parse_args()
     config = load_config(None)
-    settings = BacktestConfig()
+    # The default rules; the loop implements them (the blackout never binds here: every
+    # rebalance is a settlement of the 4h or 8h series, 4 h or more before the next one).
+    settings = StrategyConfig()
+    capital = BacktestConfig().capital
     history = workload()
     fees, _ = taker_fees(config, VENUES)
-    strategy = strategy_from(settings)
-    limits = Limits.from_config(config.settings.allocator, capital=settings.capital)
+    strategy = Rules.from_config(settings)
+    limits = Limits.from_config(config.settings.allocator, capital=capital)
 
     import scipy.optimize  # noqa: F401  - a one-off import, not part of the workload
 
@@ -234,7 +245,7 @@ def main() -> None:
     def run_loop() -> float:
         nonlocal result
         started, cpu = time.perf_counter(), time.process_time()
-        result = per_event_loop(subset, settings, strategy, fees, limits)
+        result = per_event_loop(subset, settings, strategy, capital, fees, limits)
         loop_cpu.append(time.process_time() - cpu)
         return time.perf_counter() - started
 
@@ -249,7 +260,8 @@ def main() -> None:
 
     def run_vectorised():
         cpu = time.process_time()
-        panel, sim, build_s, sim_s = vectorised(history, settings, strategy, fees, limits)
+        panel, sim, build_s, sim_s = vectorised(history, settings, strategy, capital, fees,
+                                                    limits)
         vector_cpu.append(time.process_time() - cpu)
         builds.append(build_s)
         sims.append(sim_s)

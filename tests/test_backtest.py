@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from perpcarry.backtest.history import load_bundled, load_path
-from perpcarry.backtest.run import run_backtest
+from perpcarry.backtest.run import BacktestSettings, run_backtest
 from perpcarry.config.loader import load_config
-from perpcarry.config.settings import BacktestConfig
+from perpcarry.config.settings import BacktestConfig, StrategyConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -33,8 +33,8 @@ def _utc(text: str) -> datetime:
 
 
 def test_buy_and_hold_btc_funding_equals_raw_csv_sum():
-    settings = BacktestConfig(estimator="current", exit_apr=-1e9, min_hold_hours=0,
-                              cooldown_hours=0)
+    settings = BacktestSettings.of(estimator="current", exit_apr=-1e9, min_hold_hours=0,
+                                   cooldown_hours=0, exit_funding_below=None)
     run = run_backtest(load_config(None), settings, venues=["binance"], symbols=["BTC"],
                        start=datetime(2021, 1, 1, tzinfo=UTC),
                        end=datetime(2024, 12, 31, 23, 59, tzinfo=UTC))
@@ -68,8 +68,8 @@ def test_buy_and_hold_btc_funding_equals_raw_csv_sum():
 
 
 def test_4h_series_accrues_six_settlements_a_day_and_8h_three():
-    settings = BacktestConfig(estimator="current", enter_apr=-1e9, exit_apr=-1e9,
-                              min_hold_hours=0, cooldown_hours=0)
+    settings = BacktestSettings.of(estimator="current", enter_apr=-1e9, exit_apr=-1e9,
+                                   min_hold_hours=0, cooldown_hours=0, exit_funding_below=None)
     run = run_backtest(load_config(None), settings, venues=["bybit"],
                        symbols=["WIF/USDT:USDT", "BTC/USDT:USDT"],
                        start=datetime(2025, 9, 1, tzinfo=UTC),
@@ -100,9 +100,10 @@ def test_enter_and_exit_every_rebalance_loses_exactly_fees_and_spread(tmp_path):
     spread = 0.0005
     # Exit above entry: a held pair always leaves, a flat one always enters. Validation
     # refuses that hysteresis to users; constructed unvalidated to force the churn.
-    settings = BacktestConfig.model_construct(
-        estimator="current", enter_apr=-1.0, exit_apr=1.0, min_hold_hours=0, cooldown_hours=0,
-        spread_cost=spread, capital=10_000)
+    settings = BacktestSettings.model_construct(
+        backtest=BacktestConfig(capital=10_000), strategy=StrategyConfig.model_construct(
+            estimator="current", enter_apr=-1.0, exit_apr=1.0, min_hold_hours=0,
+            cooldown_hours=0, spread_cost=spread))
     run = run_backtest(load_config(None), settings, data=data, allocate=equal_shares)
     s = run.summary
 
@@ -125,7 +126,7 @@ def test_enter_and_exit_every_rebalance_loses_exactly_fees_and_spread(tmp_path):
 
 def test_engine_equity_matches_its_vectorised_ledger():
     """The sizing equity of the loop and the reported equity curve agree."""
-    run = run_backtest(load_config(None), BacktestConfig(), venues=["bybit", "okx"],
+    run = run_backtest(load_config(None), BacktestSettings(), venues=["bybit", "okx"],
                        start=datetime(2023, 1, 1, tzinfo=UTC),
                        end=datetime(2024, 7, 1, tzinfo=UTC))
     s = run.summary
@@ -262,18 +263,19 @@ def test_positions_inside_min_hold_are_pinned_when_the_lp_reruns(tmp_path, min_h
     from perpcarry.allocation.allocator import Limits
     from perpcarry.backtest.engine import lp_allocator, simulate
     from perpcarry.backtest.panel import build_panel
-    from perpcarry.backtest.run import strategy_from
     from perpcarry.config.settings import AllocatorConfig
+    from perpcarry.strategy.rules import Rules
 
     history = load_path(_two_pair_history(tmp_path, jump_at=20))
-    settings = BacktestConfig(estimator="current", enter_apr=0.05, exit_apr=0.01,
+    settings = StrategyConfig(estimator="current", enter_apr=0.05, exit_apr=0.01,
                               min_hold_hours=min_hold_hours, cooldown_hours=0,
                               spread_cost=0.0, horizon_days=365)
     panel = build_panel(history, estimator="current", window_hours=24, halflife_hours=24)
     limits = Limits.from_config(AllocatorConfig(max_positions=1, max_asset_share=1.0,
                                                 max_pair_share=1.0, max_venue_share=1.0),
-                                capital=settings.capital)
-    sim = simulate(panel, strategy_from(settings), np.full(2, 0.001), np.full(2, 0.0005),
+                                capital=100_000)
+    sim = simulate(panel, Rules.from_config(settings), 100_000, np.full(2, 0.001),
+                   np.full(2, 0.0005),
                    lp_allocator(limits, panel.venues, panel.bases))
     btc, eth = panel.symbols.index("BTC/USDT:USDT"), panel.symbols.index("ETH/USDT:USDT")
     assert sim.allocator_runs >= 2                     # the LP ran again when ETH joined
@@ -324,25 +326,25 @@ def test_funding_history_cache_loads_with_intervals_from_spacing(tmp_path):
     assert set(joined["interval_hours"].unique()) == {4.0, 8.0}
     assert joined.filter(pl.col("venue") == "binance")["mark_price"].equals(
         joined.filter(pl.col("venue") == "binance")["mark_price_real"], check_names=False)
-    run = run_backtest(load_config(None), BacktestConfig(), data=tmp_path / "cache")
+    run = run_backtest(load_config(None), BacktestSettings(), data=tmp_path / "cache")
     assert run.summary["settlements"] > 0 and run.summary["series"] == 3
 
 
 def test_default_span_stays_where_the_selected_venues_have_data():
     """The bundled history has a gap (2025-01 to 2025-08): a run without --start/--end
     covers one stretch, where all its venues have data, and says which."""
-    run = run_backtest(load_config(None), BacktestConfig(estimator="current"),
+    run = run_backtest(load_config(None), BacktestSettings.of(estimator="current"),
                        venues=["bybit", "okx"])
     s = run.summary
     assert s["start"] == "2023-01-01T00:00:00Z" and s["end"] == "2024-07-01T00:00:00Z"
     assert s["notes"][0].startswith("span 2023-01-01 00:00 → 2024-07-01 00:00 (default): "
                                     "where bybit, okx all have data")
-    run = run_backtest(load_config(None), BacktestConfig(estimator="current"),
+    run = run_backtest(load_config(None), BacktestSettings.of(estimator="current"),
                        venues=["binance"], symbols=["BTC"])
     # Two stretches of one venue: the one with more settlements (2021-2024, not 2025-26).
     assert run.summary["start"].startswith("2021-01-01")
     assert run.summary["end"].startswith("2024-12-31")
-    given = run_backtest(load_config(None), BacktestConfig(estimator="current"),
+    given = run_backtest(load_config(None), BacktestSettings.of(estimator="current"),
                          venues=["binance"], symbols=["BTC"],
                          start=datetime(2024, 6, 1, tzinfo=UTC))
     assert given.summary["start"].startswith("2024-06-01")

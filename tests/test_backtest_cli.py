@@ -90,3 +90,23 @@ def test_the_heatmap_title_is_inside_the_figure(run_cli, monkeypatch, tmp_path):
                      "--end", "2024-03-01", "--out", str(tmp_path / "charts"))
     assert result.exit_code == 0, result.stderr
     assert "funding_heatmap.png" in checked
+
+
+def test_rule_flags_override_the_strategy_section_and_off_turns_a_rule_off(run_cli, tmp_path):
+    config = tmp_path / "perpcarry.toml"
+    config.write_text("[strategy]\nspike_exit = 0.05\nmin_hold_hours = 24\n")
+    base = ("--config", str(config), "backtest", "--venue", "bybit,okx", "--no-plots", "--json")
+    spiky = json.loads(run_cli(*base).stdout)
+    assert spiky["settings"]["strategy"]["spike_exit"] == 0.05
+    assert spiky["exits_by_rule"]["spike_exit"] > 0
+    calm = run_cli(*base, "--spike-exit", "off")
+    assert calm.exit_code == 0, calm.stderr
+    calm = json.loads(calm.stdout)
+    assert calm["settings"]["strategy"]["spike_exit"] is None
+    assert "spike_exit" not in calm["exits_by_rule"] and calm["exits"] < spiky["exits"]
+    assert sum(calm["exits_by_rule"].values()) == calm["exits"]
+    bad = run_cli(*base, "--exit-premium", "0.002", "--enter-premium", "0.001")
+    assert bad.exit_code == 2 and bad.stderr.count("\n") == 1
+    assert bad.stderr == ("error: --exit-premium: must not exceed enter_premium (0.001): a pair "
+                          "enters at or above enter_premium and leaves below exit_premium, "
+                          "got 0.002\n")

@@ -75,9 +75,13 @@ CASES = {
     "out-dir-empty-in-env": (["backtest"], {"PERPCARRY_BACKTEST__OUT_DIR": ""}, None, 2,
                              "env PERPCARRY_BACKTEST__OUT_DIR: backtest.out_dir: empty path"),
     "backtest-window-huge-in-file": (["--config", "{config}", "backtest", "--no-plots"], {},
-                                     b"[backtest]\nwindow_days = 1e308\n", 2,
-                                     "{config}: backtest.window_days: Input should be less "
+                                     b"[strategy]\nwindow_days = 1e308\n", 2,
+                                     "{config}: strategy.window_days: Input should be less "
                                      "than or equal to 3650"),
+    "rule-still-in-backtest": (["--config", "{config}", "backtest", "--no-plots"], {},
+                               b"[backtest]\nenter_apr = 0.2\n", 2,
+                               "{config}: backtest: enter_apr moved to [strategy]: write it "
+                               "there ([strategy] enter_apr = 0.2)"),
     "config-is-a-folder": (["--config", "{dir}", "venues"], {}, None, 2,
                            "{dir}: a folder, not a config file"),
     "int-shown-whole": (["plan", "--offline", "--capital", "1000", "--min-positions",
@@ -87,7 +91,7 @@ CASES = {
                           "--no-plots"], {}, None, 2,
                          "--exit-apr: must not exceed enter_apr (0.01)"),
     "enter-below-default-exit": (["backtest", "--enter-apr", "0.01", "--no-plots"], {}, None,
-                                 2, "[backtest] exit_apr (default): must not exceed enter_apr"),
+                                 2, "[strategy] exit_apr (default): must not exceed enter_apr"),
     "plan-cap-percent": (["plan", "--offline", "--capital", "1000", "--venue-cap", "150"], {},
                          None, 2, "--venue-cap: must be a number above 0 and at most 100, "
                                   "got 150"),

@@ -131,13 +131,15 @@ def test_example_config_documents_and_validates(run_cli):
         FeeOverride,
         ScanConfig,
         Settings,
+        StrategyConfig,
     )
     from perpcarry_binance import BinanceConfig
     from perpcarry_okx import OkxConfig
 
     example = Path(__file__).parents[1] / "perpcarry.example.toml"
     text = example.read_text()
-    for model in (Settings, ScanConfig, AllocatorConfig, BacktestConfig, BinanceConfig,
+    for model in (Settings, ScanConfig, AllocatorConfig, BacktestConfig, StrategyConfig,
+                  BinanceConfig,
                   OkxConfig, FeeOverride):
         for name in model.model_fields:
             assert name in text, f"perpcarry.example.toml does not document {name}"

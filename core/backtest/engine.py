@@ -6,12 +6,14 @@ Order of events at a grid time t:
    price x the rate (received when positive, paid when negative); the hedged legs are
    marked to market (long spot minus short perp: only basis moves reach the equity);
 2. at a rebalance, the estimator's funding (known at t) gives each pair a net APR through
-   :mod:`perpcarry.money.yields`; held pairs leave below ``exit_apr`` once held ``min_hold_hours``
-   (or at once when their data ends), others join above ``enter_apr`` outside their
-   cooldown; when that eligible set changes, :func:`perpcarry.allocation.lp.solve_detailed`
-   splits the current equity over it and positions trade to their targets. Positions still
-   inside their minimum holding time are pinned: they keep their quantity, and the LP
-   shares out what is left of the budget and of each cap around them;
+   :mod:`perpcarry.money.yields`, and the rules of :mod:`perpcarry.strategy.rules` (the code
+   ``run`` uses too) say which pairs are eligible: held pairs leave below ``exit_apr`` once
+   held ``min_hold_hours`` (or at once when their data ends, or on a risk exit), others join
+   above ``enter_apr`` outside their cooldown; when that eligible set changes,
+   :func:`perpcarry.strategy.rules.decide` has the allocator's LP split the current equity
+   over it and positions trade to their targets. Positions still inside their minimum
+   holding time are pinned: they keep their quantity, and the LP shares out what is left of
+   the budget and of each cap around them;
 3. every trade pays the venue's taker fee on both legs plus ``spread_cost``.
 
 Speed: the net APR and the entry test are computed once per settlement (long arrays). The
@@ -39,25 +41,20 @@ import numpy as np
 
 from perpcarry.backtest.panel import Panel
 from perpcarry.money import yields
+from perpcarry.strategy.rules import (
+    Allocate,
+    Book,
+    Facts,
+    PairState,
+    Rules,
+    blackout_ends,
+    decide,
+    eligibility,
+)
 
-# allocate(members, net_apr, equity, pinned) -> hedged notional of each member; ``pinned``
-# (S,) is the notional of positions that must stay as they are (not among the members).
-Allocate = Callable[..., np.ndarray]
 # Rebalances examined per vector step after a change; the step doubles while the eligible
 # set stays the same, up to BLOCK_CELLS (watched pair, rebalance) cells.
 BLOCK, BLOCK_CELLS = 32, 32 * 1024
-
-
-@dataclass(frozen=True)
-class Strategy:
-    capital: float
-    enter_apr: float
-    exit_apr: float
-    min_hold_hours: float
-    cooldown_hours: float
-    horizon_days: float
-    spread_cost: float
-    resize_band: float
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,8 @@ class Simulation:
     views (quantity, funding, marking, fees, ...) are built from these on first use."""
 
     panel: Panel
-    strategy: Strategy
+    rules: Rules
+    capital: float
     equity: np.ndarray           # (T,) after the rebalance at each grid time
     allocator_runs: int
     changes: tuple[tuple[int, np.ndarray], ...]  # (grid row, quantity held after it)
@@ -79,6 +77,7 @@ class Simulation:
     trade_notional: np.ndarray   # per leg, at the perp price
     trade_entry: np.ndarray      # bool: the series had no position before
     trade_exit: np.ndarray       # bool: the series has none after
+    trade_reason: tuple[str, ...]  # the rule behind each trade, one line
 
     @property
     def final_quantity(self) -> np.ndarray:
@@ -179,64 +178,48 @@ def lp_allocator(limits, venues, bases) -> Allocate:
     return allocate
 
 
-def simulate(panel: Panel, strategy: Strategy, spot_taker: np.ndarray, perp_taker: np.ndarray,
-             allocate: Allocate, progress: Callable[[int, int], None] | None = None
-             ) -> Simulation:
-    """Run the strategy over the panel. ``allocate(members, net_apr, equity, pinned=...)``
-    returns the hedged notional of each member (indices of the eligible series)."""
+def simulate(panel: Panel, rules: Rules, capital: float, spot_taker: np.ndarray,
+             perp_taker: np.ndarray, allocate: Allocate,
+             progress: Callable[[int, int], None] | None = None) -> Simulation:
+    """Run the rules over the panel from ``capital``. ``allocate(members, net_apr, equity,
+    pinned=...)`` returns the hedged notional of each member (indices of the eligible
+    series)."""
     T, S = panel.shape
     reb = panel.rebalance
     series, mark, spot = panel.event_series, panel.event_mark, panel.event_spot
-    # Per settlement: net APR through the yields module, and the entry test (net above
-    # enter_apr, the data goes on, priced); the exit tests are read where they matter.
-    round_trip = yields.round_trip_cost(spot_taker, perp_taker, 2.0 * strategy.spread_cost)
     hedged = bool(panel.hedged.any())
-    # index[:, -1] is 1 + each series' last settlement: series s has [index[s - 1, -1],
-    # index[s, -1]) of the long arrays.
-    settlements = np.diff(panel.index[:, -1], prepend=0)
-    with np.errstate(invalid="ignore"):
-        if hedged:
-            net = yields.net_apr(yields.apr_from_hourly(panel.event_expected),
-                                 yields.basis(mark, spot), np.repeat(round_trip, settlements),
-                                 strategy.horizon_days)
-        else:   # no basis: the same sum, its per-series cost term computed once per series
-            net = yields.apr_from_hourly(panel.event_expected)
-            net += np.repeat(yields.net_apr(0.0, 0.0, round_trip, strategy.horizon_days),
-                             settlements)
-        may_join = net > strategy.enter_apr
-        may_join &= panel.event_live
-        may_join &= np.isfinite(mark)
+    facts = settlement_facts(panel, rules, spot_taker, perp_taker)
     n_steps = reb.size
     now_r = panel.hours[reb]
     # Pairs that may join at each rebalance: a settlement that may join counts from the
-    # first rebalance at or after it to the first one at or after its series' next one.
-    joiners = np.flatnonzero(may_join)
+    # first rebalance at or after it to the first one at or after its series' next one, or
+    # the first one inside the blackout before that next one, whichever comes first.
+    joiners = np.flatnonzero(facts.may_enter)
+    joined = np.searchsorted(reb, panel.event_row[joiners])
     replaced = np.full(joiners.size, n_steps)
     follows = joiners + 1 < series.size
     follows[follows] = series[joiners[follows] + 1] == series[joiners[follows]]
     replaced[follows] = np.searchsorted(reb, panel.event_row[joiners[follows] + 1])
+    if rules.entry_blackout_minutes > 0:
+        blocked = np.searchsorted(
+            now_r, blackout_ends(rules, facts.next_hours[joiners[follows]]), side="right")
+        replaced[follows] = np.maximum(np.minimum(replaced[follows], blocked),
+                                       joined[follows])
     may_join_count = np.cumsum(
-        np.bincount(np.searchsorted(reb, panel.event_row[joiners]), minlength=n_steps + 1)
+        np.bincount(joined, minlength=n_steps + 1)
         - np.bincount(replaced, minlength=n_steps + 1))[:n_steps]
     hedge = spot - mark if hedged else None   # long spot + short perp, per unit held
 
-    def eligibility(members, in_force: np.ndarray, now: np.ndarray):
-        """(eligible, may join) of ``members`` (indices or a slice of the series) whose
-        settlements ``in_force`` (1 + position, 0: none yet) hold at rebalance times ``now``:
-        held pairs stay unless their data ends or gaps, or their net is below exit_apr once
-        held ``min_hold_hours``; others join when they may and their cooldown is over."""
+    def block_eligibility(members, in_force: np.ndarray, now: np.ndarray):
+        """The rules' (eligible, may join) of ``members`` (indices of the series) whose
+        settlements ``in_force`` (1 + position, 0: none yet) hold at rebalance times
+        ``now``."""
         at = in_force - 1
         known = at >= 0
         at[~known] = 0
-        may = known & may_join[at]
-        with np.errstate(invalid="ignore"):
-            leave = known & (net[at] < strategy.exit_apr)
-        leave &= now >= release_at[members, None]
-        leave |= ~(known & panel.event_live[at])
-        is_held = held[members, None]
-        stay = is_held & ~leave
-        stay |= ~is_held & may & (now >= rejoin_at[members, None])
-        return stay, may
+        return eligibility(rules, facts, at, known, held[members, None],
+                           book.release_at[members, None], book.rejoin_at[members, None],
+                           book.entry_mark[members, None], now)
 
     def money(held_q, rows_from: int, rows_to: int):
         """Settlements of the held series in grid rows (rows_from, rows_to]: slices of
@@ -249,15 +232,12 @@ def simulate(panel: Panel, strategy: Strategy, spot_taker: np.ndarray, perp_take
             if b > a:
                 yield s, a, b
 
-    qty = np.zeros(S)
+    book = Book.empty(S)
     held = np.zeros(S, dtype=bool)
-    not_held = np.ones(S, dtype=bool)
-    release_at = np.full(S, -np.inf)     # min hold over: may leave below exit_apr
-    rejoin_at = np.full(S, -np.inf)      # cooldown over: may enter again
-    before = np.zeros(S, dtype=bool)
-    equity, checkpoint = strategy.capital, 0
+    equity, checkpoint = capital, 0
     trades: list[tuple] = []
-    changes: list[tuple[int, np.ndarray]] = [(-1, qty)]
+    reasons: list[str] = []
+    changes: list[tuple[int, np.ndarray]] = [(-1, book.quantity)]
     runs = 0
     step, block, watched = 0, BLOCK, None
     while step < n_steps:
@@ -266,11 +246,11 @@ def simulate(panel: Panel, strategy: Strategy, spot_taker: np.ndarray, perp_take
         # changes the set exactly where it may join, which the count of pairs that may join
         # less the watched ones tells.
         if watched is None:
-            watched = np.flatnonzero(held | before | (rejoin_at > now_r[step]))
+            watched = np.flatnonzero(held | book.eligible | (book.rejoin_at > now_r[step]))
         stop = min(step + block, n_steps)
-        stay, may = eligibility(watched, panel.index[np.ix_(watched, reb[step:stop])],
-                                now_r[step:stop])
-        differs = (stay != before[watched, None]).any(axis=0)
+        stay, may = block_eligibility(watched, panel.index[np.ix_(watched, reb[step:stop])],
+                                      now_r[step:stop])
+        differs = (stay != book.eligible[watched, None]).any(axis=0)
         differs |= may_join_count[step:stop] > may.sum(axis=0)
         changed = np.flatnonzero(differs)
         if progress is not None:
@@ -281,44 +261,32 @@ def simulate(panel: Panel, strategy: Strategy, spot_taker: np.ndarray, perp_take
             continue    # same eligible set: the same targets, nothing trades
         step += int(changed[0])
         now, i = now_r[step], int(reb[step])
-        in_force = panel.index[:, i]
-        eligible = eligibility(slice(None), in_force[:, None], now_r[step:step + 1])[0][:, 0]
-        before, block, watched = eligible, BLOCK, None
+        block, watched = BLOCK, None
         step += 1
-        at = in_force.astype(np.int64) - 1
-        known = at >= 0
-        mark_i = np.where(known, mark[at], np.nan)
-        spot_i = np.where(known, spot[at], np.nan)
+        qty = book.quantity
         if held.any():   # equity for sizing: funding and basis since the last trade
             for s, a, b in money(held, checkpoint, i):
                 equity += qty[s] * float(np.nan_to_num(panel.event_rate[a:b] * mark[a:b]).sum())
                 if hedged:
                     equity += qty[s] * float(hedge[b - 1] - hedge[a - 1])
         checkpoint = i
-        pinned = held & eligible & (now < release_at)
-        free = np.flatnonzero(eligible & ~pinned)
-        target = np.where(pinned, qty, 0.0)
-        if free.size:
-            runs += 1
-            kept = np.where(pinned, qty * mark_i, 0.0)
-            target[free] = allocate(free, np.where(known, net[at], np.nan), equity,
-                                    pinned=kept) / mark_i[free]
-            # Small drifts of a held position's target are not worth two taker fees.
-            steady = held & eligible & (np.abs(target - qty) <= strategy.resize_band * qty)
-            target[steady] = qty[steady]
+        pairs = pair_state(panel, facts, i)
+        decision = decide(rules, pairs, book, now, equity, allocate)
+        runs += decision.solved
+        target = decision.target
         m = np.flatnonzero(target != qty)
         if m.size:
-            d, s_px, m_px = np.abs(target[m] - qty[m]), spot_i[m], mark_i[m]
+            d, s_px, m_px = np.abs(target[m] - qty[m]), pairs.spot[m], pairs.mark[m]
             fee = d * (s_px * spot_taker[m] + m_px * perp_taker[m])
-            spread = d * strategy.spread_cost * (s_px + m_px) / 2.0
+            spread = d * rules.spread_cost * (s_px + m_px) / 2.0
             equity -= fee.sum() + spread.sum()
             now_held = target > 0
-            entry, leaving = now_held[m] & not_held[m], held[m] & ~now_held[m]
+            entry, leaving = now_held[m] & ~held[m], held[m] & ~now_held[m]
             trades.append((np.full(m.size, i), m, fee, spread, d * m_px, entry, leaving))
-            release_at[m[entry]] = now + strategy.min_hold_hours
-            rejoin_at[m[leaving]] = now + strategy.cooldown_hours
-            held, not_held, qty = now_held, ~now_held, target
-            changes.append((i, qty))
+            reasons += [decision.reasons[j] for j in m.tolist()]
+            held = now_held
+            changes.append((i, target))
+        book = book.after(rules, decision, now, pairs.mark)
 
     # Money per settlement: the quantity held coming into its grid time (the one set at the
     # last trade before it) x its funding (and basis move since the series' last one).
@@ -345,10 +313,68 @@ def simulate(panel: Panel, strategy: Strategy, spot_taker: np.ndarray, perp_take
         trade = [np.zeros(0, dtype=np.int64)] * 2 + [np.zeros(0)] * 3 + \
             [np.zeros(0, dtype=bool)] * 2
     flows -= np.bincount(trade[0], weights=trade[2] + trade[3], minlength=T)
-    return Simulation(panel=panel, strategy=strategy,
-                      equity=strategy.capital + np.cumsum(flows), allocator_runs=runs,
-                      changes=tuple(changes[1:]) if len(changes) > 1 else ((0, qty),),
+    return Simulation(panel=panel, rules=rules, capital=capital,
+                      equity=capital + np.cumsum(flows), allocator_runs=runs,
+                      changes=tuple(changes[1:]) if len(changes) > 1 else
+                      ((0, book.quantity),),
                       event_funding=event_funding,
                       event_marking=event_marking, trade_row=trade[0], trade_series=trade[1],
                       trade_fee=trade[2], trade_spread=trade[3], trade_notional=trade[4],
-                      trade_entry=trade[5], trade_exit=trade[6])
+                      trade_entry=trade[5], trade_exit=trade[6], trade_reason=tuple(reasons))
+
+
+def settlement_facts(panel: Panel, rules: Rules, spot_taker: np.ndarray,
+                     perp_taker: np.ndarray) -> Facts:
+    """The rules' facts of every settlement: net APR through the yields module (the
+    estimator's funding, the basis, the round trip at the venue's taker fees plus
+    ``spread_cost``, over ``horizon_days``), the rate, prices, liveness, the time of the
+    series' next settlement, and the entry tests that do not depend on the clock."""
+    mark, spot = panel.event_mark, panel.event_spot
+    round_trip = yields.round_trip_cost(spot_taker, perp_taker, 2.0 * rules.spread_cost)
+    # index[:, -1] is 1 + each series' last settlement: series s has [index[s - 1, -1],
+    # index[s, -1]) of the long arrays.
+    settlements = np.diff(panel.index[:, -1], prepend=0)
+    with np.errstate(invalid="ignore"):
+        if panel.hedged.any():
+            net = yields.net_apr(yields.apr_from_hourly(panel.event_expected),
+                                 yields.basis(mark, spot), np.repeat(round_trip, settlements),
+                                 rules.horizon_days)
+        else:   # no basis: the same sum, its per-series cost term computed once per series
+            net = yields.apr_from_hourly(panel.event_expected)
+            net += np.repeat(yields.net_apr(0.0, 0.0, round_trip, rules.horizon_days),
+                             settlements)
+    return Facts.of(rules, net, panel.event_rate, mark, spot, panel.event_live,
+                    NextSettlementHours(panel))
+
+
+class NextSettlementHours:
+    """The time (hours) of each settlement's successor in its series, inf for a series'
+    last, read like an array (``facts.next_hours[at]``) but computed only for the
+    settlements asked: the whole array would cost a third of a simulation."""
+
+    def __init__(self, panel: Panel) -> None:
+        self.panel = panel
+
+    def __getitem__(self, at) -> np.ndarray:
+        panel = self.panel
+        at = np.asarray(at)
+        after = np.minimum(at + 1, panel.events - 1)
+        same = (at + 1 < panel.events) & (panel.event_series[after] == panel.event_series[at])
+        return np.where(same, panel.hours[panel.event_row[after]], np.inf)
+
+
+def pair_state(panel: Panel, facts: Facts, row: int) -> PairState:
+    """What :func:`perpcarry.strategy.rules.decide` is told of every series at grid ``row``:
+    the facts of the settlement in force (nan, not live, no next settlement where none is
+    yet)."""
+    at = panel.index[:, row].astype(np.int64) - 1
+    known = at >= 0
+    at[~known] = 0
+
+    def pick(values, missing):
+        return np.where(known, values[at], missing)
+
+    return PairState(net_apr=pick(facts.net_apr, np.nan), rate=pick(facts.rate, np.nan),
+                     mark=pick(facts.mark, np.nan), spot=pick(facts.spot, np.nan),
+                     live=known & facts.live[at],
+                     next_settlement_hours=pick(facts.next_hours, np.inf))

@@ -64,7 +64,7 @@ def equity_chart(run: BacktestRun, path: Path) -> Path:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 2]})
     top.plot(times, sim.equity, color="tab:blue", lw=1.2)
-    top.axhline(sim.strategy.capital, color="grey", lw=0.8, ls=":")
+    top.axhline(sim.capital, color="grey", lw=0.8, ls=":")
     top.set_ylabel("equity")
     top.set_title("Equity (funding received, fees and spread paid, basis marked)")
     for values, label, color in (

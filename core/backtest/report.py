@@ -7,17 +7,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from perpcarry.money.yields import DAYS_PER_YEAR, HOURS_PER_DAY
+from perpcarry.strategy.rules import rule_of
 
 if TYPE_CHECKING:
     from perpcarry.backtest.engine import Simulation
-    from perpcarry.config.settings import BacktestConfig
+    from perpcarry.backtest.run import BacktestSettings
 
 
 def daily_equity(sim: Simulation) -> np.ndarray:
     """Equity at the last grid time of each UTC day, starting from the capital."""
     day = np.floor(sim.panel.hours / HOURS_PER_DAY).astype(np.int64)
     last_of_day = np.flatnonzero(np.append(day[1:] != day[:-1], True))
-    return np.concatenate([[sim.strategy.capital], sim.equity[last_of_day]])
+    return np.concatenate([[sim.capital], sim.equity[last_of_day]])
 
 
 def max_drawdown(equity: np.ndarray) -> float:
@@ -47,9 +48,17 @@ def _contributions(sim: Simulation, labels: tuple[str, ...]) -> dict[str, dict[s
     return out
 
 
-def summarise(sim: Simulation, settings: BacktestConfig, *, notes=(), fee_sources=None) -> dict:
+def _exits_by_rule(sim: Simulation) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for leaving, why in zip(sim.trade_exit.tolist(), sim.trade_reason, strict=True):
+        if leaving:
+            counts[rule_of(why)] = counts.get(rule_of(why), 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def summarise(sim: Simulation, settings: BacktestSettings, *, notes=(), fee_sources=None) -> dict:
     """Everything ``perpcarry backtest`` prints, as plain data (``--json``)."""
-    panel, capital = sim.panel, sim.strategy.capital
+    panel, capital = sim.panel, sim.capital
     hours = panel.hours
     days = max((hours[-1] - hours[0]) / HOURS_PER_DAY, 1e-9)
     final = float(sim.equity[-1])
@@ -82,6 +91,8 @@ def summarise(sim: Simulation, settings: BacktestConfig, *, notes=(), fee_source
         "turnover": traded / capital,
         "entries": int(sim.entries.sum()),
         "exits": int(sim.exits.sum()),
+        # Which rule closed each position (docs/strategy.md).
+        "exits_by_rule": _exits_by_rule(sim),
         "time_in_market": float((span * in_market).sum() / max(span.sum(), 1e-9)),
         "rebalances": int(panel.rebalance.size),
         "allocator_runs": sim.allocator_runs,

@@ -11,15 +11,32 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from perpcarry.backtest.engine import Simulation, Strategy, lp_allocator, simulate
+from perpcarry.backtest.engine import Simulation, lp_allocator, simulate
 from perpcarry.backtest.history import load_bundled, load_path
 from perpcarry.backtest.panel import build_panel, default_span, select
 from perpcarry.backtest.report import summarise
+from perpcarry.config.settings import BacktestConfig, StrategyConfig, StrictModel
 from perpcarry.domain.errors import UsageError
+from perpcarry.strategy.rules import Rules
 
 if TYPE_CHECKING:
     from perpcarry.config.loader import Config
-    from perpcarry.config.settings import AllocatorConfig, BacktestConfig
+    from perpcarry.config.settings import AllocatorConfig
+
+
+class BacktestSettings(StrictModel):
+    """What one backtest runs: the ``[strategy]`` rules and the ``[backtest]`` settings,
+    each with the run's overrides applied (``cli.backtest.validated_settings``)."""
+
+    backtest: BacktestConfig = BacktestConfig()
+    strategy: StrategyConfig = StrategyConfig()
+
+    @classmethod
+    def of(cls, **fields) -> BacktestSettings:
+        """Defaults with ``fields`` (names of either section) set, validated."""
+        own = {k: v for k, v in fields.items() if k in BacktestConfig.model_fields}
+        return cls(backtest=BacktestConfig(**own),
+                   strategy=StrategyConfig(**{k: v for k, v in fields.items() if k not in own}))
 
 
 @dataclass(frozen=True)
@@ -28,13 +45,6 @@ class BacktestRun:
     simulation: Simulation
     summary: dict
     fee_sources: dict[str, str]  # venue -> where its taker fees come from
-
-
-def strategy_from(settings: BacktestConfig) -> Strategy:
-    return Strategy(capital=settings.capital, enter_apr=settings.enter_apr,
-                    exit_apr=settings.exit_apr, min_hold_hours=settings.min_hold_hours,
-                    cooldown_hours=settings.cooldown_hours, horizon_days=settings.horizon_days,
-                    spread_cost=settings.spread_cost, resize_band=settings.resize_band)
 
 
 def taker_fees(config: Config, venues) -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
@@ -54,7 +64,7 @@ def taker_fees(config: Config, venues) -> tuple[dict[str, tuple[float, float]], 
     return fees, {v: s.describe() for v, s in resolved.items()}
 
 
-def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None = None,
+def run_backtest(config: Config, settings: BacktestSettings, *, data: Path | None = None,
                  venues=None, symbols=None, start: datetime | None = None,
                  end: datetime | None = None, allocate=None,
                  allocator: AllocatorConfig | None = None,
@@ -73,7 +83,7 @@ def run_backtest(config: Config, settings: BacktestConfig, *, data: Path | None 
                   start=start, end=end, allocate=allocate, progress=progress)
 
 
-def replay(history: pl.DataFrame, settings: BacktestConfig, allocator: AllocatorConfig,
+def replay(history: pl.DataFrame, settings: BacktestSettings, allocator: AllocatorConfig,
            fees: dict[str, tuple[float, float]], fee_sources: dict[str, str], *,
            start: datetime | None = None, end: datetime | None = None, allocate=None,
            progress: Callable[[int, int], None] | None = None) -> BacktestRun:
@@ -99,17 +109,18 @@ def replay(history: pl.DataFrame, settings: BacktestConfig, allocator: Allocator
     else:
         notes.insert(0, f"span {start or 'the first settlement'} → {end or 'the last one'} "
                         "(as given)")
-    panel = build_panel(history, estimator=settings.estimator,
-                        window_hours=settings.window_days * 24,
-                        halflife_hours=settings.ewma_halflife_days * 24,
-                        start=start, end=end, cadence_hours=settings.cadence_hours)
+    rules = settings.strategy
+    panel = build_panel(history, estimator=rules.estimator,
+                        window_hours=rules.window_days * 24,
+                        halflife_hours=rules.ewma_halflife_days * 24,
+                        start=start, end=end, cadence_hours=settings.backtest.cadence_hours)
     spot_taker = np.array([fees[v][0] for v in panel.venues])
     perp_taker = np.array([fees[v][1] for v in panel.venues])
     if allocate is None:
-        limits = Limits.from_config(allocator, capital=settings.capital)
+        limits = Limits.from_config(allocator, capital=settings.backtest.capital)
         allocate = lp_allocator(limits, panel.venues, panel.bases)
-    simulation = simulate(panel, strategy_from(settings), spot_taker, perp_taker, allocate,
-                          progress)
+    simulation = simulate(panel, Rules.from_config(rules), settings.backtest.capital,
+                          spot_taker, perp_taker, allocate, progress)
     if start is not None:
         history = history.filter(pl.col("time") >= start)
     if end is not None:

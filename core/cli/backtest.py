@@ -15,9 +15,12 @@ import typer
 from perpcarry.cli.common import path_option, split_option
 from perpcarry.domain.errors import UsageError
 
-# Options that override a field of [allocator] rather than of [backtest].
+# Options that override a field of [allocator] or [backtest]; the others are [strategy]'s.
 ALLOCATOR_OPTIONS = ("leverage", "max_venue_share", "max_asset_share", "max_pair_share",
                      "max_positions")
+BACKTEST_OPTIONS = ("capital", "cadence_hours")
+# Rules that are off unless set: the word "off" turns one off for this run.
+OPTIONAL_RULES = ("exit_funding_below", "spike_exit", "enter_premium", "exit_premium")
 
 
 def parse_date(text: str | None, option: str) -> datetime | None:
@@ -72,6 +75,22 @@ def backtest(
     max_pair_share: Annotated[float | None, typer.Option(
         "--max-pair-share", help="Cap per pair, share of equity.")] = None,
     max_positions: Annotated[int | None, typer.Option("--max-positions")] = None,
+    exit_funding_below: Annotated[str | None, typer.Option(
+        "--exit-funding-below", help="Leave when the last rate per period is below this "
+                                     "(-0.002 = -0.2 %), even inside the minimum hold; "
+                                     "off: never.")] = None,
+    entry_blackout_minutes: Annotated[float | None, typer.Option(
+        "--entry-blackout-minutes", help="No entry this many minutes before the pair's next "
+                                         "settlement.")] = None,
+    spike_exit: Annotated[str | None, typer.Option(
+        "--spike-exit", help="Leave when the mark moved more than this fraction since "
+                             "entry (0.3 = 30 %); off: never.")] = None,
+    enter_premium: Annotated[str | None, typer.Option(
+        "--enter-premium", help="Enter only when perp / spot - 1 is at least this; off: "
+                                "any.")] = None,
+    exit_premium: Annotated[str | None, typer.Option(
+        "--exit-premium", help="Leave when perp / spot - 1 falls below this (after the "
+                               "minimum hold); off: never.")] = None,
     out: Annotated[str | None, typer.Option(
         "--out", help="Folder for the charts (default ./backtest-out).")] = None,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the charts.")] = False,
@@ -90,34 +109,53 @@ def backtest(
              "window_days": window_days, "ewma_halflife_days": ewma_halflife_days,
              "leverage": leverage, "max_venue_share": max_venue_share,
              "max_asset_share": max_asset_share, "max_pair_share": max_pair_share,
-             "max_positions": max_positions})
+             "max_positions": max_positions, "exit_funding_below": exit_funding_below,
+             "entry_blackout_minutes": entry_blackout_minutes, "spike_exit": spike_exit,
+             "enter_premium": enter_premium, "exit_premium": exit_premium})
 
 
 def validated_settings(config, overrides: dict) -> tuple:
-    """(BacktestConfig, AllocatorConfig): the config's ``[backtest]`` and ``[allocator]``
-    with the non-None ``overrides`` (field names of either) applied, checked as the backtest
-    checks them; ``InvalidValue`` naming the field of the first invalid value. A sweep
-    checks each combination of its grid with this same function."""
+    """(BacktestSettings, AllocatorConfig): the config's ``[strategy]``, ``[backtest]`` and
+    ``[allocator]`` with the non-None ``overrides`` (field names of any; "off" for an
+    optional rule turns it off) applied, checked as the backtest checks them;
+    ``InvalidValue`` naming the field of the first invalid value. A sweep checks each
+    combination of its grid with this same function."""
     from pydantic import ValidationError
 
     from perpcarry.allocation.allocator import Limits
+    from perpcarry.backtest.run import BacktestSettings
     from perpcarry.domain.errors import InvalidValue
 
-    given = {k: v for k, v in overrides.items() if v is not None}
-    base, allocator = config.settings.backtest, config.settings.allocator
+    given = {k: _rule_value(v) if k in OPTIONAL_RULES else v
+             for k, v in overrides.items() if v is not None}
+    section = {k: "allocator" if k in ALLOCATOR_OPTIONS else "backtest"
+               if k in BACKTEST_OPTIONS else "strategy" for k in given}
+    models = config.settings
     try:
-        settings = base.model_validate(
-            {**base.model_dump(), **{k: v for k, v in given.items()
-                                     if k not in ALLOCATOR_OPTIONS}})
-        allocator = allocator.model_validate(
-            {**allocator.model_dump(), **{k: v for k, v in given.items()
-                                          if k in ALLOCATOR_OPTIONS}})
+        backtest, strategy, allocator = (
+            base.model_validate({**base.model_dump(), **{
+                k: v for k, v in given.items() if section[k] == name}})
+            for name, base in (("backtest", models.backtest), ("strategy", models.strategy),
+                               ("allocator", models.allocator)))
     except ValidationError as err:
         first = err.errors()[0]
         raise InvalidValue(str(first["loc"][0]), first["input"],
                            rule=first["msg"].removeprefix("Value error, ")) from None
-    Limits.from_config(allocator, capital=settings.capital)  # cross-field rules
-    return settings, allocator
+    Limits.from_config(allocator, capital=backtest.capital)  # cross-field rules
+    return BacktestSettings(backtest=backtest, strategy=strategy), allocator
+
+
+def _rule_value(text):
+    """An optional rule's flag: "off", or a number (anything else is left for validation
+    to refuse, naming the flag)."""
+    if not isinstance(text, str):
+        return text
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, overrides) -> None:
@@ -129,12 +167,15 @@ def _run(cli, *, data, venues, symbols, start, end, no_plots, as_json, out, over
     config = cli.load()
     flags = cli.given(**{field: (f"--{field.replace('_', '-')}", value, 1)
                          for field, value in overrides.items()})
-    # The allocator's limits come from [allocator], its capital from [backtest] or --capital.
+    # The allocator's limits come from [allocator], its capital from [backtest] or --capital;
+    # the rules from [strategy].
     sections = {field: "allocator" for field in AllocatorConfig.model_fields} | {
-        "capital": "backtest"}
+        field: "backtest" for field in BACKTEST_OPTIONS} | {
+        field: "strategy" for field in overrides
+        if field not in ALLOCATOR_OPTIONS + BACKTEST_OPTIONS}
     with cli.value_names(config, "backtest", flags, sections):
         settings, allocator = validated_settings(config, overrides)
-        out_dir = _output_folder(out, settings.out_dir, no_plots, config)
+        out_dir = _output_folder(out, settings.backtest.out_dir, no_plots, config)
         with Progress(console=cli.err_console, transient=True,
                       disable=as_json or not cli.err_console.is_terminal) as bar:
             task = bar.add_task("backtest", total=None)
@@ -202,6 +243,8 @@ def _print(console, s: dict) -> None:
         ("basis P&L", money(s["basis_pnl"])),
         ("turnover", f"{s['turnover']:.2f}x capital ({money(s['traded_notional'])} per leg)"),
         ("entries / exits", f"{s['entries']} / {s['exits']}"),
+        ("exits by rule", ", ".join(f"{rule} {n}" for rule, n in s["exits_by_rule"].items())
+         or "-"),
         ("time in market", f"{s['time_in_market']:.1%}"),
     ):
         head.add_row(label, value)

@@ -154,17 +154,15 @@ class AllocatorConfig(StrictModel):
     max_positions: int = 20
 
 
-class BacktestConfig(StrictModel):
-    """``[backtest]``: replay of carry strategies on funding history (see perpcarry.backtest).
+class StrategyConfig(StrictModel):
+    """``[strategy]``: the carry rules ``backtest``, ``sweep`` and ``run`` share (one
+    implementation, :mod:`perpcarry.strategy.rules`; docs/strategy.md describes each rule).
 
     Thresholds are net APRs (fractions a year, as ``scan`` shows them): a pair enters when its
     net APR is above ``enter_apr`` and leaves when it falls below ``exit_apr``, once held for
     ``min_hold_hours``; after leaving it may not re-enter for ``cooldown_hours``.
     """
 
-    capital: float = Field(default=100_000.0, gt=0)
-    # None: every settlement of the shortest funding interval in the data.
-    cadence_hours: float | None = Field(default=None, gt=0)
     estimator: Estimator = "mean"
     window_days: float = Field(default=7.0, gt=0, le=MAX_DAYS)
     ewma_halflife_days: float = Field(default=2.0, gt=0, le=MAX_DAYS)
@@ -179,15 +177,20 @@ class BacktestConfig(StrictModel):
     # Past a million times the position no resize ever happens; beyond, band x quantity
     # overflows.
     resize_band: float = Field(default=0.25, ge=0, le=1e6)
-    out_dir: Path = Path("backtest-out")
-
-    @field_validator("out_dir", mode="before")
-    @classmethod
-    def _named_folder(cls, out_dir: Any) -> Any:
-        # An empty path would be the working directory, filled with charts unasked.
-        if isinstance(out_dir, str) and not out_dir.strip():
-            raise ValueError("empty path: name a folder for the charts")
-        return out_dir
+    # Leave when the last settled rate (per period) is below this, even inside the minimum
+    # hold, and never enter while it is; FMZ v0.2.8 closes below -0.2 % a period rather than
+    # on any negative print. None: off.
+    exit_funding_below: float | None = Field(default=-0.002, gt=-1, lt=1)
+    # No new entry within this many minutes before the pair's next settlement (seed guide:
+    # 15); a day or more would forbid every entry.
+    entry_blackout_minutes: float = Field(default=15.0, ge=0, lt=1440)
+    # Leave when the mark moved more than this fraction since entry, either way (FMZ's
+    # price-spike exit); a risk exit, inside the minimum hold too. None: off.
+    spike_exit: float | None = Field(default=None, gt=0, lt=100)
+    # FMZ's open and close premium-rate options (premium = perp / spot - 1): enter only at or
+    # above enter_premium, leave below exit_premium once held min_hold_hours. None: off.
+    enter_premium: float | None = Field(default=None, gt=-1, lt=1)
+    exit_premium: float | None = Field(default=None, gt=-1, lt=1)
 
     @field_validator("exit_apr")
     @classmethod
@@ -197,6 +200,44 @@ class BacktestConfig(StrictModel):
             raise ValueError(f"must not exceed enter_apr ({enter_apr:g}): a pair enters above "
                              "enter_apr and leaves below exit_apr")
         return exit_apr
+
+    @field_validator("exit_premium")
+    @classmethod
+    def _premium_hysteresis(cls, exit_premium: float | None, info) -> float | None:
+        enter_premium = info.data.get("enter_premium")
+        if None not in (exit_premium, enter_premium) and exit_premium > enter_premium:
+            raise ValueError(f"must not exceed enter_premium ({enter_premium:g}): a pair "
+                             "enters at or above enter_premium and leaves below exit_premium")
+        return exit_premium
+
+
+class BacktestConfig(StrictModel):
+    """``[backtest]``: what only a replay of the ``[strategy]`` rules on funding history has
+    (see perpcarry.backtest)."""
+
+    capital: float = Field(default=100_000.0, gt=0)
+    # None: every settlement of the shortest funding interval in the data.
+    cadence_hours: float | None = Field(default=None, gt=0)
+    out_dir: Path = Path("backtest-out")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rules_moved(cls, values: Any) -> Any:
+        # Configs written before [strategy] existed put the rules here.
+        if isinstance(values, dict):
+            moved = [key for key in values if key in StrategyConfig.model_fields]
+            if moved:
+                raise ValueError(f"{moved[0]} moved to [strategy]: write it there "
+                                 f"([strategy] {moved[0]} = {values[moved[0]]!r})")
+        return values
+
+    @field_validator("out_dir", mode="before")
+    @classmethod
+    def _named_folder(cls, out_dir: Any) -> Any:
+        # An empty path would be the working directory, filled with charts unasked.
+        if isinstance(out_dir, str) and not out_dir.strip():
+            raise ValueError("empty path: name a folder for the charts")
+        return out_dir
 
 
 PAPER_DEFAULT_BALANCES = {"USDT": Decimal(100_000)}
@@ -301,6 +342,7 @@ class Settings(BaseSettings):
     scan: ScanConfig = ScanConfig()
     allocator: AllocatorConfig = AllocatorConfig()
     backtest: BacktestConfig = BacktestConfig()
+    strategy: StrategyConfig = StrategyConfig()
     paper: PaperConfig = PaperConfig()
     execution: ExecutionConfig = ExecutionConfig()
     venues: dict[str, dict[str, Any]] = {}

@@ -49,6 +49,10 @@ PARAMETERS: dict[str, tuple[str, type]] = {
     "max_venue_share": ("--max-venue-share", float),
     "max_asset_share": ("--max-asset-share", float),
     "max_pair_share": ("--max-pair-share", float), "max_positions": ("--max-positions", int),
+    "exit_funding_below": ("--exit-funding-below", float),
+    "entry_blackout_minutes": ("--entry-blackout-minutes", float),
+    "spike_exit": ("--spike-exit", float), "enter_premium": ("--enter-premium", float),
+    "exit_premium": ("--exit-premium", float),
 }
 # Parameters that choose the data rather than set the strategy.
 SELECTION = ("venue", "symbol", "start", "end")
@@ -334,8 +338,8 @@ def plan_jobs(grid: Grid, config, history, fees: dict, *, walk_forward: bool,
     for combo in itertools.product(*(grid.values[n] for n in names)):
         params = dict(zip(names, combo, strict=True))
         overrides = {k: v for k, v in params.items() if k not in SELECTION}
-        enter = overrides.get("enter_apr", config.settings.backtest.enter_apr)
-        exit_ = overrides.get("exit_apr", config.settings.backtest.exit_apr)
+        enter = overrides.get("enter_apr", config.settings.strategy.enter_apr)
+        exit_ = overrides.get("exit_apr", config.settings.strategy.exit_apr)
         if exit_ > enter:
             reason = f"exit_apr {exit_:g} is above enter_apr {enter:g}"
             conflicts[reason] = conflicts.get(reason, 0) + 1

@@ -1,0 +1,1 @@
+"""The carry strategy's rules, shared by ``backtest``, ``sweep`` and ``run``."""
