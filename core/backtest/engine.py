@@ -130,14 +130,20 @@ class Simulation:
         return self._trades(self.trade_exit, bool)
 
 
-def lp_allocator(limits, venues, bases) -> Allocate:
+def lp_allocator(limits, venues, bases, venue_share=None) -> Allocate:
     """The allocator's LP over the eligible pairs, caps as shares of the equity at the
     rebalance, ``max_positions`` applied as :func:`perpcarry.allocation.allocator.allocate`
     applies it (keep the largest and solve again on them). Pinned positions use their share
-    of the budget, of their venue's and asset's caps and of ``max_positions`` first."""
+    of the budget, of their venue's and asset's caps and of ``max_positions`` first.
+    ``venue_share`` (venue -> share of the equity) lowers a venue's cap to the capital it
+    actually holds: the run loop's accounts are per venue, a backtest's capital is one."""
     from perpcarry.allocation.lp import keep_largest, solve_detailed
 
-    venue_ids = np.unique(np.array(venues), return_inverse=True)[1]
+    names, venue_ids = np.unique(np.array(venues), return_inverse=True)
+    base_venue_cap = np.full(names.size, limits.max_venue_share)
+    if venue_share is not None:
+        base_venue_cap = np.minimum(base_venue_cap,
+                                    [venue_share.get(str(v), 0.0) for v in names])
     asset_ids = np.unique(np.array(bases), return_inverse=True)[1]
     n_venues, n_assets = int(venue_ids.max()) + 1, int(asset_ids.max()) + 1
     k = limits.capital_per_notional
@@ -148,7 +154,7 @@ def lp_allocator(limits, venues, bases) -> Allocate:
                  pinned: np.ndarray | None = None) -> np.ndarray:
         apr = np.nan_to_num(net_apr[members], nan=0.0)
         apr = np.where(apr >= limits.min_net_apr, apr, 0.0)
-        venue_cap = np.full(n_venues, limits.max_venue_share)
+        venue_cap = base_venue_cap.copy()
         asset_cap = np.full(n_assets, limits.max_asset_share)
         room, slots = budget, limits.max_positions
         if pinned is not None and pinned.any():

@@ -325,6 +325,21 @@ class ExecutionConfig(StrictModel):
     max_order_notional: Decimal | None = Field(default=None, gt=0)
 
 
+class RunConfig(StrictModel):
+    """``[run]``: when ``perpcarry run`` cycles and over which pairs (see docs/run.md).
+    The rules are ``[strategy]``'s, the sizing ``[allocator]``'s, the orders
+    ``[execution]``'s."""
+
+    # A cycle every so often, and one just after each settlement of a pair in the universe
+    # (the rates that decide entries and exits change then).
+    cadence_minutes: float = Field(default=5.0, gt=0, le=24 * 60)
+    after_settlement_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # The universe: every enabled venue (or --venues) and every carry pair on it, unless
+    # narrowed here (or by --symbols).
+    venues: list[str] | None = None
+    symbols: list[str] | None = None
+
+
 class Settings(BaseSettings):
     """Core settings. ``venues`` stays raw here: plugins' models validate each section."""
 
@@ -345,6 +360,7 @@ class Settings(BaseSettings):
     strategy: StrategyConfig = StrategyConfig()
     paper: PaperConfig = PaperConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    run: RunConfig = RunConfig()
     venues: dict[str, dict[str, Any]] = {}
 
     @field_validator("cache_dir", mode="before")

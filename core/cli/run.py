@@ -1,0 +1,181 @@
+"""``perpcarry run``: the carry strategy as a service (paper by default), once for cron, or
+replayed over real history with a simulated clock. See docs/run.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+import typer
+
+from perpcarry.cli.common import console, emit_json, load, split_option
+from perpcarry.cli.trade import (
+    ExecutorOption,
+    LiveOption,
+    OfflineOption,
+    PaperOption,
+    SlicesOption,
+    YesOption,
+    _mode,
+    session,
+)
+
+
+def run(
+    paper: PaperOption = False, live: LiveOption = False, offline: OfflineOption = False,
+    once: Annotated[bool, typer.Option("--once", help="One cycle, then exit (for cron).")]
+    = False,
+    replay: Annotated[str | None, typer.Option(
+        "--replay", metavar="START..END",
+        help="Replay the bundled history between two dates (YYYY-MM-DD..YYYY-MM-DD) with a "
+             "simulated clock, through the same loop, on paper.")] = None,
+    venues: Annotated[list[str] | None, typer.Option(
+        "--venues", help="Venue ids, comma-separated (default: [run] venues, else every "
+                         "enabled venue; with --offline every bundled one).")] = None,
+    symbols: Annotated[list[str] | None, typer.Option(
+        "--symbols", help="Bases, comma-separated (default: [run] symbols, else all).")]
+    = None,
+    executor: ExecutorOption = None, slices: SlicesOption = None, yes: YesOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --once or --replay: the "
+                                          "report as one JSON document.")] = False,
+    log_json: Annotated[bool, typer.Option("--log-json", help="One JSON line per cycle on "
+                                           "stdout, for a supervisor.")] = False,
+) -> int:
+    """Run the carry strategy: enter the best pairs, leave those whose funding fades, keep
+    margins safe, record funding earned."""
+    from perpcarry.domain.errors import UsageError
+
+    is_paper = _mode(paper, live, offline)
+    config = load()
+    run_settings = config.settings.run
+    chosen_venues = split_option(venues, "--venues") or (
+        tuple(run_settings.venues) if run_settings.venues else None)
+    chosen_symbols = split_option(symbols, "--symbols") or (
+        tuple(run_settings.symbols) if run_settings.symbols else None)
+    if replay is not None:
+        if not is_paper:
+            raise UsageError("--replay: a replay trades the simulated paper accounts; "
+                             "drop --live")
+        if once:
+            raise UsageError("--replay and --once: a replay runs every step of its span")
+        from perpcarry.run.replay import parse_span, run_replay
+
+        start, end = parse_span(replay)
+        return run_replay(config, start, end, venues=chosen_venues, symbols=chosen_symbols,
+                          executor=executor, slices=slices, as_json=as_json,
+                          log_json=log_json)
+    if as_json and not once:
+        raise UsageError("--json: with --once or --replay (a running service reports with "
+                         "--log-json)")
+    venue_ids = _universe(config, chosen_venues, offline)
+
+    async def work() -> int:
+        from perpcarry.run.loop import CarryLoop
+        from perpcarry.run.market import ScanMarket
+        from perpcarry.run.service import Runner
+        from perpcarry.venues.protocol import utc_now
+
+        async with session(config, venue_ids, paper=is_paper, offline=offline,
+                           trading=True) as trading:
+            settings = loop_settings(config, trading, executor, slices)
+            if not is_paper and not yes:
+                _confirm_live(venue_ids)
+            market = ScanMarket(config, {v: h.market_data for v, h in trading.venues.items()},
+                                scan_options(config, chosen_venues, chosen_symbols, offline))
+            loop = CarryLoop(trading, market, settings, utc_now)
+            printer = _json_line if log_json else (_json_report if as_json else _print_cycle)
+            return await Runner(loop, run_settings, printer, utc_now).run(once=once)
+
+    return asyncio.run(work())
+
+
+def _universe(config, chosen: tuple[str, ...] | None, offline: bool) -> list[str]:
+    from perpcarry.scan.engine import ScanOptions, select_venues
+
+    return select_venues(config, ScanOptions(venues=chosen, offline=offline))
+
+
+def scan_options(config, venues, symbols, offline: bool):
+    """The scan each cycle reads: the strategy's estimator, window and horizon."""
+    from perpcarry.scan.engine import ScanOptions
+
+    strategy = config.settings.strategy
+    return ScanOptions(venues=venues, symbols=symbols, estimator=strategy.estimator,
+                       window_days=strategy.window_days,
+                       ewma_halflife_days=strategy.ewma_halflife_days,
+                       horizon_days=strategy.horizon_days, offline=offline)
+
+
+def loop_settings(config, trading, executor: str | None, slices: int | None):
+    """The loop's rules, sizing and executor. The session's leverage and margin follow
+    ``[allocator]``, so the margin moved for a short is the margin the allocator sized the
+    position with."""
+    from perpcarry.run.loop import LoopSettings
+    from perpcarry.strategy.rules import Rules
+
+    allocator = config.settings.allocator
+    trading.settings = trading.settings.model_copy(update={
+        "leverage": Decimal(str(allocator.leverage)),
+        "margin_buffer": 1 + Decimal(str(allocator.margin_buffer))})
+    return LoopSettings(Rules.from_config(config.settings.strategy), allocator,
+                        trading.executor(executor), slices or trading.settings.slices)
+
+
+def _confirm_live(venue_ids: list[str]) -> None:
+    if not sys.stdin.isatty():
+        from perpcarry.domain.errors import UsageError
+
+        raise UsageError("--live without --yes needs a terminal to confirm")
+    typer.confirm(f"Run the carry strategy on the LIVE accounts of {', '.join(venue_ids)}? "
+                  "It places real orders.", abort=True)
+
+
+def _print_cycle(report, wake: datetime | None) -> None:
+    equity = f"{report.equity:,.2f}" if report.equity is not None else "unknown"
+    line = (f"[bold]{report.at:%Y-%m-%d %H:%M:%S} UTC[/] equity {equity} · "
+            f"{report.positions} position(s)")
+    if report.halted:
+        line += f" · [red]halted: {report.halted}[/]"
+    if wake is not None:
+        line += f" · next cycle {wake:%H:%M:%S}"
+    console.print(line, highlight=False)
+    for action in report.actions:
+        console.print(f"  {action.line()}", highlight=False, markup=False)
+    if not report.actions:
+        console.print("  no trade: the targets equal the positions held", highlight=False)
+    for note in report.notes:
+        console.print(f"  [dim]{note}[/]", highlight=False)
+
+
+def _json_report(report, wake: datetime | None) -> None:
+    emit_json(report.as_dict())
+
+
+def _json_line(report, wake: datetime | None) -> None:
+    record = report.as_dict() | {"next_cycle": wake.isoformat() if wake else None}
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def print_replay(report, as_json: bool) -> None:
+    """What a replay did: its span, cycles, trades and how fast it ran."""
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    counts: dict[str, int] = {}
+    for action in report.actions:
+        counts[action.kind] = counts.get(action.kind, 0) + 1
+    done = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "no trade"
+    console.print(f"replay {report.start:%Y-%m-%d} → {report.end:%Y-%m-%d}: {report.cycles} "
+                  f"cycles in {report.seconds:.1f} s; {done}", highlight=False)
+    for action in report.actions:
+        if action.kind in {"failed", "skip"}:
+            console.print(f"  {action.line()}", highlight=False, markup=False)
+    for note in report.notes:
+        console.print(f"  [dim]{note}[/]", highlight=False)
+    console.print(f"journal: {report.journal} (perpcarry pnl --replay, perpcarry positions "
+                  "--replay)", highlight=False)

@@ -1,0 +1,308 @@
+"""The carry strategy as a service: one cycle is market data -> the shared rules and the
+allocator -> targets diffed against the journal's positions -> orders through the executor.
+
+Each cycle, in order:
+
+1. the kill switch (a flag in the journal, set by ``perpcarry kill`` from any shell): when
+   engaged nothing trades, and with ``--flatten`` every position is closed;
+2. recovery: whatever a crashed predecessor left pending is finished or unwound first;
+3. the funding ledger is brought up to date from the venues;
+4. the risk monitor reads margins and acts (top-ups, rebalances, reductions), and the
+   circuit breaker is fed; tripped, it stops new entries (and flattens when configured);
+5. the market snapshot -> :func:`perpcarry.strategy.rules.decide`, the very function the
+   backtest runs at a rebalance, with the same allocator, on the account's equity read from
+   its balances (not a ``--capital``);
+6. the targets against the journal: exits and reductions first (they free capital), then
+   entries in FMZ's order (highest current rate plus entry premium first). A stop request
+   (Ctrl-C, SIGTERM) is honoured between two-leg actions, never inside one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
+
+import numpy as np
+
+from perpcarry.allocation.allocator import Limits
+from perpcarry.backtest.engine import lp_allocator
+from perpcarry.ccxt.markets import CARRY_QUOTES
+from perpcarry.config.settings import AllocatorConfig
+from perpcarry.domain.errors import PerpcarryError, VenueError
+from perpcarry.execution.engine import Executor
+from perpcarry.execution.journal import Position, PositionState
+from perpcarry.execution.service import TradingSession
+from perpcarry.run.market import Candidate, MarketSnapshot, MarketSource, hours
+from perpcarry.strategy.rules import Book, Rules, decide
+
+ZERO = Decimal(0)
+
+
+@dataclass
+class Action:
+    """One thing a cycle did (or chose not to do) to one pair."""
+
+    kind: str  # open | close | reduce | skip | failed
+    venue: str
+    base: str
+    quantity: Decimal
+    reason: str
+    position_id: str | None = None
+    state: str | None = None  # the intent's final state
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "venue": self.venue, "base": self.base,
+                "quantity": str(self.quantity), "reason": self.reason,
+                "position_id": self.position_id, "state": self.state}
+
+    def line(self) -> str:
+        done = f" -> {self.state}" if self.state else ""
+        return f"{self.kind} {self.base} on {self.venue} {self.quantity}{done}: {self.reason}"
+
+
+@dataclass
+class CycleReport:
+    at: datetime
+    actions: list[Action] = field(default_factory=list)
+    equity: float | None = None
+    positions: int = 0
+    halted: str | None = None  # why no entry was allowed (kill switch, breaker)
+    notes: list[str] = field(default_factory=list)
+    next_settlement: datetime | None = None  # the earliest of the universe's pairs
+    next_check_seconds: float | None = None  # sooner, when a position nears danger
+
+    def as_dict(self) -> dict:
+        return {"at": self.at.isoformat(), "equity": self.equity, "positions": self.positions,
+                "halted": self.halted, "actions": [a.as_dict() for a in self.actions],
+                "notes": self.notes}
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    rules: Rules
+    allocator: AllocatorConfig
+    executor: Executor
+    slices: int
+
+
+class CarryLoop:
+    """Cycles of the carry strategy over one trading session."""
+
+    def __init__(self, session: TradingSession, market: MarketSource, settings: LoopSettings,
+                 clock: Callable[[], datetime], stop: asyncio.Event | None = None) -> None:
+        self.session = session
+        self.journal = session.journal
+        self.market = market
+        self.settings = settings
+        self.clock = clock
+        self.stop = stop or asyncio.Event()
+        # The eligible set of the last cycle: the rules re-solve the allocation only when it
+        # changes (as the backtest does), so it is kept between cycles.
+        self._eligible: dict[tuple[str, str], bool] = {}
+        self._kill_seen: str | None = None
+
+    def kill_requested(self) -> bool:
+        """The kill switch changed since the last cycle acted on it."""
+        return self.journal.flag("kill") != self._kill_seen
+
+    # -- one cycle ------------------------------------------------------------------------
+
+    async def cycle(self) -> CycleReport:
+        now = self.clock()
+        report = CycleReport(now)
+        recovered = await self.session.recover()
+        report.notes += [f"recovery: {f.kind} {f.venue} {f.subject}: {f.action}"
+                         for f in recovered.findings if f.kind != "confirmed"]
+        snapshot = await self.market.snapshot(now)
+        report.notes += [f"{venue}: no market data this cycle ({why})"
+                         for venue, why in snapshot.failures.items()]
+        upcoming = snapshot.pairs.next_settlement_hours
+        upcoming = upcoming[np.isfinite(upcoming)]
+        if upcoming.size:
+            report.next_settlement = datetime.fromtimestamp(float(upcoming.min()) * 3600,
+                                                            tz=now.tzinfo)
+        positions = self.journal.positions()
+        report.positions = len(positions)
+        per_venue, notes = await self.equity(snapshot)
+        report.notes += notes
+        if per_venue is None:
+            report.notes.append("no trade this cycle: the account's equity is unknown")
+            return report
+        report.equity = equity = sum(per_venue.values())
+        decision = self.decide(snapshot, positions, equity, per_venue)
+        await self.trade(snapshot, decision, positions, report)
+        return report
+
+    def decide(self, snapshot: MarketSnapshot, positions: list[Position], equity: float,
+               per_venue: dict[str, float]):
+        """The rules' targets for the snapshot's pairs, from the journal's positions; no
+        venue is given more capital than its own account holds."""
+        rules = self.settings.rules
+        candidates = snapshot.candidates
+        by_key = _by_key(positions)
+        closed = _by_key(self.journal.positions(include_closed=True),
+                         states={PositionState.CLOSED})
+        n = len(candidates)
+        quantity = np.zeros(n)
+        release_at = np.full(n, -np.inf)
+        rejoin_at = np.full(n, -np.inf)
+        entry_mark = np.full(n, np.nan)
+        eligible = np.zeros(n, dtype=bool)
+        for i, c in enumerate(candidates):
+            held = by_key.get(c.key, [])
+            if held:
+                quantity[i] = float(sum(p.perp_quantity for p in held))
+                release_at[i] = min(hours(p.opened_at) for p in held) + rules.min_hold_hours
+                short = sum(p.perp_quantity for p in held)
+                if short:
+                    entry_mark[i] = float(sum(p.perp_proceeds for p in held) / short)
+            done = [p.closed_at for p in closed.get(c.key, []) if p.closed_at is not None]
+            if done:
+                rejoin_at[i] = hours(max(done)) + rules.cooldown_hours
+            eligible[i] = self._eligible.get(c.key, bool(held))
+        # Positions the snapshot cannot see (their venue did not answer) keep their capital.
+        seen = {c.key for c in candidates}
+        unseen = sum(float(p.perp_proceeds) for p in positions if (p.venue, p.base) not in seen)
+        limits = Limits.from_config(self.settings.allocator, capital=equity)
+        budget = equity - unseen * limits.capital_per_notional
+        share = {v: max(e, 0.0) / equity for v, e in per_venue.items()} if equity > 0 else {}
+        allocate = lp_allocator(limits, [c.venue for c in candidates],
+                                [c.base for c in candidates], venue_share=share)
+        book = Book(quantity=quantity, release_at=release_at, rejoin_at=rejoin_at,
+                    entry_mark=entry_mark, eligible=eligible)
+        decision = decide(rules, snapshot.pairs, book, hours(snapshot.now), max(budget, 0.0),
+                          allocate)
+        self._eligible = {c.key: bool(e) for c, e in zip(candidates, decision.eligible,
+                                                         strict=True)}
+        return decision
+
+    async def trade(self, snapshot: MarketSnapshot, decision, positions: list[Position],
+                    report: CycleReport) -> None:
+        """Trade each pair to its target: exits and reductions, then entries by rank."""
+        by_key = _by_key(positions)
+        exits: list[tuple[Candidate, Decimal, str]] = []
+        entries: list[tuple[Candidate, Decimal, str]] = []
+        for i, c in enumerate(snapshot.candidates):
+            held = sum((p.perp_quantity for p in by_key.get(c.key, [])), ZERO)
+            target = Decimal(repr(float(decision.target[i]))) if decision.target[i] > 0 else ZERO
+            reason = decision.reasons.get(i, "resize to the allocation")
+            if target < held:
+                exits.append((c, held - target, reason))
+            elif target > held:
+                entries.append((c, target - held, reason))
+        for c, quantity, reason in exits:
+            if self.stop.is_set():
+                return
+            await self._reduce(c, by_key[c.key], quantity, reason, report)
+        entries.sort(key=lambda e: e[0].entry_rank, reverse=True)
+        for c, quantity, reason in entries:
+            if self.stop.is_set():
+                return
+            await self._open(c, quantity, reason, report)
+
+    async def _reduce(self, c: Candidate, held: list[Position], quantity: Decimal, reason: str,
+                      report: CycleReport) -> None:
+        """Close positions of the pair, smallest first, until ``quantity`` is taken down; the
+        last one partly when it is more than what is left."""
+        left = quantity
+        for position in sorted(held, key=lambda p: p.perp_quantity):
+            if left <= 0:
+                break
+            part = min(left, position.perp_quantity)
+            kind = "close" if part == position.perp_quantity else "reduce"
+            part = self._rounded(c, part) if kind == "reduce" else part
+            if part <= 0:
+                report.actions.append(Action("skip", c.venue, c.base, quantity,
+                                             f"{reason}: below one quantity step",
+                                             position.position_id))
+                return
+            action = Action(kind, c.venue, c.base, part, reason, position.position_id)
+            try:
+                result = await self.session.close(
+                    position, executor=self.settings.executor, slices=self.settings.slices,
+                    quantity=None if kind == "close" else part)
+                action.state = result.state.value
+                action.reason += f" ({result.note})" if result.note else ""
+            except (VenueError, PerpcarryError) as err:
+                action.kind, action.reason = "failed", f"{kind}: {err}"
+            report.actions.append(action)
+            left -= part
+
+    async def _open(self, c: Candidate, quantity: Decimal, reason: str,
+                    report: CycleReport) -> None:
+        quantity = self._rounded(c, quantity)
+        if quantity <= 0 or c.price is None:
+            report.actions.append(Action("skip", c.venue, c.base, quantity,
+                                         f"{reason}: below one quantity step"
+                                         if c.price is not None else "no price to size with"))
+            return
+        minimum = max(m.min_notional or ZERO for m in (c.pair.spot, c.pair.perp))
+        if quantity * c.price < minimum:
+            report.actions.append(Action("skip", c.venue, c.base, quantity,
+                                         f"{reason}: {quantity * c.price:.2f} is below the "
+                                         f"minimum notional {minimum}"))
+            return
+        action = Action("open", c.venue, c.base, quantity, reason)
+        try:
+            result = await self.session.open(
+                c.venue, c.base, notional=None, quantity=quantity,
+                executor=self.settings.executor, slices=self.settings.slices)
+            action.position_id, action.state = result.position_id, result.state.value
+            action.reason += f" ({result.note})" if result.note else ""
+        except (VenueError, PerpcarryError) as err:
+            action.kind, action.reason = "failed", f"open: {err}"
+        report.actions.append(action)
+
+    def _rounded(self, c: Candidate, quantity: Decimal) -> Decimal:
+        step = max(m.quantity_step * m.contract_size for m in (c.pair.spot, c.pair.perp))
+        return (quantity / step).to_integral_value(rounding=ROUND_FLOOR) * step
+
+    # -- equity ---------------------------------------------------------------------------
+
+    async def equity(self, snapshot: MarketSnapshot
+                     ) -> tuple[dict[str, float] | None, list[str]]:
+        """Each venue account's equity in quote: every wallet's settle-currency balance (a
+        margin wallet's includes the perps' unrealised PnL) plus base assets at the pair's
+        spot price. An asset without a price is left out and named; a venue whose balances
+        cannot be read leaves the equity unknown (no trading on a guess)."""
+        prices: dict[tuple[str, str], float] = {}
+        for c, spot, mark in zip(snapshot.candidates, snapshot.pairs.spot,
+                                 snapshot.pairs.mark, strict=True):
+            price = spot if math.isfinite(spot) else mark
+            if math.isfinite(price):
+                prices[c.key] = float(price)
+        equity: dict[str, float] = {}
+        unpriced: dict[str, set[str]] = defaultdict(set)
+        for venue_id, handle in self.session.venues.items():
+            try:
+                balances = await handle.orders.fetch_balances()
+            except VenueError as err:
+                return None, [f"{venue_id}: balances unavailable ({err})"]
+            total = 0.0
+            for rows in balances.values():
+                for currency, balance in rows.items():
+                    if not balance.total:
+                        continue
+                    if currency in CARRY_QUOTES:
+                        total += float(balance.total)
+                    elif (venue_id, currency) in prices:
+                        total += float(balance.total) * prices[(venue_id, currency)]
+                    else:
+                        unpriced[venue_id].add(currency)
+            equity[venue_id] = total
+        notes = [f"{venue}: {', '.join(sorted(assets))} left out of the equity (no price)"
+                 for venue, assets in unpriced.items()]
+        return equity, notes
+
+
+def _by_key(positions: list[Position], states=None) -> dict[tuple[str, str], list[Position]]:
+    grouped: dict[tuple[str, str], list[Position]] = defaultdict(list)
+    for p in positions:
+        if states is None or p.state in states:
+            grouped[(p.venue, p.base)].append(p)
+    return grouped

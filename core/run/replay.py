@@ -1,0 +1,216 @@
+"""``perpcarry run --paper --replay START..END``: the run loop over real history.
+
+The same :class:`~perpcarry.run.loop.CarryLoop`, executor, journal, risk monitor and ledger
+as a live run, with a simulated clock stepping through the data's own times (the backtest's
+rebalance grid): the paper venues read their prices and funding settlements from the
+bundled history (:mod:`perpcarry.replay`), the market snapshot each cycle is the history as
+known at the simulated time, evaluated by the backtest's per-settlement money math. Fills
+are at the recorded mark plus the paper half-spread, labelled as such.
+
+A replay keeps its own journal and paper accounts under ``<data_dir>/replay/`` (started
+afresh each time), so it never touches the paper account of ``run --paper``;
+``perpcarry pnl --replay`` and ``perpcarry positions --replay`` read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from perpcarry.backtest.engine import pair_state, settlement_facts
+from perpcarry.backtest.panel import Panel
+from perpcarry.domain.errors import UsageError
+from perpcarry.run.loop import Action, CarryLoop, CycleReport
+from perpcarry.run.market import Candidate, MarketSnapshot
+from perpcarry.strategy.rules import Facts, PairState
+from perpcarry.venues.protocol import carry_pairs
+
+
+def parse_span(text: str) -> tuple[datetime, datetime]:
+    """``YYYY-MM-DD..YYYY-MM-DD`` as UTC instants; one line naming the problem otherwise."""
+    parts = text.split("..")
+    if len(parts) != 2 or not all(parts):
+        raise UsageError(f"--replay: expected START..END (e.g. 2023-01-01..2024-07-01), got "
+                         f"{text!r}")
+    moments = []
+    for part in parts:
+        try:
+            moments.append(datetime.strptime(part.strip(), "%Y-%m-%d").replace(tzinfo=UTC))
+        except ValueError:
+            raise UsageError(f"--replay: {part!r} is not a date (YYYY-MM-DD)") from None
+    start, end = moments
+    if end <= start:
+        raise UsageError(f"--replay: the end ({parts[1]}) must come after the start "
+                         f"({parts[0]})")
+    return start, end
+
+
+class ReplayMarket:
+    """The market snapshot at the simulated time: for each replayed series, the settlement
+    in force then (never a later one) with the backtest's facts of it (net APR of the
+    estimator's funding known then, rate, prices, next settlement)."""
+
+    def __init__(self, panel: Panel, facts: Facts, candidates: dict[int, Candidate]) -> None:
+        self.panel = panel
+        self.facts = facts
+        self.series = np.array(sorted(candidates), dtype=np.int64)
+        self.candidates = candidates
+        self._row = {int(t): i for i, t in enumerate(panel.times.astype("datetime64[us]")
+                                                     .astype(np.int64))}
+
+    def row(self, now: datetime) -> int:
+        row = self._row.get(round(now.timestamp() * 1_000_000))
+        if row is None:
+            raise UsageError(f"replay: {now:%Y-%m-%d %H:%M} is not a time of the data")
+        return row
+
+    async def snapshot(self, now: datetime) -> MarketSnapshot:
+        state = pair_state(self.panel, self.facts, self.row(now))
+        pairs = PairState(**{f.name: getattr(state, f.name)[self.series]
+                             for f in fields(PairState)})
+        candidates = []
+        for k, s in enumerate(self.series):
+            c = self.candidates[int(s)]
+            mark, spot, rate = pairs.mark[k], pairs.spot[k], pairs.rate[k]
+            price = Decimal(repr(float(mark))) if math.isfinite(mark) else None
+            premium = float(mark / spot - 1) if math.isfinite(mark / spot) else None
+            candidates.append(Candidate(c.venue, c.base, c.pair, price,
+                                        float(rate) if math.isfinite(rate) else 0.0, premium))
+        return MarketSnapshot(now, candidates, pairs)
+
+
+def replay_journal(data_dir: Path) -> Path:
+    """The journal of the last replay (``--replay`` of ``pnl``, ``positions``, ...)."""
+    return data_dir / "replay" / "journal.sqlite"
+
+
+def _fresh_journal(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+@dataclass
+class ReplayReport:
+    start: datetime
+    end: datetime
+    cycles: int = 0
+    actions: list[Action] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    journal: Path | None = None
+
+    def as_dict(self) -> dict:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(),
+                "cycles": self.cycles, "seconds": round(self.seconds, 3),
+                "journal": str(self.journal), "actions": [a.as_dict() for a in self.actions],
+                "notes": self.notes}
+
+
+def run_replay(config, start: datetime, end: datetime, *, venues, symbols, executor,
+               slices, as_json: bool, log_json: bool) -> int:
+    """Replay [start, end] through the run loop and print what it did."""
+    from perpcarry.cli.run import print_replay
+
+    report = asyncio.run(replay(config, start, end, venues=venues, symbols=symbols,
+                                executor=executor, slices=slices,
+                                on_cycle=_json_line if log_json else None))
+    print_replay(report, as_json)
+    return 0
+
+
+async def replay(config, start: datetime, end: datetime, *, venues=None, symbols=None,
+                 executor: str | None = None, slices: int | None = None,
+                 on_cycle: Callable[[CycleReport], None] | None = None) -> ReplayReport:
+    """The loop over [start, end] of the bundled history (selected by ``venues`` and
+    ``symbols``), in a fresh replay journal and fresh paper accounts."""
+    from perpcarry.backtest.history import load_bundled
+    from perpcarry.backtest.panel import build_panel, select
+    from perpcarry.backtest.run import taker_fees
+    from perpcarry.cli.run import loop_settings
+    from perpcarry.execution.journal import Journal
+    from perpcarry.execution.service import TradingSession
+    from perpcarry.replay.venues import replay_venues
+
+    began = time.perf_counter()
+    report = ReplayReport(start, end)
+    history = replay_history(select(load_bundled(), venues, symbols), end)
+    clock, handles = await replay_venues(config, history, start, end, config.data_dir)
+    journal_file = replay_journal(config.data_dir)
+    _fresh_journal(journal_file)
+    journal = Journal.open(journal_file, trading=True, clock=clock.now)
+    try:
+        session = TradingSession(config, journal, handles, paper=True, offline=True,
+                                 sleep=clock.sleep)
+        settings = loop_settings(config, session, executor, slices)
+        history = select(history, list(handles))
+        fees, _ = await asyncio.to_thread(taker_fees, config, list(handles))
+        strategy, backtest = config.settings.strategy, config.settings.backtest
+        panel = build_panel(history, estimator=strategy.estimator,
+                            window_hours=strategy.window_days * 24,
+                            halflife_hours=strategy.ewma_halflife_days * 24,
+                            start=start, end=end, cadence_hours=backtest.cadence_hours)
+        report.notes += list(panel.notes)
+        facts = settlement_facts(panel, settings.rules,
+                                 np.array([fees[v][0] for v in panel.venues]),
+                                 np.array([fees[v][1] for v in panel.venues]))
+        candidates = await _candidates(panel, handles, report.notes)
+        loop = CarryLoop(session, ReplayMarket(panel, facts, candidates), settings, clock.now)
+        for micros in panel.times[panel.rebalance].astype("datetime64[us]").astype(np.int64):
+            moment = datetime.fromtimestamp(int(micros) / 1_000_000, UTC)
+            if moment < start:
+                continue
+            clock.advance_to(max(moment, clock.now()))
+            cycle = await loop.cycle()
+            report.cycles += 1
+            report.actions += cycle.actions
+            if on_cycle is not None:
+                on_cycle(cycle)
+    finally:
+        journal.close()
+        for handle in handles.values():
+            await handle.orders.close()
+    report.journal = journal_file
+    report.seconds = time.perf_counter() - began
+    return report
+
+
+async def _candidates(panel: Panel, handles, notes: list[str]) -> dict[int, Candidate]:
+    """The carry pair of each series of the panel, from its venue's markets; a series whose
+    venue lists no pair for it is left out, named."""
+    pairs = {}
+    for venue_id, handle in handles.items():
+        for pair in carry_pairs(await handle.market_data.load_markets()):
+            pairs[(venue_id, pair.perp.symbol)] = pair
+    out = {}
+    for s, (venue, symbol, base) in enumerate(zip(panel.venues, panel.symbols, panel.bases,
+                                                  strict=True)):
+        pair = pairs.get((venue, symbol))
+        if pair is None:
+            notes.append(f"{venue} {symbol}: no spot and perp pair to trade in the replay")
+            continue
+        out[s] = Candidate(venue, base, pair, None, 0.0, None)
+    return out
+
+
+def replay_history(history: pl.DataFrame, end: datetime) -> pl.DataFrame:
+    """The rows a replay trades on: series with recorded perp and spot prices, up to END
+    (earlier rows warm the estimators up)."""
+    return history.filter(pl.col("mark_price").is_not_null()
+                          & pl.col("spot_price").is_not_null()
+                          & (pl.col("time") <= end))
+
+
+def _json_line(cycle: CycleReport) -> None:
+    sys.stdout.write(json.dumps(cycle.as_dict()) + "\n")
+    sys.stdout.flush()
