@@ -6,7 +6,10 @@ venues never wait for each other's write lock.
 
 WAL with ``synchronous=FULL``: a transaction is on disk when ``COMMIT`` returns, and a fill
 is acknowledged only after its transaction (order row, balances, position) commits, so the
-account survives a crash of the bot as an exchange's would. ``PRAGMA user_version`` holds
+account survives a crash of the bot as an exchange's would. A replay's accounts
+(``durable=False``) commit with ``synchronous=NORMAL`` instead: still consistent after a crash
+of the process, but a commit is not waited onto the disk, because a replay settles funding
+thousands of times in seconds and is rerun, not recovered. ``PRAGMA user_version`` holds
 the schema version.
 """
 
@@ -112,26 +115,27 @@ class PaperStore:
     """One venue's paper account in SQLite. Every write happens inside :meth:`transaction`."""
 
     def __init__(self, path: Path, venue_id: str, starting_wallet: Wallet,
-                 starting_balances: dict[str, Decimal], now: datetime) -> None:
+                 starting_balances: dict[str, Decimal], now: datetime,
+                 durable: bool = True) -> None:
         self.path = path
         self.venue_id = venue_id
         self._db: sqlite3.Connection | None = None
         try:
-            self._open(path, venue_id, starting_wallet, starting_balances, now)
+            self._open(path, venue_id, starting_wallet, starting_balances, now, durable)
         except BaseException:
             if self._db is not None:  # a refused file is not held open
                 self._db.close()
             raise
 
     def _open(self, path: Path, venue_id: str, starting_wallet: Wallet,
-              starting_balances: dict[str, Decimal], now: datetime) -> None:
+              starting_balances: dict[str, Decimal], now: datetime, durable: bool) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode: transactions are opened explicitly, BEGIN IMMEDIATE, so the
             # reads a fill is decided on and its writes hold one write lock.
             self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 self._create(starting_wallet, starting_balances, now)
