@@ -260,11 +260,10 @@ def _basis_cell(row: dict[str, Any]) -> str:
 
 
 def _state_cell(row: dict[str, Any]) -> str:
-    notes = [note for note, shown in (
-        ("adopted", row["adopted_at"] is not None),
-        (f"{row['last_intent']['action']} partial",
-         row["last_intent"] is not None and row["last_intent"]["state"] == "partial"))
-        if shown]
+    notes = ["adopted"] if row["adopted_at"] is not None else []
+    last = row["last_intent"]
+    if last is not None and last["state"] == "partial":
+        notes.append(f"partial {last['action']}")
     return row["state"] + (f" ({', '.join(notes)})" if notes else "")
 
 
