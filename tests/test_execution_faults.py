@@ -96,10 +96,11 @@ CASES = [
          IntentState.DONE, {(Leg.PERP, E): 1, (Leg.SPOT, E): 1}),
     Case("-1007 execution status unknown", Leg.SPOT, (unknown(True),),
          (Fault.UNKNOWN_STATUS_1007,), IntentState.DONE, {(Leg.PERP, E): 1, (Leg.SPOT, E): 1}),
+    # Both legs end hedged at the filled half: partial, not done.
     Case("partial fill, futures leg", Leg.PERP, (partial("0.5"),), (Fault.PARTIAL_FILL,),
-         IntentState.DONE, {(Leg.PERP, E): 1, (Leg.SPOT, E): 1}),
+         IntentState.PARTIAL, {(Leg.PERP, E): 1, (Leg.SPOT, E): 1}),
     Case("partial fill, spot leg", Leg.SPOT, (partial("0.5"),), (Fault.PARTIAL_FILL,),
-         IntentState.DONE, {(Leg.PERP, E): 1, (Leg.SPOT, E): 1, (Leg.PERP, U): 1}),
+         IntentState.PARTIAL, {(Leg.PERP, E): 1, (Leg.SPOT, E): 1, (Leg.PERP, U): 1}),
     Case("429 burst mid-entry", Leg.SPOT,
          (reject(RateLimitError("binance", "rate limited", 7.0)),) * 2,
          (Fault.RATE_LIMIT_RETRY_AFTER,) * 2, IntentState.UNWOUND,

@@ -222,7 +222,9 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
     is_paper = _mode(paper, live, False)
     config = load()
     with Journal.open(journal_path(config.data_dir, is_paper), trading=False) as journal:
-        rows = [position_json(p) for p in journal.positions(include_closed=include_closed)]
+        latest = journal.latest_intents()
+        rows = [position_json(p, latest.get(p.position_id))
+                for p in journal.positions(include_closed=include_closed)]
     if as_json:
         emit_json({"schema_version": JSON_SCHEMA_VERSION, "paper": is_paper,
                    "positions": rows})
@@ -240,10 +242,8 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
                Column("age", drop=1))
     cells = [(row["position_id"], row["venue"], row["base"], row["spot_quantity"],
               row["perp_quantity"], row["delta"],
-              "n/a" if row["entry_basis"] is None else
-              f"{Decimal(row['entry_basis']) * 10_000:.1f}",
-              ", ".join(f"{v} {k}" for k, v in row["fees"].items()) or "0",
-              row["state"], row["age"]) for row in rows]
+              _basis_cell(row), ", ".join(f"{v} {k}" for k, v in row["fees"].items()) or "0",
+              _state_cell(row), row["age"]) for row in rows]
     table, left_out = fitted_table(out, "Carry positions (journal)", columns, cells)
     out.print(table)
     note = hidden_note(left_out)
@@ -252,40 +252,88 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
     return 0
 
 
-def position_json(p) -> dict[str, Any]:
-    spot_price = p.spot_cost / p.spot_quantity if p.spot_quantity else None
-    perp_price = p.perp_proceeds / p.perp_quantity if p.perp_quantity else None
+def _basis_cell(row: dict[str, Any]) -> str:
+    if row["entry_basis"] is not None:
+        return f"{Decimal(row['entry_basis']) * 10_000:.1f}"
+    # An adopted position's spot cost is unknown: not the same as no quantity to price.
+    return "unknown" if row["spot_cost"] is None or row["perp_proceeds"] is None else "n/a"
+
+
+def _state_cell(row: dict[str, Any]) -> str:
+    notes = ["adopted"] if row["adopted_at"] is not None else []
+    last = row["last_intent"]
+    if last is not None and last["state"] == "partial":
+        notes.append(f"partial {last['action']}")
+    return row["state"] + (f" ({', '.join(notes)})" if notes else "")
+
+
+def position_json(p, last_intent=None) -> dict[str, Any]:
+    """One position as ``positions --json`` lists it; unknown costs (an adopted position's
+    spot cost) are null, and so is what is derived from them. ``last_intent``: its latest
+    open or close (None for an adopted position never traded since)."""
+    spot_price = (p.spot_cost / p.spot_quantity
+                  if p.spot_cost is not None and p.spot_quantity else None)
+    perp_price = (p.perp_proceeds / p.perp_quantity
+                  if p.perp_proceeds is not None and p.perp_quantity else None)
     basis = perp_price / spot_price - 1 if spot_price and perp_price else None
     age = datetime.now(UTC) - p.opened_at
     return {"position_id": p.position_id, "venue": p.venue, "base": p.base,
             "spot_symbol": p.spot_symbol, "perp_symbol": p.perp_symbol,
             "spot_quantity": str(p.spot_quantity), "perp_quantity": str(p.perp_quantity),
             "delta": str(p.delta),
+            "spot_cost": None if p.spot_cost is None else str(p.spot_cost),
+            "perp_proceeds": None if p.perp_proceeds is None else str(p.perp_proceeds),
             "entry_basis": None if basis is None else str(basis.quantize(Decimal("1e-8"))),
             "fees": {k: str(v) for k, v in p.fees.items()}, "state": p.state.value,
+            "last_intent": None if last_intent is None else {
+                "intent_id": last_intent.intent_id, "action": last_intent.action,
+                "state": last_intent.state.value,
+                "target_base": str(last_intent.target_base), "note": last_intent.note},
             "opened_at": p.opened_at.isoformat(),
+            "adopted_at": p.adopted_at.isoformat() if p.adopted_at else None,
             "closed_at": p.closed_at.isoformat() if p.closed_at else None,
             "age": f"{age.days}d{age.seconds // 3600}h{age.seconds % 3600 // 60:02d}m"}
 
 
-def reconcile(paper: PaperOption = False, live: LiveOption = False,
-              offline: OfflineOption = False, as_json: JsonOption = False) -> int:
+def reconcile(
+    targets: Annotated[list[str] | None, typer.Argument(
+        metavar="[VENUE:SYMBOL]...", help="With --adopt: only these perp positions, e.g. "
+        "binance:BTC/USDT:USDT.", show_default=False)] = None,
+    adopt: Annotated[bool, typer.Option(
+        "--adopt", help="Make perp shorts the journal does not know, hedged by spot held on "
+        "the same venue, journal positions (no order is sent).")] = False,
+    paper: PaperOption = False, live: LiveOption = False, offline: OfflineOption = False,
+    yes: YesOption = False, as_json: JsonOption = False,
+) -> int:
     """Finish or unwind unfinished intents, then compare the journal's positions with the
-    venues': confirm, close naked legs, report positions the journal does not know."""
+    venues': confirm, close naked legs, report (or --adopt) positions the journal does not
+    know."""
     from perpcarry.execution.journal import Journal
+    from perpcarry.execution.recovery import Adoption
     from perpcarry.execution.service import journal_path
 
     is_paper = _mode(paper, live, offline)
     config = load()
+    wanted = _adoption_targets(config, targets or [], adopt)
     with Journal.open(journal_path(config.data_dir, is_paper), trading=False) as journal:
         involved = {p.venue for p in journal.positions()} | {
             i.venue for i in journal.unfinished_intents()}
+    if adopt:
+        # Adoption looks where it is pointed, else at every venue a scan would.
+        involved |= ({v for v, _ in wanted} if wanted
+                     else set(_venue_ids(config, [], offline)))
     venue_ids = sorted(involved) or _venue_ids(config, [], offline)
+
+    def ask(question: str) -> bool:
+        return typer.confirm(f"LIVE: {question}", err=True)
+
+    adoption = (Adoption(wanted or None, None if is_paper or yes else ask) if adopt
+                else None)
 
     async def work():
         async with session(config, venue_ids, paper=is_paper, offline=offline,
                            trading=True) as trading:
-            return await trading.reconcile()
+            return await trading.reconcile(adoption)
 
     report = _run(work)
     findings = [f.as_dict() for f in report.findings]
@@ -299,3 +347,24 @@ def reconcile(paper: PaperOption = False, live: LiveOption = False,
             console.print(f"{f['venue']} {f['subject']}: {f['kind']}: {f['detail']} -> "
                           f"{f['action']}", highlight=False)
     return 0 if report.clean else 1
+
+
+def _adoption_targets(config, targets: list[str], adopt: bool) -> frozenset[tuple[str, str]]:
+    """``VENUE:SYMBOL`` arguments as (venue, perp symbol); one line for a malformed one."""
+    from perpcarry.domain.errors import UsageError
+
+    if targets and not adopt:
+        raise UsageError(f"{targets[0]}: VENUE:SYMBOL arguments name positions to adopt: "
+                         "add --adopt")
+    installed = config.registry.venues
+    wanted = set()
+    for target in targets:
+        venue, _, symbol = target.partition(":")
+        if not venue or not symbol:
+            raise UsageError(f"--adopt {target}: expected VENUE:SYMBOL, e.g. "
+                             "binance:BTC/USDT:USDT")
+        if venue not in installed:
+            raise UsageError(f"--adopt {target}: unknown venue {venue} (installed: "
+                             f"{', '.join(sorted(installed)) or 'none'})")
+        wanted.add((venue, symbol))
+    return frozenset(wanted)

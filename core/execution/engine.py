@@ -13,7 +13,8 @@ way for all of them:
    one leg did beyond the other (a rejected second leg, a partial fill, a fee taken in base)
    is reversed by an unwind order on the leg that went further, once it exceeds the
    tolerance;
-5. the intent is finished: done, unwound or failed.
+5. the intent is finished: done, partial (both legs hedged below the target), unwound or
+   failed.
 
 An outcome that stays unknown stops the intent where it is (nothing more is sent) and
 leaves it pending for recovery; it is never guessed.
@@ -383,7 +384,11 @@ class TwoLegExecution:
     def finish(self, note: str | None, *, failed: bool) -> ExecutionResult:
         intent = self._require_intent()
         spot, perp = self.leg_changes()
-        if not failed:
+        # Called once the legs are rebalanced: a perp change beyond the tolerance is hedged.
+        short_of_target = abs(abs(perp) - intent.target_base) > self.tolerance
+        if intent.action != "repair" and short_of_target and abs(perp) > self.tolerance:
+            state = IntentState.PARTIAL
+        elif not failed:
             state = IntentState.DONE
         elif any(o.filled for o in self.journal.orders(intent.intent_id)):
             state = IntentState.UNWOUND

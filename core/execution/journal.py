@@ -31,7 +31,7 @@ from pathlib import Path
 from perpcarry.domain.errors import PerpcarryError
 from perpcarry.venues.orders import Fee, Leg, OrderState, OrderStatus, Side
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ALPHABET = string.digits + string.ascii_lowercase
 
 _SCHEMA = """
@@ -109,6 +109,35 @@ MIGRATIONS: dict[int, str] = {
     0: _SCHEMA,
     # The fee of a perp fill read after the second leg is sent (OrderState.fees_pending).
     1: "ALTER TABLE orders ADD COLUMN fees_pending INTEGER NOT NULL DEFAULT 0",
+    # Adoption (``reconcile --adopt``): a position perpcarry did not open has no known spot
+    # cost (and a perp entry price only when the venue reports one), so both costs become
+    # nullable (NULL: unknown, never a made-up 0) and ``adopted_at`` says when it was
+    # adopted (NULL: opened by perpcarry). SQLite cannot drop NOT NULL in place: the table
+    # is rebuilt with the same columns in the same order, its rows copied.
+    2: """
+CREATE TABLE positions_v3 (
+    position_id TEXT PRIMARY KEY,
+    venue TEXT NOT NULL,
+    base TEXT NOT NULL,
+    spot_symbol TEXT NOT NULL,
+    perp_symbol TEXT NOT NULL,
+    spot_quantity TEXT NOT NULL DEFAULT '0',
+    perp_quantity TEXT NOT NULL DEFAULT '0',
+    spot_cost TEXT DEFAULT '0',
+    perp_proceeds TEXT DEFAULT '0',
+    fees TEXT NOT NULL DEFAULT '{}',
+    state TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    closed_at TEXT,
+    adopted_at TEXT
+);
+INSERT INTO positions_v3 (position_id, venue, base, spot_symbol, perp_symbol, spot_quantity,
+    perp_quantity, spot_cost, perp_proceeds, fees, state, opened_at, closed_at)
+    SELECT position_id, venue, base, spot_symbol, perp_symbol, spot_quantity, perp_quantity,
+    spot_cost, perp_proceeds, fees, state, opened_at, closed_at FROM positions;
+DROP TABLE positions;
+ALTER TABLE positions_v3 RENAME TO positions
+""",
 }
 
 
@@ -156,6 +185,9 @@ class IntentState(StrEnum):
     DONE = "done"  # both legs at the target, within tolerance
     UNWOUND = "unwound"  # failed part way; what was filled was taken back
     FAILED = "failed"  # nothing was filled
+    # Both legs hedged at less than the target: a partial fill, a slice stopped by the
+    # basis guard, a failure after earlier slices filled (what the failure left was unwound).
+    PARTIAL = "partial"
 
 
 class PositionState(StrEnum):
@@ -213,12 +245,15 @@ class Position:
     perp_symbol: str
     spot_quantity: Decimal  # base held
     perp_quantity: Decimal  # base short
-    spot_cost: Decimal  # quote paid for the spot held (sold spot reduces it pro rata)
-    perp_proceeds: Decimal  # quote notional of the short at entry prices
+    # Quote paid for the spot held (sold spot reduces it pro rata); None: unknown (adopted).
+    spot_cost: Decimal | None
+    # Quote notional of the short at entry prices; None: unknown (adopted, no entry price).
+    perp_proceeds: Decimal | None
     fees: dict[str, Decimal]  # by currency
     state: PositionState
     opened_at: datetime
     closed_at: datetime | None
+    adopted_at: datetime | None = None  # set when ``reconcile --adopt`` made it
 
     @property
     def delta(self) -> Decimal:
@@ -415,7 +450,9 @@ class Journal:
                                  (before.intent_id,)).fetchone()[0]
         row = db.execute("SELECT spot_quantity, perp_quantity, spot_cost, perp_proceeds, fees "
                          "FROM positions WHERE position_id = ?", (position_id,)).fetchone()
-        spot, perp, cost, proceeds = (Decimal(v) for v in row[:4])
+        spot, perp = Decimal(row[0]), Decimal(row[1])
+        # An unknown cost (an adopted position) stays unknown whatever fills follow.
+        cost, proceeds = (None if v is None else Decimal(v) for v in row[2:4])
         fees = {k: Decimal(v) for k, v in json.loads(row[4]).items()}
         price = state.average_price or Decimal(0)
         filled = state.filled_quantity - before.filled
@@ -423,15 +460,17 @@ class Journal:
         if before.leg is Leg.SPOT:
             if before.side is Side.BUY:
                 spot += delivered
-                cost += filled * price
+                cost = None if cost is None else cost + filled * price
             else:
-                cost -= cost * delivered / spot if spot else Decimal(0)
+                cost = None if cost is None else cost - (cost * delivered / spot if spot
+                                                         else Decimal(0))
                 spot -= delivered
         elif before.side is Side.SELL:
             perp += filled
-            proceeds += filled * price
+            proceeds = None if proceeds is None else proceeds + filled * price
         else:
-            proceeds -= proceeds * filled / perp if perp else Decimal(0)
+            proceeds = None if proceeds is None else proceeds - (proceeds * filled / perp
+                                                                 if perp else Decimal(0))
             perp -= filled
         for fee in state.fees:
             fees[fee.currency] = fees.get(fee.currency, Decimal(0)) + fee.amount
@@ -439,7 +478,7 @@ class Journal:
             fees[fee.currency] -= fee.amount
         db.execute("UPDATE positions SET spot_quantity = ?, perp_quantity = ?, spot_cost = ?, "
                    "perp_proceeds = ?, fees = ? WHERE position_id = ?",
-                   (str(spot), str(perp), str(cost), str(proceeds),
+                   (str(spot), str(perp), _text(cost), _text(proceeds),
                     json.dumps({k: str(v) for k, v in fees.items() if v}), position_id))
 
     def adjust_position(self, position_id: str, *, spot: Decimal, perp: Decimal,
@@ -452,6 +491,29 @@ class Journal:
             self._event(db, "adjusted", None, None,
                         {"position_id": position_id, "spot": spot, "perp": perp,
                          "reason": reason})
+
+    def adopt_position(self, venue: str, base: str, spot_symbol: str, perp_symbol: str, *,
+                       spot: Decimal, perp: Decimal, perp_entry_price: Decimal | None,
+                       detail: dict) -> Position:
+        """Record a carry position perpcarry did not open (``reconcile --adopt``) as open:
+        ``spot`` base held and ``perp`` base short. The spot cost is unknown (NULL); the
+        perp proceeds are known only from the venue's entry price. No order is involved,
+        so no intent: the ``adopted`` event, with ``detail``, is its history."""
+        position_id = self.new_id()
+        proceeds = None if perp_entry_price is None else perp * perp_entry_price
+        with self._transaction() as db:
+            now = _now_text(self.clock)
+            db.execute("INSERT INTO positions (position_id, venue, base, spot_symbol, "
+                       "perp_symbol, spot_quantity, perp_quantity, spot_cost, perp_proceeds, "
+                       "state, opened_at, adopted_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)",
+                       (position_id, venue, base, spot_symbol, perp_symbol, str(spot),
+                        str(perp), _text(proceeds), PositionState.OPEN.value, now, now))
+            self._event(db, "adopted", None, None,
+                        {"position_id": position_id, "venue": venue, "perp": perp_symbol,
+                         "spot_quantity": spot, "perp_quantity": perp,
+                         "perp_entry_price": perp_entry_price, **detail})
+        return self.position(position_id)
 
     def finish_intent(self, intent_id: str, state: IntentState, note: str | None = None, *,
                       spot_dust: Decimal = Decimal(0)) -> None:
@@ -507,6 +569,13 @@ class Journal:
                                (intent_id,)).fetchone()
         return None if row is None else _intent(row)
 
+    def latest_intents(self) -> dict[str, Intent]:
+        """The latest open or close intent of each position, by position id (what
+        ``positions`` shows as how the position got where it is)."""
+        rows = self._db.execute("SELECT * FROM intents WHERE action != 'repair' "
+                                "ORDER BY created_at, rowid").fetchall()
+        return {row[1]: _intent(row) for row in rows}
+
     def orders(self, intent_id: str) -> list[JournalOrder]:
         rows = self._db.execute(
             "SELECT client_order_id FROM orders WHERE intent_id = ? "
@@ -557,10 +626,17 @@ def _intent(row) -> Intent:
 
 def _position(row) -> Position:
     return Position(row[0], row[1], row[2], row[3], row[4], Decimal(row[5]), Decimal(row[6]),
-                    Decimal(row[7]), Decimal(row[8]),
+                    None if row[7] is None else Decimal(row[7]),
+                    None if row[8] is None else Decimal(row[8]),
                     {k: Decimal(v) for k, v in json.loads(row[9]).items()},
                     PositionState(row[10]), datetime.fromisoformat(row[11]),
-                    None if row[12] is None else datetime.fromisoformat(row[12]))
+                    None if row[12] is None else datetime.fromisoformat(row[12]),
+                    None if row[13] is None else datetime.fromisoformat(row[13]))
+
+
+def _text(amount: Decimal | None) -> str | None:
+    """A cost as stored: NULL when unknown."""
+    return None if amount is None else str(amount)
 
 
 def _lock(path: Path) -> int:

@@ -13,24 +13,43 @@
    number of positions; a price is fetched only for a repair): matching ones are confirmed;
    a perp short the venue does not hold in full is a naked spot leg, a spot balance below
    the journal's is a naked perp leg, and either is closed above the tolerance (through a
-   journalled repair intent); a perp position or an open order the journal does not know is
-   reported and never touched (there is no adoption: see docs/execution.md).
+   journalled repair intent); a perp position (or the part of a short beyond what the
+   journal holds on its symbol) or an open order the journal does not know is reported and
+   never touched, unless the user adopts it.
+3. **Adoption** (``reconcile --adopt [VENUE:SYMBOL ...]``, only what it names, or every
+   unknown position). Only a perp short hedged by spot of its base on the same venue is
+   adopted: spot held (free + used, spot or unified wallet) minus what the journal's
+   positions there hold is what may hedge it. Within the tolerance of the short, the short
+   and that spot become one open journal position; less spot than that, the hedged part (the
+   spot floored to the perp's step) is adopted and the rest of the short reported as a
+   naked leg. A long perp, a short with no free spot, or a short on another perp than the
+   one perpcarry trades for its base is reported, not adopted. The spot cost is recorded as
+   unknown and the perp proceeds from the venue's entry price (unknown if it reports none);
+   the adoption is an ``adopted`` journal event. Adopting never sends an order.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-from perpcarry.domain.errors import InvalidOrder, OutcomeUnknown
+from perpcarry.domain.errors import InvalidOrder, OutcomeUnknown, UsageError
 from perpcarry.domain.types import CarryPair
 from perpcarry.execution.engine import ExecutionIncomplete, TwoLegExecution
-from perpcarry.execution.journal import Intent, IntentState, Journal, OrderEvent
-from perpcarry.venues.orders import Leg, OrderVenue, Side, Wallet, resolve_outcome
+from perpcarry.execution.journal import Intent, IntentState, Journal, OrderEvent, Position
+from perpcarry.venues.orders import (
+    Leg,
+    OrderVenue,
+    PerpPosition,
+    Side,
+    Wallet,
+    floor_to_step,
+    resolve_outcome,
+)
 
 MAY_BE_ON_VENUE = frozenset({OrderEvent.SENT, OrderEvent.OUTCOME_UNKNOWN,
                              OrderEvent.ACKNOWLEDGED, OrderEvent.PARTIALLY_FILLED})
@@ -58,7 +77,7 @@ class Reconciliation:
 
     @property
     def clean(self) -> bool:
-        return all(f.kind in {"confirmed", "resolved"} for f in self.findings)
+        return all(f.kind in {"confirmed", "resolved", "adopted"} for f in self.findings)
 
 
 class Markets(Protocol):
@@ -102,15 +121,13 @@ async def recover_intents(journal: Journal, venues: Mapping[str, OrderVenue],
                                            str(err), "left pending"))
             continue
         spot, perp = execution.leg_changes()
-        filled = any(o.filled for o in journal.orders(intent.intent_id))
         complete = abs(abs(perp) - intent.target_base) <= execution.tolerance
-        state = (IntentState.DONE if complete else
-                 IntentState.UNWOUND if filled else IntentState.FAILED)
         note = "recovered" if complete else f"recovered: spot {spot}, perp {perp} of " \
                                             f"{intent.target_base} {intent.base}"
-        execution.finish(note, failed=state is not IntentState.DONE)
+        # The engine names the end: done, partial (hedged below the target), unwound, failed.
+        result = execution.finish(note, failed=not complete)
         report.findings.append(Finding("resolved", intent.venue, intent.intent_id, note,
-                                       f"finished as {state.value}"))
+                                       f"finished as {result.state.value}"))
 
 
 async def _resolve_orders(journal: Journal, venue: OrderVenue, pair: CarryPair,
@@ -135,70 +152,208 @@ async def _resolve_orders(journal: Journal, venue: OrderVenue, pair: CarryPair,
     return unresolved
 
 
+@dataclass(frozen=True)
+class Adoption:
+    """What ``reconcile --adopt`` asked for: the perp positions to adopt, as (venue, perp
+    symbol), or None for every eligible one; and, for a live account without ``--yes``, a
+    question put before each adoption (its text; True to adopt)."""
+
+    targets: frozenset[tuple[str, str]] | None = None
+    confirm: Callable[[str], bool] | None = None
+
+    def wants(self, venue_id: str, symbol: str) -> bool:
+        return self.targets is None or (venue_id, symbol) in self.targets
+
+
+@dataclass
+class _VenueView:
+    """One venue's positions, balances and open orders (one bulk request each) beside what
+    the journal holds there."""
+
+    positions: list[PerpPosition]
+    spot_total: dict[str, Decimal]  # base held in the spot (or unified) wallet, free + used
+    held: list[Position]  # the journal's open positions on the venue
+    journal_perp: dict[str, Decimal]  # by perp symbol
+    journal_spot: dict[str, Decimal]  # by base
+    # Perp positions (or the part of one) the journal does not know: symbol -> (position,
+    # base not journalled). Filled by ``_unknown``.
+    unknown: dict[str, tuple[PerpPosition, Decimal]] = field(default_factory=dict)
+
+
 async def reconcile_positions(journal: Journal, venues: Mapping[str, OrderVenue],
-                              markets: Markets, report: Reconciliation) -> None:
+                              markets: Markets, report: Reconciliation,
+                              adoption: Adoption | None = None) -> None:
     """Compare the journal's open positions with each venue's (step 2), closing a naked leg
-    above the tolerance. Bulk requests only: positions, balances and open orders once per
-    venue."""
+    above the tolerance, then report (or, with ``adoption``, adopt) the perp positions the
+    journal does not know. Bulk requests only: positions, balances and open orders once per
+    venue, all fetched before anything is done, so an adoption target naming nothing is
+    refused (``UsageError``) before any repair."""
     by_venue = defaultdict(list)
     for position in journal.positions():
         by_venue[position.venue].append(position)
-    for venue_id, venue in venues.items():
-        held = by_venue.get(venue_id, [])
-        positions, balances, open_orders = await asyncio.gather(
-            venue.fetch_positions(), venue.fetch_balances(), venue.fetch_open_orders())
+    fetched = await asyncio.gather(*(asyncio.gather(
+        venue.fetch_positions(), venue.fetch_balances(), venue.fetch_open_orders())
+        for venue in venues.values()))
+    views = {}
+    for venue_id, (positions, balances, _) in zip(venues, fetched, strict=True):
+        views[venue_id] = view = _view(by_venue.get(venue_id, []), positions, balances)
+        await _unknown(venue_id, view, markets)
+    if adoption is not None and adoption.targets is not None:
+        _check_targets(adoption.targets, views)
+    for venue_id, (_, _, open_orders) in zip(venues, fetched, strict=True):
+        view = views[venue_id]
         _report_open_orders(journal, venue_id, open_orders, report)
-        shorts = {p.symbol: p.quantity for p in positions if p.side is Side.SELL}
-        spot_total: dict[str, Decimal] = defaultdict(Decimal)
-        for wallet in (Wallet.SPOT, Wallet.UNIFIED):
-            for currency, balance in balances.get(wallet, {}).items():
-                spot_total[currency] += balance.total
-        # Several journal positions may share a symbol: compare sums, repair the newest.
-        journal_perp: dict[str, Decimal] = defaultdict(Decimal)
-        journal_spot: dict[str, Decimal] = defaultdict(Decimal)
-        for position in held:
-            journal_perp[position.perp_symbol] += position.perp_quantity
-            journal_spot[position.base] += position.spot_quantity
-        newest = {p.base: p for p in held}
-        for base, position in newest.items():
-            pair = await markets.pair(venue_id, base)
-            tolerance = markets.tolerance(pair)
-            venue_short = shorts.get(position.perp_symbol, Decimal(0))
-            venue_spot = spot_total.get(base, Decimal(0))
-            perp_gap = journal_perp[position.perp_symbol] - venue_short
-            spot_gap = journal_spot[base] - venue_spot
-            if perp_gap > tolerance or spot_gap > tolerance:
-                # Only a repair needs a price (to check the order's size).
-                execution = markets.execution(pair, await markets.reference_price(pair))
-            if perp_gap > tolerance:
-                # No more spot than is held: a fee taken in base left it short of the perp.
-                await _repair(journal, execution, report, position, Leg.SPOT, Side.SELL,
-                              min(perp_gap, venue_spot),
-                              f"venue holds {venue_short} {base} short of "
-                              f"{journal_perp[position.perp_symbol]} journalled: spot "
-                              f"unhedged by {perp_gap}",
-                              spot=position.spot_quantity,
-                              perp=position.perp_quantity - perp_gap)
-            elif spot_gap > tolerance:
-                await _repair(journal, execution, report, position, Leg.PERP, Side.BUY,
-                              min(spot_gap, venue_short), f"venue holds {venue_spot} {base} of "
-                              f"{journal_spot[base]} journalled: perp unhedged by "
-                              f"{spot_gap}", spot=position.spot_quantity - spot_gap,
-                              perp=position.perp_quantity)
-            for each in held:
-                if each.base == base and perp_gap <= tolerance and spot_gap <= tolerance:
-                    report.findings.append(Finding(
-                        "confirmed", venue_id, each.position_id,
-                        f"spot {each.spot_quantity}, perp {each.perp_quantity} {base}",
-                        "none"))
-        known = {p.perp_symbol for p in held}
-        for position in positions:
-            if position.side is Side.SELL and position.symbol in known:
+        await _compare(journal, venue_id, view, markets, report)
+        for symbol, (position, quantity) in view.unknown.items():
+            if adoption is not None and adoption.wants(venue_id, symbol):
+                await _adopt(journal, venue_id, view, position, quantity, markets,
+                             adoption, report)
                 continue
             report.findings.append(Finding(
-                "unknown_position", venue_id, position.symbol,
-                f"{'short' if position.side is Side.SELL else 'long'} {position.quantity} "
-                "not in the journal (opened by hand?)", "not touched"))
+                "unknown_position", venue_id, symbol, _unknown_detail(position, quantity),
+                "not touched"))
+
+
+def _view(held: list[Position], positions: list[PerpPosition], balances) -> _VenueView:
+    spot_total: dict[str, Decimal] = defaultdict(Decimal)
+    for wallet in (Wallet.SPOT, Wallet.UNIFIED):
+        for currency, balance in balances.get(wallet, {}).items():
+            spot_total[currency] += balance.total
+    # Several journal positions may share a symbol: compare sums.
+    journal_perp: dict[str, Decimal] = defaultdict(Decimal)
+    journal_spot: dict[str, Decimal] = defaultdict(Decimal)
+    for position in held:
+        journal_perp[position.perp_symbol] += position.perp_quantity
+        journal_spot[position.base] += position.spot_quantity
+    return _VenueView(positions, spot_total, held, journal_perp, journal_spot)
+
+
+async def _unknown(venue_id: str, view: _VenueView, markets: Markets) -> None:
+    """A long perp is never the journal's; a short is, up to what the journal holds on its
+    symbol (beyond it by more than the tolerance: the excess was opened by hand)."""
+    bases = {p.perp_symbol: p.base for p in view.held}
+    for position in view.positions:
+        quantity = position.quantity
+        if position.side is Side.SELL and position.symbol in bases:
+            quantity -= view.journal_perp[position.symbol]
+            pair = await markets.pair(venue_id, bases[position.symbol])
+            if quantity <= markets.tolerance(pair):
+                continue
+        view.unknown[position.symbol] = (position, quantity)
+
+
+def _unknown_detail(position: PerpPosition, quantity: Decimal) -> str:
+    side = "short" if position.side is Side.SELL else "long"
+    if quantity == position.quantity:
+        return f"{side} {position.quantity} not in the journal (opened by hand?)"
+    return (f"short {position.quantity}, of which {quantity} not in the journal (opened by "
+            "hand?)")
+
+
+def _check_targets(targets: frozenset[tuple[str, str]], views: dict[str, _VenueView]) -> None:
+    for venue_id, symbol in sorted(targets):
+        unknown = views[venue_id].unknown
+        if symbol not in unknown:
+            there = ", ".join(sorted(unknown)) or "none"
+            raise UsageError(f"--adopt {venue_id}:{symbol}: {venue_id} has no perp position "
+                             f"by that symbol the journal does not know (unknown there: "
+                             f"{there})")
+
+
+async def _compare(journal: Journal, venue_id: str, view: _VenueView, markets: Markets,
+                   report: Reconciliation) -> None:
+    """The journal's positions on one venue against what it holds; repair the newest of a
+    base whose legs disagree beyond the tolerance."""
+    shorts = {p.symbol: p.quantity for p in view.positions if p.side is Side.SELL}
+    journal_perp, journal_spot = view.journal_perp, view.journal_spot
+    newest = {p.base: p for p in view.held}
+    for base, position in newest.items():
+        pair = await markets.pair(venue_id, base)
+        tolerance = markets.tolerance(pair)
+        venue_short = shorts.get(position.perp_symbol, Decimal(0))
+        venue_spot = view.spot_total.get(base, Decimal(0))
+        perp_gap = journal_perp[position.perp_symbol] - venue_short
+        spot_gap = journal_spot[base] - venue_spot
+        if perp_gap > tolerance or spot_gap > tolerance:
+            # Only a repair needs a price (to check the order's size).
+            execution = markets.execution(pair, await markets.reference_price(pair))
+        if perp_gap > tolerance:
+            # No more spot than is held: a fee taken in base left it short of the perp.
+            await _repair(journal, execution, report, position, Leg.SPOT, Side.SELL,
+                          min(perp_gap, venue_spot),
+                          f"venue holds {venue_short} {base} short of "
+                          f"{journal_perp[position.perp_symbol]} journalled: spot "
+                          f"unhedged by {perp_gap}",
+                          spot=position.spot_quantity,
+                          perp=position.perp_quantity - perp_gap)
+        elif spot_gap > tolerance:
+            await _repair(journal, execution, report, position, Leg.PERP, Side.BUY,
+                          min(spot_gap, venue_short), f"venue holds {venue_spot} {base} of "
+                          f"{journal_spot[base]} journalled: perp unhedged by "
+                          f"{spot_gap}", spot=position.spot_quantity - spot_gap,
+                          perp=position.perp_quantity)
+        for each in view.held:
+            if each.base == base and perp_gap <= tolerance and spot_gap <= tolerance:
+                report.findings.append(Finding(
+                    "confirmed", venue_id, each.position_id,
+                    f"spot {each.spot_quantity}, perp {each.perp_quantity} {base}", "none"))
+
+
+async def _adopt(journal: Journal, venue_id: str, view: _VenueView, position: PerpPosition,
+                 quantity: Decimal, markets: Markets, adoption: Adoption,
+                 report: Reconciliation) -> None:
+    """Make ``quantity`` base of an unknown perp short, hedged by spot no journal position
+    claims, a journal position. Never sends an order: what is not hedged is reported."""
+    symbol = position.symbol
+
+    def refuse(reason: str) -> None:
+        report.findings.append(Finding("unknown_position", venue_id, symbol,
+                                       _unknown_detail(position, quantity),
+                                       f"not adopted: {reason}; not touched"))
+
+    if position.side is not Side.SELL:
+        return refuse("a long perp is not a carry position")
+    # A unified symbol is BASE/QUOTE:SETTLE.
+    base = symbol.split("/", 1)[0]
+    try:
+        pair = await markets.pair(venue_id, base)
+    except UsageError as err:
+        return refuse(str(err))
+    if pair.perp.symbol != symbol:
+        return refuse(f"perpcarry trades {base} on {venue_id} as {pair.perp.symbol}, so it "
+                      "could not close this one")
+    tolerance = markets.tolerance(pair)
+    # Spot the journal's positions claim is theirs (as journalled before any repair of this
+    # run, which trades only their own legs), and so is what this run adopted already.
+    free_spot = max(Decimal(0), view.spot_total.get(base, Decimal(0))
+                    - view.journal_spot[base])
+    perp = quantity if free_spot >= quantity - tolerance else floor_to_step(pair.perp,
+                                                                             free_spot)
+    spot = min(free_spot, perp)
+    if perp <= 0:
+        return refuse(f"no {base} spot on {venue_id} beyond what the journal's positions "
+                      f"hold hedges it ({free_spot} free of claims)")
+    excess = quantity - perp
+    question = (f"Adopt {venue_id} {symbol}: perp short {perp} and {spot} {base} spot as a "
+                "journal position (no order is sent)?")
+    if adoption.confirm is not None and not adoption.confirm(question):
+        return refuse("declined")
+    adopted = journal.adopt_position(
+        venue_id, base, pair.spot.symbol, symbol, spot=spot, perp=perp,
+        perp_entry_price=position.entry_price,
+        detail={"venue_short": position.quantity, "spot_held": view.spot_total.get(base),
+                "unhedged_perp": excess})
+    view.journal_spot[base] += spot
+    entry = "unknown" if position.entry_price is None else position.entry_price
+    report.findings.append(Finding(
+        "adopted", venue_id, adopted.position_id,
+        f"{symbol}: perp short {perp}, spot {spot} {base}; perp entry {entry}, spot cost "
+        "unknown", "adopted as an open position; no order sent"))
+    if excess > tolerance:
+        report.findings.append(Finding(
+            "naked_leg", venue_id, symbol,
+            f"perp short {excess} {base} beyond the {free_spot} {base} spot free to hedge "
+            "it", "not adopted; not touched (no order sent during adoption)"))
 
 
 def _report_open_orders(journal: Journal, venue_id: str, open_orders, report: Reconciliation

@@ -29,6 +29,7 @@ from perpcarry.execution.engine import (
 )
 from perpcarry.execution.journal import Journal, Position, PositionState
 from perpcarry.execution.recovery import (
+    Adoption,
     Reconciliation,
     reconcile_positions,
     recover_intents,
@@ -107,10 +108,11 @@ class TradingSession:
         await recover_intents(self.journal, self._order_venues(), self, report)
         return report
 
-    async def reconcile(self) -> Reconciliation:
-        """Recovery, then the journal's positions against each venue's."""
+    async def reconcile(self, adoption: Adoption | None = None) -> Reconciliation:
+        """Recovery, then the journal's positions against each venue's, adopting what
+        ``adoption`` asks for."""
         report = await self.recover()
-        await reconcile_positions(self.journal, self._order_venues(), self, report)
+        await reconcile_positions(self.journal, self._order_venues(), self, report, adoption)
         return report
 
     def _order_venues(self) -> dict[str, OrderVenue]:
