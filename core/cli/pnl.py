@@ -46,14 +46,14 @@ def pnl(paper: PaperOption = False, live: LiveOption = False,
         synced: dict[str, int] = {}
         not_synced: dict[str, str] = {}
         marks: dict[tuple[str, str], Decimal] = {}
-        if offline and not is_paper:
-            not_synced = {v: "offline: not asked" for v in venue_ids}
-        elif venue_ids:
+        mark_sources: dict[str, str] = {}
+        if venue_ids and not (offline and not is_paper):
             asyncio.run(_sync(config, journal, venue_ids, is_paper, offline, synced,
-                              not_synced, marks))
+                              not_synced, marks, mark_sources))
         report = ledger_pnl(journal, now=datetime.now(UTC), marks=marks, since=since_time,
                             default_leverage=config.settings.execution.leverage)
-    document = pnl_json(report, is_paper, since_time, synced, not_synced)
+    document = pnl_json(report, is_paper, offline and not is_paper, since_time, synced,
+                        not_synced, mark_sources)
     if as_json:
         emit_json(document)
     else:
@@ -75,7 +75,7 @@ def _since(text: str | None) -> datetime | None:
 
 async def _sync(config, journal, venue_ids: list[str], paper: bool, offline: bool,
                 synced: dict[str, int], not_synced: dict[str, str],
-                marks: dict[tuple[str, str], Decimal]) -> None:
+                marks: dict[tuple[str, str], Decimal], mark_sources: dict[str, str]) -> None:
     """Sync each venue's funding and read its marks; a venue that fails is noted and the
     others go on."""
     from perpcarry.cli.account import open_venues
@@ -96,10 +96,16 @@ async def _sync(config, journal, venue_ids: list[str], paper: bool, offline: boo
                     quotes = (await venue.market_data.fetch_funding_snapshot()).quotes
                     for position in mine:
                         quote = quotes.get(position.perp_symbol)
-                        # The spot leg at the venue's spot index, the short at its mark.
-                        if quote is not None and quote.mark_price and quote.index_price:
-                            marks[(venue_id, position.perp_symbol)] = quote.mark_price
-                            marks[(venue_id, position.spot_symbol)] = quote.index_price
+                        if quote is None or not quote.mark_price:
+                            continue
+                        # The short at its mark; the spot at the venue's spot index, else
+                        # at the perp mark (as the paper venue fills spot): the basis at
+                        # exit is then taken as zero, and the note says so.
+                        marks[(venue_id, position.perp_symbol)] = quote.mark_price
+                        marks[(venue_id, position.spot_symbol)] = (quote.index_price
+                                                                   or quote.mark_price)
+                        mark_sources[position.position_id] = (
+                            "spot index" if quote.index_price else "perp mark")
         except PerpcarryError as err:
             not_synced[venue_id] = str(err).removeprefix(f"{venue_id}: ")
 
@@ -108,8 +114,9 @@ def _text(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
-def pnl_json(report, paper: bool, since: datetime | None, synced: dict[str, int],
-             not_synced: dict[str, str]) -> dict[str, Any]:
+def pnl_json(report, paper: bool, offline: bool, since: datetime | None,
+             synced: dict[str, int],
+             not_synced: dict[str, str], mark_sources: dict[str, str]) -> dict[str, Any]:
     """The ``pnl --json`` document (docs/ledger.md); every amount a decimal string."""
     positions = [{
         "position_id": r.position_id, "venue": r.venue, "base": r.base, "quote": r.quote,
@@ -118,6 +125,8 @@ def pnl_json(report, paper: bool, since: datetime | None, synced: dict[str, int]
         "days": str(r.days.quantize(Decimal("1e-6"))), "funding": str(r.funding),
         "fees": str(r.fees), "unconverted": {k: str(v) for k, v in r.unconverted.items()},
         "spread_basis": _text(r.spread_basis), "spread_basis_status": r.spread_basis_status,
+        "spot_marked_at": (mark_sources.get(r.position_id)
+                           if r.spread_basis_status == "marked" else None),
         "net": _text(r.net), "capital": _text(r.capital), "leverage": _text(r.leverage),
         "leverage_source": r.leverage_source, "realised_apr": _text(r.realised_apr),
         "expected_apr": _text(r.expected_apr), "spot_dust": str(r.spot_dust),
@@ -126,7 +135,7 @@ def pnl_json(report, paper: bool, since: datetime | None, synced: dict[str, int]
                      "amount": str(u.payment.amount), "currency": u.payment.currency,
                      "time": u.payment.time.isoformat(), "payment_id": u.payment.payment_id}
                     for u in report.unattributed]
-    return {"schema_version": JSON_SCHEMA_VERSION, "paper": paper,
+    return {"schema_version": JSON_SCHEMA_VERSION, "paper": paper, "offline": offline,
             "since": since.isoformat() if since else None, "synced": synced,
             "not_synced": not_synced, "positions": positions,
             "venues": [v.as_dict() for v in report.venues],
@@ -145,9 +154,12 @@ def _apr(text: str | None) -> str:
 def _render(document: dict[str, Any]) -> None:
     from perpcarry.cli.tables import Column, fitted_table, hidden_note, output_console
 
+    if document["offline"]:
+        console.print("--offline: no live venue asked, funding not synced; showing what the "
+                      "journal holds", soft_wrap=True)
     for venue_id, reason in document["not_synced"].items():
         console.print(f"{venue_id}: funding not synced ({reason}); showing what the journal "
-                      "holds", highlight=False)
+                      "holds", highlight=False, soft_wrap=True)
     if not document["positions"] and not document["unattributed"]:
         console.print("no positions and no funding in the journal")
         return
@@ -181,7 +193,7 @@ def _render(document: dict[str, Any]) -> None:
     if note:
         out.print(note)
     for line in _notes(document):
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, soft_wrap=True)
 
 
 def _notes(document: dict[str, Any]) -> list[str]:
@@ -194,10 +206,15 @@ def _notes(document: dict[str, Any]) -> list[str]:
             held = ", ".join(f"{v} {k}" for k, v in r["unconverted"].items())
             lines.append(f"{r['position_id']}: {held} in fees not converted (no price)")
         if r["spread_basis"] is None:
-            lines.append(f"{r['position_id']}: spread and basis {r['spread_basis_status']}, "
-                         "so its net is unknown and left out of the venue's net")
+            lines.append(f"{r['position_id']}: spread and basis {r['spread_basis_status']}: "
+                         "its net is unknown; the venue's net counts its funding and fees only")
     from_config = [r["position_id"] for r in document["positions"]
                    if r["leverage_source"] == "config"]
+    at_perp = [r["position_id"] for r in document["positions"]
+               if r["spot_marked_at"] == "perp mark"]
+    if at_perp:
+        lines.append(f"spot of {len(at_perp)} open position(s) marked at the perp mark (the "
+                     "venue reports no spot index): the basis at exit is taken as zero")
     if from_config:
         lines.append(f"capital of {len(from_config)} position(s) at [execution] leverage "
                      "(not recorded at entry)")
