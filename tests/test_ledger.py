@@ -9,7 +9,7 @@ import asyncio
 import json
 import sqlite3
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -22,10 +22,10 @@ from perpcarry.config.loader import load_config
 from perpcarry.execution import journal as journal_module
 from perpcarry.execution.journal import Intent, Journal, Position, PositionState
 from perpcarry.execution.service import TradingSession, VenueHandle, journal_path
-from perpcarry.ledger.pnl import ledger_pnl
+from perpcarry.ledger.pnl import ledger_pnl, position_pnl
 from perpcarry.ledger.sync import holder, sync_funding
 from perpcarry.paper import open_paper_venue
-from perpcarry.venues.orders import FundingPayment, OrderRequest, Side
+from perpcarry.venues.orders import Fee, FundingPayment, Leg, OrderRequest, Side
 from perpcarry.venues.protocol import VenueContext
 
 PERP, SPOT = "BTC/USDT:USDT", "BTC/USDT"
@@ -288,3 +288,48 @@ def test_a_payment_goes_to_a_position_open_when_it_settled_or_to_none(spans, hou
         assert chosen == min(open_then, key=lambda p: p.opened_at).position_id
     other = FundingPayment("binance", "ETH/USDT:USDT", Decimal(1), "USDT", payment.time, "y")
     assert holder(positions, other) is None
+
+
+async def test_a_fee_in_a_third_currency_is_shown_apart_never_converted(paper):
+    session, _venue, clock = paper
+    opened = await open_btc(session)
+    position = session.journal.position(opened.position_id)
+    fills = session.journal.fills()
+    # The same spot fill as Binance books it with "pay fees with BNB" on: no price of BNB
+    # is known to the ledger, so the fee stays in BNB.
+    [spot] = [f for f in fills if f.order.leg is Leg.SPOT]
+    in_bnb = replace(spot, order=replace(spot.order, fees=(Fee(Decimal("0.0015"), "BNB"),)))
+    plain = position_pnl(position, fills, [], marks={}, now=clock.now)
+    row = position_pnl(position, [in_bnb if f is spot else f for f in fills], [], marks={},
+                       now=clock.now)
+    assert row.unconverted == {"BNB": Decimal("0.0015")} and plain.unconverted == {}
+    [btc_fee] = spot.order.fees
+    assert row.fees == plain.fees - btc_fee.amount * spot.order.average_price
+
+
+async def test_legs_the_fills_do_not_explain_are_not_derivable(paper):
+    session, venue, clock = paper
+    opened = await open_btc(session)
+    position = session.journal.position(opened.position_id)
+    # Reconciliation found the short gone (liquidated): the fills no longer tell its PnL.
+    session.journal.adjust_position(opened.position_id, spot=position.spot_quantity,
+                                    perp=Decimal(0), reason="liquidated")
+    mark = (await venue.view.funding()).quotes[PERP].mark_price
+    report = ledger_pnl(session.journal, now=clock.now,
+                        marks={("binance", PERP): mark, ("binance", SPOT): mark})
+    [row] = report.positions
+    assert (row.spread_basis, row.spread_basis_status, row.net) == (None, "not derivable",
+                                                                     None)
+    assert report.venues[0].incomplete == 1
+
+
+def test_an_unreachable_venue_is_one_line_and_the_journal_is_still_shown(run_cli, data_dir):
+    opened = json.loads(run_cli("open", "--paper", "--offline", "binance", "BTC",
+                                "--notional", "1000", "--yes", "--json").stdout)
+    # Without --offline the paper account reads live market data: no network in tests.
+    result = run_cli("pnl", "--paper")
+    assert result.exit_code == 0
+    first, *rest = result.stdout.splitlines()
+    assert first.startswith("binance: funding not synced (") and first.endswith(
+        "); showing what the journal holds")
+    assert opened["position_id"] in result.stdout and "not marked" in result.stdout
