@@ -114,6 +114,12 @@ def _text(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
+def _apr_text(value: Decimal | None) -> str | None:
+    from perpcarry.ledger.pnl import apr_text
+
+    return apr_text(value)
+
+
 def pnl_json(report, paper: bool, offline: bool, since: datetime | None,
              synced: dict[str, int],
              not_synced: dict[str, str], mark_sources: dict[str, str]) -> dict[str, Any]:
@@ -128,7 +134,7 @@ def pnl_json(report, paper: bool, offline: bool, since: datetime | None,
         "spot_marked_at": (mark_sources.get(r.position_id)
                            if r.spread_basis_status == "marked" else None),
         "net": _text(r.net), "capital": _text(r.capital), "leverage": _text(r.leverage),
-        "leverage_source": r.leverage_source, "realised_apr": _text(r.realised_apr),
+        "leverage_source": r.leverage_source, "realised_apr": _apr_text(r.realised_apr),
         "expected_apr": _text(r.expected_apr), "spot_dust": str(r.spot_dust),
     } for r in report.positions]
     unattributed = [{"venue": u.payment.venue, "symbol": u.payment.symbol,

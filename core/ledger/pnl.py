@@ -31,6 +31,7 @@ from perpcarry.venues.orders import Leg, Side
 ZERO = Decimal(0)
 DAY_SECONDS = Decimal(86_400)
 YEAR_DAYS = Decimal(365)
+APR_PLACES = Decimal("1e-10")  # an APR as text: a fraction to 10 places
 
 # How a position's spread and basis were found.
 REALISED = "realised"  # closed: every leg bought back or sold
@@ -94,7 +95,7 @@ class VenuePnl:
                 "unconverted": {k: str(v) for k, v in self.unconverted.items()},
                 "spread_basis": str(self.spread_basis), "incomplete": self.incomplete,
                 "net": str(self.net),
-                "realised_apr": None if self.realised_apr is None else str(self.realised_apr)}
+                "realised_apr": apr_text(self.realised_apr)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +249,11 @@ def fill_fees(fill: PositionFill, base: str, quote: str) -> tuple[Decimal, dict[
         else:
             others[fee.currency] = others.get(fee.currency, ZERO) + fee.amount
     return in_quote, others
+
+
+def apr_text(apr: Decimal | None) -> str | None:
+    """An APR for JSON: the fraction to 10 places (Decimal division leaves 28 digits)."""
+    return None if apr is None else str(apr.quantize(APR_PLACES))
 
 
 def quote_of(position: Position) -> str:
