@@ -187,6 +187,10 @@ def test_pnl_command_json_equals_its_table_and_since_leaves_out_older_payments(
     async def trade():
         async with paper_session(tmp_path) as (session, venue, clock):
             opened = await open_btc(session)
+            clock.now = datetime(2025, 9, 9, tzinfo=UTC)
+            markets = await venue.view.markets()
+            await venue.place_order(OrderRequest(markets["ETH/USDT:USDT"], Side.SELL,
+                                                 Decimal("0.1"), "handEth2"))
             clock.now = AFTER_FOUR
             await sync_funding(session.journal, {"binance": venue})
             return opened, await venue.fetch_funding_payments(OPENED)
@@ -199,6 +203,7 @@ def test_pnl_command_json_equals_its_table_and_since_leaves_out_older_payments(
     document = json.loads(result.stdout)
     assert document["synced"] == {"binance": 0} and document["not_synced"] == {}
     [position] = document["positions"]
+    paid = [p for p in paid if p.symbol == PERP]
     assert Decimal(position["funding"]) == sum((p.amount for p in paid), Decimal(0))
     assert position["spread_basis_status"] == "marked"
     assert position["spot_marked_at"] == "perp mark"  # the snapshot has no spot index
@@ -215,6 +220,12 @@ def test_pnl_command_json_equals_its_table_and_since_leaves_out_older_payments(
     assert Decimal(total[3]) == Decimal(totals["funding"]).quantize(Decimal("0.01"))
     assert Decimal(total[7]) == Decimal(totals["net"]).quantize(Decimal("0.01"))
     assert "marked at the perp mark" in table.stdout
+    # The ETH short no journal position holds: its payment is listed, never dropped.
+    [loose] = document["unattributed"]
+    assert loose["symbol"] == "ETH/USDT:USDT"
+    assert (f"unattributed: binance ETH/USDT:USDT {loose['amount']} USDT at {loose['time']} "
+            "(no journal position held it)") in table.stdout
+    assert Decimal(total[4]) == Decimal(loose["amount"]).quantize(Decimal("0.01"))
 
     since = datetime(2025, 9, 9, tzinfo=UTC)
     later = json.loads(run_cli("pnl", "--paper", "--offline", "--json", "--since",
@@ -328,7 +339,7 @@ def test_an_unreachable_venue_is_one_line_and_the_journal_is_still_shown(run_cli
                                 "--notional", "1000", "--yes", "--json").stdout)
     # Without --offline the paper account reads live market data: no network in tests.
     result = run_cli("pnl", "--paper")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # no venue could be asked
     first = result.stdout.splitlines()[0]
     assert first.startswith("binance: funding not synced (") and first.endswith(
         "); showing what the journal holds")

@@ -58,7 +58,8 @@ def pnl(paper: PaperOption = False, live: LiveOption = False,
         emit_json(document)
     else:
         _render(document)
-    return 0
+    # As `account`: 1 only when every venue asked failed to answer.
+    return 1 if not_synced and not synced else 0
 
 
 def _since(text: str | None) -> datetime | None:

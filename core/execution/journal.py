@@ -603,6 +603,7 @@ class Journal:
         the ones that were new. A payment is known by its venue and payment id, so
         recording the same payment again changes nothing."""
         new = []
+        unattributed = 0
         with self._transaction() as db:
             now = _now_text(self.clock)
             for payment, position_id in payments:
@@ -614,11 +615,10 @@ class Journal:
                      payment.time.astimezone(UTC).isoformat(), now))
                 if inserted.rowcount:
                     new.append(payment)
+                    unattributed += position_id is None
             if new:
                 self._event(db, "funding", None, None,
-                            {"payments": len(new),
-                             "unattributed": sum(1 for p, pid in payments
-                                                 if pid is None and p in new)})
+                            {"payments": len(new), "unattributed": unattributed})
         return new
 
     def last_funding_time(self, venue: str) -> datetime | None:
@@ -629,13 +629,14 @@ class Journal:
 
     def funding(self, since: datetime | None = None) -> list[RecordedFunding]:
         """Recorded payments settled at or after ``since`` (all without it), oldest first."""
+        # Times are ISO text in UTC, which sorts and compares as the instants do.
         rows = self._db.execute(
             "SELECT venue, symbol, amount, currency, time, payment_id, position_id "
-            "FROM funding ORDER BY time, venue, payment_id").fetchall()
-        recorded = [RecordedFunding(FundingPayment(r[0], r[1], Decimal(r[2]), r[3],
-                                                   datetime.fromisoformat(r[4]), r[5]), r[6])
-                    for r in rows]
-        return [r for r in recorded if since is None or r.payment.time >= since]
+            "FROM funding WHERE time >= ? ORDER BY time, venue, payment_id",
+            ("" if since is None else since.astimezone(UTC).isoformat(),)).fetchall()
+        return [RecordedFunding(FundingPayment(r[0], r[1], Decimal(r[2]), r[3],
+                                               datetime.fromisoformat(r[4]), r[5]), r[6])
+                for r in rows]
 
     def fills(self) -> list[PositionFill]:
         """Every order that filled something, with its position and when it was last
