@@ -14,8 +14,8 @@ See docs/ledger.md.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -100,10 +100,13 @@ class VenuePnl:
 
 @dataclass(frozen=True, slots=True)
 class PnlReport:
+    """Every position, the sums per venue and in total, and the payments no position
+    held."""
+
     positions: list[PositionPnl]
     venues: list[VenuePnl]
     totals: list[VenuePnl]  # one per quote currency
-    unattributed: list[RecordedFunding] = field(default_factory=list)
+    unattributed: list[RecordedFunding]
 
 
 def ledger_pnl(journal: Journal, *, now: datetime, marks: Mapping[tuple[str, str], Decimal],
@@ -262,8 +265,8 @@ def quote_of(position: Position) -> str:
     return position.spot_symbol.split("/", 1)[1].split(":", 1)[0]
 
 
-def summarise(rows: list[PositionPnl], unattributed: list[RecordedFunding], group
-              ) -> list[VenuePnl]:
+def summarise(rows: list[PositionPnl], unattributed: list[RecordedFunding],
+              group: Callable[[str], str]) -> list[VenuePnl]:
     """Sums per (``group(venue)``, quote currency): funding (unattributed payments
     included), fees, known spread and basis, net, and the APR of the complete positions
     weighted by capital and days."""
