@@ -21,7 +21,7 @@ from test_trade_cli import PERP, SPOT, by_hand, cli_json, data_dir, held  # noqa
 import perpcarry.execution.journal as journal_module
 from perpcarry.execution.engine import Pacing
 from perpcarry.execution.executors import PerpFirst, Sliced
-from perpcarry.execution.journal import IntentState, Journal, PositionState
+from perpcarry.execution.journal import SCHEMA_VERSION, IntentState, Journal, PositionState
 from perpcarry.execution.recovery import Adoption, Reconciliation, reconcile_positions
 from perpcarry.venues.orders import OrderRequest, Side, Wallet
 
@@ -275,7 +275,7 @@ def test_a_schema_2_journal_is_migrated_keeping_its_rows_and_costs(tmp_path):
                    "'{\"BTC\": \"0.000008\"}', 'open', '2025-09-09T00:00:00+00:00', NULL)")
     db.close()
     with Journal.open(path, trading=True) as journal:
-        assert journal._db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert journal._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         [position] = journal.positions()
         assert (position.position_id, position.spot_quantity, position.perp_quantity,
                 position.spot_cost, position.perp_proceeds, position.fees,

@@ -29,9 +29,9 @@ from enum import StrEnum
 from pathlib import Path
 
 from perpcarry.domain.errors import PerpcarryError
-from perpcarry.venues.orders import Fee, Leg, OrderState, OrderStatus, Side
+from perpcarry.venues.orders import Fee, FundingPayment, Leg, OrderState, OrderStatus, Side
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ALPHABET = string.digits + string.ascii_lowercase
 
 _SCHEMA = """
@@ -137,6 +137,27 @@ INSERT INTO positions_v3 (position_id, venue, base, spot_symbol, perp_symbol, sp
     spot_cost, perp_proceeds, fees, state, opened_at, closed_at FROM positions;
 DROP TABLE positions;
 ALTER TABLE positions_v3 RENAME TO positions
+""",
+    # The funding ledger: every payment a venue reports, attributed to the position that
+    # held the perp when it settled (NULL: none did; kept and reported, never dropped), and
+    # what a position's PnL needs that its fills do not say: the APR expected at entry and
+    # the perp's leverage (NULL: unknown). Amounts are Decimal text, times ISO UTC.
+    3: """
+CREATE TABLE funding (
+    venue TEXT NOT NULL,
+    payment_id TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    position_id TEXT REFERENCES positions (position_id),
+    amount TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    time TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (venue, payment_id)
+);
+CREATE INDEX funding_by_position ON funding (position_id, time);
+CREATE INDEX funding_by_time ON funding (venue, time);
+ALTER TABLE positions ADD COLUMN expected_apr REAL;
+ALTER TABLE positions ADD COLUMN leverage TEXT
 """,
 }
 
@@ -617,6 +638,88 @@ class Journal:
         return [{"seq": r[0], "at": r[1], "intent_id": r[2], "client_order_id": r[3],
                  "kind": r[4], "detail": json.loads(r[5]) if r[5] else None} for r in rows]
 
+    # -- ledger ----------------------------------------------------------------------
+
+    def set_expected_apr(self, position_id: str, apr: Decimal | float | None) -> None:
+        """The net APR the strategy expected when it opened ``position_id`` (a fraction:
+        0.12 = 12 %); ``perpcarry pnl`` compares the realised APR with it."""
+        with self._transaction() as db:
+            self._update_position(db, position_id, "expected_apr",
+                                  None if apr is None else float(apr))
+
+    def set_leverage(self, position_id: str, leverage: Decimal) -> None:
+        """The leverage the perp leg was opened at: its margin is part of the capital the
+        position used."""
+        with self._transaction() as db:
+            self._update_position(db, position_id, "leverage", str(leverage))
+
+    def _update_position(self, db, position_id: str, column: str, value) -> None:
+        changed = db.execute(f"UPDATE positions SET {column} = ? WHERE position_id = ?",
+                             (value, position_id))
+        if changed.rowcount != 1:
+            raise JournalError(f"journal {self.path}: unknown position {position_id}")
+
+    def entry_terms(self) -> dict[str, tuple[Decimal | None, Decimal | None]]:
+        """Per position id: (expected APR at entry, leverage), each None when unknown."""
+        rows = self._db.execute("SELECT position_id, expected_apr, leverage FROM positions")
+        return {r[0]: (None if r[1] is None else Decimal(str(r[1])),
+                       None if r[2] is None else Decimal(r[2])) for r in rows}
+
+    def record_funding(self, payments: list[tuple[FundingPayment, str | None]]
+                       ) -> list[FundingPayment]:
+        """Record each (payment, position id or None) not recorded yet, in one transaction;
+        the ones that were new. A payment is known by its venue and payment id, so
+        recording the same payment again changes nothing."""
+        new = []
+        unattributed = 0
+        with self._transaction() as db:
+            now = _now_text(self.clock)
+            for payment, position_id in payments:
+                inserted = db.execute(
+                    "INSERT INTO funding VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (venue, payment_id) DO NOTHING",
+                    (payment.venue, payment.payment_id, payment.symbol, position_id,
+                     str(payment.amount), payment.currency,
+                     payment.time.astimezone(UTC).isoformat(), now))
+                if inserted.rowcount:
+                    new.append(payment)
+                    unattributed += position_id is None
+            if new:
+                self._event(db, "funding", None, None,
+                            {"payments": len(new), "unattributed": unattributed})
+        return new
+
+    def last_funding_time(self, venue: str) -> datetime | None:
+        """When the newest payment recorded for ``venue`` settled."""
+        row = self._db.execute("SELECT max(time) FROM funding WHERE venue = ?",
+                               (venue,)).fetchone()
+        return None if row[0] is None else datetime.fromisoformat(row[0])
+
+    def funding(self, since: datetime | None = None) -> list[RecordedFunding]:
+        """Recorded payments settled at or after ``since`` (all without it), oldest first."""
+        # Times are ISO text in UTC, which sorts and compares as the instants do.
+        rows = self._db.execute(
+            "SELECT venue, symbol, amount, currency, time, payment_id, position_id "
+            "FROM funding WHERE time >= ? ORDER BY time, venue, payment_id",
+            ("" if since is None else since.astimezone(UTC).isoformat(),)).fetchall()
+        return [RecordedFunding(FundingPayment(r[0], r[1], Decimal(r[2]), r[3],
+                                               datetime.fromisoformat(r[4]), r[5]), r[6])
+                for r in rows]
+
+    def fills(self) -> list[PositionFill]:
+        """Every order that filled something, with its position and when it was last
+        updated (the time of its last fill or fee), oldest first."""
+        rows = self._db.execute(
+            "SELECT i.position_id, o.client_order_id, o.updated_at FROM orders o "
+            "JOIN intents i ON i.intent_id = o.intent_id ORDER BY o.updated_at").fetchall()
+        fills = []
+        for position_id, client_order_id, updated_at in rows:
+            order = self._order(self._db, client_order_id)
+            if order.filled > 0:
+                fills.append(PositionFill(position_id, order,
+                                          datetime.fromisoformat(updated_at)))
+        return fills
+
 
 def _intent(row) -> Intent:
     return Intent(row[0], row[1], row[2], row[3], row[4], row[5], row[6], Decimal(row[7]),
@@ -681,3 +784,24 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+
+# -- ledger records ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedFunding:
+    """A funding payment as the journal holds it; ``position_id`` None: no journal position
+    held the perp when it settled."""
+
+    payment: FundingPayment
+    position_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PositionFill:
+    """An order of a position that filled something, and when it was last updated."""
+
+    position_id: str
+    order: JournalOrder
+    at: datetime

@@ -147,7 +147,9 @@ class TradingSession:
         await self._prepare_margin(pair, target * price)
         await venue.setup_account(pair.perp, self.settings.leverage, MarginMode.CROSS)
         execution.context = await self._context("open", pair, price, account_ready=True)
-        execution.plan("open", self.journal.new_id(), target, executor, slices)
+        intent = execution.plan("open", self.journal.new_id(), target, executor, slices)
+        # Before any order: the perp margin in the capital `perpcarry pnl` divides by.
+        self.journal.set_leverage(intent.position_id, self.settings.leverage)
         return await execution.run(executor, self._pacing(pair, price))
 
     async def close(self, position: Position, *, executor: Executor, slices: int,
