@@ -1,10 +1,10 @@
 """The alerter: turns the events ``[alerts]`` selects into messages on every channel.
 
 :meth:`Alerter.submit` is called by the event bus on the event loop and returns at once:
-the rate limiter decides, and an admitted alert is sent to every channel in a task of its
-own, each channel bounded by ``send_timeout_seconds``. A channel that fails is logged once
-per rate-limit window, never raised into the caller: trading does not wait on, or stop
-for, a notification. Each alert sent, and each window's suppressed count, is appended to
+the rate limiter decides, and an admitted alert is queued for a task that sends the alerts
+in order, to every channel at once, each channel bounded by ``send_timeout_seconds``. A
+channel that fails is logged once per rate-limit window, never raised into the caller:
+trading does not wait on, or stop for, a notification. Each alert sent, and each window's suppressed count, is appended to
 the journal (kind ``alert``) for the dashboard's alert log. The loop calls :meth:`tick`
 every cycle so a window's "N more suppressed" notice goes out when the window ends even if
 no further event arrives, and :meth:`aclose` on stop to send what is left.
@@ -13,6 +13,7 @@ no further event arrives, and :meth:`aclose` on stop to send what is left.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -47,7 +48,9 @@ class Alerter:
                                    timedelta(minutes=config.window_minutes))
         # Channels whose failure was logged in the current window.
         self._failure_logged: set[str] = set()
-        self._sending: set[asyncio.Task] = set()
+        # Alerts go out one after another, in the order they were admitted.
+        self._queue: deque[tuple[str, str, Event | None]] = deque()
+        self._worker: asyncio.Task | None = None
 
     def submit(self, event: Event) -> None:
         """Send ``event`` if its kind alerts and the rate limits allow; returns at once.
@@ -75,9 +78,9 @@ class Alerter:
         return self.journal is None or self.journal.flag(SUMMARY_FLAG) != now.date().isoformat()
 
     async def drain(self) -> None:
-        """Wait for the alerts being sent."""
-        while self._sending:
-            await asyncio.gather(*self._sending)
+        """Wait until every admitted alert has been sent (or has failed)."""
+        while self._worker is not None and not self._worker.done():
+            await self._worker
 
     async def aclose(self) -> None:
         """On stop: report what the open window held back, and wait for every send."""
@@ -96,9 +99,13 @@ class Alerter:
             self._start(title, body, None)
 
     def _start(self, title: str, body: str, event: Event | None) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(title, body, event))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._queue.append((title, body, event))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def _work(self) -> None:
+        while self._queue:
+            await self._send(*self._queue.popleft())
 
     async def _send(self, title: str, body: str, event: Event | None) -> None:
         results = await asyncio.gather(*(self._send_one(channel, title, body, event)

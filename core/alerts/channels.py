@@ -90,10 +90,10 @@ _SEVERITY_TYPE = {Severity.INFO: "info", Severity.WARNING: "warning",
 class AppriseChannel:
     """One apprise URL. Built by :func:`apprise_channels`, which checks the URL."""
 
-    def __init__(self, name: str, url: str, client: apprise.Apprise) -> None:
+    def __init__(self, name: str, url: str, service: apprise.NotifyBase) -> None:
         self.name = name
         self._url = url
-        self._client = client
+        self._service = service
 
     def __repr__(self) -> str:
         return f"AppriseChannel({self.name})"
@@ -108,8 +108,8 @@ class AppriseChannel:
 
     def _notify(self, title: str, body: str, notify_type: str) -> tuple[bool, list[str]]:
         with _NOTES.collect() as notes:
-            delivered = bool(self._client.notify(title=title, body=body,
-                                                 notify_type=notify_type))
+            delivered = bool(self._service.notify(title=title, body=body,
+                                                  notify_type=notify_type))
         return delivered, notes
 
 
@@ -125,14 +125,14 @@ def apprise_channels(urls: list[str]) -> list[AppriseChannel]:
     channels: list[AppriseChannel] = []
     for number, url in enumerate(urls, 1):
         shown = redacted_url(url)
-        # Sequential sends keep apprise's warnings in the thread that collects them.
-        client = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
+        # The service itself, not an Apprise() around it, whose dispatch may send from a
+        # pool thread: sent from our worker thread, its warnings reach the thread's notes.
         with _NOTES.collect():
-            accepted = client.add(url)
-        if not accepted:
+            service = apprise.Apprise.instantiate(url)
+        if service is None:
             raise ConfigError(f"[alerts] urls #{number} ({shown}): apprise does not accept "
                               "this URL (unknown service or malformed); see docs/alerts.md")
         taken = {channel.name for channel in channels}
         name = shown if shown not in taken else f"{shown} (#{number})"
-        channels.append(AppriseChannel(name, url, client))
+        channels.append(AppriseChannel(name, url, service))
     return channels
