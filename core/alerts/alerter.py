@@ -4,10 +4,11 @@
 the rate limiter decides, and an admitted alert is queued for a task that sends the alerts
 in order, to every channel at once, each channel bounded by ``send_timeout_seconds``. A
 channel that fails is logged once per rate-limit window, never raised into the caller:
-trading does not wait on, or stop for, a notification. Each alert sent, and each window's suppressed count, is appended to
-the journal (kind ``alert``) for the dashboard's alert log. The loop calls :meth:`tick`
-every cycle so a window's "N more suppressed" notice goes out when the window ends even if
-no further event arrives, and :meth:`aclose` on stop to send what is left.
+trading does not wait on, or stop for, a notification. Each alert sent, and each window's
+suppressed count, is appended to the journal (kind ``alert``) for the dashboard's alert
+log. The loop calls :meth:`tick` every cycle so a window's "N more suppressed" notice goes
+out when the window ends even if no further event arrives, and :meth:`aclose` on stop to
+send what is left.
 """
 
 from __future__ import annotations
