@@ -143,6 +143,7 @@ async def test_each_alerting_kind_arrives_with_its_title_and_body(webhook, journ
     fill_body = bodies["Fill · binance · BTC/USDT:USDT"].splitlines()
     assert fill_body[0].startswith("fill: sell 0.002 BTC/USDT:USDT at 112015.09961957")
     assert "quantity: 0.002" in fill_body and fill_body[-1] == "at 2025-09-09 00:00:00 UTC"
+    assert "fees: 0.112015099619570 USDT" in fill_body
     assert bodies["Margin alarm · binance · BTC/USDT:USDT"].splitlines()[:3] == [
         "margin ratio 81 % above the 80 % ceiling", "", "margin_ratio: 0.81"]
     assert bodies["Daily summary"].splitlines()[:4] == [

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -74,6 +74,7 @@ class Alerter:
     def summary_due(self, now: datetime) -> bool:
         """Whether today's daily summary (at ``daily_summary_hour`` UTC) is yet to be
         sent."""
+        now = now.astimezone(UTC)
         if now.hour < self.config.daily_summary_hour:
             return False
         return self.journal is None or self.journal.flag(SUMMARY_FLAG) != now.date().isoformat()
@@ -119,7 +120,7 @@ class Alerter:
                       "delivered": delivered, "failed": failed})
         if event is not None and event.kind is EventKind.DAILY_SUMMARY and delivered \
                 and self.journal is not None:
-            self.journal.set_flag(SUMMARY_FLAG, event.time.date().isoformat())
+            self.journal.set_flag(SUMMARY_FLAG, event.time.astimezone(UTC).date().isoformat())
 
     async def _send_one(self, channel: AlertChannel, title: str, body: str,
                         event: Event | None) -> bool:

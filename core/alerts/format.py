@@ -46,8 +46,9 @@ def alert_text(event: Event) -> tuple[str, str]:
 
 
 def _shown(value: Any) -> str:
-    if isinstance(value, list):
-        return ", ".join(_shown(v) for v in value)
+    if isinstance(value, list):  # a list of pairs, such as fees [[amount, currency]]
+        return ", ".join(" ".join(map(str, v)) if isinstance(v, list) else _shown(v)
+                         for v in value)
     return "n/a" if value is None else str(value)
 
 
