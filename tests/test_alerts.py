@@ -21,7 +21,7 @@ from venue_server import LOCAL_ONLY
 
 from perpcarry.alerts.alerter import SUMMARY_FLAG, build_alerter
 from perpcarry.alerts.channels import redacted_url, strip_url_parts
-from perpcarry.alerts.format import daily_summary
+from perpcarry.alerts.format import LABELS, daily_summary
 from perpcarry.alerts.limits import RateLimiter
 from perpcarry.config.settings import AlertsConfig
 from perpcarry.domain.errors import ConfigError, PluginError
@@ -378,3 +378,8 @@ def test_what_apprise_says_about_a_url_keeps_none_of_its_parts(bot_token, chat):
     stripped = strip_url_parts(said, url)
     assert bot_token not in stripped and chat not in stripped
     assert redacted_url(url) == "tgram://…"
+
+
+def test_every_event_kind_has_an_alert_title():
+    # A kind added without one would fail in alert_text, on the trading loop.
+    assert set(LABELS) == set(EventKind)
