@@ -8,8 +8,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from test_events import FILL, PAYMENT, SNAPSHOT_TIME, Recording, alarm
 from test_plugins import SemicolonFunding, SpotLast, _fake_plugin
 
+from perpcarry.events import EventBus, EventKind
 from perpcarry.money.fees import TableFeeModel
 from perpcarry.plugins.manager import load_registry
 from perpcarry.venues.protocol import VenueCapabilities, VenueSpec
@@ -40,11 +42,25 @@ REGISTERED = {
     "register_executors": (SpotLast, lambda registry: registry.executors["spot-last"][1]),
     "register_history_sources": (
         SemicolonFunding, lambda registry: registry.history_sources["semicolon funding"][1]),
+    "register_alert_channels": (
+        lambda: Recording(), lambda registry: registry.alert_channels["recording"][1]),
 }
 
 
 # Gate hooks: their answers are collected. hook -> (arguments, how the registry asks)
 GATES = {"pre_trade_check": ["order", "context"]}
+# Event hooks, called by the event bus. hook -> (arguments, a listener appending what it
+# is given to a list, how the bus is made to call it)
+EVENT_HOOKS = {
+    "on_fill": (["fill"], lambda seen: lambda fill: seen.append(fill),
+                lambda bus: bus.fill(FILL)),
+    "on_funding_payment": (["payment"], lambda seen: lambda payment: seen.append(payment),
+                           lambda bus: bus.funding_payment(PAYMENT)),
+    "on_risk_alarm": (["alarm"], lambda seen: lambda alarm: seen.append(alarm),
+                      lambda bus: bus.emit(alarm(EventKind.NAKED_LEG, "naked leg"))),
+    "on_event": (["event"], lambda seen: lambda event: seen.append(event),
+                 lambda bus: bus.emit(alarm(EventKind.VENUE_DOWN, "venue down"))),
+}
 
 
 @pytest.mark.parametrize("name", sorted(_specs()))
@@ -52,9 +68,10 @@ def test_every_hook_spec_has_a_docstring_saying_when_args_and_return(name):
     caller = _specs()[name]
     doc = inspect.getdoc(caller.spec.function) or ""
     assert "Called" in doc and "Returns" in doc, name
-    if name in GATES:
-        assert list(caller.spec.argnames) == GATES[name], name
-        assert all(f"``{arg}``" in doc for arg in GATES[name]), name
+    if name in GATES or name in EVENT_HOOKS:
+        args = GATES[name] if name in GATES else EVENT_HOOKS[name][0]
+        assert list(caller.spec.argnames) == args, name
+        assert all(f"``{arg}``" in doc for arg in args), name
     else:
         assert "register(" in doc and list(caller.spec.argnames) == ["register"], name
 
@@ -81,6 +98,13 @@ def test_every_hook_is_called_and_what_it_registers_is_stamped(name, monkeypatch
             "metatest_plugin: no BTC during the news window"]
         info = next(i for i in registry.plugin_infos() if i.name == "metatest_plugin")
         assert info.hooks == (name,)
+        return
+    if name in EVENT_HOOKS:
+        _, listener, trigger = EVENT_HOOKS[name]
+        seen: list = []
+        _fake_plugin(monkeypatch, "metatest_plugin", **{name: listener(seen)})
+        trigger(EventBus(load_registry().pm, None, None, lambda: SNAPSHOT_TIME))
+        assert len(seen) == 1, f"the event bus did not call {name}"
         return
     assert name in REGISTERED, f"no test registers anything through hook {name}"
     make, owner_of = REGISTERED[name]

@@ -17,8 +17,8 @@ from perpcarry.cli.account import account, orders, paper_app
 from perpcarry.cli.backtest import backtest
 from perpcarry.cli.common import console, emit_json, load, path_option, state
 from perpcarry.cli.plan import plan
-from perpcarry.cli.run import run
 from perpcarry.cli.pnl import pnl
+from perpcarry.cli.run import run
 from perpcarry.cli.scan import scan
 from perpcarry.cli.sweep import sweep
 from perpcarry.cli.trade import close_position, open_position, positions, reconcile

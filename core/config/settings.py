@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from perpcarry.events import EventKind
+
 ENV_PREFIX = "PERPCARRY_"
 # Longest window, half-life or horizon in days: ten years spans every perp's history, and
 # dates further back than the calendar holds overflow.
@@ -340,6 +342,33 @@ class RunConfig(StrictModel):
     symbols: list[str] | None = None
 
 
+# What alerts by default: everything but funding payments, which arrive every few hours per
+# position and are reported by the daily summary.
+DEFAULT_ALERT_KINDS = tuple(kind for kind in EventKind if kind is not EventKind.FUNDING)
+
+
+class AlertsConfig(StrictModel):
+    """``[alerts]``: notifications through apprise (see docs/alerts.md).
+
+    ``urls`` are apprise URLs (``tgram://``, ``ntfy://``, ``json://``...), secrets: shown
+    only as their scheme. Within each window of ``window_minutes`` at most
+    ``per_kind_limit`` alerts of one kind and ``max_per_window`` in all are sent (critical
+    ones pass the overall cap); what is held back is counted and told in one message when
+    the window ends.
+    """
+
+    urls: list[SecretStr] = []
+    # Which event kinds alert (perpcarry.events.EventKind).
+    kinds: list[EventKind] = list(DEFAULT_ALERT_KINDS)
+    window_minutes: float = Field(default=10.0, gt=0, le=1440)
+    per_kind_limit: int = Field(default=5, ge=1, le=1000)
+    max_per_window: int = Field(default=20, ge=1, le=10_000)
+    # A channel that has not answered by then counts as failed (trading never waits on it).
+    send_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # The hour (UTC) the ledger's daily summary is sent.
+    daily_summary_hour: int = Field(default=8, ge=0, le=23)
+
+
 class Settings(BaseSettings):
     """Core settings. ``venues`` stays raw here: plugins' models validate each section."""
 
@@ -361,6 +390,7 @@ class Settings(BaseSettings):
     paper: PaperConfig = PaperConfig()
     execution: ExecutionConfig = ExecutionConfig()
     run: RunConfig = RunConfig()
+    alerts: AlertsConfig = AlertsConfig()
     venues: dict[str, dict[str, Any]] = {}
 
     @field_validator("cache_dir", mode="before")

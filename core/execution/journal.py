@@ -567,6 +567,12 @@ class Journal:
                          "from": str(from_wallet), "to": str(to_wallet),
                          "transfer_id": transfer_id})
 
+    def append_event(self, kind: str, detail: dict) -> None:
+        """An event not tied to an order (the event bus's, the alerter's): ``detail`` must
+        hold plain JSON values."""
+        with self._transaction() as db:
+            self._event(db, kind, None, None, detail)
+
     def set_flag(self, name: str, value: str) -> None:
         with self._transaction() as db:
             db.execute("INSERT INTO flags VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "

@@ -73,3 +73,68 @@ def pre_trade_check(order, context):
     reason (one line) to veto the order, or None to allow it; any reason vetoes, and a veto
     of the second leg unwinds the first.
     """
+
+
+# Event hooks: told what happened while trading (see perpcarry.events). They are called
+# in the trading process, on its event loop, so they must be quick: hand slow work (a
+# database, a network call) to a thread or queue. One that raises is logged with the
+# plugin's name and counted; trading and the other listeners go on.
+
+
+@hookspec
+def on_fill(fill):
+    """React to a fill.
+
+    Called by the event bus when an order the executor sent has filled, in full or in part,
+    and will fill no further (entries, exits and unwinds alike), before the ``fill`` or
+    ``unwind`` event is emitted. ``fill`` is the order's final
+    ``perpcarry.venues.orders.OrderState``: venue, symbol, side, ``filled_quantity``,
+    ``average_price`` and ``fees`` (Decimals). Returns nothing.
+    """
+
+
+@hookspec
+def on_funding_payment(payment):
+    """React to a funding payment.
+
+    Called by the event bus when the ledger books a funding payment from a venue (paper
+    or live), before the ``funding`` event is emitted. ``payment`` is a
+    ``perpcarry.venues.orders.FundingPayment``: venue, symbol, ``amount`` (Decimal, positive
+    when received), currency, time and the venue's ``payment_id``. Returns nothing.
+    """
+
+
+@hookspec
+def on_risk_alarm(alarm):
+    """React to a risk alarm.
+
+    Called by the event bus for every event of a risk kind (``naked_leg``,
+    ``margin_alarm``, ``breaker``, ``kill``, ``venue_down``), before ``on_event``. ``alarm``
+    is the ``perpcarry.events.Event``: kind, severity, venue, subject, a one-line message
+    and its figures in ``data``. Returns nothing; to stop new entries, use
+    ``pre_trade_check``.
+    """
+
+
+@hookspec
+def on_event(event):
+    """React to any event.
+
+    Called by the event bus for every event (fills, unwinds, naked legs, funding, risk
+    alarms, the kill switch, a venue down, the daily summary), after it is journalled and
+    before it is handed to the alerts. ``event`` is the ``perpcarry.events.Event``. Returns
+    nothing.
+    """
+
+
+@hookspec
+def register_alert_channels(register):
+    """Register channels the alerts are also sent to.
+
+    Called once, when core first builds its registry. ``register(channel)`` takes an object
+    satisfying ``perpcarry.alerts.channels.AlertChannel``: a unique ``name`` and
+    ``async send(title, body, event)``, which raises (any exception) when it could not
+    deliver. A channel receives the alerts ``[alerts]`` selects, after rate limiting, like
+    the configured apprise URLs. A name registered by two plugins is an error naming both.
+    Returns nothing.
+    """

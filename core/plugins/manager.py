@@ -16,6 +16,7 @@ from typing import Any
 import pluggy
 from loguru import logger
 
+from perpcarry.alerts.channels import AlertChannel
 from perpcarry.domain.errors import PluginError
 from perpcarry.execution.engine import Executor
 from perpcarry.plugins import hookspecs
@@ -59,6 +60,8 @@ class Registry:
     executors: dict[str, tuple[Executor, str]] = field(default_factory=dict)
     # source name -> (source, plugin), in plugin registration order
     history_sources: dict[str, tuple[HistorySource, str]] = field(default_factory=dict)
+    # channel name -> (channel, plugin), in plugin registration order
+    alert_channels: dict[str, tuple[AlertChannel, str]] = field(default_factory=dict)
 
     def plugin_infos(self) -> list[PluginInfo]:
         infos = []
@@ -225,6 +228,21 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
             registry.history_sources[source.name] = (source, owner)
 
         impl.function(register=register_history_source)
+
+    for impl in pm.hook.register_alert_channels.get_hookimpls():
+        owner = impl.plugin_name
+
+        def register_alert_channel(channel: AlertChannel, owner: str = owner) -> None:
+            _check(channel, AlertChannel,
+                   "an alert channel (perpcarry.alerts.channels.AlertChannel)", owner)
+            if channel.name in registry.alert_channels:
+                raise PluginError(
+                    f"alert channel {channel.name!r} is registered by both plugin "
+                    f"{registry.alert_channels[channel.name][1]} and plugin {owner}"
+                )
+            registry.alert_channels[channel.name] = (channel, owner)
+
+        impl.function(register=register_alert_channel)
     return registry
 
 

@@ -1,0 +1,1 @@
+"""``perpcarry run``: the carry strategy as a service (see docs/run.md)."""
