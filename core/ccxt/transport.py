@@ -14,11 +14,16 @@ def tls_context(cafile: str) -> ssl.SSLContext:
 
 
 def rebase(urls: Any, base_url: str) -> Any:
-    """Point every ``https://host/path`` at ``{base_url}/host/path``."""
+    """Point every ``https://host/path`` at ``{base_url}/host/path``, and every websocket
+    ``wss://host/path`` at the same address over ``ws://`` (``wss://`` when ``base_url`` is
+    https): one local server answers both."""
     if isinstance(urls, dict):
         return {k: rebase(v, base_url) for k, v in urls.items()}
     if isinstance(urls, str) and urls.startswith("https://"):
         return f"{base_url.rstrip('/')}/{urls.removeprefix('https://')}"
+    if isinstance(urls, str) and urls.startswith("wss://"):
+        ws_base = base_url.rstrip("/").replace("http", "ws", 1)
+        return f"{ws_base}/{urls.removeprefix('wss://')}"
     return urls
 
 

@@ -342,6 +342,40 @@ class RunConfig(StrictModel):
     symbols: list[str] | None = None
 
 
+class StreamsConfig(StrictModel):
+    """``[streams]``: websocket market data (see docs/streams.md). A stream with no message
+    for ``stale_after_seconds`` of its kind is stale: its data stops driving decisions, the
+    venue's REST client is polled instead, and it is resubscribed after a backoff of
+    ``backoff_base_seconds`` doubled per failed attempt (capped at ``backoff_max_seconds``)
+    with up to ``backoff_jitter`` of it added at random."""
+
+    enabled: bool = True
+    # Per stream kind (perpcarry.venues.streams.StreamKind); a kind not named uses ``default``.
+    # Binance pushes marks every second and book tops on every change; 30 s of silence is a
+    # dead connection, not a quiet market.
+    stale_after_seconds: dict[str, float] = {"default": 30.0, "orders": 300.0,
+                                             "positions": 300.0, "balances": 300.0}
+    backoff_base_seconds: float = Field(default=1.0, gt=0, le=600)
+    backoff_max_seconds: float = Field(default=60.0, gt=0, le=3600)
+    backoff_jitter: float = Field(default=0.25, ge=0, le=1)
+    # How old a streamed value may be and still drive a decision (a paper fill, a mark).
+    max_age_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # The mark move since the last cycle that wakes the loop early (0.02 = 2 %).
+    wake_on_mark_move: float = Field(default=0.02, gt=0, lt=1)
+
+    @field_validator("stale_after_seconds")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in value.items() if not v > 0]
+        if bad:
+            raise ValueError(f"stale_after_seconds must be > 0 (got {', '.join(bad)})")
+        return {"default": 30.0, **value}
+
+    def stale_after(self, kind: str) -> float:
+        """Seconds of silence after which a stream of ``kind`` is stale."""
+        return self.stale_after_seconds.get(kind, self.stale_after_seconds["default"])
+
+
 # What alerts by default: everything but funding payments, which arrive every few hours per
 # position and are reported by the daily summary.
 DEFAULT_ALERT_KINDS = tuple(kind for kind in EventKind if kind is not EventKind.FUNDING)
@@ -391,6 +425,7 @@ class Settings(BaseSettings):
     execution: ExecutionConfig = ExecutionConfig()
     run: RunConfig = RunConfig()
     alerts: AlertsConfig = AlertsConfig()
+    streams: StreamsConfig = StreamsConfig()
     venues: dict[str, dict[str, Any]] = {}
 
     @field_validator("cache_dir", mode="before")

@@ -30,6 +30,7 @@ from perpcarry.domain.types import (
     MarketKind,
 )
 from perpcarry.venues.orders import OrderCapabilities
+from perpcarry.venues.streams import StreamCapabilities
 
 if TYPE_CHECKING:  # polars loads only when a history file is read, not with the plugins
     import polars as pl
@@ -130,6 +131,8 @@ class VenueSpec:
     # Replayed, the venue's clock reads this instant: a request parameter derived from the
     # clock (an end time, a page number) is then the recorded one on any day.
     offline_instant: datetime | None = None
+    # What the venue streams over websockets (perpcarry.venues.streams); None: REST only.
+    streams: StreamCapabilities | None = None
     # Set by core when the spec is registered: the plugin that owns it.
     plugin: str = field(default="", compare=False)
 

@@ -17,6 +17,7 @@ from perpcarry.plugins.hookspecs import hookimpl
 from perpcarry.venues.orders import OrderCapabilities, Wallet
 from perpcarry.venues.protocol import VenueCapabilities, VenueContext, VenueSpec
 from perpcarry_binance.history_files import DailyKlinesCsv, FundingCsv, FundingRateJson
+from perpcarry_binance.streams import STREAMS
 
 logger.disable(__name__)
 
@@ -87,6 +88,7 @@ def register_venues(register):
             spot=True, linear_perp=True, bulk_funding=True, bulk_books=True,
             funding_history=True, funding_intervals_hours=(1, 2, 4, 8)),
         factory=_client,
+        streams=STREAMS,
         offline_snapshot=Path(__file__).parent / "snapshot" / "snapshot.json",
         # Spot, USDⓈ-M futures and funding are separate wallets: margin for a short is
         # transferred from spot first (POST /sapi/v1/asset/transfer, types MAIN_UMFUTURE,

@@ -13,6 +13,7 @@ from perpcarry.money.fees import FeeRates, TableFeeModel
 from perpcarry.plugins.hookspecs import hookimpl
 from perpcarry.venues.orders import OrderCapabilities, Wallet
 from perpcarry.venues.protocol import VenueCapabilities, VenueContext, VenueSpec
+from perpcarry_bybit.streams import STREAMS
 
 logger.disable(__name__)
 
@@ -64,6 +65,7 @@ def register_venues(register):
             spot=True, linear_perp=True, bulk_funding=True, bulk_books=True,
             funding_history=True, funding_intervals_hours=(1, 2, 4, 8)),
         factory=_client,
+        streams=STREAMS,
         offline_snapshot=Path(__file__).parent / "snapshot" / "snapshot.json",
         # A Unified Trading Account holds spot and derivatives in one wallet (accountType
         # UNIFIED); the funding wallet (FUND) is apart, reached by an internal transfer

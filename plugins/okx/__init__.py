@@ -15,6 +15,7 @@ from perpcarry.plugins.hookspecs import hookimpl
 from perpcarry.venues.orders import OrderCapabilities, Wallet
 from perpcarry.venues.protocol import VenueCapabilities, VenueContext, VenueSpec
 from perpcarry_okx.history_files import ScreenerArchive
+from perpcarry_okx.streams import STREAMS
 
 logger.disable(__name__)
 
@@ -62,6 +63,7 @@ def register_venues(register):
             spot=True, linear_perp=True, bulk_funding=True, bulk_books=True,
             funding_history=True, funding_intervals_hours=(1, 2, 4, 8)),
         factory=_client,
+        streams=STREAMS,
         offline_snapshot=Path(__file__).parent / "snapshot" / "snapshot.json",
         # The trading account (account type 18) holds spot and swaps in one wallet; the
         # funding account (6) is apart (POST /api/v5/asset/transfer). clOrdId allows 1-32
