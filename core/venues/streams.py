@@ -62,7 +62,7 @@ class FundingTick:
 
 
 @dataclass(frozen=True)
-class BookTop:
+class BookTick:
     """Best bid and ask of one market (``kind`` SPOT_BOOK or PERP_BOOK)."""
 
     symbol: str
@@ -72,7 +72,7 @@ class BookTop:
     kind: StreamKind = StreamKind.SPOT_BOOK
 
 
-StreamUpdate = MarkTick | FundingTick | BookTop
+StreamUpdate = MarkTick | FundingTick | BookTick
 # What ccxt.pro returned for one symbol, the feed's market kind and when it was received ->
 # the updates it carries. Raises perpcarry.domain.parsing.MalformedField for a value that is
 # not what the venue documents (the hub then skips that symbol's push and says why).
