@@ -48,7 +48,9 @@ class Faults:
     duplicate_at: int | None = None  # this push is sent twice
     out_of_order_at: int | None = None  # this push is stamped a minute in the past
     ignore_pings: bool = False  # keep-alives get no answer (this venue, every connection)
-    refuse_subscriptions: int = 0  # this many subscribe requests get the venue's error
+    # This many resubscriptions (subscribe requests on any connection after the venue's
+    # first) get the venue's error answer.
+    refuse_subscriptions: int = 0
 
 
 class WsVenueServer(VenueServer):
@@ -150,7 +152,7 @@ class WsVenueServer(VenueServer):
 
     def _refuse(self, venue: str) -> bool:
         faults = self.faults[venue]
-        if faults.refuse_subscriptions > 0:
+        if faults.refuse_subscriptions > 0 and self.connections[venue] > 1:
             faults.refuse_subscriptions -= 1
             self.refused[venue] += 1
             return True

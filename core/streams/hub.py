@@ -34,7 +34,6 @@ from typing import Any
 from loguru import logger
 
 from perpcarry.config.settings import StreamsConfig
-from perpcarry.domain.errors import PerpcarryError, VenueError
 from perpcarry.domain.parsing import MalformedField
 from perpcarry.domain.types import MarketKind
 from perpcarry.streams.limits import ConnectionBudget, chunks
@@ -177,6 +176,11 @@ class StreamHub:
                         pending.cancel()
                         raise StreamSilent(f"no message for {stale_after:g}s")
                     result = pending.result()
+                    if _new_connection(exchange) and status.messages and not reconnecting:
+                        # ccxt.pro redialled on its own after the venue closed the
+                        # connection between two watches: pushes may have been missed.
+                        status.counts["reconnects"] += 1
+                        reconnecting = True
                     if reconnecting:
                         # Reconcile before trusting the stream again: what happened while
                         # it was down is read from REST, the push that came first is kept
@@ -231,38 +235,38 @@ class StreamHub:
                 logger.warning("{}: {} push for {} skipped: {}", self.venue_id, status.name,
                                item.get("symbol"), _short(err))
                 continue
-            for update in updates:
-                self._store(update, now, "stream", status)
+            # A push is counted once, whatever number of updates (mark and funding) it held.
+            dropped = {self._store(update, now, "stream", status) for update in updates}
+            for verdict in dropped - {None}:
+                status.counts[verdict] += 1
 
     def _store(self, update: StreamUpdate, received: float, source: str,
-               status: FeedStatus | None) -> None:
+               status: FeedStatus | None) -> str | None:
+        """Keep ``update`` as the newest of its kind and symbol and tell the listeners; a
+        pushed one older than, or the same as, the last push is dropped and its verdict
+        ("out_of_order", "duplicates") returned."""
         key = (update.kind, update.symbol)
         if source == "stream":
             seen = self._stream_at.get(key)
             if seen is not None:
                 if update.at < seen[0]:
-                    status.counts["out_of_order"] += 1
-                    return
+                    return "out_of_order"
                 if update == seen[1]:
-                    status.counts["duplicates"] += 1
-                    return
+                    return "duplicates"
             self._stream_at[key] = (update.at, update)
         self._latest[key] = Entry(update, received, source, status)
         for listener in self.listeners:
             listener(self.venue_id, update, source)
+        return None
 
     async def _poll(self, kinds: frozenset[StreamKind], status: FeedStatus | None,
                     consumer: bool = False) -> None:
         """Read ``kinds`` over the venue's REST client and keep them as REST values."""
-        try:
-            updates = await rest_updates(self.venue, kinds)
-        except (VenueError, PerpcarryError) as err:
-            logger.warning("{}: REST poll of {} failed: {}", self.venue_id,
-                           ", ".join(sorted(k.value for k in kinds)), err)
-            return
-        finally:
-            if status is not None:
-                status.counts["rest_polls"] += 1
+        updates, failures = await rest_updates(self.venue, kinds)
+        if status is not None:
+            status.counts["rest_polls"] += 1
+        for what, why in failures.items():
+            logger.warning("{}: REST poll of {} failed: {}", self.venue_id, what, why)
         now = self.monotonic()
         wanted = set(status.symbols) if status is not None else None
         for update in updates:
@@ -291,6 +295,16 @@ async def _drop_connections(exchange: Any) -> None:
         with contextlib.suppress(Exception):
             await client.close()
         exchange.clients.pop(url, None)
+
+
+def _new_connection(exchange: Any) -> bool:
+    """Whether ccxt.pro opened a connection since the last look (each one is marked)."""
+    new = False
+    for client in (getattr(exchange, "clients", None) or {}).values():
+        if not getattr(client, "perpcarry_seen", False):
+            client.perpcarry_seen = True
+            new = True
+    return new
 
 
 def pro_exchange(venue: Any) -> Any:
