@@ -180,7 +180,9 @@ class WsVenueServer(VenueServer):
             copies = 2 if faults.duplicate_at == count else 1
             if copies == 2:
                 faults.duplicate_at = None
-            for _ in range(copies):
+            for copy_number in range(copies):
+                if copy_number:  # apart, so ccxt does not fold the two into one update
+                    await asyncio.sleep(self.interval)
                 if self.sent_at is not None:
                     self.sent_at[(venue, self._stamp[venue])] = time.perf_counter()
                 await ws.send_str(json.dumps(push))

@@ -15,7 +15,7 @@ from typing import Any
 from perpcarry.domain.parsing import best_bid_ask, decimal_field, optional_decimal, time_field
 from perpcarry.domain.types import MarketKind
 from perpcarry.venues.streams import (
-    BookTop,
+    BookTick,
     FundingTick,
     MarkTick,
     StreamCapabilities,
@@ -46,7 +46,7 @@ def parse_book_ticker(item: dict[str, Any], market: MarketKind, received: dateti
     raw = item["info"]
     bid, ask = best_bid_ask(raw, "b", "a")
     kind = StreamKind.SPOT_BOOK if market is MarketKind.SPOT else StreamKind.PERP_BOOK
-    return [BookTop(item["symbol"], _event_time(raw, received), bid, ask, kind)]
+    return [BookTick(item["symbol"], _event_time(raw, received), bid, ask, kind)]
 
 
 STREAMS = StreamCapabilities(

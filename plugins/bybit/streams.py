@@ -22,7 +22,7 @@ from perpcarry.domain.parsing import (
 )
 from perpcarry.domain.types import MarketKind
 from perpcarry.venues.streams import (
-    BookTop,
+    BookTick,
     FundingTick,
     MarkTick,
     StreamCapabilities,
@@ -51,7 +51,7 @@ def parse_linear_ticker(item: dict[str, Any], market: MarketKind, received: date
                                    time_field(raw, "nextFundingTime")))
     if raw.get("bid1Price") not in (None, "") and raw.get("ask1Price") not in (None, ""):
         bid, ask = best_bid_ask(raw, "bid1Price", "ask1Price")
-        updates.append(BookTop(symbol, at, bid, ask, StreamKind.PERP_BOOK))
+        updates.append(BookTick(symbol, at, bid, ask, StreamKind.PERP_BOOK))
     if not updates:
         raise MalformedField("markPrice", None,
                              "ticker push without markPrice, fundingRate or bid1/ask1Price")
@@ -63,7 +63,7 @@ def parse_bid_ask(item: dict[str, Any], market: MarketKind, received: datetime
     """An ``orderbook.1`` push as ccxt's bid/ask ticker."""
     bid, ask = best_bid_ask(item, "bid", "ask")
     kind = StreamKind.SPOT_BOOK if market is MarketKind.SPOT else StreamKind.PERP_BOOK
-    return [BookTop(item["symbol"], _time(item, received), bid, ask, kind)]
+    return [BookTick(item["symbol"], _time(item, received), bid, ask, kind)]
 
 
 STREAMS = StreamCapabilities(

@@ -14,7 +14,7 @@ from typing import Any
 from perpcarry.domain.parsing import best_bid_ask, decimal_field, time_field
 from perpcarry.domain.types import MarketKind
 from perpcarry.venues.streams import (
-    BookTop,
+    BookTick,
     FundingTick,
     MarkTick,
     StreamCapabilities,
@@ -46,7 +46,7 @@ def parse_bbo(item: dict[str, Any], market: MarketKind, received: datetime
     bid, ask = best_bid_ask(item, "bid", "ask")
     kind = StreamKind.SPOT_BOOK if market is MarketKind.SPOT else StreamKind.PERP_BOOK
     at = time_field(item, "timestamp") if item.get("timestamp") is not None else received
-    return [BookTop(item["symbol"], at, bid, ask, kind)]
+    return [BookTick(item["symbol"], at, bid, ask, kind)]
 
 
 STREAMS = StreamCapabilities(
