@@ -167,11 +167,12 @@ async def test_out_of_order_and_duplicate_pushes_are_dropped(server, faults, tmp
     assert feed.counts["duplicates"] == 1
     assert times == sorted(times)  # nothing older than what was already seen got through
     assert len(set(times)) == len(times)
+    assert alarm.seen == len(times)  # the alarm heard the accepted marks, not the dropped
 
 
 async def test_ping_timeout_is_a_dead_connection(server, faults, tmp_path):
     faults["okx"].ignore_pings = True
-    hub, alarm, client = await _hub(server, "okx", tmp_path, keepalive_ms=150)
+    hub, _alarm, client = await _hub(server, "okx", tmp_path, keepalive_ms=150)
     feed = _feed(hub, StreamKind.MARK)
     await _until(lambda: feed.counts["faults"] >= 1)
     reason = feed.reason
@@ -184,7 +185,7 @@ async def test_ping_timeout_is_a_dead_connection(server, faults, tmp_path):
 async def test_refused_resubscription_backs_off_and_polls_rest(server, faults, tmp_path):
     faults["bybit"].disconnect_after = 3
     faults["bybit"].refuse_subscriptions = 2
-    hub, alarm, client = await _hub(server, "bybit", tmp_path)
+    hub, _alarm, client = await _hub(server, "bybit", tmp_path)
     feed = _feed(hub, StreamKind.MARK)
     reasons = []
     hub.status_listeners.append(lambda venue, status: reasons.append(status.reason))

@@ -22,6 +22,7 @@ from perpcarry.cli.run import run
 from perpcarry.cli.scan import scan
 from perpcarry.cli.sweep import sweep
 from perpcarry.cli.trade import close_position, open_position, positions, reconcile
+from perpcarry.cli.watch import watch
 from perpcarry.domain.errors import PerpcarryError
 
 # Pretty exceptions would print local variables, which may hold credentials.
@@ -108,6 +109,7 @@ app.command()(reconcile)
 app.command()(sweep)
 app.command()(run)
 app.command()(pnl)
+app.command()(watch)
 
 
 @config_app.command("show")

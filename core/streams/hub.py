@@ -123,7 +123,7 @@ class StreamHub:
         feed = self._feed_of(kind, symbol)
         why = f"{feed.name} {feed.state.value}" if feed else f"{kind.value} not streamed"
         logger.info("{}: {} of {} from REST ({})", self.venue_id, kind.value, symbol, why)
-        await self._poll(frozenset({kind}), None, consumer=True)
+        await self.poll({kind})
         entry = self._latest.get((kind, symbol))
         return entry.update if entry is not None and entry.source == "rest" else None
 
@@ -259,8 +259,11 @@ class StreamHub:
             listener(self.venue_id, update, source)
         return None
 
-    async def _poll(self, kinds: frozenset[StreamKind], status: FeedStatus | None,
-                    consumer: bool = False) -> None:
+    async def poll(self, kinds: Iterable[StreamKind]) -> None:
+        """Read ``kinds`` over REST now: how a kind no feed carries is filled in."""
+        await self._poll(frozenset(kinds), None)
+
+    async def _poll(self, kinds: frozenset[StreamKind], status: FeedStatus | None) -> None:
         """Read ``kinds`` over the venue's REST client and keep them as REST values."""
         updates, failures = await rest_updates(self.venue, kinds)
         if status is not None:
