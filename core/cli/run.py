@@ -84,13 +84,41 @@ def run(
             settings = loop_settings(config, trading, executor, slices)
             if not is_paper and not yes:
                 _confirm_live(venue_ids)
-            market = ScanMarket(config, {v: h.market_data for v, h in trading.venues.items()},
+            clients = {v: h.market_data for v, h in trading.venues.items()}
+            market = ScanMarket(config, clients,
                                 scan_options(config, chosen_venues, chosen_symbols, offline))
+            market, hubs, sooner = streamed_market(config, trading, market, clients, offline)
             loop = CarryLoop(trading, market, settings, utc_now)
             printer = _json_line if log_json else (_json_report if as_json else _print_cycle)
-            return await Runner(loop, run_settings, printer, utc_now).run(once=once)
+            try:
+                return await Runner(loop, run_settings, printer, utc_now,
+                                    sooner=sooner).run(once=once)
+            finally:
+                if hubs is not None:
+                    await hubs.close()
 
     return asyncio.run(work())
+
+
+def streamed_market(config, trading, market, clients, offline: bool):
+    """The loop's market on streams where the venues declare them (not offline, not with
+    ``[streams] enabled = false``): the market, its hubs and the event that wakes the loop
+    early; else the polled market unchanged."""
+    settings = config.settings.streams
+    if offline or not settings.enabled:
+        return market, None, None
+    from perpcarry.streams.alarm import MarkAlarm
+    from perpcarry.streams.market import StreamMarket
+    from perpcarry.streams.session import HubSet
+
+    hubs = HubSet(config, clients)
+    alarm = MarkAlarm(settings.wake_on_mark_move)
+
+    def held() -> set[tuple[str, str]]:
+        return {(p.venue, p.base) for p in trading.journal.positions()}
+
+    return (StreamMarket(market, hubs, settings.max_age_seconds, alarm, held), hubs,
+            alarm.sooner)
 
 
 def _universe(config, chosen: tuple[str, ...] | None, offline: bool) -> list[str]:

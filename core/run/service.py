@@ -39,11 +39,13 @@ class Runner:
 
     def __init__(self, loop: CarryLoop, settings: RunConfig,
                  report: Callable[[CycleReport, datetime | None], None],
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], sooner: asyncio.Event | None = None) -> None:
         self.loop = loop
         self.settings = settings
         self.report = report
         self.clock = clock
+        # Set between cycles (a held perp's streamed mark moved): the next cycle starts now.
+        self.sooner = sooner
 
     async def run(self, *, once: bool) -> int:
         """Cycle until a stop request (or after one cycle); returns the exit code."""
@@ -67,10 +69,14 @@ class Runner:
         return 0
 
     async def _sleep_until(self, wake: datetime) -> None:
-        """Wait for ``wake``, a stop request, or the kill switch (checked every second)."""
+        """Wait for ``wake``, a stop request, the kill switch or ``sooner`` (checked every
+        second)."""
         while not self.loop.stop.is_set():
             left = (wake - self.clock()).total_seconds()
             if left <= 0 or self.loop.kill_requested():
+                return
+            if self.sooner is not None and self.sooner.is_set():
+                self.sooner.clear()
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.loop.stop.wait(), min(left, KILL_POLL_SECONDS))
