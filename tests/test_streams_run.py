@@ -43,7 +43,7 @@ def server():
 
 
 @pytest.fixture
-def market(server, write_config, tmp_path):
+async def market(server, write_config, tmp_path):
     """A StreamMarket over OKX's BTC pair on the server: (market, hubs, alarm); the test
     closes ``hubs`` (and the fixture the REST client)."""
     server.faults["okx"] = Faults()
@@ -57,7 +57,7 @@ def market(server, write_config, tmp_path):
     hubs = HubSet(config, clients)
     alarm = MarkAlarm(config.settings.streams.wake_on_mark_move)
     yield StreamMarket(polled, hubs, 5.0, alarm, lambda: {("okx", "BTC")}), hubs, alarm
-    asyncio.run(clients["okx"].close())
+    await clients["okx"].close()
 
 
 async def _live(hubs: HubSet) -> None:
