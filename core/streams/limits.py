@@ -34,9 +34,11 @@ class ConnectionBudget:
         """Seconds to wait before a connection carrying ``subscriptions`` may open."""
         now = self.monotonic()
         window = self.limits.connection_window_seconds
-        while self.connections and now - self.connections[0] >= window:
+        # The same sums as the waits below, so a wait that ends exactly at the window's
+        # end also frees its slot (float rounding would otherwise let one through early).
+        while self.connections and now >= self.connections[0] + window:
             self.connections.popleft()
-        while self.subscriptions and now - self.subscriptions[0][0] >= HOUR:
+        while self.subscriptions and now >= self.subscriptions[0][0] + HOUR:
             self.subscriptions.popleft()
         wait = 0.0
         if len(self.connections) >= self.limits.connections_per_window:
