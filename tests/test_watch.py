@@ -52,7 +52,7 @@ def test_json_emits_one_line_per_update_with_the_replayed_values(watch):
     if book["mark"] is not None:
         mid = (Decimal(book["spot_bid"]) + Decimal(book["spot_ask"])) / 2
         assert Decimal(book["basis"]) == round(Decimal(book["mark"]) / mid - 1, 8)
-    # OKX: the real funding-rate push, unchanged.
+    # OKX: the real funding-rate push (its values; only ts is re-stamped).
     assert latest[("okx", "funding")]["rate"] == "0.0000464562120794"
     assert latest[("okx", "funding")]["next_funding_time"] == "2025-10-28T00:00:00+00:00"
     assert {line["source"] for line in lines} == {"stream"}
