@@ -19,6 +19,7 @@ import polars as pl
 from loguru import logger
 
 from perpcarry.config.loader import Config
+from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.errors import LocalStateError, UsageError
 from perpcarry.domain.types import Market
 from perpcarry.execution.service import VenueHandle
@@ -54,15 +55,14 @@ def fresh_replay_dir(data_dir: Path, start: datetime, end: datetime) -> Path:
     return directory
 
 
-async def snapshot_markets(config: Config, spec: VenueSpec) -> list[Market]:
+async def snapshot_markets(spec: VenueSpec, venue_config: VenueConfig) -> list[Market]:
     """``spec``'s market definitions from its bundled offline snapshot, read as
     ``--offline`` reads them (no cache touched)."""
     from perpcarry.ccxt.replay import replaying
 
     with tempfile.TemporaryDirectory(prefix="perpcarry-replay-") as scratch, \
             replaying(spec.offline_snapshot):
-        client = spec.factory(config.venues[spec.venue_id],
-                              offline_context(spec, Path(scratch)))
+        client = spec.factory(venue_config, offline_context(spec, Path(scratch)))
         try:
             return await client.load_markets()
         finally:
@@ -124,8 +124,8 @@ async def replay_venues(config: Config, history: pl.DataFrame, start: datetime,
             continue
         # The clock's steps come from the series the market data keeps, so it is made
         # after them; they read it through this function.
-        market_data = HistoryMarketData(venue_id, history, await snapshot_markets(config, spec),
-                                        lambda: clock.now())
+        markets = await snapshot_markets(spec, config.venues[venue_id])
+        market_data = HistoryMarketData(venue_id, history, markets, lambda: clock.now())
         for skip in market_data.skipped:
             logger.warning("replay: {} {}: {}", venue_id, skip.symbol, skip.reason)
         times = market_data.settlement_times(start, end)
