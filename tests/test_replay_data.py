@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from perpcarry.backtest.history import load_bundled
 from perpcarry.config.loader import load_config
 from perpcarry.domain.errors import UsageError
+from perpcarry.execution.journal import Journal
+from perpcarry.execution.service import TradingSession, journal_path
 from perpcarry.paper.store import PaperStore, state_path
 from perpcarry.plugins.manager import load_registry
 from perpcarry.replay import HistoryMarketData, replay_dir, replay_venues
@@ -237,6 +239,31 @@ async def test_funding_over_a_month_is_the_history_rate_times_mark_times_quantit
         await _close_all(handles)
 
 
+async def test_the_executor_trades_on_replayed_venues_and_its_pauses_are_simulated(
+        history, tmp_path):
+    """The sliced executor opens through a TradingSession on the replay's handles: its
+    pauses move the simulated clock (no real wait), and with no books in the history its
+    basis watch does not stop the slices."""
+    config = load_config(None)
+    clock, handles = await replay_venues(config, history, *MARCH, tmp_path)
+    journal = Journal.open(journal_path(replay_dir(tmp_path, *MARCH), paper=True), trading=True)
+    try:
+        session = TradingSession(config, journal, handles, paper=True, offline=True,
+                                 sleep=clock.sleep)
+        result = await session.open("okx", "ETH", notional=NOTIONAL, quantity=None,
+                                    executor=session.executor("sliced"), slices=3)
+        pause = config.settings.execution.slice_pause_seconds
+        assert clock.now() == MARCH[0] + timedelta(seconds=2 * pause)
+        assert result.note is None and result.perp_change > 0
+        (order, *_) = await handles["okx"].orders.fetch_recent_orders(
+            (await session.pair("okx", "ETH")).perp)
+        half_spread = config.settings.paper.half_spread_bps.normalize()
+        assert order.price_source == f"mark-{half_spread:f}bps"
+    finally:
+        journal.close()
+        await _close_all(handles)
+
+
 # -- what cannot be replayed is said ----------------------------------------------------------
 
 
@@ -258,6 +285,23 @@ async def test_a_symbol_missing_from_the_snapshot_is_left_out_with_its_reason(
         assert f"replay: binance APT/USDT:USDT: {reason}" in logged_warnings
     finally:
         await _close_all(handles)
+
+
+def test_a_series_with_an_unknown_rate_or_interval_is_left_out(history, snapshot_market_lists):
+    """A loaded dataset (``--data``) may lack a rate, or have an interval of 2.5 h: the series
+    is not replayed, rather than settled at a made-up number."""
+    okx = history.filter(pl.col("venue") == "okx")
+    broken = okx.with_columns(
+        rate=pl.when((pl.col("symbol") == "BTC/USDT:USDT") & (pl.col("time") == MARCH[0]))
+        .then(None).otherwise(pl.col("rate")),
+        interval_hours=pl.when(pl.col("symbol") == "ETH/USDT:USDT").then(2.5)
+        .otherwise(pl.col("interval_hours")))
+    data = HistoryMarketData("okx", broken, snapshot_market_lists["okx"], lambda: MARCH[1])
+    assert {(s.symbol, s.reason) for s in data.skipped} == {
+        ("BTC/USDT:USDT", "a settlement in the history has no rate"),
+        ("ETH/USDT:USDT", "a settlement interval in the history is not a whole number of "
+                          "hours")}
+    assert asyncio.run(data.load_markets()) == []
 
 
 # -- a replay's state is its own ----------------------------------------------------------------
