@@ -99,14 +99,21 @@ def _open_paper(config: Config, market_data: HistoryMarketData, directory: Path,
 async def replay_venues(config: Config, history: pl.DataFrame, start: datetime,
                         end: datetime, data_dir: Path
                         ) -> tuple[ReplayClock, dict[str, VenueHandle]]:
-    """A simulated clock over the settlements of ``history`` in [start, end] (at ``start``'s
-    first one) and, for each venue in that range, a fresh paper account trading on the
-    history. The caller closes each handle's ``orders`` (which closes its market data).
+    """A simulated clock over the settlements of ``history`` in [start, end] (UTC), standing
+    at the first of them, and for each venue in that range a fresh paper account trading on
+    the history, in :func:`replay_dir` (wiped first: open the loop's journal there only
+    after this returns). The caller closes each handle's ``orders`` (which closes its
+    market data).
 
     Symbols the venue's snapshot does not list are left out (``market_data.skipped`` and
     every funding snapshot say why); so is a venue whose plugin is not loaded or bundles no
     snapshot (logged).
     """
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("replay_venues takes timezone-aware (UTC) start and end")
+    if start >= end:
+        raise UsageError(f"--replay {_stamp(start)}..{_stamp(end)}: the start must be before "
+                         "the end")
     window = history.filter(pl.col("time").is_between(start, end))
     if window.is_empty():
         covered = (f"{history['time'].min():%Y-%m-%d} to {history['time'].max():%Y-%m-%d}"
