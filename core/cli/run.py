@@ -25,7 +25,7 @@ from perpcarry.cli.trade import (
 )
 
 
-def run(
+def run_strategy(
     paper: PaperOption = False, live: LiveOption = False, offline: OfflineOption = False,
     once: Annotated[bool, typer.Option("--once", help="One cycle, then exit (for cron).")]
     = False,

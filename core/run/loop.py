@@ -193,15 +193,17 @@ class CarryLoop:
                 quantity[i] = float(sum(p.perp_quantity for p in held))
                 release_at[i] = min(hours(p.opened_at) for p in held) + rules.min_hold_hours
                 short = sum(p.perp_quantity for p in held)
-                if short:
-                    entry_mark[i] = float(sum(p.perp_proceeds for p in held) / short)
+                proceeds = [p.perp_proceeds for p in held]
+                if short and None not in proceeds:   # None: adopted, entry price unknown
+                    entry_mark[i] = float(sum(proceeds) / short)
             done = [p.closed_at for p in closed.get(c.key, []) if p.closed_at is not None]
             if done:
                 rejoin_at[i] = hours(max(done)) + rules.cooldown_hours
             eligible[i] = self._eligible.get(c.key, bool(held))
         # Positions the snapshot cannot see (their venue did not answer) keep their capital.
         seen = {c.key for c in candidates}
-        unseen = sum(float(p.perp_proceeds) for p in positions if (p.venue, p.base) not in seen)
+        unseen = sum(float(p.perp_proceeds or 0) for p in positions
+                     if (p.venue, p.base) not in seen)
         limits = Limits.from_config(self.settings.allocator, capital=equity)
         budget = equity - unseen * limits.capital_per_notional
         share = {v: max(e, 0.0) / equity for v, e in per_venue.items()} if equity > 0 else {}
