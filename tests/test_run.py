@@ -102,7 +102,8 @@ def test_sigterm_stops_the_service_cleanly_between_cycles(data_dir, tmp_path):
            "PERPCARRY_CACHE_DIR": str(tmp_path / "cache")}
     process = subprocess.Popen(
         [sys.executable, "-c", "from perpcarry.cli.app import main; main()", "run",
-         "--paper", "--offline", "--log-json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+         "--paper", "--offline", "--log-json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = process.stdout.readline()   # the first cycle's report
         first = json.loads(line)
