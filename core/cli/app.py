@@ -17,6 +17,7 @@ from perpcarry.cli.account import account, orders, paper_app
 from perpcarry.cli.backtest import backtest
 from perpcarry.cli.common import console, emit_json, load, path_option, state
 from perpcarry.cli.plan import plan
+from perpcarry.cli.risk import kill, resume
 from perpcarry.cli.scan import scan
 from perpcarry.cli.sweep import sweep
 from perpcarry.cli.trade import close_position, open_position, positions, reconcile
@@ -104,6 +105,8 @@ app.command("close")(close_position)
 app.command()(positions)
 app.command()(reconcile)
 app.command()(sweep)
+app.command()(kill)
+app.command()(resume)
 
 
 @config_app.command("show")

@@ -221,12 +221,24 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
 
     is_paper = _mode(paper, live, False)
     config = load()
+    from perpcarry.risk.state import breaker_state, entry_stop, kill_state
+
     with Journal.open(journal_path(config.data_dir, is_paper), trading=False) as journal:
         rows = [position_json(p) for p in journal.positions(include_closed=include_closed)]
+        kill, breaker, stop = kill_state(journal), breaker_state(journal), entry_stop(journal)
     if as_json:
         emit_json({"schema_version": JSON_SCHEMA_VERSION, "paper": is_paper,
-                   "positions": rows})
+                   "positions": rows,
+                   "kill": None if kill is None else {
+                       "reason": kill.reason, "at": kill.at.isoformat(),
+                       "flatten": kill.flatten},
+                   "breaker": None if breaker is None else {
+                       "trigger": breaker.trigger, "reason": breaker.reason,
+                       "at": breaker.at.isoformat()}})
         return 0
+    if stop is not None:
+        console.print(f"{stop}: no new positions until `perpcarry resume`", highlight=False,
+                      markup=False)
     if not rows:
         console.print("no open positions" if not include_closed else "no positions")
         return 0
