@@ -48,7 +48,7 @@ def kill(
     then = (" and close every position" if state.flatten else "")
     console.print(f"kill switch engaged on {path} at {state.at:%Y-%m-%d %H:%M:%S} UTC "
                   f"({state.reason}): the running loop stops opening{then}",
-                  highlight=False, markup=False)
+                  highlight=False, markup=False, soft_wrap=True)
     return 0
 
 
@@ -69,8 +69,8 @@ def resume(paper: PaperOption = False, live: LiveOption = False) -> int:
                        f"{breaker_was.at:%Y-%m-%d %H:%M:%S} UTC)")
     if cleared:
         console.print(f"cleared on {path}: {'; '.join(cleared)}", highlight=False,
-                      markup=False)
+                      markup=False, soft_wrap=True)
     else:
         console.print(f"nothing to clear on {path}: the kill switch is off and the breaker "
-                      "is not tripped", highlight=False, markup=False)
+                      "is not tripped", highlight=False, markup=False, soft_wrap=True)
     return 0

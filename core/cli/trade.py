@@ -238,7 +238,7 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
         return 0
     if stop is not None:
         console.print(f"{stop}: no new positions until `perpcarry resume`", highlight=False,
-                      markup=False)
+                      markup=False, soft_wrap=True)
     if not rows:
         console.print("no open positions" if not include_closed else "no positions")
         return 0

@@ -1,0 +1,134 @@
+"""The circuit breaker: each trigger trips it (and just short of its threshold does not),
+the trip survives reopening the journal, and ``flatten`` closes every position smallest
+first through the executor on the Binance paper account."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from perpcarry.cli.trade import session
+from perpcarry.config.loader import load_config
+from perpcarry.config.settings import RiskConfig
+from perpcarry.execution.journal import Journal
+from perpcarry.execution.recovery import Finding, Reconciliation
+from perpcarry.risk.breaker import CircuitBreaker, flatten
+from perpcarry.risk.monitor import RiskEvent, RiskReport
+from perpcarry.risk.state import breaker_state
+
+T0 = datetime(2026, 12, 6, 9, tzinfo=UTC)
+CONFIG = RiskConfig()
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def naked(action: str) -> Reconciliation:
+    return Reconciliation([Finding("naked_leg", "binance", "pos1",
+                                   "venue holds 0.008 BTC short of 0.010 journalled", action)])
+
+
+def report(seconds: float, *, pnl: str | None = None, equity: str = "10000",
+           down: dict[str, str] | None = None, events=()) -> RiskReport:
+    return RiskReport(at=at(seconds), events=list(events), down=down or {},
+                      unrealised_pnl=None if pnl is None else Decimal(pnl),
+                      equity=Decimal(equity))
+
+
+UNRESOLVED = RiskEvent("floor_unresolved", "bybit", "pos2", {},
+                       "BTC/USDT:USDT: rebalance of 0.002 BTC failed: insufficient margin")
+
+# Per trigger: the cycles fed (seconds after T0, feed keywords) that trip it, the last
+# feed's trip reason, and cycles just short of the threshold that must not trip it.
+CASES = {
+    "naked_leg": (
+        [(0, {"reconciliation": naked("not closed: dust")}),
+         (60, {"reconciliation": naked("not closed: dust")})],
+        "naked leg of pos1 on binance not closed for 2 cycles",
+        [(0, {"reconciliation": naked("not closed: dust")}),
+         (60, {"reconciliation": naked("closed: sell 0.002 BTC spot")}),
+         (120, {"reconciliation": naked("not closed: dust")})]),
+    "order_errors": (
+        [(0, {"order_errors": {"okx": 3}}), (500, {"order_errors": {"okx": 3}})],
+        "6 order errors on okx within 600 s (at most 5)",
+        [(0, {"order_errors": {"okx": 3}}), (601, {"order_errors": {"okx": 3}})]),
+    "margin_floor": (
+        [(0, {"report": report(0, events=[UNRESOLVED])})],
+        "bybit pos2: margin below the floor and not restored",
+        [(0, {"report": report(0, events=[RiskEvent("warning", "bybit", "x", {}, "w")])})]),
+    "drawdown": (
+        [(0, {"report": report(0, pnl="100")}), (60, {"report": report(60, pnl="-300")}),
+         (240, {"report": report(240, pnl="-701")})],
+        "unrealised PnL fell 8.01 % of equity (100.00 to -701.00) within 300 s",
+        [(0, {"report": report(0, pnl="100")}), (200, {"report": report(200, pnl="-300")}),
+         (301, {"report": report(301, pnl="-701")})]),
+    "venue_down": (
+        [(0, {"report": report(0, down={"okx": "no answer"})}),
+         (601, {"report": report(601, down={"okx": "no answer"})})],
+        "okx unanswered since 09:00:00 UTC, over 10 min (no answer)",
+        [(0, {"report": report(0, down={"okx": "no answer"})}),
+         (300, {"report": report(300)}),
+         (601, {"report": report(601, down={"okx": "no answer"})})]),
+}
+
+
+@pytest.fixture
+def journal_path(tmp_path):
+    return tmp_path / "journal.sqlite"
+
+
+@pytest.mark.parametrize("trigger", sorted(CASES))
+def test_each_trigger_trips_and_stays_tripped_after_a_restart(trigger, journal_path):
+    feeds, reason, _ = CASES[trigger]
+    with Journal.open(journal_path, trading=True) as journal:
+        breaker = CircuitBreaker(CONFIG, journal)
+        states = [breaker.feed(at(seconds), **feed) for seconds, feed in feeds]
+        assert states[:-1] == [None] * (len(feeds) - 1)
+        tripped = states[-1]
+        assert (tripped.trigger, tripped.reason.startswith(reason)) == (trigger, True), \
+            tripped.reason
+        [event] = [e["detail"] for e in journal.events() if e["kind"] == "risk"]
+        assert event["kind"] == "breaker_tripped" and event["trigger"] == trigger
+    # A new process: the journal says tripped, and a fresh breaker agrees.
+    with Journal.open(journal_path, trading=True) as journal:
+        assert breaker_state(journal) == tripped
+        assert CircuitBreaker(CONFIG, journal).state == tripped
+        # Later triggers do not replace the cause.
+        again = CircuitBreaker(CONFIG, journal).feed(
+            at(900), report=report(900, events=[UNRESOLVED]))
+        assert again == tripped
+
+
+@pytest.mark.parametrize("trigger", sorted(CASES))
+def test_just_short_of_each_threshold_does_not_trip(trigger, journal_path):
+    _, _, feeds = CASES[trigger]
+    with Journal.open(journal_path, trading=True) as journal:
+        breaker = CircuitBreaker(CONFIG, journal)
+        assert [breaker.feed(at(seconds), **feed) for seconds, feed in feeds] == \
+            [None] * len(feeds)
+        assert breaker_state(journal) is None
+
+
+async def test_flatten_closes_every_position_smallest_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERPCARRY_DATA_DIR", str(tmp_path / "data"))
+    config = load_config(None)
+    async with session(config, ["binance"], paper=True, offline=True,
+                       trading=True) as trading:
+        opened = []
+        for quantity in ("0.02", "0.01", "0.015"):
+            result = await trading.open("binance", "BTC", notional=None,
+                                        quantity=Decimal(quantity),
+                                        executor=trading.executor(None), slices=1)
+            opened.append(result.position_id)
+        done = await flatten(trading)
+        assert done.failed == {}
+        # Smallest first: 0.01, 0.015, 0.02.
+        assert [r.position_id for r in done.closed] == [opened[1], opened[2], opened[0]]
+        assert [r.perp_change for r in done.closed] == [Decimal("-0.010"),
+                                                        Decimal("-0.015"),
+                                                        Decimal("-0.020")]
+        assert trading.journal.positions() == []
+        assert await trading.venues["binance"].orders.fetch_positions() == []
