@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from perpcarry.cli.trade import session
 from perpcarry.config.loader import load_config
 from perpcarry.config.settings import RiskConfig
+from perpcarry.domain.errors import ExchangeUnavailable
 from perpcarry.risk.monitor import RiskMonitor
 from perpcarry.risk.sizing import (
     distance_after_top_up,
@@ -35,12 +36,14 @@ def config_file(tmp_path, monkeypatch):
     monkeypatch.setenv("PERPCARRY_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("PERPCARRY_CACHE_DIR", str(tmp_path / "cache"))
 
-    def write(text: str = "", leverage: int = 5):
+    def write(text: str = "", leverage: int = 5, binance_usdt: int = 100_000):
         path = tmp_path / "perpcarry.toml"
         # Leveraged shorts and a small unified account, so that a rise of the kind the
         # 2023-24 rally made brings a short near its liquidation.
         path.write_text(f"[execution]\nleverage = {leverage}\n"
-                        "[paper.venues.bybit]\nbalances = { USDT = 1500 }\n" + text)
+                        "[paper.venues.bybit]\nbalances = { USDT = 1500 }\n"
+                        f"[paper.venues.binance]\nbalances = {{ USDT = {binance_usdt} }}\n"
+                        + text)
         return load_config(path)
 
     return write
@@ -91,7 +94,16 @@ async def test_a_short_near_liquidation_is_topped_up_by_a_transfer(config_file):
         report = await RiskMonitor(risk).check(trading, NOW)
         assert report.events == [] and report.next_check_seconds == risk.check_seconds
 
-        await move_price(trading, "binance", Decimal("1.15"))
+        # Between the floor and the warning level: a warning, and checks come faster.
+        await move_price(trading, "binance", Decimal("1.05"))
+        warned = await perp_of(trading, "binance")
+        assert risk.floor_distance < warned.liquidation_distance < risk.warning_distance
+        report = await RiskMonitor(risk).check(trading, NOW)
+        assert [e.kind for e in report.events] == ["warning"]
+        assert report.events[0].numbers["distance"] == warned.liquidation_distance
+        assert report.next_check_seconds == risk.danger_check_seconds
+
+        await move_price(trading, "binance", Decimal("1.15") / Decimal("1.05"))
         low = await perp_of(trading, "binance")
         assert low.liquidation_distance < risk.floor_distance
         balances = await trading.venues["binance"].orders.fetch_balances()
@@ -113,6 +125,46 @@ async def test_a_short_near_liquidation_is_topped_up_by_a_transfer(config_file):
         assert risk_events(trading.journal)[-1]["kind"] == "top_up"
         # The legs were not touched.
         assert after.quantity == before.quantity
+
+
+async def test_without_free_quote_a_separate_wallet_venue_rebalances_and_moves_the_proceeds(
+        config_file):
+    # Just enough USDT for the open: about 3.5 USDT stay free in the spot wallet.
+    config = config_file("[risk]\nleverage_ceiling = 20\n", binance_usdt=1460)
+    risk = config.settings.risk
+    async with session(config, ["binance"], paper=True, offline=True,
+                       trading=True) as trading:
+        position = await open_btc(trading, "binance", "0.01")
+        await move_price(trading, "binance", Decimal("1.15"))
+        assert (await perp_of(trading, "binance")).liquidation_distance < risk.floor_distance
+        report = await RiskMonitor(risk).check(trading, NOW)
+        # What was free first, then a rebalance for the rest, then its spot proceeds.
+        assert [e.kind for e in report.events] == ["top_up", "rebalance", "top_up"]
+        assert report.events[0].numbers["amount"] < 4
+        after = await perp_of(trading, "binance")
+        assert after.liquidation_distance >= risk.top_up_target
+        held = trading.journal.position(position.position_id)
+        assert held.perp_quantity == after.quantity == Decimal("0.008")
+        assert abs(held.delta) <= trading.tolerance(await trading.pair("binance", "BTC"))
+
+
+async def test_a_venue_that_does_not_answer_is_reported_down(config_file):
+    config = config_file()
+    async with session(config, ["binance"], paper=True, offline=True,
+                       trading=True) as trading:
+        await open_btc(trading, "binance", "0.01")
+        venue = trading.venues["binance"].orders
+
+        async def unanswered():
+            raise ExchangeUnavailable("binance", "HTTP 503: system maintenance")
+
+        venue.fetch_positions = unanswered
+        report = await RiskMonitor(config.settings.risk).check(trading, NOW)
+        assert report.down == {"binance": "binance: HTTP 503: system maintenance"}
+        [down] = report.events
+        assert (down.kind, down.venue) == ("venue_down", "binance")
+        assert report.unrealised_pnl is None and report.equity is None
+        assert report.next_check_seconds == config.settings.risk.danger_check_seconds
 
 
 async def test_a_unified_account_rebalances_with_equal_legs(config_file):

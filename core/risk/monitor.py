@@ -312,6 +312,13 @@ class RiskMonitor:
                     f"{perp.symbol}: rebalance of {part} {position.base} failed: {err}"))
                 continue
             taken = -result.perp_change
+            if not taken:
+                self._event(session, report, RiskEvent(
+                    "floor_unresolved", perp.venue, position.position_id,
+                    {"distance": distance, "quantity": part},
+                    f"{perp.symbol}: rebalance of {part} {position.base} filled nothing "
+                    f"({result.state.value}: {result.note})"))
+                continue
             raised += -result.spot_change * perp.mark
             remaining -= taken
             self._event(session, report, RiskEvent(
@@ -373,10 +380,12 @@ class RiskMonitor:
             try:
                 result = await session.close(position, executor=executor, slices=1)
             except PerpcarryError as err:
+                result, failure = None, str(err)
+            if result is None or not result.perp_change:
                 self._event(session, report, RiskEvent(
                     "utilisation", pool.venue, position.position_id,
                     {"utilisation": utilisation}, f"closing {position.position_id} to "
-                    f"reduce margin use failed: {err}"))
+                    f"reduce margin use failed: {failure if result is None else result.note}"))
                 continue
             self._event(session, report, RiskEvent(
                 "reduced", pool.venue, position.position_id,
