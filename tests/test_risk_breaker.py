@@ -15,7 +15,7 @@ from perpcarry.config.settings import RiskConfig
 from perpcarry.execution.journal import Journal
 from perpcarry.execution.recovery import Finding, Reconciliation
 from perpcarry.risk.breaker import CircuitBreaker, flatten
-from perpcarry.risk.monitor import RiskEvent, RiskReport
+from perpcarry.risk.report import RiskEvent, RiskReport
 from perpcarry.risk.state import breaker_state
 
 T0 = datetime(2026, 12, 6, 9, tzinfo=UTC)

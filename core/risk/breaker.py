@@ -37,7 +37,7 @@ from perpcarry.domain.errors import PerpcarryError
 from perpcarry.execution.engine import ExecutionResult
 from perpcarry.execution.journal import Journal
 from perpcarry.execution.recovery import Reconciliation
-from perpcarry.risk.monitor import RiskReport
+from perpcarry.risk.report import RiskReport
 from perpcarry.risk.state import BreakerState, breaker_state, trip_breaker
 
 if TYPE_CHECKING:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING
@@ -37,6 +36,7 @@ from perpcarry.config.settings import RiskConfig
 from perpcarry.domain.errors import PerpcarryError, VenueError
 from perpcarry.domain.types import Market
 from perpcarry.execution.journal import Position
+from perpcarry.risk.report import PerpRisk, PoolRisk, RiskEvent, RiskReport
 from perpcarry.risk.sizing import (
     distance_after_top_up,
     maintenance_rate,
@@ -49,87 +49,6 @@ if TYPE_CHECKING:
     from perpcarry.execution.service import TradingSession
 
 CENT = Decimal("0.01")
-
-
-@dataclass(frozen=True)
-class RiskEvent:
-    """One action or alarm of the monitor."""
-
-    # warning | top_up | rebalance | floor_unresolved | leverage_alarm | utilisation |
-    # orders_canceled | reduced | unknown | venue_down
-    kind: str
-    venue: str
-    subject: str  # a perp symbol, a position id, a settle currency's pool, or the venue
-    numbers: dict[str, Decimal]
-    message: str
-
-    def as_dict(self) -> dict:
-        return {"kind": self.kind, "venue": self.venue, "subject": self.subject,
-                "numbers": {k: str(v) for k, v in self.numbers.items()},
-                "message": self.message}
-
-
-@dataclass(frozen=True)
-class PerpRisk:
-    """One perp position as the venue reports it, with the journal positions on it."""
-
-    venue: str
-    symbol: str
-    settle: str
-    short: bool
-    quantity: Decimal
-    mark: Decimal | None
-    margin_ratio: Decimal | None
-    liquidation_price: Decimal | None
-    distance: Decimal | None
-    maintenance_rate: Decimal | None
-    positions: tuple[Position, ...]  # the journal's, on this symbol
-
-    @property
-    def journalled(self) -> Decimal:
-        return sum((p.perp_quantity for p in self.positions), Decimal(0))
-
-
-@dataclass(frozen=True)
-class PoolRisk:
-    """One margin pool: a venue's perps settled in one currency."""
-
-    venue: str
-    settle: str
-    wallet: Wallet
-    equity: Decimal  # margin balance: cash plus unrealised PnL
-    used: Decimal
-    perp_notional: Decimal | None  # None when a mark is unknown
-
-    @property
-    def leverage(self) -> Decimal | None:
-        if self.perp_notional is None or self.equity <= 0:
-            return None
-        return self.perp_notional / self.equity
-
-    @property
-    def utilisation(self) -> Decimal | None:
-        return self.used / self.equity if self.equity > 0 else None
-
-
-@dataclass
-class RiskReport:
-    """What one check saw and did."""
-
-    at: datetime
-    perps: list[PerpRisk] = field(default_factory=list)
-    pools: list[PoolRisk] = field(default_factory=list)
-    events: list[RiskEvent] = field(default_factory=list)
-    down: dict[str, str] = field(default_factory=dict)  # venue -> why it did not answer
-    # Both legs of the journal's positions at the perp marks (spot value - cost + short's
-    # proceeds - value), and the capital they hold (spot cost + margin equity); None when a
-    # mark is unknown. The circuit breaker's drawdown reads these.
-    unrealised_pnl: Decimal | None = None
-    equity: Decimal | None = None
-    next_check_seconds: float = 0.0
-
-    def of_kind(self, kind: str) -> list[RiskEvent]:
-        return [e for e in self.events if e.kind == kind]
 
 
 class RiskMonitor:
@@ -149,7 +68,7 @@ class RiskMonitor:
         equity = Decimal(0)
         for venue_id in session.venues:
             try:
-                perps, pools = await self._read(session, venue_id, held[venue_id])
+                perps, pools = await self._read(session, report, venue_id, held[venue_id])
             except VenueError as err:
                 report.down[venue_id] = str(err)
                 self._event(session, report, RiskEvent(
@@ -186,8 +105,8 @@ class RiskMonitor:
 
     # -- reading -------------------------------------------------------------------------
 
-    async def _read(self, session: TradingSession, venue_id: str, held: list[Position]
-                    ) -> tuple[list[PerpRisk], list[PoolRisk]]:
+    async def _read(self, session: TradingSession, report: RiskReport, venue_id: str,
+                    held: list[Position]) -> tuple[list[PerpRisk], list[PoolRisk]]:
         orders = session.venues[venue_id].orders
         positions, balances = await asyncio.gather(orders.fetch_positions(),
                                                    orders.fetch_balances())
@@ -195,8 +114,13 @@ class RiskMonitor:
         perps = []
         for position in positions:
             market = markets.get(position.symbol)
-            settle = (market.settle or market.quote) if market else position.symbol
-            perps.append(_perp(venue_id, position, settle,
+            if market is None:
+                self._event(session, report, RiskEvent(
+                    "unknown", venue_id, position.symbol, {"quantity": position.quantity},
+                    f"{position.symbol}: a perp position in a market the venue does not list; "
+                    "its margin pool is unknown"))
+                continue
+            perps.append(_perp(venue_id, position, market.settle or market.quote,
                                tuple(p for p in held if p.perp_symbol == position.symbol)))
         return perps, _pools(session, venue_id, perps, balances)
 
