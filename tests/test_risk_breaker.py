@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from perpcarry.cli.trade import session
 from perpcarry.config.loader import load_config
@@ -132,3 +134,34 @@ async def test_flatten_closes_every_position_smallest_first(tmp_path, monkeypatc
                                                         Decimal("-0.020")]
         assert trading.journal.positions() == []
         assert await trading.venues["binance"].orders.fetch_positions() == []
+
+
+@given(st.lists(st.tuples(st.integers(0, 900), st.integers(0, 4)), min_size=1, max_size=12),
+       st.lists(st.tuples(st.integers(0, 900), st.integers(-2000, 2000)), min_size=1,
+                max_size=12))
+@settings(deadline=None, max_examples=60)
+def test_the_breaker_trips_exactly_when_a_window_holds_too_much(tmp_path_factory, errors,
+                                                                pnls):
+    """Against a brute-force count over every window: more than max_order_errors errors
+    within order_error_window_seconds, or a fall of more than max_drawdown of the equity
+    from the highest sample within drawdown_window_seconds."""
+    errors, pnls = sorted(errors), sorted(pnls)
+    path = tmp_path_factory.mktemp("journal") / "journal.sqlite"
+    with Journal.open(path, trading=True) as journal:
+        breaker = CircuitBreaker(CONFIG, journal)
+        for seconds, count in errors:
+            breaker.feed(at(seconds), order_errors={"okx": count})
+        window = CONFIG.order_error_window_seconds
+        expected = any(sum(c for s, c in errors if t - window <= s <= t)
+                       > CONFIG.max_order_errors for t, _ in errors)
+        assert (breaker.state is not None) == expected
+    path = tmp_path_factory.mktemp("journal") / "journal.sqlite"
+    with Journal.open(path, trading=True) as journal:
+        breaker = CircuitBreaker(CONFIG, journal)
+        for seconds, pnl in pnls:
+            breaker.feed(at(seconds), report=report(seconds, pnl=str(pnl)))
+        window = CONFIG.drawdown_window_seconds
+        expected = any(
+            (pnl - max(p for s, p in pnls[:i + 1] if t - window <= s)) / 10_000
+            < -CONFIG.max_drawdown for i, (t, pnl) in enumerate(pnls))
+        assert (breaker.state is not None) == expected

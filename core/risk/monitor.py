@@ -88,9 +88,10 @@ class RiskMonitor:
             equity += sum((p.equity for p in pools), Decimal(0))
             acted = await self._margin_floor(session, report, venue_id, perps)
             if acted:
-                # The top-ups changed the balances the pools were read from.
-                pools = _pools(session, venue_id, perps,
-                               await session.venues[venue_id].orders.fetch_balances())
+                # The top-ups moved money and legs: leverage and utilisation are judged on
+                # what the venue and the journal hold now.
+                now_held = [p for p in session.journal.positions() if p.venue == venue_id]
+                perps, pools = await self._read(session, report, venue_id, now_held)
             report.pools.extend(pools)
             for pool in pools:
                 self._leverage(session, report, pool)
