@@ -111,3 +111,16 @@ def test_risk_settings_out_of_range_are_one_line_errors(run_cli, write_config, s
     path = write_config(f"[risk]\n{section}\n")
     result = run_cli("--config", str(path), "kill")
     assert (result.exit_code, result.stderr) == (2, f"error: {path}: {message}\n")
+
+
+def test_an_unreadable_flag_is_named_and_resume_clears_it(run_cli, data_dir):
+    with Journal.open(journal_path(data_dir, paper=True), trading=False) as journal:
+        journal.set_flag("kill", "engaged by hand")
+    listed = run_cli("positions")
+    assert listed.exit_code == 2
+    assert "the 'kill' flag is not what perpcarry writes ('engaged by hand'" in listed.stderr
+    assert "`perpcarry resume` clears it" in listed.stderr
+    resumed = run_cli("resume")
+    assert resumed.exit_code == 0
+    assert "kill switch (an unreadable flag: 'engaged by hand')" in resumed.stdout
+    assert run_cli("positions").stdout == "no open positions\n"

@@ -58,15 +58,8 @@ def resume(paper: PaperOption = False, live: LiveOption = False) -> int:
 
     is_paper = _mode(paper, live, False)
     with _journal(is_paper) as journal:
-        kill_was, breaker_was = clear(journal)
+        cleared = clear(journal)
         path = journal.path
-    cleared = []
-    if kill_was is not None:
-        cleared.append(f"kill switch ({kill_was.reason}, since "
-                       f"{kill_was.at:%Y-%m-%d %H:%M:%S} UTC)")
-    if breaker_was is not None:
-        cleared.append(f"circuit breaker ({breaker_was.reason}, since "
-                       f"{breaker_was.at:%Y-%m-%d %H:%M:%S} UTC)")
     if cleared:
         console.print(f"cleared on {path}: {'; '.join(cleared)}", highlight=False,
                       markup=False, soft_wrap=True)

@@ -145,6 +145,11 @@ class RiskMonitor:
                        "liquidation_price": perp.liquidation_price}
             if perp.distance < config.floor_distance and perp.positions:
                 low[perp.settle].append(perp)
+            elif perp.distance < config.floor_distance:
+                self._event(session, report, RiskEvent(
+                    "warning", venue_id, perp.symbol, numbers,
+                    f"{perp.symbol}: liquidation {_pct(perp.distance)} away, below the floor "
+                    f"{_pct(config.floor_distance)}; not in the journal, so not topped up"))
             elif perp.distance < config.warning_distance:
                 self._event(session, report, RiskEvent(
                     "warning", venue_id, perp.symbol, numbers,

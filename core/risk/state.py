@@ -89,18 +89,23 @@ def breaker_state(journal: Journal) -> BreakerState | None:
                                                     fields["at"])
 
 
-def resume(journal: Journal) -> tuple[KillState | None, BreakerState | None]:
-    """Clear the kill switch and a tripped breaker; what each was (None: it was not set).
-    A flag that cannot be read is cleared all the same: that is what resume is for."""
+def resume(journal: Journal) -> list[str]:
+    """Clear the kill switch and a tripped breaker; one line for each that was set. A flag
+    that cannot be read is cleared all the same (that is what resume is for) and named as
+    such."""
     cleared = []
-    for name, reader in ((KILL_FLAG, kill_state), (BREAKER_FLAG, breaker_state)):
+    for name, what, reader in ((KILL_FLAG, "kill switch", kill_state),
+                               (BREAKER_FLAG, "circuit breaker", breaker_state)):
         try:
-            before = reader(journal)
+            state = reader(journal)
         except JournalError:
-            before = None
-        journal.clear_flag(name)
-        cleared.append(before)
-    return cleared[0], cleared[1]
+            state = None
+        raw = journal.clear_flag(name)
+        if state is not None:
+            cleared.append(f"{what} ({state.reason}, since {state.at:%Y-%m-%d %H:%M:%S} UTC)")
+        elif raw is not None:
+            cleared.append(f"{what} (an unreadable flag: {raw[:80]!r})")
+    return cleared
 
 
 def entry_stop(journal: Journal) -> str | None:
