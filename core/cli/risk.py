@@ -19,11 +19,12 @@ from perpcarry.cli.trade import LiveOption, PaperOption, _mode
 DEFAULT_REASON = "perpcarry kill"
 
 
-def _journal(paper: bool):
+def _journal_of(config, paper: bool):
+    """The account set's journal, opened without the trading lock."""
     from perpcarry.execution.journal import Journal
     from perpcarry.execution.service import journal_path
 
-    return Journal.open(journal_path(load().data_dir, paper), trading=False)
+    return Journal.open(journal_path(config.data_dir, paper), trading=False)
 
 
 def kill(
@@ -42,7 +43,7 @@ def kill(
     reason = " ".join(reason.split())
     if not reason:
         raise UsageError("--reason: empty; say why, or leave it out")
-    with _journal(is_paper) as journal:
+    with _journal_of(load(), is_paper) as journal:
         state = engage_kill(journal, reason, flatten=flatten)
         path = journal.path
     then = (" and close every position" if state.flatten else "")
@@ -57,7 +58,7 @@ def resume(paper: PaperOption = False, live: LiveOption = False) -> int:
     from perpcarry.risk.state import resume as clear
 
     is_paper = _mode(paper, live, False)
-    with _journal(is_paper) as journal:
+    with _journal_of(load(), is_paper) as journal:
         cleared = clear(journal)
         path = journal.path
     if cleared:
@@ -67,3 +68,25 @@ def resume(paper: PaperOption = False, live: LiveOption = False) -> int:
         console.print(f"nothing to clear on {path}: the kill switch is off and the breaker "
                       "is not tripped", highlight=False, markup=False, soft_wrap=True)
     return 0
+
+
+def halt_json(config, paper: bool) -> dict:
+    """The kill switch and the breaker as ``positions --json`` lists them (null when off)."""
+    from perpcarry.risk.state import breaker_state, kill_state
+
+    with _journal_of(config, paper) as journal:
+        kill, breaker = kill_state(journal), breaker_state(journal)
+    return {"kill": None if kill is None else {
+                "reason": kill.reason, "at": kill.at.isoformat(), "flatten": kill.flatten},
+            "breaker": None if breaker is None else {
+                "trigger": breaker.trigger, "reason": breaker.reason,
+                "at": breaker.at.isoformat()}}
+
+
+def halt_note(config, paper: bool) -> str | None:
+    """The line ``positions`` prints above its table while entries are stopped."""
+    from perpcarry.risk.state import entry_stop
+
+    with _journal_of(config, paper) as journal:
+        stop = entry_stop(journal)
+    return None if stop is None else f"{stop}: no new positions until `perpcarry resume`"

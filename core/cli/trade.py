@@ -216,29 +216,21 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
                   "--all", help="Closed positions too.")] = False,
               as_json: JsonOption = False) -> int:
     """Carry positions from the journal: both legs, delta, entry basis, fees, state, age."""
+    from perpcarry.cli.risk import halt_json, halt_note
     from perpcarry.execution.journal import Journal
     from perpcarry.execution.service import journal_path
 
     is_paper = _mode(paper, live, False)
     config = load()
-    from perpcarry.risk.state import breaker_state, entry_stop, kill_state
-
     with Journal.open(journal_path(config.data_dir, is_paper), trading=False) as journal:
         rows = [position_json(p) for p in journal.positions(include_closed=include_closed)]
-        kill, breaker, stop = kill_state(journal), breaker_state(journal), entry_stop(journal)
     if as_json:
         emit_json({"schema_version": JSON_SCHEMA_VERSION, "paper": is_paper,
-                   "positions": rows,
-                   "kill": None if kill is None else {
-                       "reason": kill.reason, "at": kill.at.isoformat(),
-                       "flatten": kill.flatten},
-                   "breaker": None if breaker is None else {
-                       "trigger": breaker.trigger, "reason": breaker.reason,
-                       "at": breaker.at.isoformat()}})
+                   "positions": rows, **halt_json(config, is_paper)})
         return 0
-    if stop is not None:
-        console.print(f"{stop}: no new positions until `perpcarry resume`", highlight=False,
-                      markup=False, soft_wrap=True)
+    halted = halt_note(config, is_paper)
+    if halted is not None:
+        console.print(halted, highlight=False, markup=False, soft_wrap=True)
     if not rows:
         console.print("no open positions" if not include_closed else "no positions")
         return 0

@@ -151,17 +151,18 @@ class TradingSession:
 
     async def close(self, position: Position, *, executor: Executor, slices: int,
                     quantity: Decimal | None = None) -> ExecutionResult:
-        """Close ``position``, or ``quantity`` base of both its legs (the margin monitor's
-        rebalance: the legs stay equal)."""
+        """Close ``position``, or take ``quantity`` of it down (both legs alike)."""
         self._require_clean(await self.recover())
         if position.state is PositionState.CLOSED:
             raise UsageError(f"position {position.position_id} is already closed")
+        if quantity is not None and not 0 < quantity <= position.perp_quantity:
+            raise UsageError(f"position {position.position_id}: cannot take down {quantity} "
+                             f"of {position.perp_quantity} {position.base}")
         pair, price = await self.pair_and_price(position.venue, position.base)
         execution = self.execution(pair, price)
         execution.context = await self._context("close", pair, price, account_ready=True)
-        execution.plan("close", position.position_id,
-                       position.perp_quantity if quantity is None else quantity, executor,
-                       slices)
+        execution.plan("close", position.position_id, quantity or position.perp_quantity,
+                       executor, slices)
         return await execution.run(executor, self._pacing(pair, price))
 
     def tolerance(self, pair: CarryPair) -> Decimal:
