@@ -104,9 +104,9 @@ app.command("open")(open_position)
 app.command("close")(close_position)
 app.command()(positions)
 app.command()(reconcile)
-app.command()(sweep)
 app.command()(kill)
 app.command()(resume)
+app.command()(sweep)
 
 
 @config_app.command("show")

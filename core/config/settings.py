@@ -259,31 +259,6 @@ def check_balances(balances: dict[str, Decimal]) -> dict[str, Decimal]:
     return balances
 
 
-class ExecutionConfig(StrictModel):
-    """``[execution]``: how ``open`` and ``close`` trade (see docs/execution.md)."""
-
-    # The registered executor used when --executor is not given.
-    executor: str = "perp-first"
-    # Slices per open or close (more when a venue's per-order maximum demands it).
-    slices: int = Field(default=1, ge=1, le=999)
-    slice_pause_seconds: float = Field(default=2.0, ge=0, le=3600)
-    # The sliced executor stops when the basis (perp bid / spot ask - 1) moved more than
-    # this since the first slice, in basis points.
-    max_basis_move_bps: Decimal = Field(default=Decimal(20), gt=0, le=10_000)
-    # Largest unhedged difference between the legs left alone, in base units; default one
-    # quantity step of the coarser leg.
-    tolerance: Decimal | None = Field(default=None, gt=0)
-    leverage: Decimal = Field(default=Decimal(1), gt=0, le=20)
-    # Margin moved to the futures wallet for a short, as a multiple of notional / leverage.
-    margin_buffer: Decimal = Field(default=Decimal("1.5"), ge=1, le=10)
-    # Move that margin automatically where the venue separates wallets; default: on for
-    # paper accounts, off for live ones.
-    auto_transfer: bool | None = None
-    # A new attempt under a new client id only after the previous one is proven absent.
-    max_attempts: int = Field(default=2, ge=1, le=10)
-    max_order_notional: Decimal | None = Field(default=None, gt=0)
-
-
 class RiskConfig(StrictModel):
     """``[risk]``: the margin monitor, its alarms and the circuit breaker of ``perpcarry
     run`` (see docs/risk.md). Distances are fractions of the mark price (0.15: the mark may
@@ -328,6 +303,31 @@ class RiskConfig(StrictModel):
         return self
 
 
+class ExecutionConfig(StrictModel):
+    """``[execution]``: how ``open`` and ``close`` trade (see docs/execution.md)."""
+
+    # The registered executor used when --executor is not given.
+    executor: str = "perp-first"
+    # Slices per open or close (more when a venue's per-order maximum demands it).
+    slices: int = Field(default=1, ge=1, le=999)
+    slice_pause_seconds: float = Field(default=2.0, ge=0, le=3600)
+    # The sliced executor stops when the basis (perp bid / spot ask - 1) moved more than
+    # this since the first slice, in basis points.
+    max_basis_move_bps: Decimal = Field(default=Decimal(20), gt=0, le=10_000)
+    # Largest unhedged difference between the legs left alone, in base units; default one
+    # quantity step of the coarser leg.
+    tolerance: Decimal | None = Field(default=None, gt=0)
+    leverage: Decimal = Field(default=Decimal(1), gt=0, le=20)
+    # Margin moved to the futures wallet for a short, as a multiple of notional / leverage.
+    margin_buffer: Decimal = Field(default=Decimal("1.5"), ge=1, le=10)
+    # Move that margin automatically where the venue separates wallets; default: on for
+    # paper accounts, off for live ones.
+    auto_transfer: bool | None = None
+    # A new attempt under a new client id only after the previous one is proven absent.
+    max_attempts: int = Field(default=2, ge=1, le=10)
+    max_order_notional: Decimal | None = Field(default=None, gt=0)
+
+
 class Settings(BaseSettings):
     """Core settings. ``venues`` stays raw here: plugins' models validate each section."""
 
@@ -346,8 +346,8 @@ class Settings(BaseSettings):
     allocator: AllocatorConfig = AllocatorConfig()
     backtest: BacktestConfig = BacktestConfig()
     paper: PaperConfig = PaperConfig()
-    execution: ExecutionConfig = ExecutionConfig()
     risk: RiskConfig = RiskConfig()
+    execution: ExecutionConfig = ExecutionConfig()
     venues: dict[str, dict[str, Any]] = {}
 
     @field_validator("cache_dir", mode="before")
