@@ -154,12 +154,14 @@ class FlattenResult:
 
 async def flatten(session: TradingSession) -> FlattenResult:
     """Close every open position of the journal through the executor, smallest entry
-    notional first. Each close runs to its end even if the caller is cancelled meanwhile
+    notional first (unknown ones last). Each close runs to its end even if the caller is cancelled meanwhile
     (a stop never falls between two legs); a close that fails is reported and the next
     one tried."""
     executor = session.executor(None)
     closed, failed = [], {}
-    positions = sorted(session.journal.positions(), key=lambda p: p.perp_proceeds)
+    # A position whose entry notional the journal does not know (adopted) goes last.
+    positions = sorted(session.journal.positions(),
+                       key=lambda p: (p.perp_proceeds is None, p.perp_proceeds or 0))
     for position in positions:
         try:
             result = await _to_the_end(session.close(position, executor=executor, slices=1))

@@ -82,6 +82,10 @@ class RiskMonitor:
                 if mark is None or pnl is None:
                     pnl = None
                     continue
+                if position.spot_cost is None or position.perp_proceeds is None:
+                    # A cost the journal does not know (a position adopted from the venue):
+                    # left out of the figure, the same way in every sample.
+                    continue
                 pnl += (position.spot_quantity * mark - position.spot_cost
                         + position.perp_proceeds - position.perp_quantity * mark)
                 equity += position.spot_cost
