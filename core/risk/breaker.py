@@ -154,9 +154,9 @@ class FlattenResult:
 
 async def flatten(session: TradingSession) -> FlattenResult:
     """Close every open position of the journal through the executor, smallest entry
-    notional first (unknown ones last). Each close runs to its end even if the caller is cancelled meanwhile
-    (a stop never falls between two legs); a close that fails is reported and the next
-    one tried."""
+    notional first (unknown ones last). Each close runs to its end even if the caller is
+    cancelled meanwhile (a stop never falls between two legs); a close that fails is
+    reported and the next one tried."""
     executor = session.executor(None)
     closed, failed = [], {}
     # A position whose entry notional the journal does not know (adopted) goes last.
