@@ -4,6 +4,7 @@ first through the executor on the Binance paper account."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -165,3 +166,38 @@ def test_the_breaker_trips_exactly_when_a_window_holds_too_much(tmp_path_factory
             (pnl - max(p for s, p in pnls[:i + 1] if t - window <= s)) / 10_000
             < -CONFIG.max_drawdown for i, (t, pnl) in enumerate(pnls))
         assert (breaker.state is not None) == expected
+
+
+async def test_a_flatten_cancelled_mid_close_finishes_that_close_and_goes_no_further(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("PERPCARRY_DATA_DIR", str(tmp_path / "data"))
+    config = load_config(None)
+    async with session(config, ["binance"], paper=True, offline=True,
+                       trading=True) as trading:
+        for quantity in ("0.02", "0.01"):
+            await trading.open("binance", "BTC", notional=None, quantity=Decimal(quantity),
+                               executor=trading.executor(None), slices=1)
+        venue = trading.venues["binance"].orders
+        place = venue.place_order
+        sent = []
+
+        async def stop_requested_between_the_legs(request):
+            # A stop arrives as the spot leg is about to leave, then a second, impatient
+            # one; each is delivered at once.
+            if request.market.kind.value == "spot":
+                for _ in range(2):
+                    running.cancel()
+                    await asyncio.sleep(0)
+            sent.append(request.market.kind.value)
+            return await place(request)
+
+        venue.place_order = stop_requested_between_the_legs
+        running = asyncio.ensure_future(flatten(trading))
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        # The smallest position's close ran to its end on both legs; nothing after it.
+        assert sent == ["perp", "spot"]
+        [left] = trading.journal.positions()
+        assert left.perp_quantity == Decimal("0.020")
+        [short] = await venue.fetch_positions()
+        assert short.quantity == Decimal("0.020")

@@ -174,10 +174,15 @@ async def flatten(session: TradingSession) -> FlattenResult:
 
 
 async def _to_the_end(work: Coroutine[Any, Any, ExecutionResult]) -> ExecutionResult:
-    """Await ``work``; a cancellation meanwhile waits for it to finish, then propagates."""
+    """Await ``work`` to its end; cancellations meanwhile (a stop, a second Ctrl-C) wait for
+    it, then the cancellation propagates."""
     task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return task.result()
