@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from perpcarry.cli import risk
 from perpcarry.cli.account import account, orders, paper_app
 from perpcarry.cli.backtest import backtest
 from perpcarry.cli.common import console, emit_json, load, path_option, state
@@ -105,6 +106,8 @@ app.command("open")(open_position)
 app.command("close")(close_position)
 app.command()(positions)
 app.command()(reconcile)
+app.command()(risk.kill)
+app.command()(risk.resume)
 app.command()(sweep)
 app.command("run")(run_strategy)
 app.command()(pnl)
