@@ -62,10 +62,12 @@ class CircuitBreaker:
 
     def feed(self, now: datetime, *, report: RiskReport | None = None,
              reconciliation: Reconciliation | None = None,
-             order_errors: Mapping[str, int] | None = None) -> BreakerState | None:
+             order_errors: Mapping[str, int] | None = None,
+             venues_down: Mapping[str, str] | None = None) -> BreakerState | None:
         """One cycle's observations; the breaker's state afterwards (None: not tripped).
         ``order_errors`` counts the orders each venue refused or failed this cycle; the
-        venues that did not answer are ``report.down``."""
+        venues that did not answer are ``report.down`` and ``venues_down`` (venue -> why,
+        e.g. the market data's failures)."""
         reasons = []
         if reconciliation is not None:
             reasons += self._naked_legs(reconciliation)
@@ -74,7 +76,9 @@ class CircuitBreaker:
         if report is not None:
             reasons += self._margin_floor(report)
             reasons += self._drawdown(now, report)
-            reasons += self._venues_down(now, report.down)
+        if report is not None or venues_down is not None:
+            down = {**(venues_down or {}), **(report.down if report is not None else {})}
+            reasons += self._venues_down(now, down)
         before = self.state
         if before is not None or not reasons:
             return before

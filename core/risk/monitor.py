@@ -70,9 +70,7 @@ class RiskMonitor:
             try:
                 perps, pools = await self._read(session, report, venue_id, held[venue_id])
             except VenueError as err:
-                report.down[venue_id] = str(err)
-                self._event(session, report, RiskEvent(
-                    "venue_down", venue_id, venue_id, {}, f"no answer: {err}"))
+                self._down(session, report, venue_id, err)
                 pnl = None
                 continue
             report.perps.extend(perps)
@@ -90,16 +88,10 @@ class RiskMonitor:
                         + position.perp_proceeds - position.perp_quantity * mark)
                 equity += position.spot_cost
             equity += sum((p.equity for p in pools), Decimal(0))
-            acted = await self._margin_floor(session, report, venue_id, perps)
-            if acted:
-                # The top-ups moved money and legs: leverage and utilisation are judged on
-                # what the venue and the journal hold now.
-                now_held = [p for p in session.journal.positions() if p.venue == venue_id]
-                perps, pools = await self._read(session, report, venue_id, now_held)
-            report.pools.extend(pools)
-            for pool in pools:
-                self._leverage(session, report, pool)
-                await self._utilisation(session, report, pool, perps)
+            try:
+                await self._act(session, report, venue_id, perps, pools)
+            except VenueError as err:  # a read between two actions went unanswered
+                self._down(session, report, venue_id, err)
         report.unrealised_pnl = pnl
         report.equity = equity if pnl is not None else None
         danger = any(p.distance is None or p.distance < self.config.warning_distance
@@ -107,6 +99,25 @@ class RiskMonitor:
         report.next_check_seconds = (self.config.danger_check_seconds if danger
                                      else self.config.check_seconds)
         return report
+
+    async def _act(self, session: TradingSession, report: RiskReport, venue_id: str,
+                   perps: list[PerpRisk], pools: list[PoolRisk]) -> None:
+        """The liquidation floor first (it adds margin), then leverage and utilisation."""
+        if await self._margin_floor(session, report, venue_id, perps):
+            # The top-ups moved money and legs: leverage and utilisation are judged on what
+            # the venue and the journal hold now.
+            now_held = [p for p in session.journal.positions() if p.venue == venue_id]
+            perps, pools = await self._read(session, report, venue_id, now_held)
+        report.pools.extend(pools)
+        for pool in pools:
+            self._leverage(session, report, pool)
+            await self._utilisation(session, report, pool, perps)
+
+    def _down(self, session: TradingSession, report: RiskReport, venue_id: str,
+              err: VenueError) -> None:
+        report.down[venue_id] = str(err)
+        self._event(session, report, RiskEvent("venue_down", venue_id, venue_id, {},
+                                               f"no answer: {err}"))
 
     # -- reading -------------------------------------------------------------------------
 
@@ -293,8 +304,9 @@ class RiskMonitor:
         canceled = []
         markets = await _markets(session, pool.venue)
         for order in await orders.fetch_open_orders():
-            if await orders.cancel_order(markets[order.symbol],
-                                         order.client_order_id) is not None:
+            market = markets.get(order.symbol)
+            if market is not None and await orders.cancel_order(
+                    market, order.client_order_id) is not None:
                 canceled.append(order.client_order_id)
         if canceled:
             self._event(session, report, RiskEvent(
