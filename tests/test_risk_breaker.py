@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from perpcarry.cli.trade import session
 from perpcarry.config.loader import load_config
 from perpcarry.config.settings import RiskConfig
+from perpcarry.events import EventBus
 from perpcarry.execution.journal import Journal
 from perpcarry.execution.recovery import Finding, Reconciliation
 from perpcarry.risk.breaker import CircuitBreaker, flatten
@@ -23,6 +24,10 @@ from perpcarry.risk.state import breaker_state
 
 T0 = datetime(2026, 12, 6, 9, tzinfo=UTC)
 CONFIG = RiskConfig()
+
+
+def bus(journal: Journal) -> EventBus:
+    return EventBus(load_config(None).registry.pm, journal, None, journal.clock)
 
 
 def at(seconds: float) -> datetime:
@@ -95,21 +100,21 @@ def journal_path(tmp_path):
 def test_each_trigger_trips_and_stays_tripped_after_a_restart(trigger, journal_path):
     feeds, reason, _ = CASES[trigger]
     with Journal.open(journal_path, trading=True) as journal:
-        breaker = CircuitBreaker(CONFIG, journal)
+        breaker = CircuitBreaker(CONFIG, journal, bus(journal))
         states = [breaker.feed(at(seconds), **feed) for seconds, feed in feeds]
         assert states[:-1] == [None] * (len(feeds) - 1)
         tripped = states[-1]
         expected = trigger.removesuffix("_market_data")
         assert (tripped.trigger, tripped.reason.startswith(reason)) == (expected, True), \
             tripped.reason
-        [event] = [e["detail"] for e in journal.events() if e["kind"] == "risk"]
-        assert event["kind"] == "breaker_tripped" and event["trigger"] == expected
+        [event] = [e["detail"] for e in journal.events() if e["kind"] == "event"]
+        assert event["kind"] == "breaker" and event["data"]["trigger"] == expected
     # A new process: the journal says tripped, and a fresh breaker agrees.
     with Journal.open(journal_path, trading=True) as journal:
         assert breaker_state(journal) == tripped
-        assert CircuitBreaker(CONFIG, journal).state == tripped
+        assert CircuitBreaker(CONFIG, journal, bus(journal)).state == tripped
         # Later triggers do not replace the cause.
-        again = CircuitBreaker(CONFIG, journal).feed(
+        again = CircuitBreaker(CONFIG, journal, bus(journal)).feed(
             at(900), report=report(900, events=[UNRESOLVED]))
         assert again == tripped
 
@@ -118,7 +123,7 @@ def test_each_trigger_trips_and_stays_tripped_after_a_restart(trigger, journal_p
 def test_just_short_of_each_threshold_does_not_trip(trigger, journal_path):
     _, _, feeds = CASES[trigger]
     with Journal.open(journal_path, trading=True) as journal:
-        breaker = CircuitBreaker(CONFIG, journal)
+        breaker = CircuitBreaker(CONFIG, journal, bus(journal))
         assert [breaker.feed(at(seconds), **feed) for seconds, feed in feeds] == \
             [None] * len(feeds)
         assert breaker_state(journal) is None
@@ -158,7 +163,7 @@ def test_the_breaker_trips_exactly_when_a_window_holds_too_much(tmp_path_factory
     errors, pnls = sorted(errors), sorted(pnls)
     path = tmp_path_factory.mktemp("journal") / "journal.sqlite"
     with Journal.open(path, trading=True) as journal:
-        breaker = CircuitBreaker(CONFIG, journal)
+        breaker = CircuitBreaker(CONFIG, journal, bus(journal))
         for seconds, count in errors:
             breaker.feed(at(seconds), order_errors={"okx": count})
         window = CONFIG.order_error_window_seconds
@@ -167,7 +172,7 @@ def test_the_breaker_trips_exactly_when_a_window_holds_too_much(tmp_path_factory
         assert (breaker.state is not None) == expected
     path = tmp_path_factory.mktemp("journal") / "journal.sqlite"
     with Journal.open(path, trading=True) as journal:
-        breaker = CircuitBreaker(CONFIG, journal)
+        breaker = CircuitBreaker(CONFIG, journal, bus(journal))
         for seconds, pnl in pnls:
             breaker.feed(at(seconds), report=report(seconds, pnl=str(pnl)))
         window = CONFIG.drawdown_window_seconds

@@ -19,6 +19,7 @@ from perpcarry.cli.trade import session
 from perpcarry.config.loader import load_config
 from perpcarry.config.settings import RiskConfig
 from perpcarry.domain.errors import ExchangeUnavailable
+from perpcarry.events import EventBus
 from perpcarry.risk.monitor import RiskMonitor
 from perpcarry.risk.sizing import (
     distance_after_top_up,
@@ -80,7 +81,14 @@ async def open_btc(trading, venue_id: str, quantity: str):
 
 
 def risk_events(journal) -> list[dict]:
-    return [e["detail"] for e in journal.events() if e["kind"] == "risk"]
+    """The monitor's events as the bus journalled them."""
+    return [e["detail"] for e in journal.events()
+            if e["kind"] == "event" and "risk_kind" in e["detail"]["data"]]
+
+
+def monitor(risk, trading) -> RiskMonitor:
+    return RiskMonitor(risk, EventBus(trading.config.registry.pm, trading.journal, None,
+                                      trading.journal.clock))
 
 
 async def test_a_short_near_liquidation_is_topped_up_by_a_transfer(config_file):
@@ -91,14 +99,14 @@ async def test_a_short_near_liquidation_is_topped_up_by_a_transfer(config_file):
         await open_btc(trading, "binance", "0.01")
         before = await perp_of(trading, "binance")
         assert before.liquidation_distance > risk.warning_distance
-        report = await RiskMonitor(risk).check(trading, NOW)
+        report = await monitor(risk, trading).check(trading, NOW)
         assert report.events == [] and report.next_check_seconds == risk.check_seconds
 
         # Between the floor and the warning level: a warning, and checks come faster.
         await move_price(trading, "binance", Decimal("1.05"))
         warned = await perp_of(trading, "binance")
         assert risk.floor_distance < warned.liquidation_distance < risk.warning_distance
-        report = await RiskMonitor(risk).check(trading, NOW)
+        report = await monitor(risk, trading).check(trading, NOW)
         assert [e.kind for e in report.events] == ["warning"]
         assert report.events[0].numbers["distance"] == warned.liquidation_distance
         assert report.next_check_seconds == risk.danger_check_seconds
@@ -109,7 +117,7 @@ async def test_a_short_near_liquidation_is_topped_up_by_a_transfer(config_file):
         balances = await trading.venues["binance"].orders.fetch_balances()
         spot_before = balances[Wallet.SPOT]["USDT"].free
 
-        report = await RiskMonitor(risk).check(trading, NOW)
+        report = await monitor(risk, trading).check(trading, NOW)
         [top_up] = report.events
         assert top_up.kind == "top_up" and top_up.subject == PERP
         moved = top_up.numbers["amount"]
@@ -121,8 +129,8 @@ async def test_a_short_near_liquidation_is_topped_up_by_a_transfer(config_file):
         assert balances[Wallet.SPOT]["USDT"].free == spot_before - moved
         # Journalled before and after, and as a risk event for the dashboard.
         kinds = [e["kind"] for e in trading.journal.events()]
-        assert kinds[-3:] == ["transfer_planned", "transfer_done", "risk"]
-        assert risk_events(trading.journal)[-1]["kind"] == "top_up"
+        assert kinds[-3:] == ["transfer_planned", "transfer_done", "event"]
+        assert risk_events(trading.journal)[-1]["data"]["risk_kind"] == "top_up"
         # The legs were not touched.
         assert after.quantity == before.quantity
 
@@ -137,7 +145,7 @@ async def test_without_free_quote_a_separate_wallet_venue_rebalances_and_moves_t
         position = await open_btc(trading, "binance", "0.01")
         await move_price(trading, "binance", Decimal("1.15"))
         assert (await perp_of(trading, "binance")).liquidation_distance < risk.floor_distance
-        report = await RiskMonitor(risk).check(trading, NOW)
+        report = await monitor(risk, trading).check(trading, NOW)
         # What was free first, then a rebalance for the rest, then its spot proceeds.
         assert [e.kind for e in report.events] == ["top_up", "rebalance", "top_up"]
         assert report.events[0].numbers["amount"] < 4
@@ -159,7 +167,7 @@ async def test_a_venue_that_does_not_answer_is_reported_down(config_file):
             raise ExchangeUnavailable("binance", "HTTP 503: system maintenance")
 
         venue.fetch_positions = unanswered
-        report = await RiskMonitor(config.settings.risk).check(trading, NOW)
+        report = await monitor(config.settings.risk, trading).check(trading, NOW)
         assert report.down == {"binance": "binance: HTTP 503: system maintenance"}
         [down] = report.events
         assert (down.kind, down.venue) == ("venue_down", "binance")
@@ -177,7 +185,7 @@ async def test_a_unified_account_rebalances_with_equal_legs(config_file):
         low = await perp_of(trading, "bybit")
         assert low.liquidation_distance < risk.floor_distance
 
-        report = await RiskMonitor(risk).check(trading, NOW)
+        report = await monitor(risk, trading).check(trading, NOW)
         [rebalance] = report.events
         assert (rebalance.kind, rebalance.subject) == ("rebalance", position.position_id)
         # x = q (t - d) / (1 + t), up to the 0.001 step of Bybit's BTC perp.
@@ -206,12 +214,12 @@ async def test_leverage_above_the_ceiling_raises_an_alarm(config_file):
         leverage = perp.quantity * perp.mark_price / futures["USDT"].total
         # 5x on the venue with 1.5x the margin moved: about 3.3x effective.
         assert Decimal(3) < leverage < Decimal(4)
-        report = await RiskMonitor(config.settings.risk).check(trading, NOW)
+        report = await monitor(config.settings.risk, trading).check(trading, NOW)
         [alarm] = report.of_kind("leverage_alarm")
         assert alarm.numbers["leverage"] == leverage
         assert f"effective leverage {leverage:.2f}x above the ceiling 3x" in alarm.message
         calm = RiskConfig(leverage_ceiling=Decimal(4))
-        assert (await RiskMonitor(calm).check(trading, NOW)).of_kind("leverage_alarm") == []
+        assert (await monitor(calm, trading).check(trading, NOW)).of_kind("leverage_alarm") == []
 
 
 async def test_margin_use_above_the_ceiling_cancels_orders_and_closes_smallest_first(
@@ -235,7 +243,7 @@ async def test_margin_use_above_the_ceiling_cancels_orders_and_closes_smallest_f
         futures = (await venue.fetch_balances())[Wallet.FUTURES]["USDT"]
         assert futures.used / futures.total > Decimal("0.85")
 
-        report = await RiskMonitor(config.settings.risk).check(trading, NOW)
+        report = await monitor(config.settings.risk, trading).check(trading, NOW)
         # (The short is also within the warning distance: that is reported too.)
         kinds = [e.kind for e in report.events if e.kind != "warning"]
         assert kinds == ["utilisation", "orders_canceled", "reduced"]

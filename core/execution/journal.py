@@ -603,12 +603,6 @@ class Journal:
                 self._event(db, "flag_cleared", None, None, {name: row[0]})
             return None if row is None else row[0]
 
-    def record_event(self, kind: str, detail: dict) -> None:
-        """Append an event that belongs to no intent or order (a risk alarm, an action of
-        the margin monitor), for the dashboard and alerts to read."""
-        with self._transaction() as db:
-            self._event(db, kind, None, None, detail)
-
     # -- reading ---------------------------------------------------------------------
 
     def flag(self, name: str) -> str | None:

@@ -34,6 +34,7 @@ from loguru import logger
 
 from perpcarry.config.settings import RiskConfig
 from perpcarry.domain.errors import PerpcarryError
+from perpcarry.events import Event, EventBus, EventKind, Severity
 from perpcarry.execution.engine import ExecutionResult
 from perpcarry.execution.journal import Journal
 from perpcarry.execution.recovery import Reconciliation
@@ -47,9 +48,10 @@ if TYPE_CHECKING:
 class CircuitBreaker:
     """The breaker of one running loop over one journal."""
 
-    def __init__(self, config: RiskConfig, journal: Journal) -> None:
+    def __init__(self, config: RiskConfig, journal: Journal, events: EventBus) -> None:
         self.config = config
         self.journal = journal
+        self.events = events
         self._naked: dict[str, int] = {}  # position id -> consecutive cycles not closed
         self._errors: dict[str, deque[datetime]] = defaultdict(deque)
         self._pnl: deque[tuple[datetime, Decimal, Decimal]] = deque()
@@ -84,8 +86,9 @@ class CircuitBreaker:
             return before
         trigger, reason = reasons[0]
         state = trip_breaker(self.journal, trigger, reason)
-        self.journal.record_event("risk", {"kind": "breaker_tripped", "trigger": trigger,
-                                           "message": reason})
+        self.events.emit(Event(EventKind.BREAKER, Severity.CRITICAL,
+                               f"circuit breaker tripped: {reason}", now,
+                               data={"trigger": trigger}))
         logger.error("circuit breaker tripped: {}", reason)
         return state
 

@@ -35,6 +35,7 @@ from loguru import logger
 from perpcarry.config.settings import RiskConfig
 from perpcarry.domain.errors import PerpcarryError, VenueError
 from perpcarry.domain.types import Market
+from perpcarry.events import EventBus
 from perpcarry.execution.journal import Position
 from perpcarry.risk.report import PerpRisk, PoolRisk, RiskEvent, RiskReport
 from perpcarry.risk.sizing import (
@@ -54,8 +55,9 @@ CENT = Decimal("0.01")
 class RiskMonitor:
     """Checks margin and acts, with the ``[risk]`` settings."""
 
-    def __init__(self, config: RiskConfig) -> None:
+    def __init__(self, config: RiskConfig, events: EventBus) -> None:
         self.config = config
+        self.events = events
 
     async def check(self, session: TradingSession, now: datetime) -> RiskReport:
         """Read every venue of ``session``, act on what is out of bounds, and report. A
@@ -341,10 +343,9 @@ class RiskMonitor:
 
     # -- events ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _event(session: TradingSession, report: RiskReport, event: RiskEvent) -> None:
+    def _event(self, session: TradingSession, report: RiskReport, event: RiskEvent) -> None:
         report.events.append(event)
-        session.journal.record_event("risk", event.as_dict())
+        self.events.emit(event.as_event(report.at))
         logger.warning("risk {}: {}", event.kind, event.message)
 
 

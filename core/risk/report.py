@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from perpcarry.events import Event, EventKind, Severity
 from perpcarry.execution.journal import Position
 from perpcarry.venues.orders import Wallet
 
@@ -29,6 +30,21 @@ class RiskEvent:
         return {"kind": self.kind, "venue": self.venue, "subject": self.subject,
                 "numbers": {k: str(v) for k, v in self.numbers.items()},
                 "message": self.message}
+
+    def as_event(self, time: datetime) -> Event:
+        """The event the bus journals, hands to plugins (``on_risk_alarm``) and alerts: a
+        venue down, else a margin alarm (``data["risk_kind"]`` says which)."""
+        kind = EventKind.VENUE_DOWN if self.kind == "venue_down" else EventKind.MARGIN_ALARM
+        severity = (Severity.CRITICAL if self.kind in CRITICAL else
+                    Severity.INFO if self.kind in ACTIONS else Severity.WARNING)
+        return Event(kind, severity, f"{self.kind}: {self.message}", time, self.venue,
+                     self.subject, {"risk_kind": self.kind,
+                                    "numbers": {k: str(v) for k, v in self.numbers.items()}})
+
+
+# What the monitor did (told as information) and what it could not fix (critical).
+ACTIONS = frozenset({"top_up", "rebalance", "orders_canceled", "reduced"})
+CRITICAL = frozenset({"floor_unresolved", "venue_down"})
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ class CarryLoop:
         self._order_errors: Counter[str] = Counter()
         risk = session.config.settings.risk
         self.risk = RiskMonitor(risk, events)
-        self.breaker = CircuitBreaker(risk, self.journal)
+        self.breaker = CircuitBreaker(risk, self.journal, events)
 
     def kill_requested(self) -> bool:
         """The kill switch changed since the last cycle acted on it."""
@@ -184,16 +184,11 @@ class CarryLoop:
     async def breaker_step(self, report: CycleReport, risk, recovered) -> None:
         """Feed the circuit breaker; tripped, no entry (and with ``[risk] flatten`` every
         position closed)."""
-        before = self.breaker.state
         state = self.breaker.feed(report.at, report=risk, reconciliation=recovered,
                                   order_errors=self._order_errors)
         if state is None:
             return
         report.halted = report.halted or f"circuit breaker ({state.reason})"
-        if before is None:
-            self.events.emit(Event(EventKind.BREAKER, Severity.CRITICAL,
-                                   f"circuit breaker tripped: {state.reason}", report.at,
-                                   data={"trigger": state.trigger}))
         if self.breaker.config.flatten:
             await self.flatten(report, "circuit breaker")
 
