@@ -7,13 +7,16 @@ hedged below their target (``partial``)."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import sqlite3
-from contextlib import AsyncExitStack
+import threading
+from contextlib import AsyncExitStack, contextmanager
 from decimal import Decimal
 
 import pytest
-from execution_support import ETH_PRICE, _HarnessMarkets, open_fake, open_paper
+from execution_support import ETH_PRICE, _HarnessMarkets, open_paper
 from fake_binance import FakeBinance
 from support import no_sleep
 from test_trade_cli import PERP, SPOT, by_hand, cli_json, data_dir, held  # noqa: F401
@@ -21,7 +24,7 @@ from test_trade_cli import PERP, SPOT, by_hand, cli_json, data_dir, held  # noqa
 import perpcarry.execution.journal as journal_module
 from perpcarry.execution.engine import Pacing
 from perpcarry.execution.executors import PerpFirst, Sliced
-from perpcarry.execution.journal import IntentState, Journal, PositionState
+from perpcarry.execution.journal import IntentState, Journal
 from perpcarry.execution.recovery import Adoption, Reconciliation, reconcile_positions
 from perpcarry.venues.orders import OrderRequest, Side, Wallet
 
@@ -227,37 +230,6 @@ async def test_a_live_adoption_asks_first_and_a_no_adopts_nothing(tmp_path):
         assert harness.sends() == {}  # no order sent by either
 
 
-# The fake listens on 127.0.0.1 only; every other host stays blocked.
-@pytest.mark.block_network(allowed_hosts=["127.0.0.1"])
-async def test_adopt_through_the_live_ccxt_path_against_the_fake_binance(tmp_path):
-    fake = FakeBinance(prices={"ETHUSDT": ETH_PRICE, "BTCUSDT": Decimal("100000")})
-    fake.futures_wallet = Decimal("1000")
-    fake.spot_balances = {"USDT": Decimal("3000"), "ETH": Decimal("0.5")}
-    # A short opened by hand at the fake's real ETH fill price.
-    fake.positions["ETHUSDT"] = {"amt": Decimal("-0.5"), "entry": ETH_PRICE}
-    await fake.start()
-    try:
-        harness, client = await open_fake(fake, tmp_path / "data")
-        try:
-            report = Reconciliation()
-            await reconcile_positions(harness.journal, {"binance": harness.venue},
-                                      _HarnessMarkets(harness), report, Adoption())
-            [finding] = report.findings
-            assert finding.kind == "adopted"
-            [position] = harness.journal.positions()
-            assert (position.spot_quantity, position.perp_quantity) == (Decimal("0.5"),
-                                                                        Decimal("0.5"))
-            assert position.spot_cost is None
-            assert position.perp_proceeds == Decimal("0.5") * ETH_PRICE
-            assert position.state is PositionState.OPEN and position.adopted_at is not None
-            assert harness.sends() == {}  # no order sent
-        finally:
-            harness.journal.close()
-            await client.close()
-    finally:
-        await fake.stop()
-
-
 # -- the journal: schema 2 -> 3 ------------------------------------------------------------
 
 
@@ -349,3 +321,51 @@ def test_reconcile_json_lists_findings_as_json(run_cli, tmp_path):
     document = json.loads(result.stdout)
     assert document["schema_version"] == 1 and document["paper"] is True
     assert [f["kind"] for f in document["findings"]] == ["adopted"]
+
+
+@contextmanager
+def fake_in_thread(fake: FakeBinance):
+    """``fake`` served from its own thread and event loop, so the CLI can ``asyncio.run``."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(fake.start(), loop).result(10)
+    try:
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.mark.block_network(allowed_hosts=["127.0.0.1"])
+def test_live_adopt_asks_unless_yes(run_cli, write_config, monkeypatch):
+    """``--live --adopt`` through the CLI against the fake Binance (fake credentials): the
+    question is on stderr and a no adopts nothing; ``--yes`` adopts without asking."""
+    fake = FakeBinance(prices={"ETHUSDT": ETH_PRICE, "BTCUSDT": Decimal("100000")})
+    fake.futures_wallet = Decimal("1000")
+    fake.spot_balances = {"USDT": Decimal("3000"), "ETH": Decimal("0.5")}
+    fake.positions["ETHUSDT"] = {"amt": Decimal("-0.5"), "entry": ETH_PRICE}
+    with fake_in_thread(fake):
+        config = write_config(
+            "[venues.binance]\nenabled = true\napi_key = \"fake-test-key-not-real\"\n"
+            f"secret = \"fake-test-secret-not-real\"\nbase_url = \"{fake.url}\"\n")
+        monkeypatch.setenv("PERPCARRY_CONFIG", str(config))
+        monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+        declined = run_cli("reconcile", "--live", "--adopt", "--json")
+        assert "LIVE: Adopt binance ETH/USDT:USDT: perp short 0.50 and 0.5 ETH spot as a " \
+               "journal position (no order is sent)?" in declined.stderr
+        [finding] = json.loads(declined.stdout)["findings"]
+        assert (declined.exit_code, finding["action"]) == (
+            1, "not adopted: declined; not touched")
+        assert cli_json(run_cli, "positions", "--live")[1]["positions"] == []
+
+        adopted = run_cli("reconcile", "--live", "--adopt", "--yes", "--json")
+        assert adopted.exit_code == 0 and "Adopt" not in adopted.stderr
+        [row] = cli_json(run_cli, "positions", "--live")[1]["positions"]
+        assert (Decimal(row["spot_quantity"]), Decimal(row["perp_quantity"]),
+                row["spot_cost"], Decimal(row["perp_proceeds"])) == (
+            Decimal("0.5"), Decimal("0.5"), None, Decimal("0.5") * ETH_PRICE)
+        assert not [r for r in fake.requests if r.method == "POST"
+                    and r.path in ("/fapi/v1/order", "/api/v3/order")]
