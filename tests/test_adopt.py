@@ -271,6 +271,7 @@ def test_a_partial_fill_ends_partial_and_positions_says_so(run_cli, tmp_path, mo
                             "--yes")
     assert (code, opened["state"]) == (1, "partial")
     assert Decimal(opened["perp_change"]) == Decimal("0.004")  # half of the 0.008 target
+    assert opened["note"] == "0.0040 of 0.0080 BTC hedged"
     monkeypatch.delenv("PERPCARRY_PAPER_FAULTS")
     [row] = cli_json(run_cli, "positions")[1]["positions"]
     assert (row["state"], row["last_intent"]["state"], row["last_intent"]["target_base"]) == (
