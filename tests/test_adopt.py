@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack, contextmanager
 from decimal import Decimal
 
 import pytest
-from execution_support import ETH_PRICE, _HarnessMarkets, open_paper
+from execution_support import ETH_PRICE, _HarnessMarkets, open_fake, open_paper
 from fake_binance import FakeBinance
 from support import no_sleep
 from test_trade_cli import PERP, SPOT, by_hand, cli_json, data_dir, held  # noqa: F401
@@ -24,7 +24,7 @@ from test_trade_cli import PERP, SPOT, by_hand, cli_json, data_dir, held  # noqa
 import perpcarry.execution.journal as journal_module
 from perpcarry.execution.engine import Pacing
 from perpcarry.execution.executors import PerpFirst, Sliced
-from perpcarry.execution.journal import IntentState, Journal
+from perpcarry.execution.journal import IntentState, Journal, PositionState
 from perpcarry.execution.recovery import Adoption, Reconciliation, reconcile_positions
 from perpcarry.venues.orders import OrderRequest, Side, Wallet
 
@@ -228,6 +228,37 @@ async def test_a_live_adoption_asks_first_and_a_no_adopts_nothing(tmp_path):
         assert [f.kind for f in accepted.findings] == ["adopted"]
         assert len(harness.journal.positions()) == 1
         assert harness.sends() == {}  # no order sent by either
+
+
+# The fake listens on 127.0.0.1 only; every other host stays blocked.
+@pytest.mark.block_network(allowed_hosts=["127.0.0.1"])
+async def test_adopt_through_the_live_ccxt_path_against_the_fake_binance(tmp_path):
+    fake = FakeBinance(prices={"ETHUSDT": ETH_PRICE, "BTCUSDT": Decimal("100000")})
+    fake.futures_wallet = Decimal("1000")
+    fake.spot_balances = {"USDT": Decimal("3000"), "ETH": Decimal("0.5")}
+    # A short opened by hand at the fake's real ETH fill price.
+    fake.positions["ETHUSDT"] = {"amt": Decimal("-0.5"), "entry": ETH_PRICE}
+    await fake.start()
+    try:
+        harness, client = await open_fake(fake, tmp_path / "data")
+        try:
+            report = Reconciliation()
+            await reconcile_positions(harness.journal, {"binance": harness.venue},
+                                      _HarnessMarkets(harness), report, Adoption())
+            [finding] = report.findings
+            assert finding.kind == "adopted"
+            [position] = harness.journal.positions()
+            assert (position.spot_quantity, position.perp_quantity) == (Decimal("0.5"),
+                                                                        Decimal("0.5"))
+            assert position.spot_cost is None
+            assert position.perp_proceeds == Decimal("0.5") * ETH_PRICE
+            assert position.state is PositionState.OPEN and position.adopted_at is not None
+            assert harness.sends() == {}  # no order sent
+        finally:
+            harness.journal.close()
+            await client.close()
+    finally:
+        await fake.stop()
 
 
 # -- the journal: schema 2 -> 3 ------------------------------------------------------------
