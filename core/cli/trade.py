@@ -301,7 +301,7 @@ def position_json(p, last_intent=None) -> dict[str, Any]:
 
 def reconcile(
     targets: Annotated[list[str] | None, typer.Argument(
-        metavar="[VENUE:SYMBOL]...", help="With --adopt: only these perp positions, e.g. "
+        metavar="VENUE:SYMBOL", help="With --adopt: only these perp positions, e.g. "
         "binance:BTC/USDT:USDT.", show_default=False)] = None,
     adopt: Annotated[bool, typer.Option(
         "--adopt", help="Make perp shorts the journal does not know, hedged by spot held on "
