@@ -122,3 +122,40 @@ def test_sigterm_stops_the_service_cleanly_between_cycles(data_dir, tmp_path):
 
     with Journal.open(journal_path(data_dir, True), trading=True) as journal:
         assert journal.unfinished_intents() == []
+
+
+def test_kill_from_another_shell_stops_entries_and_flattens_a_running_loop(data_dir, tmp_path):
+    env = {**os.environ, "PERPCARRY_DATA_DIR": str(data_dir),
+           "PERPCARRY_CACHE_DIR": str(tmp_path / "cache")}
+    entry = [sys.executable, "-c", "from perpcarry.cli.app import main; main()"]
+    process = subprocess.Popen([*entry, "run", "--paper", "--offline", "--log-json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)
+    try:
+        first = json.loads(process.stdout.readline())
+        opened = {a["position_id"] for a in first["actions"] if a["kind"] == "open"}
+        assert opened and first["halted"] is None
+        # Another shell, while the loop holds the journal's trading lock.
+        kill = subprocess.run([*entry, "kill", "--paper", "--flatten", "--reason", "test"],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert kill.returncode == 0, kill.stderr
+        started = time.monotonic()
+        second = json.loads(process.stdout.readline())   # woken by the kill, not at 5 min
+        assert time.monotonic() - started < 60
+        assert second["halted"] == "kill switch (test)"
+        closed = {a["position_id"] for a in second["actions"] if a["kind"] == "close"}
+        assert closed == opened
+        assert not [a for a in second["actions"] if a["kind"] in {"open", "add"}]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    # A restart stays stopped until `perpcarry resume`.
+    from perpcarry.execution.journal import Journal
+    from perpcarry.execution.service import journal_path
+    from perpcarry.risk.state import kill_state
+
+    with Journal.open(journal_path(data_dir, True), trading=False) as journal:
+        assert kill_state(journal).reason == "test"
+        assert journal.positions() == []
