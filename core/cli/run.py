@@ -25,7 +25,7 @@ from perpcarry.cli.trade import (
 )
 
 
-def run(
+def run_strategy(
     paper: PaperOption = False, live: LiveOption = False, offline: OfflineOption = False,
     once: Annotated[bool, typer.Option("--once", help="One cycle, then exit (for cron).")]
     = False,
@@ -74,6 +74,8 @@ def run(
     venue_ids = _universe(config, chosen_venues, offline)
 
     async def work() -> int:
+        from perpcarry.alerts.alerter import build_alerter
+        from perpcarry.events import EventBus
         from perpcarry.run.loop import CarryLoop
         from perpcarry.run.market import ScanMarket
         from perpcarry.run.service import Runner
@@ -88,12 +90,16 @@ def run(
             market = ScanMarket(config, clients,
                                 scan_options(config, chosen_venues, chosen_symbols, offline))
             market, hubs, sooner = streamed_market(config, trading, market, clients, offline)
-            loop = CarryLoop(trading, market, settings, utc_now)
+            alerter = build_alerter(config.settings.alerts, config.registry, trading.journal,
+                                    utc_now)
+            events = EventBus(config.registry.pm, trading.journal, alerter, utc_now)
+            loop = CarryLoop(trading, market, settings, utc_now, events)
             printer = _json_line if log_json else (_json_report if as_json else _print_cycle)
             try:
                 return await Runner(loop, run_settings, printer, utc_now,
                                     sooner=sooner).run(once=once)
             finally:
+                await alerter.aclose()
                 if hubs is not None:
                     await hubs.close()
 

@@ -216,6 +216,7 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
                   "--all", help="Closed positions too.")] = False,
               as_json: JsonOption = False) -> int:
     """Carry positions from the journal: both legs, delta, entry basis, fees, state, age."""
+    from perpcarry.cli.risk import halt_json, halt_note
     from perpcarry.execution.journal import Journal
     from perpcarry.execution.service import journal_path
 
@@ -227,8 +228,11 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
                 for p in journal.positions(include_closed=include_closed)]
     if as_json:
         emit_json({"schema_version": JSON_SCHEMA_VERSION, "paper": is_paper,
-                   "positions": rows})
+                   "positions": rows, **halt_json(config, is_paper)})
         return 0
+    halted = halt_note(config, is_paper)
+    if halted is not None:
+        console.print(halted, highlight=False, markup=False, soft_wrap=True)
     if not rows:
         console.print("no open positions" if not include_closed else "no positions")
         return 0
@@ -297,7 +301,7 @@ def position_json(p, last_intent=None) -> dict[str, Any]:
 
 def reconcile(
     targets: Annotated[list[str] | None, typer.Argument(
-        metavar="[VENUE:SYMBOL]...", help="With --adopt: only these perp positions, e.g. "
+        metavar="VENUE:SYMBOL", help="With --adopt: only these perp positions, e.g. "
         "binance:BTC/USDT:USDT.", show_default=False)] = None,
     adopt: Annotated[bool, typer.Option(
         "--adopt", help="Make perp shorts the journal does not know, hedged by spot held on "

@@ -34,6 +34,7 @@ from perpcarry.execution.recovery import (
     reconcile_positions,
     recover_intents,
 )
+from perpcarry.risk.state import breaker_state, kill_state
 from perpcarry.venues.orders import MarginMode, OrderVenue, Wallet
 from perpcarry.venues.protocol import MarketDataVenue, carry_pairs
 
@@ -137,9 +138,16 @@ class TradingSession:
         return executors[name][0]
 
     async def open(self, venue_id: str, base: str, *, notional: Decimal | None,
-                   quantity: Decimal | None, executor: Executor, slices: int
-                   ) -> ExecutionResult:
+                   quantity: Decimal | None, executor: Executor, slices: int,
+                   add_to: Position | None = None) -> ExecutionResult:
+        """Open a carry position, or add to ``add_to`` (an open position of the same
+        pair): one position per pair keeps each funding payment with the quantity it
+        paid."""
         self._require_clean(await self.recover())
+        if add_to is not None and (add_to.state is not PositionState.OPEN
+                                   or (add_to.venue, add_to.base) != (venue_id, base.upper())):
+            raise UsageError(f"position {add_to.position_id} is not an open {base.upper()} "
+                             f"position on {venue_id}: nothing to add to")
         pair, price = await self.pair_and_price(venue_id, base)
         target = quantity if quantity is not None else notional / price
         venue = self.venues[venue_id].orders
@@ -147,7 +155,8 @@ class TradingSession:
         await self._prepare_margin(pair, target * price)
         await venue.setup_account(pair.perp, self.settings.leverage, MarginMode.CROSS)
         execution.context = await self._context("open", pair, price, account_ready=True)
-        intent = execution.plan("open", self.journal.new_id(), target, executor, slices)
+        position_id = add_to.position_id if add_to is not None else self.journal.new_id()
+        intent = execution.plan("open", position_id, target, executor, slices)
         # Before any order: the perp margin in the capital `perpcarry pnl` divides by.
         self.journal.set_leverage(intent.position_id, self.settings.leverage)
         return await execution.run(executor, self._pacing(pair, price))
@@ -187,9 +196,11 @@ class TradingSession:
                        account_ready: bool) -> TradeContext:
         spec = self.config.registry.venues[pair.venue]
         balances = await self.venues[pair.venue].orders.fetch_balances()
+        kill, breaker = kill_state(self.journal), breaker_state(self.journal)
         return TradeContext(pair.venue, action, price, balances, spec.order_capabilities,
                             self.settings.leverage, account_ready,
-                            self.settings.max_order_notional, self.journal.flag("kill"))
+                            self.settings.max_order_notional, kill and kill.reason,
+                            breaker and breaker.reason)
 
     async def _prepare_margin(self, pair: CarryPair, notional: Decimal) -> None:
         """Where spot and futures wallets are separate, move the short's margin to the
@@ -212,14 +223,23 @@ class TradingSession:
             raise InvalidOrder(pair.venue, f"{shortfall:.2f} {settle} more margin is needed in "
                                "the futures wallet: transfer it, or set [execution] "
                                "auto_transfer = true")
-        amount = shortfall.quantize(Decimal("0.01"), rounding="ROUND_CEILING")
-        self.journal.record_transfer(pair.venue, settle, amount, Wallet.SPOT, Wallet.FUTURES,
+        await self.transfer_margin(pair.venue, settle, shortfall)
+
+    async def transfer_margin(self, venue_id: str, currency: str, amount: Decimal
+                              ) -> Decimal:
+        """Move ``amount`` (rounded up to the cent) of ``currency`` from the spot wallet to
+        the futures wallet, journalled before and after; the amount moved. Used before a
+        short (:meth:`_prepare_margin`) and by the margin monitor's top-ups."""
+        amount = amount.quantize(Decimal("0.01"), rounding="ROUND_CEILING")
+        venue = self.venues[venue_id].orders
+        self.journal.record_transfer(venue_id, currency, amount, Wallet.SPOT, Wallet.FUTURES,
                                      "planned")
-        transfer = await venue.transfer(settle, amount, Wallet.SPOT, Wallet.FUTURES)
-        self.journal.record_transfer(pair.venue, settle, amount, Wallet.SPOT, Wallet.FUTURES,
+        transfer = await venue.transfer(currency, amount, Wallet.SPOT, Wallet.FUTURES)
+        self.journal.record_transfer(venue_id, currency, amount, Wallet.SPOT, Wallet.FUTURES,
                                      "done", transfer.transfer_id)
         logger.info("{}: moved {} {} to the futures wallet for the short's margin",
-                    pair.venue, amount, settle)
+                    venue_id, amount, currency)
+        return amount
 
     def _pacing(self, pair: CarryPair, price: Decimal) -> Pacing:
         start: list[Decimal] = []
