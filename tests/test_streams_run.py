@@ -48,7 +48,7 @@ async def market(server, write_config, tmp_path):
     closes ``hubs`` (and the fixture the REST client)."""
     server.faults["okx"] = Faults()
     path = write_config(f'cache_dir = "{tmp_path}"\n[streams]\nstale_after_seconds = '
-                        '{default = 0.6}\nbackoff_base_seconds = 0.05\n'
+                        '{default = 1.5}\nbackoff_base_seconds = 0.05\n'
                         f'[venues.okx]\nenabled = true\nbase_url = "{server.url}"\n')
     config = load_config(path)
     clients = {"okx": config.registry.venues["okx"].factory(
