@@ -60,7 +60,8 @@ def faults(server):
 
 
 async def _hub(server, venue: str, tmp_path: Path, kinds=(StreamKind.MARK,),
-               keepalive_ms: int | None = None, settings: StreamsConfig = SETTINGS) -> tuple[StreamHub, MarkAlarm, object]:
+               keepalive_ms: int | None = None, settings: StreamsConfig = SETTINGS
+               ) -> tuple[StreamHub, MarkAlarm, object]:
     """A hub of ``venue`` on the server, watching BTC's perp with a mark alarm whose
     reference is 10 % below the replayed mark (so every mark it may act on is a decision)."""
     spec = load_registry().venues[venue]

@@ -28,10 +28,10 @@ def server():
 
 @pytest.fixture
 def watch(server, run_cli, write_config, tmp_path):
-    def run(*args: str):
+    def run(*args: str, extra: str = ""):
         sections = "".join(f'[venues.{v}]\nenabled = true\nbase_url = "{server.url}"\n'
                            for v in VENUES)
-        path = write_config(f'cache_dir = "{tmp_path / "cache"}"\n{sections}')
+        path = write_config(f'cache_dir = "{tmp_path / "cache"}"\n{extra}{sections}')
         return run_cli("--config", str(path), "watch", *args)
 
     return run
@@ -82,3 +82,15 @@ def test_an_unknown_venue_is_a_usage_error(watch):
     result = watch("--venues", "kraken", "--for", "1")
     assert result.exit_code == 2
     assert "--venues: unknown venue kraken" in result.stderr
+
+
+def test_with_streams_off_every_value_is_polled_over_rest(watch, server):
+    subscribed = server.subscribes["binance"]
+    result = watch("--venues", "binance", "--symbols", "BTC", "--json", "--updates", "2",
+                   extra="[streams]\nenabled = false\n")
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {line["source"] for line in lines} == {"rest"}
+    # The real premiumIndex row of the bundled snapshot (what the stream replays, too).
+    assert lines[-1]["mark"] == "112015.09961957"
+    assert server.subscribes["binance"] == subscribed  # no websocket was opened

@@ -45,10 +45,10 @@ async def _watch(config, venue_ids: list[str], bases: tuple[str, ...] | None, as
                  for_seconds: float | None, limit: int | None) -> int:
     from perpcarry.domain.errors import UsageError, VenueError
     from perpcarry.streams.board import Board
+    from perpcarry.streams.session import HubSet
     from perpcarry.venues.protocol import VenueContext, carry_pairs
     from perpcarry.venues.streams import StreamKind
 
-    settings = config.settings.streams
     kinds = tuple(StreamKind(k) for k in WATCHED)
     clients, pairs = {}, {}
     try:
@@ -69,9 +69,11 @@ async def _watch(config, venue_ids: list[str], bases: tuple[str, ...] | None, as
         board = Board(pairs)
         done = asyncio.Event()
         printer = _Printer(board, as_json, limit, done)
-        hubs = [_start(config, clients[v], v, pairs[v], kinds, settings, printer)
-                for v in pairs if pairs[v]]
-        pollers = [asyncio.create_task(_poll_rest(hub, kinds, settings)) for hub in hubs]
+        hubs = HubSet(config, clients)
+        hubs.listeners.append(printer.on_update)
+        hubs.start(pairs, kinds)
+        pollers = [asyncio.create_task(_poll_rest(v, clients[v], hubs.get(v), kinds, printer))
+                   for v in pairs if pairs[v]]
         try:
             with printer.live(), contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), for_seconds)
@@ -79,36 +81,27 @@ async def _watch(config, venue_ids: list[str], bases: tuple[str, ...] | None, as
             for task in pollers:
                 task.cancel()
             await asyncio.gather(*pollers, return_exceptions=True)
-            for hub in hubs:
-                await hub.close()
+            await hubs.close()
         return 0
     finally:
         for client in clients.values():
             await client.close()
 
 
-def _start(config, client, venue_id: str, pairs, kinds, settings, printer):
-    """The venue's hub, subscribed to what it streams of ``kinds`` (nothing when streams
-    are off or the venue declares none)."""
-    from perpcarry.domain.types import MarketKind
-    from perpcarry.streams.hub import StreamHub
-    from perpcarry.venues.streams import StreamCapabilities, StreamLimits
+async def _poll_rest(venue_id: str, client, hub, kinds, printer) -> None:
+    """Fill in, from REST on a fixed period, the kinds the venue does not stream (all of
+    them without a hub: no streams declared, or ``[streams] enabled = false``)."""
+    from loguru import logger
 
-    spec = config.registry.venues[venue_id]
-    capabilities = spec.streams if settings.enabled and spec.streams else StreamCapabilities(
-        feeds=(), limits=StreamLimits(1, 1, 1))
-    hub = StreamHub(client, capabilities, settings)
-    hub.listeners.append(printer.on_update)
-    hub.start({MarketKind.PERP: [p.perp.symbol for p in pairs],
-               MarketKind.SPOT: [p.spot.symbol for p in pairs]}, kinds)
-    return hub
+    from perpcarry.streams.rest import rest_updates
 
-
-async def _poll_rest(hub, kinds, settings) -> None:
-    """Fill in the kinds the venue does not stream, from REST, on a fixed period."""
-    polled = [k for k in kinds if hub.capabilities.feed_of(k) is None]
+    polled = [k for k in kinds if hub is None or hub.capabilities.feed_of(k) is None]
     while polled:
-        await hub.poll(polled)
+        updates, failures = await rest_updates(client, polled)
+        for update in updates:
+            printer.on_update(venue_id, update, "rest")
+        for what, why in failures.items():
+            logger.warning("{}: REST poll of {} failed: {}", venue_id, what, why)
         await asyncio.sleep(REST_POLL_SECONDS)
 
 

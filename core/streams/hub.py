@@ -158,7 +158,13 @@ class StreamHub:
     async def _run(self, feed: StreamFeed, status: FeedStatus) -> None:
         """Subscribe, read, and on any fault: stale -> REST poll -> backoff -> resubscribe
         -> reconcile from REST -> live."""
-        exchange = self._exchange_factory()
+        try:
+            exchange = self._exchange_factory()
+        except Exception as err:  # no ccxt.pro class, markets not loaded: REST fills in
+            self._set(status, FeedState.STALE, f"cannot stream: {_short(err)}")
+            logger.warning("{}: {} cannot stream ({}); REST polling fills in", self.venue_id,
+                           status.name, _short(err))
+            return
         if self.keepalive_ms is not None:
             exchange.streaming = {**exchange.streaming, "keepAlive": self.keepalive_ms}
         self._exchanges.append(exchange)
