@@ -132,6 +132,7 @@ def test_example_config_documents_and_validates(run_cli):
         ScanConfig,
         Settings,
         StrategyConfig,
+        StreamsConfig,
     )
     from perpcarry_binance import BinanceConfig
     from perpcarry_okx import OkxConfig
@@ -139,7 +140,7 @@ def test_example_config_documents_and_validates(run_cli):
     example = Path(__file__).parents[1] / "perpcarry.example.toml"
     text = example.read_text()
     for model in (Settings, ScanConfig, AllocatorConfig, BacktestConfig, StrategyConfig,
-                  BinanceConfig,
+                  StreamsConfig, BinanceConfig,
                   OkxConfig, FeeOverride):
         for name in model.model_fields:
             assert name in text, f"perpcarry.example.toml does not document {name}"
