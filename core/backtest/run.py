@@ -22,7 +22,7 @@ from perpcarry.config.settings import (
     StrategyConfig,
     StrictModel,
 )
-from perpcarry.domain.errors import UsageError
+from perpcarry.domain.errors import InvalidValue, UsageError
 from perpcarry.strategy.rules import Rules
 
 if TYPE_CHECKING:
@@ -58,9 +58,10 @@ def margin_model(allocator: AllocatorConfig, strategy: StrategyConfig) -> Margin
     sized with), ``[strategy] margin_floor``, and the paper venue's default maintenance
     margin rate, so a backtest and a paper run liquidate at the same margin."""
     if strategy.margin_floor > 1.0 + allocator.margin_buffer:
-        raise UsageError(f"[strategy] margin_floor {strategy.margin_floor:g} is above 1 + "
-                         f"[allocator] margin_buffer ({1.0 + allocator.margin_buffer:g}): a "
-                         "top-up would never reach the floor")
+        raise InvalidValue("margin_floor", strategy.margin_floor,
+                           rule=f"must not exceed 1 + [allocator] margin_buffer "
+                                f"({1.0 + allocator.margin_buffer:g}): a top-up restores "
+                                "1 + margin_buffer")
     return MarginModel(leverage=allocator.leverage, margin_buffer=allocator.margin_buffer,
                        floor=strategy.margin_floor,
                        maintenance_rate=float(PAPER_DEFAULT_MAINTENANCE_MARGIN_RATE))

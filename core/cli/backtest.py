@@ -127,7 +127,7 @@ def validated_settings(config, overrides: dict) -> tuple:
     from pydantic import ValidationError
 
     from perpcarry.allocation.allocator import Limits
-    from perpcarry.backtest.run import BacktestSettings
+    from perpcarry.backtest.run import BacktestSettings, margin_model
     from perpcarry.domain.errors import InvalidValue
 
     given = {k: _rule_value(v) if k in OPTIONAL_RULES else v
@@ -146,6 +146,7 @@ def validated_settings(config, overrides: dict) -> tuple:
         raise InvalidValue(str(first["loc"][0]), first["input"],
                            rule=first["msg"].removeprefix("Value error, ")) from None
     Limits.from_config(allocator, capital=backtest.capital)  # cross-field rules
+    margin_model(allocator, strategy)
     return BacktestSettings(backtest=backtest, strategy=strategy), allocator
 
 
