@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from perpcarry.allocation.allocator import Limits
-from perpcarry.backtest.engine import lp_allocator, pair_state, settlement_facts, simulate
+from perpcarry.backtest.engine import lp_allocator, simulate
+from perpcarry.backtest.facts import pair_state, settlement_facts
 from perpcarry.backtest.history import load_bundled
 from perpcarry.backtest.panel import build_panel, select
 from perpcarry.backtest.run import taker_fees
