@@ -4,7 +4,9 @@ Order of events at a grid time t:
 
 1. funding settles on the position held coming into t: short perp notional at t's mark
    price x the rate (received when positive, paid when negative); the hedged legs are
-   marked to market (long spot minus short perp: only basis moves reach the equity);
+   marked to market (long spot minus short perp: only basis moves reach the equity); with
+   the margin model (:mod:`perpcarry.backtest.margin`), a short whose margin fell below its
+   floor is topped up (a transfer, or a rebalance slice that trades) or liquidated;
 2. at a rebalance, the estimator's funding (known at t) gives each pair a net APR through
    :mod:`perpcarry.money.yields`, and the rules of :mod:`perpcarry.strategy.rules` (the code
    ``run`` uses too) say which pairs are eligible: held pairs leave below ``exit_apr`` once
@@ -21,11 +23,12 @@ sequential part looks for the next rebalance whose eligible set differs, a block
 rebalances at a time: pairs held, eligible or cooling down are watched one by one through
 the panel's "settlement in force" index; any other pair changes the set exactly at the
 rebalances where a settlement of it that may join is in force, which a count per rebalance
-tells (less the watched pairs among them). Only at a change does anything else happen
-(equity for sizing, the LP, trades): otherwise the targets are unchanged, so re-solving
-would return the same weights. Money is accrued per settlement from the few held series'
-contiguous slices of the long arrays. Quantities are continuous: lot rounding, which
-``plan`` applies, would only add noise of a lot per position.
+tells (less the watched pairs among them); a block stops before the next margin event,
+which the margin book finds per held series with one vector pass. Only at a change does
+anything else happen (equity for sizing, the LP, trades): otherwise the targets are
+unchanged, so re-solving would return the same weights. Money is accrued per settlement
+from the few held series' contiguous slices of the long arrays. Quantities are continuous:
+lot rounding, which ``plan`` applies, would only add noise of a lot per position.
 
 ``max_positions``: :func:`perpcarry.allocation.lp.keep_largest` (largest notional x net APR
 first), as :func:`perpcarry.allocation.allocator.allocate` applies it.
