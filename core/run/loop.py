@@ -197,12 +197,14 @@ class CarryLoop:
         its end."""
         result = await flatten(self.session)
         for closed in result.closed:
-            report.actions.append(Action("close", "", "", -closed.perp_change,
-                                         f"{why}: flatten", closed.position_id,
-                                         closed.state.value))
+            position = self.journal.position(closed.position_id)
+            report.actions.append(Action("close", position.venue, position.base,
+                                         -closed.perp_change, f"{why}: flatten",
+                                         closed.position_id, closed.state.value))
         for position_id, error in result.failed.items():
-            report.actions.append(Action("failed", "", "", ZERO, f"{why}: flatten: {error}",
-                                         position_id))
+            position = self.journal.position(position_id)
+            report.actions.append(Action("failed", position.venue, position.base, ZERO,
+                                         f"{why}: flatten: {error}", position_id))
 
     def alerts(self, now: datetime) -> None:
         """The alerter's window (held-back alerts told once it ends) and, once a day, the

@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 from loguru import logger
 
-from perpcarry.backtest.engine import pair_state, settlement_facts
+from perpcarry.backtest.facts import pair_state, settlement_facts
 from perpcarry.backtest.panel import Panel
 from perpcarry.domain.errors import LocalStateError, UsageError
 from perpcarry.execution.journal import Journal
