@@ -203,6 +203,17 @@ async def test_refused_resubscription_backs_off_and_polls_rest(server, faults, t
     assert server.connections["bybit"] >= 4
 
 
+async def test_a_decision_without_a_fresh_stream_reads_rest_and_says_so(server, faults,
+                                                                      tmp_path, caplog_info):
+    hub, _alarm, client = await _hub(server, "binance", tmp_path, kinds=(StreamKind.SPOT_BOOK,))
+    mark = await hub.current(StreamKind.MARK, PERP, max_age=5)
+    await _close(hub, client)
+    # The real premiumIndex row of the bundled snapshot, read over REST.
+    assert mark.mark_price == Decimal("112015.09961957")
+    assert "binance: mark of BTC/USDT:USDT from REST (mark not subscribed)" in caplog_info
+    assert server.requests[REST_PATH["binance"]] == 1
+
+
 @pytest.fixture
 def caplog_info():
     from loguru import logger

@@ -91,7 +91,8 @@ def run_strategy(
             clients = {v: h.market_data for v, h in trading.venues.items()}
             market = ScanMarket(config, clients,
                                 scan_options(config, chosen_venues, chosen_symbols, offline))
-            market, hubs, sooner = streamed_market(config, trading, market, clients, offline)
+            market, hubs, sooner = streamed_market(config, trading, market, clients,
+                                                   offline or once)
             alerter = build_alerter(config.settings.alerts, config.registry, trading.journal,
                                     utc_now)
             events = EventBus(config.registry.pm, trading.journal, alerter, utc_now)
@@ -115,12 +116,13 @@ def run_strategy(
     return asyncio.run(work())
 
 
-def streamed_market(config, trading, market, clients, offline: bool):
-    """The loop's market on streams where the venues declare them (not offline, not with
-    ``[streams] enabled = false``): the market, its hubs and the event that wakes the loop
-    early; else the polled market unchanged."""
+def streamed_market(config, trading, market, clients, polled_only: bool):
+    """The loop's market on streams where the venues declare them (not offline or for one
+    cycle, where subscribing serves nothing, and not with ``[streams] enabled = false``):
+    the market, its hubs and the event that wakes the loop early; else the polled market
+    unchanged."""
     settings = config.settings.streams
-    if offline or not settings.enabled:
+    if polled_only or not settings.enabled:
         return market, None, None
     from perpcarry.streams.alarm import MarkAlarm
     from perpcarry.streams.market import StreamMarket

@@ -121,7 +121,7 @@ class StreamHub:
         if update is not None:
             return update
         feed = self._feed_of(kind, symbol)
-        why = f"{feed.name} {feed.state.value}" if feed else f"{kind.value} not streamed"
+        why = f"{feed.name} {feed.state.value}" if feed else f"{kind.value} not subscribed"
         logger.info("{}: {} of {} from REST ({})", self.venue_id, kind.value, symbol, why)
         await self.poll({kind})
         entry = self._latest.get((kind, symbol))
