@@ -94,3 +94,17 @@ def test_with_streams_off_every_value_is_polled_over_rest(watch, server):
     # The real premiumIndex row of the bundled snapshot (what the stream replays, too).
     assert lines[-1]["mark"] == "112015.09961957"
     assert server.subscribes["binance"] == subscribed  # no websocket was opened
+
+
+def test_a_venue_that_does_not_answer_is_one_error_line(watch, server):
+    from venue_server import Answer
+
+    server.rule = lambda host, path, query, answer: Answer(
+        503, "<html><body>Service Unavailable</body></html>", "text/html")
+    try:
+        result = watch("--venues", "binance", "--symbols", "BTC", "--for", "1")
+    finally:
+        server.rule = None
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: binance: ")
+    assert "Traceback" not in result.stderr

@@ -50,7 +50,7 @@ async def _watch(config, venue_ids: list[str], bases: tuple[str, ...] | None, as
     from perpcarry.venues.streams import StreamKind
 
     kinds = tuple(StreamKind(k) for k in WATCHED)
-    clients, pairs = {}, {}
+    clients, pairs, failed = {}, {}, []
     try:
         for venue_id in venue_ids:
             spec = config.registry.venues[venue_id]
@@ -59,13 +59,16 @@ async def _watch(config, venue_ids: list[str], bases: tuple[str, ...] | None, as
             try:
                 found = carry_pairs(await client.load_markets())
             except VenueError as err:
+                failed.append(err)
                 console.print(f"[yellow]{venue_id}: not watched ({err})[/]", highlight=False)
                 continue
             pairs[venue_id] = [p for p in found if bases is None or p.spot.base in bases]
+        if not pairs:  # not one venue answered: that, not the symbols, is the error
+            raise failed[0]
         if not any(pairs.values()):
             wanted = ", ".join(bases) if bases else "any base"
             raise UsageError(f"--symbols: no carry pair of {wanted} on "
-                             f"{', '.join(venue_ids)}")
+                             f"{', '.join(pairs)}")
         board = Board(pairs)
         done = asyncio.Event()
         printer = _Printer(board, as_json, limit, done)
