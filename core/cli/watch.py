@@ -162,7 +162,7 @@ class _Printer:
                 _pct(row.rate, 4), f"{row.next_funding_time:%m-%d %H:%M}"
                 if row.next_funding_time else "—",
                 _num(row.mark), _num(row.spot_mid), _pct(row.basis, 3),
-                f"{row.spread_bps:.2f} bps" if row.spread_bps is not None else "—",
+                f"{row.spread_bps:.3g} bps" if row.spread_bps is not None else "—",
                 row.source)
         return table
 
