@@ -55,6 +55,10 @@ def _insert(rows: int) -> str:
             + ", ".join(["(?, ?, ?, ?, ?)"] * rows))
 
 
+# What was fetched of one symbol: (symbol, records, start_ms, end_ms), the span asked.
+Fetched = tuple[str, list[FundingRecord], int, int]
+
+
 class UnusableCache(Exception):
     """The file at ``path`` cannot serve as the cache (``problem`` says why). Never reaches
     a user: the venue reports it as a warning and fetches from the venue instead."""
@@ -147,27 +151,34 @@ class FundingHistoryStore:
         self, venue: str, symbol: str, records: list[FundingRecord], start_ms: int, end_ms: int
     ) -> None:
         """Store ``records`` fetched for [start_ms, end_ms] and extend the covered span."""
+        self.add_all(venue, [(symbol, records, start_ms, end_ms)])
+
+    def add_all(self, venue: str, fetched: Collection[Fetched]) -> None:
+        """:meth:`add` for several symbols in one transaction: on a cold scan a commit per
+        symbol (~100 of them, ~100 rows each) cost a third more than the rows."""
         with _usable(self.path), self._db:
-            # Take the write lock first: the coverage read below then sees the latest
-            # span even when another process is writing too.
+            # Take the write lock first: the coverage reads below then see the latest
+            # spans even when another process is writing too.
             self._db.execute("BEGIN IMMEDIATE")
             values = [
                 value
-                for r in records
-                for value in (venue, symbol, to_ms(r.funding_time), str(r.rate),
-                              None if r.mark_price is None else str(r.mark_price))
+                for symbol, records, _, _ in fetched
+                for _, _, funding_time, rate, mark_price in records
+                for value in (venue, symbol, to_ms(funding_time), str(rate),
+                              None if mark_price is None else str(mark_price))
             ]
             step = _ROWS_PER_INSERT * 5
             for first in range(0, len(values), step):
                 chunk = values[first:first + step]
                 self._db.execute(_insert(len(chunk) // 5), chunk)
-            row = self._coverage(venue, symbol)
-            if row is not None and row[0] <= end_ms + 1 and row[1] >= start_ms - 1:
-                start_ms, end_ms = min(start_ms, row[0]), max(end_ms, row[1])
-            self._db.execute(
-                "INSERT OR REPLACE INTO coverage VALUES (?, ?, ?, ?)",
-                (venue, symbol, start_ms, end_ms),
-            )
+            for symbol, _, start_ms, end_ms in fetched:
+                row = self._coverage(venue, symbol)
+                if row is not None and row[0] <= end_ms + 1 and row[1] >= start_ms - 1:
+                    start_ms, end_ms = min(start_ms, row[0]), max(end_ms, row[1])
+                self._db.execute(
+                    "INSERT OR REPLACE INTO coverage VALUES (?, ?, ?, ?)",
+                    (venue, symbol, start_ms, end_ms),
+                )
 
     def records(self, venue: str, symbol: str, start_ms: int, end_ms: int) -> list[FundingRecord]:
         with _usable(self.path):
