@@ -413,7 +413,10 @@ class CcxtVenue(ABC):
             # Written behind the answer, which the records in hand are: the caller goes on
             # while the store's thread writes, and close() waits for the write to end.
             self._unwritten.append((symbol, records, start_ms, end_ms))
-            self._in_history_thread(self._write_unwritten).add_done_callback(self._written)
+            if len(self._unwritten) == 1:
+                # Else a write is queued that has not emptied the queue yet, so it will
+                # take these records too (it empties the queue before it ends).
+                self._in_history_thread(self._write_unwritten).add_done_callback(self._written)
             return records
         for span_start, span_end in missing:
             fetched = await self._page_history(market, span_start, span_end)
@@ -425,8 +428,8 @@ class CcxtVenue(ABC):
 
     def _write_unwritten(self, store: FundingHistoryStore) -> None:
         """In the store's thread: write every history queued so far in one transaction.
-        The histories that came in while the thread was busy share one commit; the calls
-        queued for them find nothing left. Only this thread takes from the queue."""
+        The histories that came in while the thread was busy share one commit. Only this
+        thread takes from the queue."""
         fetched = []
         while self._unwritten:
             fetched.append(self._unwritten.popleft())
