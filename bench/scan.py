@@ -213,6 +213,7 @@ def main() -> None:
     for venue in VENUES:
         os.environ[f"PERPCARRY_VENUES__{venue.upper()}__ENABLED"] = "true"
     os.environ.pop("PERPCARRY_CONFIG", None)
+    from perpcarry.ccxt.transport import tls_context
     from perpcarry.config.loader import load_config
 
     config = load_config(None)
@@ -226,6 +227,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for run in range(args.runs):
             cache = Path(scratch) / f"cold-{run}"
+            # perpcarry builds its TLS context once per process (reading the CA bundle);
+            # a cold scan is a new process, so it builds it again, as plain ccxt builds one
+            # per exchange in every run.
+            tls_context.cache_clear()
             (cold_time, _, cold_requests, _), cpu = asyncio.run(
                 cpu_used(timed_scan(config, server, cache)))
             cold_cpu.append(cpu)
