@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from perpcarry.domain.parsing import (
@@ -126,6 +126,13 @@ def test_from_ms_and_to_ms_are_exact_inverses_in_any_timezone(ms, offset_minutes
     # The same instant written in another zone, or built afresh, is the same milliseconds.
     assert to_ms(moment.astimezone(timezone(timedelta(minutes=offset_minutes)))) == ms
     assert to_ms(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)) == ms
+
+
+@example(ms=133_200_001, micros=0)  # came out as ...000 through a float: paging repeated
+@given(ms=st.integers(min_value=0, max_value=LATEST_MS - 1), micros=st.integers(0, 999))
+def test_to_ms_drops_only_the_fraction_of_a_millisecond(ms, micros):
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms, microseconds=micros)
+    assert to_ms(moment) == ms
 
 
 def test_a_microsecond_or_nanosecond_time_is_named():

@@ -3,7 +3,7 @@ it never becomes a zero."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from operator import attrgetter
 from typing import Any
@@ -118,15 +118,24 @@ def best_bid_ask(record: dict[str, Any], bid_name: str, ask_name: str) -> tuple[
 # ~200 distinct instants): each is converted once, and the datetime handed out maps back to
 # its milliseconds by a lookup (the history paging and cache read every record's time).
 # Caches only: cleared whole when full, shared by threads (each step is one dict operation).
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 _CACHED_MOMENTS = 1 << 16
 _MOMENT_OF_MS: dict[int, datetime] = {}
 _MS_OF_MOMENT: dict[datetime, int] = {}
 
 
 def to_ms(moment: datetime) -> int:
-    """Epoch milliseconds, the unit every supported venue's timestamps use."""
+    """Epoch milliseconds, the unit every supported venue's timestamps use (a fraction of a
+    millisecond dropped)."""
     ms = _MS_OF_MOMENT.get(moment)
-    return int(moment.timestamp() * 1000) if ms is None else ms
+    if ms is not None:
+        return ms
+    if moment.tzinfo is None:  # local time, as datetime.timestamp() reads it
+        return int(moment.timestamp() * 1000)
+    # In integers: through a float, 1970-01-02 13:00:00.001 came out as ...000, one
+    # millisecond early, and paging by it asked for the same settlement again.
+    return (moment - _EPOCH) // _ONE_MS
 
 
 def from_ms(ms: int) -> datetime:
