@@ -7,11 +7,11 @@
    directory) alternate run by run with plain ccxt issuing the same requests: the same
    markets load (ccxt's own load_markets with the plugins' options), then the same funding
    and book requests at once, then the same history requests at once, ccxt's rate limiter
-   off (target: the cold scan is no slower). Then warm scans on the last cold scan's
-   cache: requests per venue and the time until every venue's data is in hand and ranked
-   (targets: <= 3 requests per venue, <= 3x the delay), and the total with ccxt's 250 ms
-   graceful close of its sessions. As in the `perpcarry` command, the cyclic garbage
-   collector is off.
+   off (target: the cold scan is no slower), and the CPU each side used. Then warm scans
+   on the last cold scan's cache: requests per venue and the time until every venue's data
+   is in hand and ranked (targets: <= 3 requests per venue, <= 3x the delay), and the
+   total with ccxt's 250 ms graceful close of its sessions. As in the `perpcarry` command,
+   the cyclic garbage collector is off.
 2. Measures the naive approach from the seed guide over the same symbols: one spot-price and
    one premium-index request per symbol, all fired concurrently (target: >= 20x more
    requests than the scan).
@@ -141,6 +141,16 @@ async def plain_ccxt(server: ServerProcess, requested: list[str]) -> tuple[float
     return elapsed, sum(server.requests.values())
 
 
+async def cpu_used(work):
+    """``work``'s result and the CPU seconds (event-loop thread, whole process) it used.
+    Measured inside the event loop: on Python 3.11 ``asyncio.run`` formats the repr of its
+    main task's result twice on the way out (restoring the SIGINT handler), which for a
+    scan's result costs milliseconds that neither side's work includes."""
+    started = time.thread_time(), time.process_time()
+    result = await work
+    return result, (time.thread_time() - started[0], time.process_time() - started[1])
+
+
 def per_venue(requests: dict[str, int]) -> dict[str, int]:
     """Requests by venue from requests by host (Binance's spot and USDⓈ-M hosts are one)."""
     counts = dict.fromkeys(VENUES, 0)
@@ -203,18 +213,30 @@ def main() -> None:
     for venue in VENUES:
         os.environ[f"PERPCARRY_VENUES__{venue.upper()}__ENABLED"] = "true"
     os.environ.pop("PERPCARRY_CONFIG", None)
+    from perpcarry.ccxt.transport import tls_context
     from perpcarry.config.loader import load_config
 
     config = load_config(None)
     server = ServerProcess(cassettes(), delay)
     server.start()
     cold_times, ccxt_times = [], []
+    # CPU seconds of each cold run (event-loop thread, whole process), scan and plain ccxt:
+    # on a shared machine the wall times swing with the other processes, these far less.
+    cold_cpu: list[tuple[float, float]] = []
+    ccxt_cpu: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as scratch:
         for run in range(args.runs):
             cache = Path(scratch) / f"cold-{run}"
-            cold_time, _, cold_requests, _ = asyncio.run(timed_scan(config, server, cache))
+            # perpcarry builds its TLS context once per process (reading the CA bundle);
+            # a cold scan is a new process, so it builds it again, as plain ccxt builds one
+            # per exchange in every run.
+            tls_context.cache_clear()
+            (cold_time, _, cold_requests, _), cpu = asyncio.run(
+                cpu_used(timed_scan(config, server, cache)))
+            cold_cpu.append(cpu)
             requested = server.log
-            ccxt_time, ccxt_requests = asyncio.run(plain_ccxt(server, requested))
+            (ccxt_time, ccxt_requests), cpu = asyncio.run(cpu_used(plain_ccxt(server, requested)))
+            ccxt_cpu.append(cpu)
             cold_times.append(cold_time)
             ccxt_times.append(ccxt_time)
         warm = [asyncio.run(timed_scan(config, server, cache)) for _ in range(args.runs)]
@@ -239,6 +261,13 @@ def main() -> None:
         f"{'met' if cold_time <= ccxt_time else 'MISSED'})  [runs, alternating: scan "
         f"{', '.join(f'{t * 1000:.0f}' for t in cold_times)} ms; ccxt "
         f"{', '.join(f'{t * 1000:.0f}' for t in ccxt_times)} ms]"
+    )
+    cpu_ms = [[statistics.median(run[i] for run in runs) * 1000 for i in (0, 1)]
+              for runs in (cold_cpu, ccxt_cpu)]
+    print(
+        f"cold scan CPU per run (median, ccxt's session close included on both sides): "
+        f"event-loop thread {cpu_ms[0][0]:.0f} ms, all threads {cpu_ms[0][1]:.0f} ms; plain "
+        f"ccxt {cpu_ms[1][0]:.0f} ms, {cpu_ms[1][1]:.0f} ms"
     )
     print(
         f"warm scan: {total} requests {warm_requests} (<= 3 per venue: "

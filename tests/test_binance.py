@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -253,6 +254,30 @@ async def test_prefetched_history_answers_a_window_inside_it(tmp_path, monkeypat
     assert eth == [r for r in cached["ETH/USDT:USDT"] if r.funding_time >= T - timedelta(days=20)]
     assert len(btc) == 31 and len(eth) == 61
     assert from_cache == ["ETH/USDT:USDT"]  # BTC's window came from what was read ahead
+
+
+async def test_histories_fetched_at_once_are_all_in_the_cache_after_close(tmp_path):
+    """A cold run's histories are written behind their answers, several to a transaction:
+    after close every symbol's records and span are in the file, and a second run asks
+    nothing."""
+    clock = lambda: T + timedelta(hours=1)  # noqa: E731
+    symbols = ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT", "XRP/USDT:USDT"]
+    first = make_venue(tmp_path, offline=False, clock=clock)
+    with replaying(SNAPSHOT):
+        await first.load_markets()
+        first.prefetch_funding_history(symbols, timedelta(days=30))
+        fetched = await asyncio.gather(*(first.fetch_funding_history(
+            s, T - timedelta(days=30), T) for s in symbols))
+    await first.close()
+
+    second = make_venue(tmp_path, offline=False, clock=clock)
+    cached = [await second.fetch_funding_history(s, T - timedelta(days=30), T)
+              for s in symbols]
+    await second.close()
+    assert second.request_count == 0
+    assert cached == fetched and [len(r) for r in cached] == [91, 91, 91, 91]
+    assert all(r.symbol == s for s, records in zip(symbols, cached, strict=True)
+               for r in records)
 
 
 @pytest.mark.parametrize("prefetch", [False, True])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from perpcarry.domain.parsing import (
@@ -14,6 +15,7 @@ from perpcarry.domain.parsing import (
     MalformedField,
     best_bid_ask,
     decimal_field,
+    from_ms,
     int_field,
     optional_decimal,
     time_field,
@@ -91,6 +93,46 @@ def test_a_time_field_is_epoch_milliseconds_or_an_error(ms):
         with pytest.raises(MalformedField, match=f"^field time is {ms}, not a time in epoch "
                                                  "milliseconds$"):
             time_field({"time": ms}, "time")
+
+
+@given(number=st.decimals(allow_nan=False, allow_infinity=False))
+def test_any_finite_number_up_to_1e30_reads_exactly_and_beyond_is_malformed(number):
+    for value in (str(number), f"{number:f}"):
+        if abs(number) <= Decimal("1e30"):
+            assert decimal_field({"rate": value}, "rate") == number
+        else:
+            with pytest.raises(MalformedField, match=r"^field rate is invalid value"):
+                decimal_field({"rate": value}, "rate")
+
+
+@given(whole=st.integers(min_value=0, max_value=10**32), zeros=st.integers(0, 3))
+def test_a_whole_number_in_digits_reads_as_that_number_up_to_1e30(whole, zeros):
+    """Times come as JSON integers or (Bybit, OKX) as digit strings: both read the same,
+    leading zeros or not; digits beyond 10^30 are no number any venue sends."""
+    digits = "0" * zeros + str(whole)
+    if whole <= 10**30:
+        assert int_field({"time": digits}, "time") == int_field({"time": whole}, "time") == whole
+    else:
+        with pytest.raises(MalformedField, match=r"^field time is invalid value"):
+            int_field({"time": digits}, "time")
+
+
+@given(ms=st.integers(min_value=EARLIEST_MS, max_value=LATEST_MS - 1),
+       offset_minutes=st.integers(min_value=-12 * 60, max_value=14 * 60))
+def test_from_ms_and_to_ms_are_exact_inverses_in_any_timezone(ms, offset_minutes):
+    moment = from_ms(ms)
+    assert moment == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    assert to_ms(moment) == ms
+    # The same instant written in another zone, or built afresh, is the same milliseconds.
+    assert to_ms(moment.astimezone(timezone(timedelta(minutes=offset_minutes)))) == ms
+    assert to_ms(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)) == ms
+
+
+@example(ms=133_200_001, micros=0)  # came out as ...000 through a float: paging repeated
+@given(ms=st.integers(min_value=0, max_value=LATEST_MS - 1), micros=st.integers(0, 999))
+def test_to_ms_drops_only_the_fraction_of_a_millisecond(ms, micros):
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms, microseconds=micros)
+    assert to_ms(moment) == ms
 
 
 def test_a_microsecond_or_nanosecond_time_is_named():

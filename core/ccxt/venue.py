@@ -13,6 +13,7 @@ import functools
 import ssl
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -28,6 +29,7 @@ from perpcarry.ccxt.cache_warnings import NOT_CACHING, report_unusable_cache
 from perpcarry.ccxt.errors import endpoint_path, translate_ccxt_error
 from perpcarry.ccxt.history_store import (
     CachedTail,
+    Fetched,
     FundingHistoryStore,
     UnusableCache,
     read_tails,
@@ -159,6 +161,9 @@ class CcxtVenue(ABC):
         self._history_uncached = False
         self._prefetched: asyncio.Future[dict[str, CachedTail]] | None = None
         self._prefetched_symbols: frozenset[str] = frozenset()
+        # Histories fetched and not yet written to the cache (appended by the event loop,
+        # taken by the store's thread: a deque's append and popleft are thread-safe).
+        self._unwritten: deque[Fetched] = deque()
         # What a write behind the answer raised that is no unusable cache (see ``_written``).
         self._write_failures: list[BaseException] = []
 
@@ -407,9 +412,11 @@ class CcxtVenue(ABC):
             records = await self._page_history(market, start_ms, end_ms)
             # Written behind the answer, which the records in hand are: the caller goes on
             # while the store's thread writes, and close() waits for the write to end.
-            self._in_history_thread(
-                lambda store: store.add(venue, symbol, records, start_ms, end_ms)
-            ).add_done_callback(self._written)
+            self._unwritten.append((symbol, records, start_ms, end_ms))
+            if len(self._unwritten) == 1:
+                # Else a write is queued that has not emptied the queue yet, so it will
+                # take these records too (it empties the queue before it ends).
+                self._in_history_thread(self._write_unwritten).add_done_callback(self._written)
             return records
         for span_start, span_end in missing:
             fetched = await self._page_history(market, span_start, span_end)
@@ -418,6 +425,16 @@ class CcxtVenue(ABC):
                 store.add(venue, symbol, fetched, *span))
         return await self._in_history_thread(
             lambda store: store.records(venue, symbol, start_ms, end_ms))
+
+    def _write_unwritten(self, store: FundingHistoryStore) -> None:
+        """In the store's thread: write every history queued so far in one transaction.
+        The histories that came in while the thread was busy share one commit. Only this
+        thread takes from the queue."""
+        fetched = []
+        while self._unwritten:
+            fetched.append(self._unwritten.popleft())
+        if fetched:
+            store.add_all(self.venue_id, fetched)
 
     def _written(self, write: asyncio.Future[None]) -> None:
         """After a write behind the answer: an unusable cache stops the caching for the rest

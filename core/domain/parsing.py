@@ -3,14 +3,17 @@ it never becomes a zero."""
 
 from __future__ import annotations
 
-import functools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from operator import attrgetter
 from typing import Any
+
+from perpcarry.domain.types import FundingRecord
 
 # No price, size, volume, rate or epoch-millisecond time of any venue comes near 10^30; a
 # number beyond it is a corrupted field (and past 1e308 the float money math would read inf).
 MAX_MAGNITUDE = Decimal("1e30")
+MAX_EXPONENT = 30  # of MAX_MAGNITUDE: a number below 10^30 has at most 30 integer digits
 # Epoch milliseconds of 2009-01-03 (the first bitcoin block) and 2100-01-01: a time outside
 # is in another unit (seconds, micro- or nanoseconds) or corrupted.
 EARLIEST_MS, LATEST_MS = 1_230_940_800_000, 4_102_444_800_000
@@ -33,13 +36,22 @@ def _shown(value: Any) -> str:
 
 
 def decimal_field(record: dict[str, Any], name: str) -> Decimal:
-    value = record.get(name)
+    """A required number: missing, null, blank, not a number, not finite or beyond
+    ``MAX_MAGNITUDE`` is a ``MalformedField``."""
+    return _decimal(name, record.get(name))
+
+
+def _decimal(name: str, value: Any) -> Decimal:
+    """``value`` of field ``name`` as a finite ``Decimal`` within ``MAX_MAGNITUDE``."""
     try:
         # A missing field (str(None)), "" and whitespace are not numbers either.
         number = Decimal(value if isinstance(value, str) else str(value))
     except InvalidOperation:
         raise MalformedField(name, value) from None
-    if not number.is_finite() or abs(number) > MAX_MAGNITUDE:
+    # The magnitude is compared only when the leading digit's exponent says it may be
+    # beyond: this runs for every figure of every history record.
+    if not number.is_finite() or (number.adjusted() >= MAX_EXPONENT
+                                  and abs(number) > MAX_MAGNITUDE):
         raise MalformedField(name, value)
     return number
 
@@ -47,15 +59,20 @@ def decimal_field(record: dict[str, Any], name: str) -> Decimal:
 def optional_decimal(record: dict[str, Any], name: str) -> Decimal | None:
     """A field the venue may leave out; present but malformed is still an error."""
     value = record.get(name)
-    if value is None or (isinstance(value, str) and not value.strip()):
+    # Blank: empty or whitespace only (what ``not value.strip()`` means, without a copy).
+    if value is None or (isinstance(value, str) and (not value or value.isspace())):
         return None
-    return decimal_field(record, name)
+    return _decimal(name, value)
 
 
 def int_field(record: dict[str, Any], name: str) -> int:
     value = record.get(name)
     if type(value) is int:  # a JSON integer (not a bool)
         return value
+    if type(value) is str and len(value) <= MAX_EXPONENT and value.isdecimal():
+        # Digits only (Bybit and OKX send times as strings), fewer than MAX_MAGNITUDE has:
+        # what the Decimal reading below would return, read directly.
+        return int(value)
     number = decimal_field(record, name)
     if number != number.to_integral_value():
         raise MalformedField(name, record.get(name))
@@ -65,11 +82,23 @@ def int_field(record: dict[str, Any], name: str) -> int:
 def time_field(record: dict[str, Any], name: str) -> datetime:
     """An epoch-millisecond field as an aware UTC datetime; a value in another unit (a
     micro- or nanosecond timestamp) or out of any plausible range is malformed."""
-    ms = int_field(record, name)
+    ms = record.get(name)
+    if type(ms) is not int:  # a JSON integer needs no int_field call (most times are)
+        ms = int_field(record, name)
     if not EARLIEST_MS <= ms < LATEST_MS:
         raise MalformedField(name, record.get(name),
                              f"field {name} is {ms}, not a time in epoch milliseconds")
     return from_ms(ms)
+
+
+def oldest_first(records: list[FundingRecord]) -> list[FundingRecord]:
+    """``records`` sorted by settlement time, in place: the order every history parser
+    returns, whichever order the venue sends."""
+    records.sort(key=_FUNDING_TIME)
+    return records
+
+
+_FUNDING_TIME = attrgetter("funding_time")
 
 
 def best_bid_ask(record: dict[str, Any], bid_name: str, ask_name: str) -> tuple[Decimal, Decimal]:
@@ -85,12 +114,37 @@ def best_bid_ask(record: dict[str, Any], bid_name: str, ask_name: str) -> tuple[
     return bid, ask
 
 
+# Settlement instants recur across symbols and scans (a cold scan reads ~10,000 records at
+# ~200 distinct instants): each is converted once, and the datetime handed out maps back to
+# its milliseconds by a lookup (the history paging and cache read every record's time).
+# Caches only: cleared whole when full, shared by threads (each step is one dict operation).
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+_CACHED_MOMENTS = 1 << 16
+_MOMENT_OF_MS: dict[int, datetime] = {}
+_MS_OF_MOMENT: dict[datetime, int] = {}
+
+
 def to_ms(moment: datetime) -> int:
-    """Epoch milliseconds, the unit every supported venue's timestamps use."""
-    return int(moment.timestamp() * 1000)
+    """Epoch milliseconds, the unit every supported venue's timestamps use (a fraction of a
+    millisecond dropped)."""
+    ms = _MS_OF_MOMENT.get(moment)
+    if ms is not None:
+        return ms
+    if moment.tzinfo is None:  # local time, as datetime.timestamp() reads it
+        return int(moment.timestamp() * 1000)
+    # In integers: through a float, 1970-01-02 13:00:00.001 came out as ...000, one
+    # millisecond early, and paging by it asked for the same settlement again.
+    return (moment - _EPOCH) // _ONE_MS
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def from_ms(ms: int) -> datetime:
     """A venue's epoch-millisecond timestamp as an aware UTC datetime."""
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    moment = _MOMENT_OF_MS.get(ms)
+    if moment is None:
+        if len(_MOMENT_OF_MS) >= _CACHED_MOMENTS:
+            _MOMENT_OF_MS.clear()
+            _MS_OF_MOMENT.clear()
+        moment = _MOMENT_OF_MS[ms] = datetime.fromtimestamp(ms / 1000, UTC)
+        _MS_OF_MOMENT[moment] = ms
+    return moment

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import NamedTuple
 
 from loguru import logger
 
@@ -78,9 +79,12 @@ class FundingQuote:
         return self.next_funding_time - timedelta(hours=self.interval_hours)
 
 
-@dataclass(frozen=True, slots=True)
-class FundingRecord:
-    """One settled funding payment from a venue's history."""
+class FundingRecord(NamedTuple):
+    """One settled funding payment from a venue's history.
+
+    A named tuple, unlike the other domain types: a cold scan builds ~10,000 of them, and a
+    tuple is built in under half the time of a frozen dataclass (whose every field is set
+    through ``object.__setattr__``). Immutable all the same."""
 
     venue: str
     symbol: str

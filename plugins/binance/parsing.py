@@ -16,6 +16,7 @@ from perpcarry.domain.parsing import (
     best_bid_ask,
     decimal_field,
     int_field,
+    oldest_first,
     optional_decimal,
     time_field,
 )
@@ -182,13 +183,14 @@ def parse_book_tickers(
 def parse_funding_rates(venue: str, payload: Any, market: Market) -> list[FundingRecord]:
     """``/fapi/v1/fundingRate`` → settled records, ascending. A malformed record raises
     ``MalformedField``: dropping it would leave a silent gap in the history."""
+    symbol, venue_symbol = market.symbol, market.venue_symbol
     records = []
+    # Once per record of every history page (the bulk of a cold scan's parsing): the fields
+    # in FundingRecord's order, the symbol compared inline (``_symbol`` reads it so).
     for entry in _rows(payload, "fundingRate"):
-        if _symbol(entry) != market.venue_symbol:
+        if not isinstance(entry, dict) or entry.get("symbol") != venue_symbol:
             raise MalformedField("symbol", entry)
-        records.append(FundingRecord(
-            venue=venue, symbol=market.symbol,
-            funding_time=time_field(entry, "fundingTime"),
-            rate=decimal_field(entry, "fundingRate"),
-            mark_price=optional_decimal(entry, "markPrice")))
-    return sorted(records, key=lambda r: r.funding_time)
+        records.append(FundingRecord(venue, symbol, time_field(entry, "fundingTime"),
+                                     decimal_field(entry, "fundingRate"),
+                                     optional_decimal(entry, "markPrice")))
+    return oldest_first(records)

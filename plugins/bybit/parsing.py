@@ -17,6 +17,7 @@ from perpcarry.domain.parsing import (
     best_bid_ask,
     decimal_field,
     int_field,
+    oldest_first,
     optional_decimal,
     time_field,
 )
@@ -205,10 +206,7 @@ def parse_funding_history(venue: str, response: Any, market: Market) -> list[Fun
             raise MalformedField("list", row, f"bad row {row!r}")
         if row.get("symbol") not in (None, market.venue_symbol):
             raise MalformedField("symbol", row.get("symbol"), f"holds {row.get('symbol')}")
-        records.append(FundingRecord(
-            venue=venue,
-            symbol=market.symbol,
-            funding_time=time_field(row, "fundingRateTimestamp"),
-            rate=decimal_field(row, "fundingRate"),
-        ))
-    return sorted(records, key=lambda r: r.funding_time)
+        records.append(FundingRecord(venue, market.symbol,
+                                     time_field(row, "fundingRateTimestamp"),
+                                     decimal_field(row, "fundingRate")))
+    return oldest_first(records)

@@ -16,6 +16,7 @@ from perpcarry.domain.parsing import (
     best_bid_ask,
     decimal_field,
     int_field,
+    oldest_first,
     optional_decimal,
     time_field,
 )
@@ -173,5 +174,5 @@ def parse_funding_history(venue: str, market: Market,
             rate = decimal_field(row, "fundingRate")
         funding_time = time_field(row, "fundingTime")
         records.append(FundingRecord(venue, market.symbol, funding_time, rate))
-    return sorted(records, key=lambda r: r.funding_time)
+    return oldest_first(records)
 
