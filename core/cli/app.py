@@ -15,6 +15,7 @@ from rich.table import Table
 
 from perpcarry.cli.account import account, orders, paper_app
 from perpcarry.cli.backtest import backtest
+from perpcarry.cli.dashboard import dashboard
 from perpcarry.cli.common import console, emit_json, load, path_option, state
 from perpcarry.cli.plan import plan
 from perpcarry.cli.pnl import pnl
@@ -108,6 +109,7 @@ app.command()(reconcile)
 app.command()(sweep)
 app.command()(run)
 app.command()(pnl)
+app.command()(dashboard)
 
 
 @config_app.command("show")

@@ -222,12 +222,10 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
     is_paper = _mode(paper, live, False)
     config = load()
     with Journal.open(journal_path(config.data_dir, is_paper), trading=False) as journal:
-        latest = journal.latest_intents()
-        rows = [position_json(p, latest.get(p.position_id))
-                for p in journal.positions(include_closed=include_closed)]
+        document = positions_json(journal, is_paper, include_closed)
+    rows = document["positions"]
     if as_json:
-        emit_json({"schema_version": JSON_SCHEMA_VERSION, "paper": is_paper,
-                   "positions": rows})
+        emit_json(document)
         return 0
     if not rows:
         console.print("no open positions" if not include_closed else "no positions")
@@ -250,6 +248,14 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
     if note:
         out.print(note)
     return 0
+
+
+def positions_json(journal, paper: bool, include_closed: bool) -> dict[str, Any]:
+    """The ``positions --json`` document of ``journal`` (the dashboard serves it too)."""
+    latest = journal.latest_intents()
+    return {"schema_version": JSON_SCHEMA_VERSION, "paper": paper,
+            "positions": [position_json(p, latest.get(p.position_id))
+                          for p in journal.positions(include_closed=include_closed)]}
 
 
 def _basis_cell(row: dict[str, Any]) -> str:
