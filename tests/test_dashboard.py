@@ -9,6 +9,7 @@ import stat
 from decimal import Decimal
 
 import pytest
+from dashboard_support import TOKEN, replayed
 from starlette.testclient import TestClient
 
 from perpcarry.config.loader import load_config
@@ -18,7 +19,6 @@ from perpcarry.dashboard.security import check_listen, load_or_create_token
 from perpcarry.domain.errors import ConfigError, UsageError
 from perpcarry.execution.journal import Journal
 from perpcarry.execution.service import journal_path
-from dashboard_support import TOKEN, replayed
 
 AUTH = {"X-Perpcarry-Token": TOKEN}
 
@@ -98,6 +98,8 @@ def test_kill_is_refused_without_the_right_token_and_engaged_with_it(client, rep
     assert journal_state(replay_run.book)[0] == "funding flipped"
     overview = client.get("/api/overview").json()["kill_switch"]
     assert (overview["engaged"], overview["reason"]) == (True, "funding flipped")
+    latest = client.get("/api/operations").json()["alert_log"][0]
+    assert (latest["kind"], latest["message"]) == ("flag", "kill = funding flipped")
     assert client.post("/api/resume", headers=AUTH).status_code == 200
     assert client.get("/api/overview").json()["kill_switch"]["engaged"] is False
 
@@ -175,7 +177,7 @@ def test_the_token_file_is_owner_only_and_a_shared_one_is_refused(tmp_path):
     assert len(token) >= 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_or_create_token(path) == token
     os.chmod(path, 0o644)
-    with pytest.raises(ConfigError, match="readable by others.*chmod 600"):
+    with pytest.raises(ConfigError, match=r"readable by others.*chmod 600"):
         load_or_create_token(path)
 
 

@@ -15,8 +15,8 @@ from rich.table import Table
 
 from perpcarry.cli.account import account, orders, paper_app
 from perpcarry.cli.backtest import backtest
-from perpcarry.cli.dashboard import dashboard
 from perpcarry.cli.common import console, emit_json, load, path_option, state
+from perpcarry.cli.dashboard import dashboard
 from perpcarry.cli.plan import plan
 from perpcarry.cli.pnl import pnl
 from perpcarry.cli.run import run

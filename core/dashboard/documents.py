@@ -21,8 +21,8 @@ from perpcarry.dashboard import feed
 
 SCHEMA_VERSION = 1
 # Events an operator reads in the alert log: the event bus's (fills, alarms, the kill
-# switch...) and the alerter's deliveries.
-ALERT_KINDS = {"event", "alert"}
+# switch...), the alerter's deliveries, and flags set (the kill switch from any shell).
+ALERT_KINDS = {"event", "alert", "flag"}
 ALERT_LOG_SIZE = 200
 
 
@@ -217,6 +217,10 @@ def _log_line(event: dict) -> dict[str, Any]:
                 else "warning", "kind": "alert " + str(detail.get("status")),
                 "venue": None, "message": f"{detail.get('title')} (delivered: "
                 f"{', '.join(detail.get('delivered') or []) or 'none'})"}
+    if event["kind"] == "flag":
+        return {"at": event["at"], "severity": "warning", "kind": "flag", "venue": None,
+                "message": "; ".join(f"{name} = {value or 'off'}"
+                                     for name, value in detail.items())}
     return {"at": detail.get("time", event["at"]), "severity": detail.get("severity"),
             "kind": detail.get("kind"), "venue": detail.get("venue"),
             "message": detail.get("message")}
