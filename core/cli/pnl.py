@@ -22,6 +22,8 @@ from perpcarry.cli.trade import JsonOption, LiveOption, PaperOption, _mode
 JSON_SCHEMA_VERSION = 1
 CENTS = Decimal("0.01")
 
+ReplayOption = Annotated[bool, typer.Option(
+    "--replay", help="The last `perpcarry run --replay`: its journal, at its last prices.")]
 SinceOption = Annotated[str | None, typer.Option(
     "--since", help="Only funding and fills from this UTC date (YYYY-MM-DD) or ISO time on.")]
 
@@ -30,6 +32,7 @@ def pnl(paper: PaperOption = False, live: LiveOption = False,
         offline: Annotated[bool, typer.Option(
             "--offline", help="Paper: the bundled snapshots as market data. Live: ask no "
                               "venue; show what the journal holds.")] = False,
+        replay: ReplayOption = False,
         as_json: JsonOption = False, since: SinceOption = None) -> int:
     """Funding received, fees, spread and basis, net PnL and realised APR per position and
     venue, after syncing funding payments from the venues."""
@@ -40,6 +43,8 @@ def pnl(paper: PaperOption = False, live: LiveOption = False,
     is_paper = _mode(paper, live, False)
     since_time = _since(since)
     config = load()
+    if replay:
+        return _replay_pnl(config, is_paper, live, as_json, since_time)
     with Journal.open(journal_path(config.data_dir, is_paper), trading=False) as journal:
         venue_ids = sorted({p.venue for p in journal.positions(include_closed=True)}
                            | {r.payment.venue for r in journal.funding()})
@@ -60,6 +65,31 @@ def pnl(paper: PaperOption = False, live: LiveOption = False,
         _render(document)
     # As `account`: 1 only when every venue asked failed to answer.
     return 1 if not_synced and not synced else 0
+
+
+def _replay_pnl(config, is_paper: bool, live: bool, as_json: bool,
+                since_time: datetime | None) -> int:
+    """The last replay's ledger: its journal, marked at the replay's last prices and timed
+    by its simulated clock (nothing to sync: the replayed accounts are gone)."""
+    from perpcarry.domain.errors import UsageError
+    from perpcarry.ledger.pnl import ledger_pnl
+    from perpcarry.run.replay import open_replay_journal
+
+    if live:
+        raise UsageError("--replay and --live: a replay trades the simulated paper accounts")
+    with open_replay_journal(config.data_dir) as (journal, last):
+        report = ledger_pnl(journal, now=last.end, marks=last.marks, since=since_time,
+                            default_leverage=config.settings.execution.leverage)
+    sources = {p.position_id: "spot at its recorded price" for p in report.positions}
+    document = pnl_json(report, True, True, since_time, {}, {}, sources)
+    document["replay"] = {"start": last.start.isoformat(), "end": last.end.isoformat()}
+    if as_json:
+        emit_json(document)
+    else:
+        console.print(f"replay {last.start:%Y-%m-%d} → {last.end:%Y-%m-%d}, open positions "
+                      "marked at the last recorded prices", highlight=False)
+        _render(document)
+    return 0
 
 
 def _since(text: str | None) -> datetime | None:

@@ -74,6 +74,8 @@ def run(
     venue_ids = _universe(config, chosen_venues, offline)
 
     async def work() -> int:
+        from perpcarry.alerts.alerter import build_alerter
+        from perpcarry.events import EventBus
         from perpcarry.run.loop import CarryLoop
         from perpcarry.run.market import ScanMarket
         from perpcarry.run.service import Runner
@@ -86,9 +88,15 @@ def run(
                 _confirm_live(venue_ids)
             market = ScanMarket(config, {v: h.market_data for v, h in trading.venues.items()},
                                 scan_options(config, chosen_venues, chosen_symbols, offline))
-            loop = CarryLoop(trading, market, settings, utc_now)
+            alerter = build_alerter(config.settings.alerts, config.registry, trading.journal,
+                                    utc_now)
+            events = EventBus(config.registry.pm, trading.journal, alerter, utc_now)
+            loop = CarryLoop(trading, market, settings, utc_now, events)
             printer = _json_line if log_json else (_json_report if as_json else _print_cycle)
-            return await Runner(loop, run_settings, printer, utc_now).run(once=once)
+            try:
+                return await Runner(loop, run_settings, printer, utc_now).run(once=once)
+            finally:
+                await alerter.aclose()
 
     return asyncio.run(work())
 

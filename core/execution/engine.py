@@ -385,7 +385,12 @@ class TwoLegExecution:
         intent = self._require_intent()
         spot, perp = self.leg_changes()
         # Called once the legs are rebalanced: a perp change beyond the tolerance is hedged.
-        short_of_target = abs(abs(perp) - intent.target_base) > self.tolerance
+        # A fee the spot leg paid in base shrinks both legs by design (the perp is sized to
+        # the spot delivered): that is the target reached, not a partial.
+        base_fees = sum((f.amount for o in self.journal.orders(intent.intent_id)
+                         if o.leg is Leg.SPOT for f in o.fees if f.currency == self.pair.base),
+                        Decimal(0))
+        short_of_target = intent.target_base - abs(perp) > self.tolerance + base_fees
         if intent.action != "repair" and short_of_target and abs(perp) > self.tolerance:
             state = IntentState.PARTIAL
         elif not failed:

@@ -295,12 +295,16 @@ class Journal:
         self._db = connection
         self._lock_fd = lock_fd
         self.clock = clock
+        # Called with (the venue's state, the journal's order) once an order filled and is
+        # final: the run loop reports fills and unwinds through it (perpcarry.events).
+        self.fill_listener: Callable[[OrderState, JournalOrder], None] | None = None
 
     # -- opening ---------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: Path, *, trading: bool,
-             clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Journal:
+             clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+             durable: bool = True) -> Journal:
         """Open (creating and migrating) the journal at ``path``. ``trading=True`` refuses
         when another process trades on it; read-only users (``positions``, a dashboard)
         pass False."""
@@ -314,7 +318,9 @@ class Journal:
         try:
             db = sqlite3.connect(path, isolation_level=None, timeout=10)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            # A replay's journal (durable=False) is rebuilt by running it again: it skips
+            # the flush to disk each commit costs, and nothing else differs.
+            db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
             db.execute("PRAGMA foreign_keys=ON")
             _migrate(db, path)
         except BaseException as err:
@@ -373,7 +379,8 @@ class Journal:
 
     def begin_intent(self, intent: Intent, orders: list[JournalOrder]) -> None:
         """Record ``intent`` and every order it plans to send, before any is sent. An open
-        creates its position row (state opening); a close marks the position closing."""
+        creates its position row (state opening), or marks an existing one opening (an
+        addition to it); a close marks the position closing."""
         with self._transaction() as db:
             now = _now_text(self.clock)
             db.execute(
@@ -384,7 +391,8 @@ class Journal:
                  IntentState.PENDING.value, intent.note, now))
             if intent.action == "open":
                 db.execute("INSERT INTO positions (position_id, venue, base, spot_symbol, "
-                           "perp_symbol, state, opened_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           "perp_symbol, state, opened_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                           "ON CONFLICT (position_id) DO UPDATE SET state = excluded.state",
                            (intent.position_id, intent.venue, intent.base, intent.spot_symbol,
                             intent.perp_symbol, PositionState.OPENING.value, now))
             elif intent.action == "close":
@@ -464,7 +472,13 @@ class Journal:
             self._event(db, event.value, before.intent_id, state.client_order_id,
                         {"filled": state.filled_quantity, "average_price": state.average_price,
                          "fees": [(f.amount, f.currency) for f in state.fees]})
-            return self._order(db, state.client_order_id)
+            recorded = self._order(db, state.client_order_id)
+        # Told once per order, after the commit: the order filled (wholly or partly) and will
+        # fill no further.
+        if (self.fill_listener is not None and event.is_final and state.filled_quantity
+                and not before.state.is_final):
+            self.fill_listener(state, recorded)
+        return recorded
 
     def _apply_fill(self, db, before: JournalOrder, state: OrderState) -> None:
         position_id = db.execute("SELECT position_id FROM intents WHERE intent_id = ?",

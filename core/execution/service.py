@@ -137,9 +137,16 @@ class TradingSession:
         return executors[name][0]
 
     async def open(self, venue_id: str, base: str, *, notional: Decimal | None,
-                   quantity: Decimal | None, executor: Executor, slices: int
-                   ) -> ExecutionResult:
+                   quantity: Decimal | None, executor: Executor, slices: int,
+                   add_to: Position | None = None) -> ExecutionResult:
+        """Open a carry position, or add to ``add_to`` (an open position of the same
+        pair): one position per pair keeps each funding payment with the quantity it
+        paid."""
         self._require_clean(await self.recover())
+        if add_to is not None and (add_to.state is not PositionState.OPEN
+                                   or (add_to.venue, add_to.base) != (venue_id, base.upper())):
+            raise UsageError(f"position {add_to.position_id} is not an open {base.upper()} "
+                             f"position on {venue_id}: nothing to add to")
         pair, price = await self.pair_and_price(venue_id, base)
         target = quantity if quantity is not None else notional / price
         venue = self.venues[venue_id].orders
@@ -147,7 +154,8 @@ class TradingSession:
         await self._prepare_margin(pair, target * price)
         await venue.setup_account(pair.perp, self.settings.leverage, MarginMode.CROSS)
         execution.context = await self._context("open", pair, price, account_ready=True)
-        intent = execution.plan("open", self.journal.new_id(), target, executor, slices)
+        position_id = add_to.position_id if add_to is not None else self.journal.new_id()
+        intent = execution.plan("open", position_id, target, executor, slices)
         # Before any order: the perp margin in the capital `perpcarry pnl` divides by.
         self.journal.set_leverage(intent.position_id, self.settings.leverage)
         return await execution.run(executor, self._pacing(pair, price))

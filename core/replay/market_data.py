@@ -79,6 +79,8 @@ class _Series:
 def _index(venue_id: str, symbol: str, rows: pl.DataFrame) -> _Series | str:
     """The series of one perp, or why it cannot be replayed."""
     rows = rows.sort("time")
+    if rows["rate"].null_count():
+        return "a settlement in the history has no rate"
     hours = rows["interval_hours"].to_list()
     if any(h is None or h <= 0 or h != int(h) for h in hours):
         return "a settlement interval in the history is not a whole number of hours"

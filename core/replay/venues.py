@@ -19,6 +19,7 @@ import polars as pl
 from loguru import logger
 
 from perpcarry.config.loader import Config
+from perpcarry.config.settings import VenueConfig
 from perpcarry.domain.errors import LocalStateError, UsageError
 from perpcarry.domain.types import Market
 from perpcarry.execution.service import VenueHandle
@@ -54,15 +55,14 @@ def fresh_replay_dir(data_dir: Path, start: datetime, end: datetime) -> Path:
     return directory
 
 
-async def snapshot_markets(config: Config, spec: VenueSpec) -> list[Market]:
+async def snapshot_markets(spec: VenueSpec, venue_config: VenueConfig) -> list[Market]:
     """``spec``'s market definitions from its bundled offline snapshot, read as
     ``--offline`` reads them (no cache touched)."""
     from perpcarry.ccxt.replay import replaying
 
     with tempfile.TemporaryDirectory(prefix="perpcarry-replay-") as scratch, \
             replaying(spec.offline_snapshot):
-        client = spec.factory(config.venues[spec.venue_id],
-                              offline_context(spec, Path(scratch)))
+        client = spec.factory(venue_config, offline_context(spec, Path(scratch)))
         try:
             return await client.load_markets()
         finally:
@@ -99,14 +99,18 @@ def _open_paper(config: Config, market_data: HistoryMarketData, directory: Path,
 async def replay_venues(config: Config, history: pl.DataFrame, start: datetime,
                         end: datetime, data_dir: Path
                         ) -> tuple[ReplayClock, dict[str, VenueHandle]]:
-    """A simulated clock over the settlements of ``history`` in [start, end] (at ``start``'s
-    first one) and, for each venue in that range, a fresh paper account trading on the
-    history. The caller closes each handle's ``orders`` (which closes its market data).
+    """A simulated clock over the settlements of ``history`` in [start, end] (UTC), standing
+    at the first of them, and for each venue in that range a fresh paper account trading on
+    the history, in :func:`replay_dir` (wiped first: open the loop's journal there only
+    after this returns). The caller closes each handle's ``orders`` (which closes its
+    market data).
 
     Symbols the venue's snapshot does not list are left out (``market_data.skipped`` and
     every funding snapshot say why); so is a venue whose plugin is not loaded or bundles no
     snapshot (logged).
     """
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("replay_venues takes timezone-aware (UTC) start and end")
     window = history.filter(pl.col("time").is_between(start, end))
     if window.is_empty():
         covered = (f"{history['time'].min():%Y-%m-%d} to {history['time'].max():%Y-%m-%d}"
@@ -124,8 +128,8 @@ async def replay_venues(config: Config, history: pl.DataFrame, start: datetime,
             continue
         # The clock's steps come from the series the market data keeps, so it is made
         # after them; they read it through this function.
-        market_data = HistoryMarketData(venue_id, history, await snapshot_markets(config, spec),
-                                        lambda: clock.now())
+        markets = await snapshot_markets(spec, config.venues[venue_id])
+        market_data = HistoryMarketData(venue_id, history, markets, lambda: clock.now())
         for skip in market_data.skipped:
             logger.warning("replay: {} {}: {}", venue_id, skip.symbol, skip.reason)
         times = market_data.settlement_times(start, end)

@@ -29,15 +29,19 @@ from decimal import ROUND_FLOOR, Decimal
 
 import numpy as np
 
+from perpcarry.alerts.format import daily_summary
 from perpcarry.allocation.allocator import Limits
 from perpcarry.backtest.engine import lp_allocator
 from perpcarry.ccxt.markets import CARRY_QUOTES
 from perpcarry.config.settings import AllocatorConfig
 from perpcarry.dashboard.feed import record_cycle
 from perpcarry.domain.errors import PerpcarryError, VenueError
+from perpcarry.events import EventBus
 from perpcarry.execution.engine import Executor
-from perpcarry.execution.journal import Position, PositionState
+from perpcarry.execution.journal import Position, PositionState, Purpose
 from perpcarry.execution.service import TradingSession
+from perpcarry.ledger.pnl import ledger_pnl
+from perpcarry.ledger.sync import sync_venue
 from perpcarry.run.market import Candidate, MarketSnapshot, MarketSource, hours
 from perpcarry.strategy.rules import Book, Rules, decide
 
@@ -48,7 +52,7 @@ ZERO = Decimal(0)
 class Action:
     """One thing a cycle did (or chose not to do) to one pair."""
 
-    kind: str  # open | close | reduce | skip | failed
+    kind: str  # open | add | close | reduce | skip | failed
     venue: str
     base: str
     quantity: Decimal
@@ -95,13 +99,18 @@ class CarryLoop:
     """Cycles of the carry strategy over one trading session."""
 
     def __init__(self, session: TradingSession, market: MarketSource, settings: LoopSettings,
-                 clock: Callable[[], datetime], stop: asyncio.Event | None = None) -> None:
+                 clock: Callable[[], datetime], events: EventBus,
+                 stop: asyncio.Event | None = None) -> None:
         self.session = session
         self.journal = session.journal
         self.market = market
         self.settings = settings
         self.clock = clock
+        self.events = events
         self.stop = stop or asyncio.Event()
+        # Every order that filled, entries and unwinds alike, reaches the plugins and alerts.
+        self.journal.fill_listener = lambda state, order: events.fill(
+            state, unwind=order.purpose is Purpose.UNWIND)
         # The eligible set of the last cycle: the rules re-solve the allocation only when it
         # changes (as the backtest does), so it is kept between cycles.
         self._eligible: dict[tuple[str, str], bool] = {}
@@ -119,6 +128,7 @@ class CarryLoop:
         recovered = await self.session.recover()
         report.notes += [f"recovery: {f.kind} {f.venue} {f.subject}: {f.action}"
                          for f in recovered.findings if f.kind != "confirmed"]
+        await self.sync_funding(report)
         snapshot = await self.market.snapshot(now)
         report.notes += [f"{venue}: no market data this cycle ({why})"
                          for venue, why in snapshot.failures.items()]
@@ -139,7 +149,31 @@ class CarryLoop:
         report.equity = equity = sum(per_venue.values())
         decision = self.decide(snapshot, positions, equity, per_venue)
         await self.trade(snapshot, decision, positions, report)
+        self.alerts(now)
         return report
+
+    def alerts(self, now: datetime) -> None:
+        """The alerter's window (held-back alerts told once it ends) and, once a day, the
+        ledger's summary per venue."""
+        alerter = self.events.alerter
+        if alerter is None:
+            return
+        alerter.tick(now)
+        if alerter.summary_due(now):
+            rows = [v.as_dict() for v in ledger_pnl(self.journal, now=now, marks={}).venues]
+            self.events.emit(daily_summary(rows, now))
+
+    async def sync_funding(self, report: CycleReport) -> None:
+        """The funding each venue paid since the last cycle, into the ledger; each payment
+        is an event. A venue that cannot answer now is synced at a later cycle."""
+        for venue_id, handle in self.session.venues.items():
+            try:
+                payments = await sync_venue(self.journal, venue_id, handle.orders)
+            except VenueError as err:
+                report.notes.append(f"{venue_id}: funding not synced this cycle ({err})")
+                continue
+            for payment in payments:
+                self.events.funding_payment(payment)
 
     def decide(self, snapshot: MarketSnapshot, positions: list[Position], equity: float,
                per_venue: dict[str, float]):
@@ -206,7 +240,9 @@ class CarryLoop:
         for c, quantity, reason in entries:
             if self.stop.is_set():
                 return
-            await self._open(c, quantity, reason, report)
+            held = by_key.get(c.key)
+            await self._open(c, quantity, reason, report,
+                             max(held, key=lambda p: p.perp_quantity) if held else None)
 
     async def _reduce(self, c: Candidate, held: list[Position], quantity: Decimal, reason: str,
                       report: CycleReport) -> None:
@@ -237,7 +273,8 @@ class CarryLoop:
             left -= part
 
     async def _open(self, c: Candidate, quantity: Decimal, reason: str,
-                    report: CycleReport) -> None:
+                    report: CycleReport, add_to: Position | None) -> None:
+        """Open the pair, or add to the position already held (one position per pair)."""
         quantity = self._rounded(c, quantity)
         if quantity <= 0 or c.price is None:
             report.actions.append(Action("skip", c.venue, c.base, quantity,
@@ -250,12 +287,15 @@ class CarryLoop:
                                          f"{reason}: {quantity * c.price:.2f} is below the "
                                          f"minimum notional {minimum}"))
             return
-        action = Action("open", c.venue, c.base, quantity, reason)
+        action = Action("open" if add_to is None else "add", c.venue, c.base, quantity, reason,
+                        None if add_to is None else add_to.position_id)
         try:
             result = await self.session.open(
                 c.venue, c.base, notional=None, quantity=quantity,
-                executor=self.settings.executor, slices=self.settings.slices)
+                executor=self.settings.executor, slices=self.settings.slices, add_to=add_to)
             action.position_id, action.state = result.position_id, result.state.value
+            if add_to is None and math.isfinite(c.net_apr):
+                self.journal.set_expected_apr(result.position_id, c.net_apr)
             action.reason += f" ({result.note})" if result.note else ""
         except (VenueError, PerpcarryError) as err:
             action.kind, action.reason = "failed", f"open: {err}"

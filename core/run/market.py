@@ -42,6 +42,7 @@ class Candidate:
     price: Decimal | None  # the perp's mark: what orders are sized with; None: not priced
     rate: float  # the current funding rate per period
     premium: float | None  # perp over spot - 1, where known
+    net_apr: float  # what the rules read: the expected APR at entry (nan: unknown)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -106,7 +107,7 @@ class ScanMarket:
 
 def _candidate(row: CarryYield) -> Candidate:
     return Candidate(row.venue, row.pair.base, row.pair, row.quote.mark_price,
-                     float(row.quote.rate), row.entry_premium)
+                     float(row.quote.rate), row.entry_premium, _float(row.net_apr))
 
 
 def _pair_state(rows: list[CarryYield], shift: dict[str, timedelta]) -> PairState:

@@ -19,7 +19,8 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -31,10 +32,14 @@ import polars as pl
 from perpcarry.backtest.engine import pair_state, settlement_facts
 from perpcarry.backtest.panel import Panel
 from perpcarry.domain.errors import UsageError
+from perpcarry.execution.journal import Journal
 from perpcarry.run.loop import Action, CarryLoop, CycleReport
 from perpcarry.run.market import Candidate, MarketSnapshot
 from perpcarry.strategy.rules import Facts, PairState
 from perpcarry.venues.protocol import carry_pairs
+
+# The journal flag a finished replay leaves (ReplayRecord).
+REPLAY_FLAG = "replay"
 
 
 def parse_span(text: str) -> tuple[datetime, datetime]:
@@ -66,6 +71,7 @@ class ReplayMarket:
         self.facts = facts
         self.series = np.array(sorted(candidates), dtype=np.int64)
         self.candidates = candidates
+        self.last: MarketSnapshot | None = None
         self._row = {int(t): i for i, t in enumerate(panel.times.astype("datetime64[us]")
                                                      .astype(np.int64))}
 
@@ -86,13 +92,51 @@ class ReplayMarket:
             price = Decimal(repr(float(mark))) if math.isfinite(mark) else None
             premium = float(mark / spot - 1) if math.isfinite(mark / spot) else None
             candidates.append(Candidate(c.venue, c.base, c.pair, price,
-                                        float(rate) if math.isfinite(rate) else 0.0, premium))
-        return MarketSnapshot(now, candidates, pairs)
+                                        float(rate) if math.isfinite(rate) else 0.0, premium,
+                                        float(pairs.net_apr[k])))
+        self.last = MarketSnapshot(now, candidates, pairs)
+        return self.last
 
 
 def replay_journal(data_dir: Path) -> Path:
     """The journal of the last replay (``--replay`` of ``pnl``, ``positions``, ...)."""
     return data_dir / "replay" / "journal.sqlite"
+
+
+@dataclass(frozen=True)
+class ReplayRecord:
+    """What a finished replay leaves in its journal for the commands that read it: its span
+    and the last recorded prices (to mark what it still holds)."""
+
+    start: datetime
+    end: datetime
+    marks: dict[tuple[str, str], Decimal]
+
+    def dump(self) -> str:
+        return json.dumps({"start": self.start.isoformat(), "end": self.end.isoformat(),
+                           "marks": [[v, s, str(p)] for (v, s), p in self.marks.items()]})
+
+    @classmethod
+    def load(cls, text: str) -> ReplayRecord:
+        data = json.loads(text)
+        return cls(datetime.fromisoformat(data["start"]), datetime.fromisoformat(data["end"]),
+                   {(v, s): Decimal(p) for v, s, p in data["marks"]})
+
+
+@contextmanager
+def open_replay_journal(data_dir: Path) -> Iterator[tuple[Journal, ReplayRecord]]:
+    """The last replay's journal (read-only use) and its record; one line when there is
+    none, or when the replay did not finish."""
+    path = replay_journal(data_dir)
+    if not path.is_file():
+        raise UsageError(f"--replay: no replay in {path.parent} yet: run `perpcarry run "
+                         "--paper --replay START..END` first")
+    with Journal.open(path, trading=False) as journal:
+        text = journal.flag(REPLAY_FLAG)
+        if text is None:
+            raise UsageError(f"--replay: the replay in {path.parent} did not finish: run it "
+                             "again")
+        yield journal, ReplayRecord.load(text)
 
 
 def _fresh_journal(path: Path) -> None:
@@ -138,7 +182,7 @@ async def replay(config, start: datetime, end: datetime, *, venues=None, symbols
     from perpcarry.backtest.panel import build_panel, select
     from perpcarry.backtest.run import taker_fees
     from perpcarry.cli.run import loop_settings
-    from perpcarry.execution.journal import Journal
+    from perpcarry.events import EventBus
     from perpcarry.execution.service import TradingSession
     from perpcarry.replay.venues import replay_venues
 
@@ -148,7 +192,7 @@ async def replay(config, start: datetime, end: datetime, *, venues=None, symbols
     clock, handles = await replay_venues(config, history, start, end, config.data_dir)
     journal_file = replay_journal(config.data_dir)
     _fresh_journal(journal_file)
-    journal = Journal.open(journal_file, trading=True, clock=clock.now)
+    journal = Journal.open(journal_file, trading=True, clock=clock.now, durable=False)
     try:
         session = TradingSession(config, journal, handles, paper=True, offline=True,
                                  sleep=clock.sleep)
@@ -165,7 +209,11 @@ async def replay(config, start: datetime, end: datetime, *, venues=None, symbols
                                  np.array([fees[v][0] for v in panel.venues]),
                                  np.array([fees[v][1] for v in panel.venues]))
         candidates = await _candidates(panel, handles, report.notes)
-        loop = CarryLoop(session, ReplayMarket(panel, facts, candidates), settings, clock.now)
+        # A replay's events are journalled and reach the plugins; no alert is sent for
+        # a simulated past.
+        events = EventBus(config.registry.pm, journal, None, clock.now)
+        loop = CarryLoop(session, ReplayMarket(panel, facts, candidates), settings, clock.now,
+                         events)
         for micros in panel.times[panel.rebalance].astype("datetime64[us]").astype(np.int64):
             moment = datetime.fromtimestamp(int(micros) / 1_000_000, UTC)
             if moment < start:
@@ -176,6 +224,8 @@ async def replay(config, start: datetime, end: datetime, *, venues=None, symbols
             report.actions += cycle.actions
             if on_cycle is not None:
                 on_cycle(cycle)
+        journal.set_flag(REPLAY_FLAG, ReplayRecord(start, clock.now(),
+                                                   await _last_marks(loop.market)).dump())
     finally:
         journal.close()
         for handle in handles.values():
@@ -183,6 +233,19 @@ async def replay(config, start: datetime, end: datetime, *, venues=None, symbols
     report.journal = journal_file
     report.seconds = time.perf_counter() - began
     return report
+
+
+async def _last_marks(market: ReplayMarket) -> dict[tuple[str, str], Decimal]:
+    """The prices of the last step, per (venue, symbol), both legs."""
+    snapshot = market.last
+    marks = {}
+    if snapshot is not None:
+        for c, mark, spot in zip(snapshot.candidates, snapshot.pairs.mark, snapshot.pairs.spot,
+                                 strict=True):
+            if math.isfinite(mark) and math.isfinite(spot):
+                marks[(c.venue, c.pair.perp.symbol)] = Decimal(repr(float(mark)))
+                marks[(c.venue, c.pair.spot.symbol)] = Decimal(repr(float(spot)))
+    return marks
 
 
 async def _candidates(panel: Panel, handles, notes: list[str]) -> dict[int, Candidate]:
@@ -199,7 +262,7 @@ async def _candidates(panel: Panel, handles, notes: list[str]) -> dict[int, Cand
         if pair is None:
             notes.append(f"{venue} {symbol}: no spot and perp pair to trade in the replay")
             continue
-        out[s] = Candidate(venue, base, pair, None, 0.0, None)
+        out[s] = Candidate(venue, base, pair, None, 0.0, None, math.nan)
     return out
 
 
