@@ -65,6 +65,12 @@ def test_overview_has_one_equity_point_per_cycle_and_the_realised_net(client, re
     assert quote == "USDT" and len(series) == len(closed)
     assert Decimal(series[-1]["net"]) == sum(closed)
     assert overview["kill_switch"] == {"engaged": False, "reason": None, "at": None}
+    # Funding over time ends at what the ledger counts per venue.
+    funding = {v["venue"]: Decimal(v["funding"]) for v in pnl["venues"]}
+    assert overview["funding"], "the replay recorded no funding: nothing would be compared"
+    for key, points in overview["funding"].items():
+        venue, _currency = key.split()
+        assert Decimal(points[-1]["funding"]) == funding[venue]
 
 
 def test_every_page_renders_with_its_data(client, replay_run):

@@ -116,6 +116,12 @@ def test_the_charts_render_one_point_per_recorded_value(served, page):
     assert first == pytest.approx(overview["equity"][0]["equity"])
     net = page.locator('svg.chart[aria-label="Realised net PnL"] circle.point')
     assert net.count() == sum(len(s) for s in overview["realised_net"].values()) > 0
+    funding = page.locator('svg.chart[aria-label="Funding received"]')
+    for key, points in overview["funding"].items():
+        drawn = funding.locator(f'circle.point[data-series="{key}"]')
+        assert drawn.count() == len(points) > 0
+        assert float(drawn.last.get_attribute("data-value")) == pytest.approx(
+            float(points[-1]["funding"]))
 
 
 def test_kill_without_the_token_is_refused_and_with_it_engages_the_switch(served, page):

@@ -205,8 +205,11 @@ def _overview_charts(doc: dict[str, Any]) -> dict[str, str]:
                          for p in doc["equity"]]}
     net = {quote: [(datetime.fromisoformat(p["at"]), float(p["net"])) for p in points]
            for quote, points in doc["realised_net"].items()}
+    funding = {key: [(datetime.fromisoformat(p["at"]), float(p["funding"])) for p in points]
+               for key, points in doc["funding"].items()}
     return {"equity_chart": line_chart(equity, "Equity"),
-            "net_chart": line_chart(net, "Realised net PnL")}
+            "net_chart": line_chart(net, "Realised net PnL"),
+            "funding_chart": line_chart(funding, "Funding received")}
 
 
 def _money(text: str | float | None) -> str:

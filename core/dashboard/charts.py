@@ -42,6 +42,8 @@ def line_chart(series: dict[str, list[tuple[datetime, float]]], label: str) -> s
         parts.append(f'<text x="{x}" y="{HEIGHT - 8}" text-anchor="{anchor}">{when}</text>')
     for i, (name, values) in enumerate(series.items()):
         colour = COLOURS[i % len(COLOURS)]
+        parts.append(f'<text class="legend" x="{PAD_LEFT + 8}" y="{PAD_TOP + 14 + 14 * i}" '
+                     f'style="fill: {colour}">{escape(name)}</text>')
         coords = [xy(t, v) for t, v in sorted(values)]
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '

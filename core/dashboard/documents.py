@@ -50,13 +50,26 @@ def positions_document(journal, book: Book) -> dict[str, Any]:
 
 def pnl_document(journal, book: Book, config) -> dict[str, Any]:
     """``perpcarry pnl --json`` from what the journal holds: no venue is asked, so funding
-    is what the run loop synced, and open positions are "not marked"."""
-    from perpcarry.cli.pnl import pnl_json
+    is what the run loop synced, and open positions are "not marked". A finished replay's
+    journal is ``pnl --replay --json``: at the replay's end, marked at its last prices."""
+    from perpcarry.cli.pnl import pnl_json, replay_pnl_json
     from perpcarry.ledger.pnl import ledger_pnl
 
+    record = replay_record(journal)
+    if record is not None:
+        return replay_pnl_json(config, journal, record, None)
     report = ledger_pnl(journal, now=datetime.now(UTC), marks={},
                         default_leverage=config.settings.execution.leverage)
     return pnl_json(report, book.paper, not book.paper, None, {}, {}, {})
+
+
+def replay_record(journal):
+    """What a finished replay left in its journal (span, last prices); None for any other
+    journal, or a replay still running."""
+    from perpcarry.run.replay import REPLAY_FLAG, ReplayRecord
+
+    text = journal.flag(REPLAY_FLAG)
+    return None if not text else ReplayRecord.load(text)
 
 
 def scan_document(book: Book) -> dict[str, Any] | None:
@@ -65,21 +78,26 @@ def scan_document(book: Book) -> dict[str, Any] | None:
 
 
 def overview_document(journal, book: Book, config) -> dict[str, Any]:
-    """Equity over time, realised net PnL over time, funding and APR per venue, capital
-    per venue and asset against the caps, the kill switch and other flags."""
+    """Equity, realised net PnL and funding received over time; funding, net and APR per
+    venue; capital per venue and asset against the caps; the kill switch and other
+    flags."""
     pnl = pnl_document(journal, book, config)
     equity = [{"at": c["at"], "equity": sum(c["equity"].values()), "by_venue": c["equity"]}
               for c in feed.cycles(journal) if c["equity"] is not None]
     flags = _flags(journal)
     kill = flags.get("kill")
+    record = replay_record(journal)
     return {
         "schema_version": SCHEMA_VERSION, "journal": str(book.path), "book": book.label,
+        "replay": None if record is None else {"start": record.start.isoformat(),
+                                               "end": record.end.isoformat()},
         "kill_switch": {"engaged": bool(kill and kill["value"]),
                         "reason": kill["value"] if kill else None,
                         "at": kill["at"] if kill else None},
         "flags": flags,
         "equity": equity,
         "realised_net": _realised_net(pnl["positions"]),
+        "funding": _funding(journal),
         "venues": pnl["venues"], "totals": pnl["totals"],
         "capital": _capital(pnl["positions"], equity[-1]["equity"] if equity else None,
                             config.settings.allocator),
@@ -96,7 +114,8 @@ def positions_page(journal, book: Book, config) -> dict[str, Any]:
     rates = {(r["venue"], r["perp_symbol"]): r for r in (scan or {}).get("rows", [])
              + (scan or {}).get("reverse_rows", [])}
     min_hold = config.settings.strategy.min_hold_hours
-    now = datetime.now(UTC)
+    record = replay_record(journal)
+    now = datetime.now(UTC) if record is None else record.end  # a replay's clock stopped
     rows = []
     for p in listed["positions"]:
         earned = pnl.get(p["position_id"], {})
@@ -108,6 +127,7 @@ def positions_page(journal, book: Book, config) -> dict[str, Any]:
             "funding": earned.get("funding"), "fees_quote": earned.get("fees"),
             "net": earned.get("net"), "spread_basis_status": earned.get("spread_basis_status"),
             "realised_apr": earned.get("realised_apr"),
+            "expected_apr": earned.get("expected_apr"),
             "funding_rate": quote["funding_rate"] if quote else None,
             "next_funding_time": quote["next_funding_time"] if quote else None,
             "held_hours": round(held_hours, 2),
@@ -147,12 +167,16 @@ def operations_document(journal, book: Book) -> dict[str, Any]:
 
 
 def _flags(journal) -> dict[str, dict[str, str]]:
-    """The latest value of every flag set, with when (from the journal's ``flag``
-    events, which :meth:`Journal.set_flag` writes in the same transaction)."""
+    """The latest value of every operator flag set, with when (from the journal's ``flag``
+    events, which :meth:`Journal.set_flag` writes in the same transaction); a replay's
+    record is shown as its span instead."""
+    from perpcarry.run.replay import REPLAY_FLAG
+
     flags: dict[str, dict[str, str]] = {}
     for event in feed.events(journal, {"flag"}):
         for name, value in (event["detail"] or {}).items():
-            flags[name] = {"value": value, "at": event["at"]}
+            if name != REPLAY_FLAG:
+                flags[name] = {"value": value, "at": event["at"]}
     return flags
 
 
@@ -165,6 +189,19 @@ def _realised_net(positions: list[dict]) -> dict[str, list[dict[str, str]]]:
     for p in closed:
         total[p["quote"]] += Decimal(p["net"])
         series[p["quote"]].append({"at": p["closed_at"], "net": str(total[p["quote"]])})
+    return dict(series)
+
+
+def _funding(journal) -> dict[str, list[dict[str, str]]]:
+    """Per venue and currency (``binance USDT``), the cumulative funding the journal
+    recorded at each payment: what funding actually paid."""
+    series: dict[str, list[dict[str, str]]] = defaultdict(list)
+    total: dict[str, Decimal] = defaultdict(Decimal)
+    for recorded in journal.funding():
+        payment = recorded.payment
+        key = f"{payment.venue} {payment.currency}"
+        total[key] += payment.amount
+        series[key].append({"at": payment.time.isoformat(), "funding": str(total[key])})
     return dict(series)
 
 
@@ -218,9 +255,17 @@ def _log_line(event: dict) -> dict[str, Any]:
                 "venue": None, "message": f"{detail.get('title')} (delivered: "
                 f"{', '.join(detail.get('delivered') or []) or 'none'})"}
     if event["kind"] == "flag":
-        return {"at": event["at"], "severity": "warning", "kind": "flag", "venue": None,
-                "message": "; ".join(f"{name} = {value or 'off'}"
-                                     for name, value in detail.items())}
+        from perpcarry.run.replay import REPLAY_FLAG, ReplayRecord
+
+        parts = []
+        for name, value in detail.items():
+            if name == REPLAY_FLAG:
+                record = ReplayRecord.load(value)
+                parts.append(f"replay finished: {record.start:%Y-%m-%d} → {record.end:%Y-%m-%d}")
+            else:
+                parts.append(f"{name} = {value or 'off'}")
+        return {"at": event["at"], "severity": "info", "kind": "flag", "venue": None,
+                "message": "; ".join(parts)}
     return {"at": detail.get("time", event["at"]), "severity": detail.get("severity"),
             "kind": detail.get("kind"), "venue": detail.get("venue"),
             "message": detail.get("message")}
