@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 from decimal import Decimal
 
@@ -196,3 +197,28 @@ def test_a_non_loopback_address_needs_the_token(run_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     result = run_cli("dashboard", "--host", "0.0.0.0", "--read-only")
     assert result.exit_code == 2 and "not a loopback address" in result.stderr
+
+
+def test_dashboard_command_refusals_are_one_line(run_cli, paper_data, tmp_path):
+    shown = run_cli("dashboard", "--token")
+    token_file = tmp_path / "xdg-config" / "perpcarry" / "dashboard-token"
+    assert shown.exit_code == 0 and shown.stdout.strip() == token_file.read_text().strip()
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert run_cli("dashboard", "--token").stdout == shown.stdout  # made once
+    bad = tmp_path / "bad.sqlite"
+    bad.write_text("not a journal")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        cases = [
+            (("--paper", "--replay"), "--paper and --replay: choose one journal"),
+            (("--replay",), "--replay: no replay journal at"),
+            (("--journal", str(tmp_path / "none.sqlite")), "no such file"),
+            (("--journal", str(bad)), "file is not a database"),
+            (("--port", port), f"--port {port}: cannot listen there: Address already in use"),
+        ]
+        for args, message in cases:
+            result = run_cli("dashboard", *args)
+            assert (result.exit_code, result.stderr.count("\n")) == (2, 1), args
+            assert message in result.stderr

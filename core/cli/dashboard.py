@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated
 
 import typer
@@ -33,8 +34,12 @@ def dashboard(
     if show_token:
         console.print(load_or_create_token(token_path()), highlight=False, soft_wrap=True)
         return 0
+    from perpcarry.execution.journal import Journal
+
     config = load()
     book = _book(config, paper, live, replay, journal)
+    with Journal.open(book.path, trading=False):
+        pass  # a file that is no journal (or a newer one) is refused now, in one line
     token = None if read_only else load_or_create_token(token_path())
     check_listen(host, token)
     import uvicorn
@@ -44,16 +49,28 @@ def dashboard(
 
     hosts = None if is_loopback(host) else [host]
     app = create_app(config, book, token, offline=offline, allowed_hosts=hosts)
+    listening = _listen(host, port)
     console.print(f"dashboard of the {book.label} journal {book.path}: "
                   f"http://{host}:{port}/ (Ctrl-C stops it)", highlight=False, soft_wrap=True)
-    try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
-    except SystemExit:  # uvicorn exits 1 when it cannot bind; it has said why
-        from perpcarry.domain.errors import UsageError
-
-        raise UsageError(f"--host {host} --port {port}: cannot listen there (in use, or "
-                         "not an address of this machine)") from None
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``; one line naming why it cannot be (uvicorn would log
+    a traceback-like line and exit)."""
+    from perpcarry.domain.errors import UsageError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+        listening = socket.socket(family, kind, proto)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+    except OSError as err:
+        raise UsageError(f"--host {host} --port {port}: cannot listen there: "
+                         f"{err.strerror or err}") from None
+    return listening
 
 
 def _book(config, paper: bool, live: bool, replay: bool, journal: str | None):
