@@ -227,6 +227,7 @@ def main() -> None:
     config = load_config(None)
     # The default rules; the loop implements them (the blackout never binds here: every
     # rebalance is a settlement of the 4h or 8h series, 4 h or more before the next one).
+    # Neither engine runs the margin model (perpcarry.backtest.margin): the loop has none.
     settings = StrategyConfig()
     capital = BacktestConfig().capital
     history = workload()

@@ -7,9 +7,12 @@ hedged below their target (``partial``)."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import sqlite3
-from contextlib import AsyncExitStack
+import threading
+from contextlib import AsyncExitStack, contextmanager
 from decimal import Decimal
 
 import pytest
@@ -299,6 +302,7 @@ def test_a_partial_fill_ends_partial_and_positions_says_so(run_cli, tmp_path, mo
                             "--yes")
     assert (code, opened["state"]) == (1, "partial")
     assert Decimal(opened["perp_change"]) == Decimal("0.004")  # half of the 0.008 target
+    assert opened["note"] == "0.0040 of 0.0080 BTC hedged"
     monkeypatch.delenv("PERPCARRY_PAPER_FAULTS")
     [row] = cli_json(run_cli, "positions")[1]["positions"]
     assert (row["state"], row["last_intent"]["state"], row["last_intent"]["target_base"]) == (
@@ -349,3 +353,51 @@ def test_reconcile_json_lists_findings_as_json(run_cli, tmp_path):
     document = json.loads(result.stdout)
     assert document["schema_version"] == 1 and document["paper"] is True
     assert [f["kind"] for f in document["findings"]] == ["adopted"]
+
+
+@contextmanager
+def fake_in_thread(fake: FakeBinance):
+    """``fake`` served from its own thread and event loop, so the CLI can ``asyncio.run``."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(fake.start(), loop).result(10)
+    try:
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.mark.block_network(allowed_hosts=["127.0.0.1"])
+def test_live_adopt_asks_unless_yes(run_cli, write_config, monkeypatch):
+    """``--live --adopt`` through the CLI against the fake Binance (fake credentials): the
+    question is on stderr and a no adopts nothing; ``--yes`` adopts without asking."""
+    fake = FakeBinance(prices={"ETHUSDT": ETH_PRICE, "BTCUSDT": Decimal("100000")})
+    fake.futures_wallet = Decimal("1000")
+    fake.spot_balances = {"USDT": Decimal("3000"), "ETH": Decimal("0.5")}
+    fake.positions["ETHUSDT"] = {"amt": Decimal("-0.5"), "entry": ETH_PRICE}
+    with fake_in_thread(fake):
+        config = write_config(
+            "[venues.binance]\nenabled = true\napi_key = \"fake-test-key-not-real\"\n"
+            f"secret = \"fake-test-secret-not-real\"\nbase_url = \"{fake.url}\"\n")
+        monkeypatch.setenv("PERPCARRY_CONFIG", str(config))
+        monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+        declined = run_cli("reconcile", "--live", "--adopt", "--json")
+        assert "LIVE: Adopt binance ETH/USDT:USDT: perp short 0.50 and 0.5 ETH spot as a " \
+               "journal position (no order is sent)?" in declined.stderr
+        [finding] = json.loads(declined.stdout)["findings"]
+        assert (declined.exit_code, finding["action"]) == (
+            1, "not adopted: declined; not touched")
+        assert cli_json(run_cli, "positions", "--live")[1]["positions"] == []
+
+        adopted = run_cli("reconcile", "--live", "--adopt", "--yes", "--json")
+        assert adopted.exit_code == 0 and "Adopt" not in adopted.stderr
+        [row] = cli_json(run_cli, "positions", "--live")[1]["positions"]
+        assert (Decimal(row["spot_quantity"]), Decimal(row["perp_quantity"]),
+                row["spot_cost"], Decimal(row["perp_proceeds"])) == (
+            Decimal("0.5"), Decimal("0.5"), None, Decimal("0.5") * ETH_PRICE)
+        assert not [r for r in fake.requests if r.method == "POST"
+                    and r.path in ("/fapi/v1/order", "/api/v3/order")]

@@ -20,6 +20,7 @@ from perpcarry.dashboard.security import check_listen, load_or_create_token
 from perpcarry.domain.errors import ConfigError, UsageError
 from perpcarry.execution.journal import Journal
 from perpcarry.execution.service import journal_path
+from perpcarry.risk.state import entry_stop, kill_state
 
 AUTH = {"X-Perpcarry-Token": TOKEN}
 
@@ -65,7 +66,7 @@ def test_overview_has_one_equity_point_per_cycle_and_the_realised_net(client, re
     [(quote, series)] = overview["realised_net"].items()
     assert quote == "USDT" and len(series) == len(closed)
     assert Decimal(series[-1]["net"]) == sum(closed)
-    assert overview["kill_switch"] == {"engaged": False, "reason": None, "at": None}
+    assert (overview["kill"], overview["breaker"]) == (None, None)
     # Funding over time ends at what the ledger counts per venue.
     funding = {v["venue"]: Decimal(v["funding"]) for v in pnl["venues"]}
     assert overview["funding"], "the replay recorded no funding: nothing would be compared"
@@ -100,15 +101,27 @@ def test_kill_is_refused_without_the_right_token_and_engaged_with_it(client, rep
     for response, status, message in refused:
         assert response.status_code == status and message in response.json()["error"]
     assert journal_state(replay_run.book) == before
-    engaged = client.post("/api/kill", headers=AUTH, json={"reason": "funding flipped"})
+    bad_flatten = client.post("/api/kill", headers=AUTH, json={"flatten": "yes"})
+    assert bad_flatten.status_code == 400 and "flatten" in bad_flatten.json()["error"]
+    assert journal_state(replay_run.book) == before
+    engaged = client.post("/api/kill", headers=AUTH,
+                          json={"reason": "funding flipped", "flatten": True})
     assert engaged.status_code == 200
-    assert journal_state(replay_run.book)[0] == "funding flipped"
-    overview = client.get("/api/overview").json()["kill_switch"]
-    assert (overview["engaged"], overview["reason"]) == (True, "funding flipped")
+    with Journal.open(replay_run.book.path, trading=False) as journal:
+        state = kill_state(journal)  # what `run` and every pre-trade check read
+        assert (state.reason, state.flatten) == ("funding flipped", True)
+        assert entry_stop(journal) == "kill switch engaged (funding flipped)"
+    # The same fields `positions --json` shows.
+    assert client.get("/api/positions").json()["kill"] == engaged.json()["kill"]
+    assert client.get("/api/overview").json()["kill"]["reason"] == "funding flipped"
     latest = client.get("/api/operations").json()["alert_log"][0]
-    assert (latest["kind"], latest["message"]) == ("flag", "kill = funding flipped")
-    assert client.post("/api/resume", headers=AUTH).status_code == 200
-    assert client.get("/api/overview").json()["kill_switch"]["engaged"] is False
+    assert (latest["kind"], latest["message"]) == ("flag",
+                                                   "kill switch engaged (funding flipped)")
+    resumed = client.post("/api/resume", headers=AUTH)
+    assert resumed.status_code == 200 and "kill switch (funding flipped" in \
+        resumed.json()["cleared"][0]
+    assert client.get("/api/overview").json()["kill"] is None
+    assert journal_state(replay_run.book) == before
 
 
 def test_close_refusals_change_nothing(client, replay_run):

@@ -17,6 +17,7 @@ import pytest
 
 from perpcarry.dashboard.app import create_app
 from perpcarry.execution.journal import Journal
+from perpcarry.risk.state import kill_state
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -132,7 +133,7 @@ def test_kill_without_the_token_is_refused_and_with_it_engages_the_switch(served
     result.filter(has_text="refused").wait_for()
     assert "401" in result.inner_text()
     with Journal.open(run.book.path, trading=False) as journal:
-        assert not journal.flag("kill")
+        assert kill_state(journal) is None
     page.fill("#token", "not-the-token")
     page.click("#kill")
     page.locator("#action-result", has_text="403").wait_for()
@@ -141,9 +142,9 @@ def test_kill_without_the_token_is_refused_and_with_it_engages_the_switch(served
     page.locator("#action-result", has_text="done").wait_for()
     page.locator("#kill-state", has_text="ENGAGED").wait_for()
     with Journal.open(run.book.path, trading=False) as journal:
-        assert journal.flag("kill") == "engaged from the dashboard"
+        assert kill_state(journal).reason == "perpcarry dashboard"
     shoot(page, "overview-killed")
     page.click("#resume")
     page.locator("#kill-state", has_text="off").wait_for()
     with Journal.open(run.book.path, trading=False) as journal:
-        assert journal.flag("kill") == ""
+        assert kill_state(journal) is None

@@ -3,6 +3,7 @@ rebalance, and each rule changes the trades on real bundled data as documented."
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import hypothesis
@@ -12,10 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from perpcarry.allocation.allocator import Limits
-from perpcarry.backtest.engine import lp_allocator, pair_state, settlement_facts, simulate
+from perpcarry.backtest.engine import RULE_TRADE, lp_allocator, simulate
+from perpcarry.backtest.facts import pair_state, settlement_facts
 from perpcarry.backtest.history import load_bundled
+from perpcarry.backtest.margin import LIQUIDATION, REBALANCE
 from perpcarry.backtest.panel import build_panel, select
-from perpcarry.backtest.run import taker_fees
+from perpcarry.backtest.run import margin_model, taker_fees
 from perpcarry.config.loader import load_config
 from perpcarry.config.settings import AllocatorConfig, StrategyConfig
 from perpcarry.strategy.rules import Book, Rules, decide
@@ -28,7 +31,8 @@ OFF = {"exit_funding_below": None, "entry_blackout_minutes": 0.0}
 class Case:
     """A real selection of the bundled history as a panel, with its fees and allocator."""
 
-    def __init__(self, venues, symbols=None, start=None, end=None, **strategy):
+    def __init__(self, venues, symbols=None, start=None, end=None,
+                 allocator: AllocatorConfig | None = None, **strategy):
         history = select(load_bundled(), venues, symbols)
         fees, _ = taker_fees(load_config(None), history["venue"].unique())
         self.settings = StrategyConfig(**strategy)
@@ -38,15 +42,19 @@ class Case:
                                  start=start, end=end)
         self.spot_taker = np.array([fees[v][0] for v in self.panel.venues])
         self.perp_taker = np.array([fees[v][1] for v in self.panel.venues])
-        limits = Limits.from_config(AllocatorConfig(), capital=CAPITAL)
+        self.allocator = allocator or AllocatorConfig()
+        limits = Limits.from_config(self.allocator, capital=CAPITAL)
         self.allocate = lp_allocator(limits, self.panel.venues, self.panel.bases)
+        self.margin = None          # the margin model, where a case turns it on
 
     def rules(self, **changes) -> Rules:
         return Rules.from_config(self.settings.model_copy(update=changes))
 
     def simulate(self, rules: Rules):
+        margin = None if self.margin is None else margin_model(
+            self.allocator, self.settings.model_copy(update={"margin_floor": self.margin}))
         return simulate(self.panel, rules, CAPITAL, self.spot_taker, self.perp_taker,
-                        self.allocate)
+                        self.allocate, margin=margin)
 
 
 _cases: dict[str, Case] = {}
@@ -68,6 +76,14 @@ def case(name: str) -> Case:
             "binance-2021": lambda: Case(["binance"], ["BTC", "ETH"],
                                          start=datetime(2021, 1, 1, tzinfo=UTC),
                                          end=datetime(2022, 12, 31, tzinfo=UTC)),
+            # The same at leverage 5 with every cap open (no free cash), margin model on:
+            # top-ups are rebalances, and with a low floor shorts are liquidated.
+            "all-in-2021": lambda: Case(["binance"], ["BTC", "ETH"],
+                                        start=datetime(2021, 1, 1, tzinfo=UTC),
+                                        end=datetime(2022, 12, 31, tzinfo=UTC),
+                                        allocator=AllocatorConfig(
+                                            leverage=5, max_asset_share=1, max_pair_share=1,
+                                            max_venue_share=1)),
         }[name]()
     return _cases[name]
 
@@ -77,22 +93,50 @@ def trades(sim) -> list[tuple]:
                     sim.trade_exit.tolist(), strict=True))
 
 
-def walk(c: Case, rules: Rules):
+def walk(c: Case, rules: Rules, margin_events=()):
     """The run loop's way: ``decide`` at every rebalance, with the equity kept here from the
-    panel's settlements (funding, basis) and the trades' costs. Returns the trades as the
-    engine lists them, their per-leg notionals and reasons."""
+    panel's settlements (funding, basis) and the trades' costs, and the quantities the
+    margin model's ``margin_events`` (taken from the backtest) changed between rebalances.
+    Returns the rules' trades as the engine lists them, their per-leg notionals and
+    reasons."""
     panel = c.panel
     facts = settlement_facts(panel, rules, c.spot_taker, c.perp_taker)
     hedge = panel.spot - panel.mark
     book, equity, last = Book.empty(panel.shape[1]), CAPITAL, None
     out, notional, reasons = [], [], []
-    for i in panel.rebalance.tolist():
-        qty = book.quantity
+    pending = list(margin_events)
+
+    def accrue(row: int) -> None:
+        nonlocal equity, last
         if last is not None:
-            equity += float((qty * panel.carry[last + 1:i + 1]).sum())
+            qty = book.quantity
+            equity += float((qty * panel.carry[last + 1:row + 1]).sum())
             if panel.hedged.any():
-                equity += float(np.nansum(qty * (hedge[i] - hedge[last])))
-        last = i
+                equity += float(np.nansum(qty * (hedge[row] - hedge[last])))
+        last = row
+
+    for i in panel.rebalance.tolist():
+        while pending and pending[0].row <= i:     # a margin event settles before deciding
+            event = pending.pop(0)
+            accrue(event.row)
+            if event.sold:
+                liquidated = event.kind == LIQUIDATION
+                equity -= event.fee + event.spread + (event.margin if liquidated else 0.0)
+                held = book.quantity.copy()
+                mine = np.arange(held.size) == event.series
+                held[event.series] -= event.sold
+                # Closed when the slice was the whole position (equal up to the sizing
+                # equity's rounding, which is this walk's own).
+                closed = held[event.series] <= 1e-9 * event.sold
+                held[mine & closed] = 0.0
+                book = dataclasses.replace(
+                    book, quantity=held,
+                    rejoin_at=np.where(mine & closed,
+                                       panel.hours[event.row] + rules.cooldown_hours,
+                                       book.rejoin_at),
+                    entry_mark=np.where(mine & closed, np.nan, book.entry_mark))
+        accrue(i)
+        qty = book.quantity
         pairs = pair_state(panel, facts, i)
         decision = decide(rules, pairs, book, float(panel.hours[i]), equity, c.allocate)
         for s in np.flatnonzero(decision.target != qty).tolist():
@@ -126,6 +170,27 @@ def test_decide_at_every_rebalance_gives_exactly_the_backtest_trade_list(name, c
     assert walked == trades(sim)
     np.testing.assert_allclose(notional, sim.trade_notional, rtol=1e-9)
     assert reasons == list(sim.trade_reason)
+
+
+@pytest.mark.parametrize("floor", [1.0, 0.05], ids=["topped-up", "liquidated"])
+def test_decide_gives_the_rule_trades_of_a_backtest_whose_margins_were_topped_up(floor):
+    """With the margin model on, quantities also change between rebalances (rebalance
+    slices, liquidations): given those, ``decide`` at every rebalance still makes exactly
+    the backtest's rule trades."""
+    c = case("all-in-2021")
+    c.margin = floor
+    try:
+        rules = c.rules()
+        sim = c.simulate(rules)
+    finally:
+        c.margin = None
+    kinds = {e.kind for e in sim.margin_events}
+    assert (REBALANCE if floor == 1 else LIQUIDATION) in kinds
+    walked, notional, reasons = walk(c, rules, sim.margin_events)
+    ruled = sim.trade_kind == RULE_TRADE
+    assert walked == [t for t, r in zip(trades(sim), ruled, strict=True) if r]
+    np.testing.assert_allclose(notional, sim.trade_notional[ruled], rtol=1e-9)
+    assert reasons == [why for why, r in zip(sim.trade_reason, ruled, strict=True) if r]
 
 
 def _exits_by(sim, prefix: str) -> np.ndarray:

@@ -4,7 +4,9 @@ Order of events at a grid time t:
 
 1. funding settles on the position held coming into t: short perp notional at t's mark
    price x the rate (received when positive, paid when negative); the hedged legs are
-   marked to market (long spot minus short perp: only basis moves reach the equity);
+   marked to market (long spot minus short perp: only basis moves reach the equity); with
+   the margin model (:mod:`perpcarry.backtest.margin`), a short whose margin fell below its
+   floor is topped up (a transfer, or a rebalance slice that trades) or liquidated;
 2. at a rebalance, the estimator's funding (known at t) gives each pair a net APR through
    :mod:`perpcarry.money.yields`, and the rules of :mod:`perpcarry.strategy.rules` (the code
    ``run`` uses too) say which pairs are eligible: held pairs leave below ``exit_apr`` once
@@ -21,11 +23,12 @@ sequential part looks for the next rebalance whose eligible set differs, a block
 rebalances at a time: pairs held, eligible or cooling down are watched one by one through
 the panel's "settlement in force" index; any other pair changes the set exactly at the
 rebalances where a settlement of it that may join is in force, which a count per rebalance
-tells (less the watched pairs among them). Only at a change does anything else happen
-(equity for sizing, the LP, trades): otherwise the targets are unchanged, so re-solving
-would return the same weights. Money is accrued per settlement from the few held series'
-contiguous slices of the long arrays. Quantities are continuous: lot rounding, which
-``plan`` applies, would only add noise of a lot per position.
+tells (less the watched pairs among them); a block stops before the next margin event,
+which the margin book finds per held series with one vector pass. Only at a change does
+anything else happen (equity for sizing, the LP, trades): otherwise the targets are
+unchanged, so re-solving would return the same weights. Money is accrued per settlement
+from the few held series' contiguous slices of the long arrays. Quantities are continuous:
+lot rounding, which ``plan`` applies, would only add noise of a lot per position.
 
 ``max_positions``: :func:`perpcarry.allocation.lp.keep_largest` (largest notional x net APR
 first), as :func:`perpcarry.allocation.allocator.allocate` applies it.
@@ -34,18 +37,17 @@ first), as :func:`perpcarry.allocation.allocator.allocate` applies it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 
+from perpcarry.backtest.facts import pair_state, settlement_facts
+from perpcarry.backtest.margin import LIQUIDATION, Event, MarginBook, MarginModel
 from perpcarry.backtest.panel import Panel
-from perpcarry.money import yields
 from perpcarry.strategy.rules import (
     Allocate,
     Book,
-    Facts,
-    PairState,
     Rules,
     blackout_ends,
     decide,
@@ -78,14 +80,19 @@ class Simulation:
     trade_entry: np.ndarray      # bool: the series had no position before
     trade_exit: np.ndarray       # bool: the series has none after
     trade_reason: tuple[str, ...]  # the rule behind each trade, one line
+    trade_kind: np.ndarray       # RULE_TRADE, TOPUP_TRADE (a margin rebalance), LIQUIDATED
+    trade_lost: np.ndarray       # margin lost to a liquidation
+    margin_events: tuple[Event, ...] = ()   # top-ups and liquidations (margin model on)
 
     @property
     def final_quantity(self) -> np.ndarray:
         return self.quantity[-1]
 
     def _trades(self, values, dtype=float) -> np.ndarray:
+        # A margin event and a rebalance may trade one series at one grid time: summed.
         out = np.zeros(self.panel.shape, dtype=dtype)
-        out[self.trade_row, self.trade_series] = values
+        (np.logical_or if dtype is bool else np.add).at(
+            out, (self.trade_row, self.trade_series), values)
         return out
 
     @cached_property
@@ -118,6 +125,10 @@ class Simulation:
         return self._trades(self.trade_spread)
 
     @cached_property
+    def lost(self) -> np.ndarray:
+        return self._trades(self.trade_lost)
+
+    @cached_property
     def traded(self) -> np.ndarray:
         return self._trades(self.trade_notional)
 
@@ -128,6 +139,11 @@ class Simulation:
     @cached_property
     def exits(self) -> np.ndarray:
         return self._trades(self.trade_exit, bool)
+
+
+# Simulation.trade_kind: a trade the rules decided, a margin top-up's rebalance slice, a
+# liquidation (the short closed by the venue, the spot sold).
+RULE_TRADE, TOPUP_TRADE, LIQUIDATED = 0, 1, 2
 
 
 def lp_allocator(limits, venues, bases, venue_share=None) -> Allocate:
@@ -186,10 +202,12 @@ def lp_allocator(limits, venues, bases, venue_share=None) -> Allocate:
 
 def simulate(panel: Panel, rules: Rules, capital: float, spot_taker: np.ndarray,
              perp_taker: np.ndarray, allocate: Allocate,
-             progress: Callable[[int, int], None] | None = None) -> Simulation:
+             progress: Callable[[int, int], None] | None = None,
+             margin: MarginModel | None = None) -> Simulation:
     """Run the rules over the panel from ``capital``. ``allocate(members, net_apr, equity,
     pinned=...)`` returns the hedged notional of each member (indices of the eligible
-    series)."""
+    series). With ``margin``, each short's margin is topped up or liquidated at settlements
+    (:mod:`perpcarry.backtest.margin`)."""
     T, S = panel.shape
     reb = panel.rebalance
     series, mark, spot = panel.event_series, panel.event_mark, panel.event_spot
@@ -245,15 +263,71 @@ def simulate(panel: Panel, rules: Rules, capital: float, spot_taker: np.ndarray,
     reasons: list[str] = []
     changes: list[tuple[int, np.ndarray]] = [(-1, book.quantity)]
     runs = 0
+    margins = None if margin is None else MarginBook(margin, panel, spot_taker, perp_taker,
+                                                     rules.spread_cost, capital)
+    events: list[Event] = []
+
+    def accrue(row: int) -> None:
+        """Equity for sizing: funding and basis since the last checkpoint."""
+        nonlocal equity, checkpoint
+        qty = book.quantity
+        if held.any():
+            for s, a, b in money(held, checkpoint, row):
+                equity += qty[s] * float(np.nan_to_num(panel.event_rate[a:b] * mark[a:b]).sum())
+                if hedged:
+                    equity += qty[s] * float(hedge[b - 1] - hedge[a - 1])
+        checkpoint = row
+
+    def margin_event(s: int) -> None:
+        """The margin model's due event of series ``s``: a transfer, a rebalance slice or
+        a liquidation, with its costs, quantity and the book updated."""
+        nonlocal equity, book, held
+        row = int(panel.event_row[margins.due[s]])
+        accrue(row)
+        event, left = margins.resolve(s, float(book.quantity[s]))
+        events.append(event)
+        if event.sold == 0:
+            return
+        liquidated = event.kind == LIQUIDATION
+        # A margin below zero: the venue bore the loss beyond it (see the marking below).
+        equity -= event.fee + event.spread + (event.margin if liquidated else 0.0)
+        trades.append((np.array([row]), np.array([s]), np.array([event.fee]),
+                       np.array([event.spread]), np.array([event.sold * mark[margins.ref[s]]]),
+                       np.array([False]), np.array([left == 0]), np.array([event.lost]),
+                       np.array([LIQUIDATED if liquidated else TOPUP_TRADE])))
+        reasons.append(event.line(margin))
+        qty = book.quantity.copy()
+        qty[s] = left
+        if left == 0:
+            held = held.copy()
+            held[s] = False
+            book = replace(book, quantity=qty,
+                           rejoin_at=np.where(np.arange(S) == s,
+                                              panel.hours[row] + rules.cooldown_hours,
+                                              book.rejoin_at),
+                           entry_mark=np.where(np.arange(S) == s, np.nan, book.entry_mark))
+        else:
+            book = replace(book, quantity=qty)
+        changes.append((row, qty))
+
     step, block, watched = 0, BLOCK, None
     while step < n_steps:
+        limit = n_steps
+        if margins is not None:
+            due_row, s = margins.next_due()
+            if 0 <= due_row <= reb[step]:     # settles before this rebalance decides
+                margin_event(s)
+                watched = None
+                continue
+            if due_row >= 0:
+                limit = int(np.searchsorted(reb, due_row))
         # The next rebalance whose eligible set differs, a block of rebalances at a time.
         # Pairs held, eligible or cooling down are watched one by one; any other pair
         # changes the set exactly where it may join, which the count of pairs that may join
         # less the watched ones tells.
         if watched is None:
             watched = np.flatnonzero(held | book.eligible | (book.rejoin_at > now_r[step]))
-        stop = min(step + block, n_steps)
+        stop = min(step + block, limit)
         stay, may = block_eligibility(watched, panel.index[np.ix_(watched, reb[step:stop])],
                                       now_r[step:stop])
         differs = (stay != book.eligible[watched, None]).any(axis=0)
@@ -270,12 +344,7 @@ def simulate(panel: Panel, rules: Rules, capital: float, spot_taker: np.ndarray,
         block, watched = BLOCK, None
         step += 1
         qty = book.quantity
-        if held.any():   # equity for sizing: funding and basis since the last trade
-            for s, a, b in money(held, checkpoint, i):
-                equity += qty[s] * float(np.nan_to_num(panel.event_rate[a:b] * mark[a:b]).sum())
-                if hedged:
-                    equity += qty[s] * float(hedge[b - 1] - hedge[a - 1])
-        checkpoint = i
+        accrue(i)
         pairs = pair_state(panel, facts, i)
         decision = decide(rules, pairs, book, now, equity, allocate)
         runs += decision.solved
@@ -288,11 +357,19 @@ def simulate(panel: Panel, rules: Rules, capital: float, spot_taker: np.ndarray,
             equity -= fee.sum() + spread.sum()
             now_held = target > 0
             entry, leaving = now_held[m] & ~held[m], held[m] & ~now_held[m]
-            trades.append((np.full(m.size, i), m, fee, spread, d * m_px, entry, leaving))
+            trades.append((np.full(m.size, i), m, fee, spread, d * m_px, entry, leaving,
+                           np.zeros(m.size), np.full(m.size, RULE_TRADE)))
             reasons += [decision.reasons[j] for j in m.tolist()]
             held = now_held
             changes.append((i, target))
+            if margins is not None:
+                at = panel.index[m, i].astype(np.int64) - 1
+                for j, s in enumerate(m.tolist()):
+                    margins.traded(s, int(at[j]), float(qty[s]), float(target[s]),
+                                   float(fee[j] + spread[j]))
         book = book.after(rules, decision, now, pairs.mark)
+    while margins is not None and margins.next_due()[0] >= 0:   # after the last rebalance
+        margin_event(margins.next_due()[1])
 
     # Money per settlement: the quantity held coming into its grid time (the one set at the
     # last trade before it) x its funding (and basis move since the series' last one).
@@ -308,6 +385,9 @@ def simulate(panel: Panel, rules: Rules, capital: float, spot_taker: np.ndarray,
             elif hedged:
                 event_marking[a + 1:b] = held_q[s] * np.diff(hedge[a:b])
             slices.append(np.arange(a, b))
+    for event in events:   # a short liquidated past its margin lost only its margin
+        if event.kind == LIQUIDATION and event.margin < 0:
+            event_marking[event.settlement] -= event.margin
     flows = np.zeros(T)
     if slices:    # only the held series' settlements carry money
         paid = np.concatenate(slices)
@@ -317,8 +397,8 @@ def simulate(panel: Panel, rules: Rules, capital: float, spot_taker: np.ndarray,
         trade = [np.concatenate(part) for part in zip(*trades, strict=True)]
     else:
         trade = [np.zeros(0, dtype=np.int64)] * 2 + [np.zeros(0)] * 3 + \
-            [np.zeros(0, dtype=bool)] * 2
-    flows -= np.bincount(trade[0], weights=trade[2] + trade[3], minlength=T)
+            [np.zeros(0, dtype=bool)] * 2 + [np.zeros(0), np.zeros(0, dtype=np.int64)]
+    flows -= np.bincount(trade[0], weights=trade[2] + trade[3] + trade[7], minlength=T)
     return Simulation(panel=panel, rules=rules, capital=capital,
                       equity=capital + np.cumsum(flows), allocator_runs=runs,
                       changes=tuple(changes[1:]) if len(changes) > 1 else
@@ -326,61 +406,5 @@ def simulate(panel: Panel, rules: Rules, capital: float, spot_taker: np.ndarray,
                       event_funding=event_funding,
                       event_marking=event_marking, trade_row=trade[0], trade_series=trade[1],
                       trade_fee=trade[2], trade_spread=trade[3], trade_notional=trade[4],
-                      trade_entry=trade[5], trade_exit=trade[6], trade_reason=tuple(reasons))
-
-
-def settlement_facts(panel: Panel, rules: Rules, spot_taker: np.ndarray,
-                     perp_taker: np.ndarray) -> Facts:
-    """The rules' facts of every settlement: net APR through the yields module (the
-    estimator's funding, the basis, the round trip at the venue's taker fees plus
-    ``spread_cost``, over ``horizon_days``), the rate, prices, liveness, the time of the
-    series' next settlement, and the entry tests that do not depend on the clock."""
-    mark, spot = panel.event_mark, panel.event_spot
-    round_trip = yields.round_trip_cost(spot_taker, perp_taker, 2.0 * rules.spread_cost)
-    # index[:, -1] is 1 + each series' last settlement: series s has [index[s - 1, -1],
-    # index[s, -1]) of the long arrays.
-    settlements = np.diff(panel.index[:, -1], prepend=0)
-    with np.errstate(invalid="ignore"):
-        if panel.hedged.any():
-            net = yields.net_apr(yields.apr_from_hourly(panel.event_expected),
-                                 yields.basis(mark, spot), np.repeat(round_trip, settlements),
-                                 rules.horizon_days)
-        else:   # no basis: the same sum, its per-series cost term computed once per series
-            net = yields.apr_from_hourly(panel.event_expected)
-            net += np.repeat(yields.net_apr(0.0, 0.0, round_trip, rules.horizon_days),
-                             settlements)
-    return Facts.of(rules, net, panel.event_rate, mark, spot, panel.event_live,
-                    NextSettlementHours(panel))
-
-
-class NextSettlementHours:
-    """The time (hours) of each settlement's successor in its series, inf for a series'
-    last, read like an array (``facts.next_hours[at]``) but computed only for the
-    settlements asked: the whole array would cost a third of a simulation."""
-
-    def __init__(self, panel: Panel) -> None:
-        self.panel = panel
-
-    def __getitem__(self, at) -> np.ndarray:
-        panel = self.panel
-        at = np.asarray(at)
-        after = np.minimum(at + 1, panel.events - 1)
-        same = (at + 1 < panel.events) & (panel.event_series[after] == panel.event_series[at])
-        return np.where(same, panel.hours[panel.event_row[after]], np.inf)
-
-
-def pair_state(panel: Panel, facts: Facts, row: int) -> PairState:
-    """What :func:`perpcarry.strategy.rules.decide` is told of every series at grid ``row``:
-    the facts of the settlement in force (nan, not live, no next settlement where none is
-    yet)."""
-    at = panel.index[:, row].astype(np.int64) - 1
-    known = at >= 0
-    at[~known] = 0
-
-    def pick(values, missing):
-        return np.where(known, values[at], missing)
-
-    return PairState(net_apr=pick(facts.net_apr, np.nan), rate=pick(facts.rate, np.nan),
-                     mark=pick(facts.mark, np.nan), spot=pick(facts.spot, np.nan),
-                     live=known & facts.live[at],
-                     next_settlement_hours=pick(facts.next_hours, np.inf))
+                      trade_entry=trade[5], trade_exit=trade[6], trade_reason=tuple(reasons),
+                      trade_kind=trade[8], trade_lost=trade[7], margin_events=tuple(events))

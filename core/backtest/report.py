@@ -37,11 +37,15 @@ def _contributions(sim: Simulation, labels: tuple[str, ...]) -> dict[str, dict[s
         fees = float(sim.fees[:, cols].sum())
         spread = float(sim.spread[:, cols].sum())
         marking = float(sim.marking[:, cols].sum())
+        lost = float(sim.lost[:, cols].sum())
         if not (held[:, cols].any() or fees):
             continue
         out[label] = {
+            # Fees and spread of every trade, the margin model's included; margin lost to
+            # liquidations on its own.
             "funding_income": funding, "fees_paid": fees, "spread_paid": spread,
-            "basis_pnl": marking, "net_pnl": funding + marking - fees - spread,
+            "margin_lost": lost, "basis_pnl": marking,
+            "net_pnl": funding + marking - fees - spread - lost,
             "entries": int(sim.entries[:, cols].sum()),
             "position_days": float((held[:, cols] * span[:, None]).sum() / HOURS_PER_DAY),
         }
@@ -49,11 +53,45 @@ def _contributions(sim: Simulation, labels: tuple[str, ...]) -> dict[str, dict[s
 
 
 def _exits_by_rule(sim: Simulation) -> dict[str, int]:
+    from perpcarry.backtest.engine import LIQUIDATED, RULE_TRADE
+
     counts: dict[str, int] = {}
-    for leaving, why in zip(sim.trade_exit.tolist(), sim.trade_reason, strict=True):
+    for leaving, kind, why in zip(sim.trade_exit.tolist(), sim.trade_kind.tolist(),
+                                  sim.trade_reason, strict=True):
         if leaving:
-            counts[rule_of(why)] = counts.get(rule_of(why), 0) + 1
+            rule = rule_of(why) if kind == RULE_TRADE else \
+                "liquidation" if kind == LIQUIDATED else "margin_rebalance"
+            counts[rule] = counts.get(rule, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def _margin(sim: Simulation) -> dict:
+    """Top-ups (transfers from free cash, rebalances and their cost) and liquidations."""
+    from perpcarry.backtest.engine import LIQUIDATED, TOPUP_TRADE
+    from perpcarry.backtest.margin import LIQUIDATION, REBALANCE
+
+    events, panel = sim.margin_events, sim.panel
+    topup, liquidated = sim.trade_kind == TOPUP_TRADE, sim.trade_kind == LIQUIDATED
+    sold: dict[str, float] = {}
+    for e in events:
+        if e.kind == REBALANCE:
+            sold[panel.bases[e.series]] = sold.get(panel.bases[e.series], 0.0) + float(e.sold)
+    first = [e.row for e in events if e.kind != LIQUIDATION]
+    return {
+        "topups": sum(e.kind != LIQUIDATION for e in events),
+        "first_topup": str(panel.times[min(first)].astype("datetime64[s]")) + "Z"
+        if first else None,
+        "transfers": int(sum(e.transferred > 0 for e in events)),
+        "transferred": float(sum(e.transferred for e in events)),
+        "rebalances": sum(e.kind == REBALANCE for e in events),
+        "rebalanced_quantity": sold,             # base units of spot sold, per asset
+        "rebalanced_notional": float(sim.trade_notional[topup].sum()),
+        "rebalance_cost": float(sim.trade_fee[topup].sum() + sim.trade_spread[topup].sum()),
+        "liquidations": sum(e.kind == LIQUIDATION for e in events),
+        "liquidation_loss": float(sim.trade_fee[liquidated].sum()
+                                  + sim.trade_spread[liquidated].sum()
+                                  + sim.trade_lost.sum()),
+    }
 
 
 def summarise(sim: Simulation, settings: BacktestSettings, *, notes=(), fee_sources=None) -> dict:
@@ -70,6 +108,9 @@ def summarise(sim: Simulation, settings: BacktestSettings, *, notes=(), fee_sour
     span = np.diff(hours, prepend=hours[0])
     in_market = (sim.quantity > 0).any(axis=1)
     traded = float(sim.traded.sum())
+    from perpcarry.backtest.engine import RULE_TRADE
+
+    rules_traded = sim.trade_kind == RULE_TRADE
     return {
         "start": str(panel.times[0].astype("datetime64[s]")) + "Z",
         "end": str(panel.times[-1].astype("datetime64[s]")) + "Z",
@@ -84,8 +125,9 @@ def summarise(sim: Simulation, settings: BacktestSettings, *, notes=(), fee_sour
         "sharpe": mean_annual / vol if vol > 0 else None,
         "max_drawdown": max_drawdown(np.concatenate([[capital], sim.equity])),
         "funding_income": float(sim.funding.sum()),
-        "fees_paid": float(sim.fees.sum()),
-        "spread_paid": float(sim.spread.sum()),
+        # The rules' trades; the margin model's costs are under "margin".
+        "fees_paid": float(sim.trade_fee[rules_traded].sum()),
+        "spread_paid": float(sim.trade_spread[rules_traded].sum()),
         "basis_pnl": float(sim.marking.sum()),
         "traded_notional": traded,
         "turnover": traded / capital,
@@ -93,6 +135,7 @@ def summarise(sim: Simulation, settings: BacktestSettings, *, notes=(), fee_sour
         "exits": int(sim.exits.sum()),
         # Which rule closed each position (docs/strategy.md).
         "exits_by_rule": _exits_by_rule(sim),
+        "margin": _margin(sim),
         "time_in_market": float((span * in_market).sum() / max(span.sum(), 1e-9)),
         "rebalances": int(panel.rebalance.size),
         "allocator_runs": sim.allocator_runs,

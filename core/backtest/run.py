@@ -13,10 +13,16 @@ import polars as pl
 
 from perpcarry.backtest.engine import Simulation, lp_allocator, simulate
 from perpcarry.backtest.history import load_bundled, load_path
+from perpcarry.backtest.margin import MarginModel
 from perpcarry.backtest.panel import build_panel, default_span, select
 from perpcarry.backtest.report import summarise
-from perpcarry.config.settings import BacktestConfig, StrategyConfig, StrictModel
-from perpcarry.domain.errors import UsageError
+from perpcarry.config.settings import (
+    PAPER_DEFAULT_MAINTENANCE_MARGIN_RATE,
+    BacktestConfig,
+    StrategyConfig,
+    StrictModel,
+)
+from perpcarry.domain.errors import InvalidValue, UsageError
 from perpcarry.strategy.rules import Rules
 
 if TYPE_CHECKING:
@@ -45,6 +51,20 @@ class BacktestRun:
     simulation: Simulation
     summary: dict
     fee_sources: dict[str, str]  # venue -> where its taker fees come from
+
+
+def margin_model(allocator: AllocatorConfig, strategy: StrategyConfig) -> MarginModel:
+    """The backtest's margin model: the allocator's leverage and buffer (what each short was
+    sized with), ``[strategy] margin_floor``, and the paper venue's default maintenance
+    margin rate, so a backtest and a paper run liquidate at the same margin."""
+    if strategy.margin_floor > 1.0 + allocator.margin_buffer:
+        raise InvalidValue("margin_floor", strategy.margin_floor,
+                           rule=f"must not exceed 1 + [allocator] margin_buffer "
+                                f"({1.0 + allocator.margin_buffer:g}): a top-up restores "
+                                "1 + margin_buffer")
+    return MarginModel(leverage=allocator.leverage, margin_buffer=allocator.margin_buffer,
+                       floor=strategy.margin_floor,
+                       maintenance_rate=float(PAPER_DEFAULT_MAINTENANCE_MARGIN_RATE))
 
 
 def taker_fees(config: Config, venues) -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
@@ -120,7 +140,8 @@ def replay(history: pl.DataFrame, settings: BacktestSettings, allocator: Allocat
         limits = Limits.from_config(allocator, capital=settings.backtest.capital)
         allocate = lp_allocator(limits, panel.venues, panel.bases)
     simulation = simulate(panel, Rules.from_config(rules), settings.backtest.capital,
-                          spot_taker, perp_taker, allocate, progress)
+                          spot_taker, perp_taker, allocate, progress,
+                          margin=margin_model(allocator, rules))
     if start is not None:
         history = history.filter(pl.col("time") >= start)
     if end is not None:

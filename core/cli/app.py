@@ -13,13 +13,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from perpcarry.cli import risk
 from perpcarry.cli.account import account, orders, paper_app
 from perpcarry.cli.backtest import backtest
 from perpcarry.cli.common import console, emit_json, load, path_option, state
 from perpcarry.cli.dashboard import dashboard
 from perpcarry.cli.plan import plan
 from perpcarry.cli.pnl import pnl
-from perpcarry.cli.run import run
+from perpcarry.cli.run import run_strategy
 from perpcarry.cli.scan import scan
 from perpcarry.cli.sweep import sweep
 from perpcarry.cli.trade import close_position, open_position, positions, reconcile
@@ -106,8 +107,10 @@ app.command("open")(open_position)
 app.command("close")(close_position)
 app.command()(positions)
 app.command()(reconcile)
+app.command()(risk.kill)
+app.command()(risk.resume)
 app.command()(sweep)
-app.command()(run)
+app.command("run")(run_strategy)
 app.command()(pnl)
 app.command()(dashboard)
 

@@ -91,6 +91,9 @@ def backtest(
     exit_premium: Annotated[str | None, typer.Option(
         "--exit-premium", help="Leave when perp / spot - 1 falls below this (after the "
                                "minimum hold); off: never.")] = None,
+    margin_floor: Annotated[float | None, typer.Option(
+        "--margin-floor", help="Top a short's margin up when it falls below this x notional "
+                               "/ leverage (1.0: the buffer is used up).")] = None,
     out: Annotated[str | None, typer.Option(
         "--out", help="Folder for the charts (default ./backtest-out).")] = None,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the charts.")] = False,
@@ -111,7 +114,8 @@ def backtest(
              "max_asset_share": max_asset_share, "max_pair_share": max_pair_share,
              "max_positions": max_positions, "exit_funding_below": exit_funding_below,
              "entry_blackout_minutes": entry_blackout_minutes, "spike_exit": spike_exit,
-             "enter_premium": enter_premium, "exit_premium": exit_premium})
+             "enter_premium": enter_premium, "exit_premium": exit_premium,
+             "margin_floor": margin_floor})
 
 
 def validated_settings(config, overrides: dict) -> tuple:
@@ -123,7 +127,7 @@ def validated_settings(config, overrides: dict) -> tuple:
     from pydantic import ValidationError
 
     from perpcarry.allocation.allocator import Limits
-    from perpcarry.backtest.run import BacktestSettings
+    from perpcarry.backtest.run import BacktestSettings, margin_model
     from perpcarry.domain.errors import InvalidValue
 
     given = {k: _rule_value(v) if k in OPTIONAL_RULES else v
@@ -142,6 +146,7 @@ def validated_settings(config, overrides: dict) -> tuple:
         raise InvalidValue(str(first["loc"][0]), first["input"],
                            rule=first["msg"].removeprefix("Value error, ")) from None
     Limits.from_config(allocator, capital=backtest.capital)  # cross-field rules
+    margin_model(allocator, strategy)
     return BacktestSettings(backtest=backtest, strategy=strategy), allocator
 
 
@@ -220,6 +225,15 @@ def _output_folder(flag: str | None, configured: Path, no_plots: bool, config) -
     return folder
 
 
+def _topups(m: dict, money) -> str:
+    if not m["topups"]:
+        return "none"
+    sold = ", ".join(f"{q:.6g} {base}" for base, q in m["rebalanced_quantity"].items())
+    return (f"{m['topups']} from {m['first_topup'][:10]}: {m['transfers']} transfers "
+            f"({money(m['transferred'])}), {m['rebalances']} rebalances"
+            + (f" (sold {sold}, cost {money(m['rebalance_cost'])})" if m["rebalances"] else ""))
+
+
 def _print(console, s: dict) -> None:
     from rich.table import Table
 
@@ -246,6 +260,9 @@ def _print(console, s: dict) -> None:
         ("exits by rule", ", ".join(f"{rule} {n}" for rule, n in s["exits_by_rule"].items())
          or "-"),
         ("time in market", f"{s['time_in_market']:.1%}"),
+        ("margin top-ups", _topups(s["margin"], money)),
+        ("liquidations", f"{s['margin']['liquidations']} (lost "
+                         f"{money(s['margin']['liquidation_loss'])})"),
     ):
         head.add_row(label, value)
     console.print(head)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from contextlib import nullcontext
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -25,7 +27,7 @@ from perpcarry.cli.trade import (
 )
 
 
-def run(
+def run_strategy(
     paper: PaperOption = False, live: LiveOption = False, offline: OfflineOption = False,
     once: Annotated[bool, typer.Option("--once", help="One cycle, then exit (for cron).")]
     = False,
@@ -92,9 +94,16 @@ def run(
                                     utc_now)
             events = EventBus(config.registry.pm, trading.journal, alerter, utc_now)
             loop = CarryLoop(trading, market, settings, utc_now, events)
-            printer = _json_line if log_json else (_json_report if as_json else _print_cycle)
+            if log_json or as_json:
+                printer, status = (_json_line if log_json else _json_report), nullcontext()
+            else:
+                # A status line under the cycles' lines (on a terminal): what the loop is
+                # waiting for.
+                status = console.status("first cycle: recovery, funding, margins, market")
+                printer = partial(_print_cycle, status=status)
             try:
-                return await Runner(loop, run_settings, printer, utc_now).run(once=once)
+                with status:
+                    return await Runner(loop, run_settings, printer, utc_now).run(once=once)
             finally:
                 await alerter.aclose()
 
@@ -142,7 +151,7 @@ def _confirm_live(venue_ids: list[str]) -> None:
                   "It places real orders.", abort=True)
 
 
-def _print_cycle(report, wake: datetime | None) -> None:
+def _print_cycle(report, wake: datetime | None, status=None) -> None:
     equity = f"{report.equity:,.2f}" if report.equity is not None else "unknown"
     line = (f"[bold]{report.at:%Y-%m-%d %H:%M:%S} UTC[/] equity {equity} · "
             f"{report.positions} position(s)")
@@ -157,6 +166,11 @@ def _print_cycle(report, wake: datetime | None) -> None:
         console.print("  no trade: the targets equal the positions held", highlight=False)
     for note in report.notes:
         console.print(f"  [dim]{note}[/]", highlight=False)
+    if status is not None and wake is not None:
+        held = f"{report.positions} position(s)"
+        status.update(f"waiting · {held} · next cycle {wake:%H:%M:%S} UTC · Ctrl-C stops "
+                      "between actions" + (f" · halted: {report.halted}" if report.halted
+                                           else ""))
 
 
 def _json_report(report, wake: datetime | None) -> None:

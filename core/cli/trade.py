@@ -216,6 +216,7 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
                   "--all", help="Closed positions too.")] = False,
               as_json: JsonOption = False) -> int:
     """Carry positions from the journal: both legs, delta, entry basis, fees, state, age."""
+    from perpcarry.cli.risk import halt_note
     from perpcarry.execution.journal import Journal
     from perpcarry.execution.service import journal_path
 
@@ -227,6 +228,9 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
     if as_json:
         emit_json(document)
         return 0
+    halted = halt_note(config, is_paper)
+    if halted is not None:
+        console.print(halted, highlight=False, markup=False, soft_wrap=True)
     if not rows:
         console.print("no open positions" if not include_closed else "no positions")
         return 0
@@ -252,10 +256,13 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
 
 def positions_json(journal, paper: bool, include_closed: bool) -> dict[str, Any]:
     """The ``positions --json`` document of ``journal`` (the dashboard serves it too)."""
+    from perpcarry.cli.risk import halt_json
+
     latest = journal.latest_intents()
     return {"schema_version": JSON_SCHEMA_VERSION, "paper": paper,
             "positions": [position_json(p, latest.get(p.position_id))
-                          for p in journal.positions(include_closed=include_closed)]}
+                          for p in journal.positions(include_closed=include_closed)],
+            **halt_json(journal)}
 
 
 def _basis_cell(row: dict[str, Any]) -> str:
@@ -303,7 +310,7 @@ def position_json(p, last_intent=None) -> dict[str, Any]:
 
 def reconcile(
     targets: Annotated[list[str] | None, typer.Argument(
-        metavar="[VENUE:SYMBOL]...", help="With --adopt: only these perp positions, e.g. "
+        metavar="VENUE:SYMBOL", help="With --adopt: only these perp positions, e.g. "
         "binance:BTC/USDT:USDT.", show_default=False)] = None,
     adopt: Annotated[bool, typer.Option(
         "--adopt", help="Make perp shorts the journal does not know, hedged by spot held on "

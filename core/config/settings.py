@@ -193,6 +193,11 @@ class StrategyConfig(StrictModel):
     # above enter_premium, leave below exit_premium once held min_hold_hours. None: off.
     enter_premium: float | None = Field(default=None, gt=-1, lt=1)
     exit_premium: float | None = Field(default=None, gt=-1, lt=1)
+    # The backtest's margin model: a short's margin is topped up (from free cash, else by
+    # selling spot and buying back perp) when it falls below margin_floor x notional /
+    # [allocator] leverage, back to (1 + margin_buffer) x notional / leverage; 1.0: when the
+    # buffer is used up. At most 1 + margin_buffer (the target); see docs/strategy.md.
+    margin_floor: float = Field(default=1.0, gt=0, le=6)
 
     @field_validator("exit_apr")
     @classmethod
@@ -302,6 +307,50 @@ def check_balances(balances: dict[str, Decimal]) -> dict[str, Decimal]:
     return balances
 
 
+class RiskConfig(StrictModel):
+    """``[risk]``: the margin monitor, its alarms and the circuit breaker of ``perpcarry
+    run`` (see docs/risk.md). Distances are fractions of the mark price (0.15: the mark may
+    move 15 % before liquidation); the seed figures are cited there."""
+
+    # Below the floor the monitor tops the margin up (a transfer, else a rebalance) to
+    # ``top_up_target``; below ``warning_distance`` it only warns and checks more often.
+    floor_distance: Decimal = Field(default=Decimal("0.15"), gt=0, lt=1)
+    warning_distance: Decimal = Field(default=Decimal("0.25"), gt=0, lt=1)
+    top_up_target: Decimal = Field(default=Decimal("0.35"), gt=0, lt=1)
+    # Effective leverage (perp notional / margin equity) above which an alarm is raised.
+    leverage_ceiling: Decimal = Field(default=Decimal(3), gt=0, le=125)
+    # Margin used / margin equity above which pending orders are canceled and exposure
+    # reduced, smallest position first (seed 003: 85 %).
+    utilisation_ceiling: Decimal = Field(default=Decimal("0.85"), gt=0, le=1)
+    # Seconds between checks, and between checks while a position is below the warning
+    # distance (seed 003 monitors margin every 3 seconds).
+    check_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    danger_check_seconds: float = Field(default=3.0, gt=0, le=86_400)
+    # The circuit breaker trips on: a naked leg still open after this many cycles ...
+    naked_leg_cycles: int = Field(default=1, ge=1, le=1000)
+    # ... more than ``max_order_errors`` order errors on one venue within the window ...
+    max_order_errors: int = Field(default=5, ge=1, le=10_000)
+    order_error_window_seconds: float = Field(default=600.0, gt=0, le=86_400)
+    # ... the carry's unrealised PnL falling by more than this share of its equity within
+    # the window (seed 003: -8 % in 5 minutes) ...
+    max_drawdown: Decimal = Field(default=Decimal("0.08"), gt=0, lt=1)
+    drawdown_window_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    # ... a venue unanswered for longer than this.
+    venue_down_minutes: float = Field(default=10.0, gt=0, le=10_080)
+    # Tripped, close every position through the executor (else only stop new entries).
+    flatten: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RiskConfig:
+        if not self.floor_distance < self.warning_distance:
+            raise ValueError(f"warning_distance ({self.warning_distance}) must be above "
+                             f"floor_distance ({self.floor_distance})")
+        if not self.floor_distance < self.top_up_target:
+            raise ValueError(f"top_up_target ({self.top_up_target}) must be above "
+                             f"floor_distance ({self.floor_distance})")
+        return self
+
+
 class ExecutionConfig(StrictModel):
     """``[execution]``: how ``open`` and ``close`` trade (see docs/execution.md)."""
 
@@ -388,6 +437,7 @@ class Settings(BaseSettings):
     backtest: BacktestConfig = BacktestConfig()
     strategy: StrategyConfig = StrategyConfig()
     paper: PaperConfig = PaperConfig()
+    risk: RiskConfig = RiskConfig()
     execution: ExecutionConfig = ExecutionConfig()
     run: RunConfig = RunConfig()
     alerts: AlertsConfig = AlertsConfig()

@@ -36,6 +36,7 @@ from perpcarry.domain.errors import PerpcarryError, UsageError, VenueError
 HERE = Path(__file__).parent
 REFRESH_SECONDS = 10
 MAX_BODY = 4096  # an action's JSON body is a few fields
+DEFAULT_REASON = "perpcarry dashboard"
 
 
 def create_app(config, book: Book, token: str | None, *, offline: bool = False,
@@ -88,23 +89,31 @@ def create_app(config, book: Book, token: str | None, *, offline: bool = False,
         return documents.operations_document(j, book)
 
     async def kill(request: Request) -> Response:
+        """``perpcarry kill [--flatten] [--reason ...]``."""
+        from perpcarry.risk.state import engage_kill
+
         body = await _authorised_body(request, token)
         if isinstance(body, Response):
             return body
-        reason = body.get("reason") or "engaged from the dashboard"
-        if not isinstance(reason, str) or len(reason) > 200 or "\n" in reason:
-            return _error(400, "reason: one line of text, at most 200 characters")
+        reason, flatten = body.get("reason", DEFAULT_REASON), body.get("flatten", False)
+        if not isinstance(reason, str) or not reason.split() or len(reason) > 200:
+            return _error(400, "reason: some text, at most 200 characters")
+        if not isinstance(flatten, bool):
+            return _error(400, "flatten: true or false")
         with journal() as j:
-            j.set_flag("kill", reason)
-        return JSONResponse({"kill_switch": "engaged", "reason": reason})
+            state = engage_kill(j, " ".join(reason.split()), flatten=flatten)
+        return JSONResponse({"kill": {"reason": state.reason, "at": state.at.isoformat(),
+                                      "flatten": state.flatten}})
 
     async def resume(request: Request) -> Response:
+        """``perpcarry resume``: the kill switch and a tripped breaker cleared."""
+        from perpcarry.risk.state import resume as clear
+
         body = await _authorised_body(request, token)
         if isinstance(body, Response):
             return body
         with journal() as j:
-            j.set_flag("kill", "")
-        return JSONResponse({"kill_switch": "released"})
+            return JSONResponse({"cleared": clear(j)})
 
     async def close(request: Request) -> Response:
         body = await _authorised_body(request, token)

@@ -10,6 +10,7 @@ never estimated.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,8 +22,9 @@ from perpcarry.dashboard import feed
 
 SCHEMA_VERSION = 1
 # Events an operator reads in the alert log: the event bus's (fills, alarms, the kill
-# switch...), the alerter's deliveries, and flags set (the kill switch from any shell).
-ALERT_KINDS = {"event", "alert", "flag"}
+# switch...), the alerter's deliveries, and flags set or cleared (the kill switch and the
+# breaker, from any shell or this dashboard).
+ALERT_KINDS = {"event", "alert", "flag", "flag_cleared"}
 ALERT_LOG_SIZE = 200
 
 
@@ -79,22 +81,17 @@ def scan_document(book: Book) -> dict[str, Any] | None:
 
 def overview_document(journal, book: Book, config) -> dict[str, Any]:
     """Equity, realised net PnL and funding received over time; funding, net and APR per
-    venue; capital per venue and asset against the caps; the kill switch and other
-    flags."""
+    venue; capital per venue and asset against the caps; the kill switch and the circuit
+    breaker (as ``positions --json`` shows them)."""
     pnl = pnl_document(journal, book, config)
     equity = [{"at": c["at"], "equity": sum(c["equity"].values()), "by_venue": c["equity"]}
               for c in feed.cycles(journal) if c["equity"] is not None]
-    flags = _flags(journal)
-    kill = flags.get("kill")
     record = replay_record(journal)
     return {
         "schema_version": SCHEMA_VERSION, "journal": str(book.path), "book": book.label,
         "replay": None if record is None else {"start": record.start.isoformat(),
                                                "end": record.end.isoformat()},
-        "kill_switch": {"engaged": bool(kill and kill["value"]),
-                        "reason": kill["value"] if kill else None,
-                        "at": kill["at"] if kill else None},
-        "flags": flags,
+        **_halt(journal),
         "equity": equity,
         "realised_net": _realised_net(pnl["positions"]),
         "funding": _funding(journal),
@@ -166,18 +163,16 @@ def operations_document(journal, book: Book) -> dict[str, Any]:
     }
 
 
-def _flags(journal) -> dict[str, dict[str, str]]:
-    """The latest value of every operator flag set, with when (from the journal's ``flag``
-    events, which :meth:`Journal.set_flag` writes in the same transaction); a replay's
-    record is shown as its span instead."""
-    from perpcarry.run.replay import REPLAY_FLAG
+def _halt(journal) -> dict[str, Any]:
+    """``kill`` and ``breaker`` as ``positions --json`` has them; a flag perpcarry cannot
+    read is shown as such (entries are refused on it too) rather than failing the page."""
+    from perpcarry.cli.risk import halt_json
+    from perpcarry.execution.journal import JournalError
 
-    flags: dict[str, dict[str, str]] = {}
-    for event in feed.events(journal, {"flag"}):
-        for name, value in (event["detail"] or {}).items():
-            if name != REPLAY_FLAG:
-                flags[name] = {"value": value, "at": event["at"]}
-    return flags
+    try:
+        return halt_json(journal) | {"halt_unreadable": None}
+    except JournalError as err:
+        return {"kill": None, "breaker": None, "halt_unreadable": str(err)}
 
 
 def _realised_net(positions: list[dict]) -> dict[str, list[dict[str, str]]]:
@@ -254,18 +249,31 @@ def _log_line(event: dict) -> dict[str, Any]:
                 else "warning", "kind": "alert " + str(detail.get("status")),
                 "venue": None, "message": f"{detail.get('title')} (delivered: "
                 f"{', '.join(detail.get('delivered') or []) or 'none'})"}
-    if event["kind"] == "flag":
-        from perpcarry.run.replay import REPLAY_FLAG, ReplayRecord
-
-        parts = []
-        for name, value in detail.items():
-            if name == REPLAY_FLAG:
-                record = ReplayRecord.load(value)
-                parts.append(f"replay finished: {record.start:%Y-%m-%d} → {record.end:%Y-%m-%d}")
-            else:
-                parts.append(f"{name} = {value or 'off'}")
-        return {"at": event["at"], "severity": "info", "kind": "flag", "venue": None,
-                "message": "; ".join(parts)}
+    if event["kind"] in {"flag", "flag_cleared"}:
+        cleared = event["kind"] == "flag_cleared"
+        return {"at": event["at"], "severity": "info" if cleared else "warning",
+                "kind": event["kind"], "venue": None,
+                "message": "; ".join(_flag_line(name, value, cleared)
+                                     for name, value in detail.items())}
     return {"at": detail.get("time", event["at"]), "severity": detail.get("severity"),
             "kind": detail.get("kind"), "venue": detail.get("venue"),
             "message": detail.get("message")}
+
+
+def _flag_line(name: str, value: str, cleared: bool) -> str:
+    """A flag change as a person reads it: the kill switch's and the breaker's reason, a
+    replay's span; any other flag as name = value."""
+    from perpcarry.risk.state import BREAKER_FLAG, KILL_FLAG
+    from perpcarry.run.replay import REPLAY_FLAG, ReplayRecord
+
+    what = {KILL_FLAG: "kill switch", BREAKER_FLAG: "circuit breaker"}.get(name)
+    try:
+        if name == REPLAY_FLAG:
+            record = ReplayRecord.load(value)
+            return f"replay finished: {record.start:%Y-%m-%d} → {record.end:%Y-%m-%d}"
+        if what is not None:
+            reason = json.loads(value)["reason"]
+            return f"{what} {'cleared' if cleared else 'engaged'} ({reason})"
+    except (ValueError, TypeError, KeyError):
+        pass  # not what perpcarry writes: shown as it is
+    return f"{name} {'cleared' if cleared else '='} {value}"

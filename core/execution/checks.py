@@ -1,6 +1,8 @@
 """The built-in pre-trade checks, a plugin (entry point ``checks``) on the
 ``pre_trade_check`` hook like any third party's: the balance in the wallet the order draws
-on, the account set up for the perp, a notional cap per order, and the kill switch."""
+on, the account set up for the perp, a notional cap per order, and the kill switch and the
+circuit breaker (both journal flags, :mod:`perpcarry.risk.state`), which stop opening and
+never closing."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class TradeContext:
     account_ready: bool  # position mode, margin mode and leverage set for the perp
     max_notional: Decimal | None
     killed: str | None  # the kill switch's reason when engaged
+    breaker: str | None = None  # the circuit breaker's reason when tripped
 
 
 def _free(context: TradeContext, wallets: tuple[Wallet, ...], currency: str) -> Decimal:
@@ -45,6 +48,8 @@ def pre_trade_check(order: OrderRequest, context: TradeContext) -> str | None:
     notional = order.quantity * context.reference_price
     if opening and context.killed:
         return f"kill switch engaged ({context.killed}): no new positions"
+    if opening and context.breaker:
+        return f"circuit breaker tripped ({context.breaker}): no new positions"
     if opening and context.max_notional is not None and notional > context.max_notional:
         return (f"notional {notional:.2f} above the cap {context.max_notional} per order "
                 "([execution] max_order_notional)")

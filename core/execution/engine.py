@@ -393,6 +393,7 @@ class TwoLegExecution:
         short_of_target = intent.target_base - abs(perp) > self.tolerance + base_fees
         if intent.action != "repair" and short_of_target and abs(perp) > self.tolerance:
             state = IntentState.PARTIAL
+            note = note or f"{abs(perp)} of {intent.target_base} {intent.base} hedged"
         elif not failed:
             state = IntentState.DONE
         elif any(o.filled for o in self.journal.orders(intent.intent_id)):

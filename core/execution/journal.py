@@ -594,6 +594,15 @@ class Journal:
                        (name, value, _now_text(self.clock)))
             self._event(db, "flag", None, None, {name: value})
 
+    def clear_flag(self, name: str) -> str | None:
+        """Remove flag ``name``; its value before (None when it was not set)."""
+        with self._transaction() as db:
+            row = db.execute("DELETE FROM flags WHERE name = ? RETURNING value",
+                             (name,)).fetchone()
+            if row is not None:
+                self._event(db, "flag_cleared", None, None, {name: row[0]})
+            return None if row is None else row[0]
+
     # -- reading ---------------------------------------------------------------------
 
     def flag(self, name: str) -> str | None:

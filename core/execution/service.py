@@ -34,6 +34,7 @@ from perpcarry.execution.recovery import (
     reconcile_positions,
     recover_intents,
 )
+from perpcarry.risk.state import breaker_state, kill_state
 from perpcarry.venues.orders import MarginMode, OrderVenue, Wallet
 from perpcarry.venues.protocol import MarketDataVenue, carry_pairs
 
@@ -195,9 +196,11 @@ class TradingSession:
                        account_ready: bool) -> TradeContext:
         spec = self.config.registry.venues[pair.venue]
         balances = await self.venues[pair.venue].orders.fetch_balances()
+        kill, breaker = kill_state(self.journal), breaker_state(self.journal)
         return TradeContext(pair.venue, action, price, balances, spec.order_capabilities,
                             self.settings.leverage, account_ready,
-                            self.settings.max_order_notional, self.journal.flag("kill"))
+                            self.settings.max_order_notional, kill and kill.reason,
+                            breaker and breaker.reason)
 
     async def _prepare_margin(self, pair: CarryPair, notional: Decimal) -> None:
         """Where spot and futures wallets are separate, move the short's margin to the
@@ -220,14 +223,23 @@ class TradingSession:
             raise InvalidOrder(pair.venue, f"{shortfall:.2f} {settle} more margin is needed in "
                                "the futures wallet: transfer it, or set [execution] "
                                "auto_transfer = true")
-        amount = shortfall.quantize(Decimal("0.01"), rounding="ROUND_CEILING")
-        self.journal.record_transfer(pair.venue, settle, amount, Wallet.SPOT, Wallet.FUTURES,
+        await self.transfer_margin(pair.venue, settle, shortfall)
+
+    async def transfer_margin(self, venue_id: str, currency: str, amount: Decimal
+                              ) -> Decimal:
+        """Move ``amount`` (rounded up to the cent) of ``currency`` from the spot wallet to
+        the futures wallet, journalled before and after; the amount moved. Used before a
+        short (:meth:`_prepare_margin`) and by the margin monitor's top-ups."""
+        amount = amount.quantize(Decimal("0.01"), rounding="ROUND_CEILING")
+        venue = self.venues[venue_id].orders
+        self.journal.record_transfer(venue_id, currency, amount, Wallet.SPOT, Wallet.FUTURES,
                                      "planned")
-        transfer = await venue.transfer(settle, amount, Wallet.SPOT, Wallet.FUTURES)
-        self.journal.record_transfer(pair.venue, settle, amount, Wallet.SPOT, Wallet.FUTURES,
+        transfer = await venue.transfer(currency, amount, Wallet.SPOT, Wallet.FUTURES)
+        self.journal.record_transfer(venue_id, currency, amount, Wallet.SPOT, Wallet.FUTURES,
                                      "done", transfer.transfer_id)
         logger.info("{}: moved {} {} to the futures wallet for the short's margin",
-                    pair.venue, amount, settle)
+                    venue_id, amount, currency)
+        return amount
 
     def _pacing(self, pair: CarryPair, price: Decimal) -> Pacing:
         start: list[Decimal] = []

@@ -150,6 +150,10 @@ class Ledger:
         else:
             wallet, currency = self.model.margin, market.settle or market.quote
             opening = self._opening(market.symbol, side, quantity)
+            if not opening:
+                # A pure reduction frees margin: venues take it whatever is free, since
+                # closing is how an account near liquidation gets out.
+                return
             needed = opening * price / self.leverage(market.symbol)
             if fee.currency == currency:
                 needed += fee.amount

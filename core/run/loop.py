@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,12 +36,15 @@ from perpcarry.ccxt.markets import CARRY_QUOTES
 from perpcarry.config.settings import AllocatorConfig
 from perpcarry.dashboard.feed import record_cycle
 from perpcarry.domain.errors import PerpcarryError, VenueError
-from perpcarry.events import EventBus
+from perpcarry.events import Event, EventBus, EventKind, Severity
 from perpcarry.execution.engine import Executor
 from perpcarry.execution.journal import Position, PositionState, Purpose
 from perpcarry.execution.service import TradingSession
 from perpcarry.ledger.pnl import ledger_pnl
 from perpcarry.ledger.sync import sync_venue
+from perpcarry.risk.breaker import CircuitBreaker, flatten
+from perpcarry.risk.monitor import RiskMonitor
+from perpcarry.risk.state import kill_state
 from perpcarry.run.market import Candidate, MarketSnapshot, MarketSource, hours
 from perpcarry.strategy.rules import Book, Rules, decide
 
@@ -115,6 +118,11 @@ class CarryLoop:
         # changes (as the backtest does), so it is kept between cycles.
         self._eligible: dict[tuple[str, str], bool] = {}
         self._kill_seen: str | None = None
+        self._kill_told: datetime | None = None
+        self._order_errors: Counter[str] = Counter()
+        risk = session.config.settings.risk
+        self.risk = RiskMonitor(risk, events)
+        self.breaker = CircuitBreaker(risk, self.journal, events)
 
     def kill_requested(self) -> bool:
         """The kill switch changed since the last cycle acted on it."""
@@ -125,10 +133,16 @@ class CarryLoop:
     async def cycle(self) -> CycleReport:
         now = self.clock()
         report = CycleReport(now)
+        await self.kill_switch(report)
         recovered = await self.session.recover()
         report.notes += [f"recovery: {f.kind} {f.venue} {f.subject}: {f.action}"
                          for f in recovered.findings if f.kind != "confirmed"]
         await self.sync_funding(report)
+        # Margins are protected whatever else: top-ups and rebalances only ever reduce risk.
+        risk = await self.risk.check(self.session, now)
+        report.next_check_seconds = risk.next_check_seconds
+        report.notes += [e.message for e in risk.events]
+        await self.breaker_step(report, risk, recovered)
         snapshot = await self.market.snapshot(now)
         report.notes += [f"{venue}: no market data this cycle ({why})"
                          for venue, why in snapshot.failures.items()]
@@ -149,8 +163,51 @@ class CarryLoop:
         report.equity = equity = sum(per_venue.values())
         decision = self.decide(snapshot, positions, equity, per_venue)
         await self.trade(snapshot, decision, positions, report)
+        self._order_errors = Counter(a.venue for a in report.actions if a.kind == "failed")
         self.alerts(now)
         return report
+
+    async def kill_switch(self, report: CycleReport) -> None:
+        """The kill switch as ``perpcarry kill`` left it: engaged, no entry this cycle, and
+        with ``--flatten`` every position closed (smallest first)."""
+        self._kill_seen = self.journal.flag("kill")
+        kill = kill_state(self.journal)
+        if kill is None:
+            self._kill_told = None
+            return
+        report.halted = f"kill switch ({kill.reason})"
+        if self._kill_told != kill.at:
+            self._kill_told = kill.at
+            self.events.emit(Event(EventKind.KILL, Severity.CRITICAL,
+                                   f"kill switch engaged: {kill.reason}"
+                                   + (" (flatten)" if kill.flatten else ""), self.clock()))
+        if kill.flatten:
+            await self.flatten(report, "kill switch")
+
+    async def breaker_step(self, report: CycleReport, risk, recovered) -> None:
+        """Feed the circuit breaker; tripped, no entry (and with ``[risk] flatten`` every
+        position closed)."""
+        state = self.breaker.feed(report.at, report=risk, reconciliation=recovered,
+                                  order_errors=self._order_errors)
+        if state is None:
+            return
+        report.halted = report.halted or f"circuit breaker ({state.reason})"
+        if self.breaker.config.flatten:
+            await self.flatten(report, "circuit breaker")
+
+    async def flatten(self, report: CycleReport, why: str) -> None:
+        """Close every position (:func:`perpcarry.risk.breaker.flatten`); each close runs to
+        its end."""
+        result = await flatten(self.session)
+        for closed in result.closed:
+            position = self.journal.position(closed.position_id)
+            report.actions.append(Action("close", position.venue, position.base,
+                                         -closed.perp_change, f"{why}: flatten",
+                                         closed.position_id, closed.state.value))
+        for position_id, error in result.failed.items():
+            position = self.journal.position(position_id)
+            report.actions.append(Action("failed", position.venue, position.base, ZERO,
+                                         f"{why}: flatten: {error}", position_id))
 
     def alerts(self, now: datetime) -> None:
         """The alerter's window (held-back alerts told once it ends) and, once a day, the
@@ -196,15 +253,17 @@ class CarryLoop:
                 quantity[i] = float(sum(p.perp_quantity for p in held))
                 release_at[i] = min(hours(p.opened_at) for p in held) + rules.min_hold_hours
                 short = sum(p.perp_quantity for p in held)
-                if short:
-                    entry_mark[i] = float(sum(p.perp_proceeds for p in held) / short)
+                proceeds = [p.perp_proceeds for p in held]
+                if short and None not in proceeds:   # None: adopted, entry price unknown
+                    entry_mark[i] = float(sum(proceeds) / short)
             done = [p.closed_at for p in closed.get(c.key, []) if p.closed_at is not None]
             if done:
                 rejoin_at[i] = hours(max(done)) + rules.cooldown_hours
             eligible[i] = self._eligible.get(c.key, bool(held))
         # Positions the snapshot cannot see (their venue did not answer) keep their capital.
         seen = {c.key for c in candidates}
-        unseen = sum(float(p.perp_proceeds) for p in positions if (p.venue, p.base) not in seen)
+        unseen = sum(float(p.perp_proceeds or 0) for p in positions
+                     if (p.venue, p.base) not in seen)
         limits = Limits.from_config(self.settings.allocator, capital=equity)
         budget = equity - unseen * limits.capital_per_notional
         share = {v: max(e, 0.0) / equity for v, e in per_venue.items()} if equity > 0 else {}
@@ -236,6 +295,10 @@ class CarryLoop:
             if self.stop.is_set():
                 return
             await self._reduce(c, by_key[c.key], quantity, reason, report)
+        if report.halted:
+            if entries:
+                report.notes.append(f"{len(entries)} entr(y/ies) not made: {report.halted}")
+            return
         entries.sort(key=lambda e: e[0].entry_rank, reverse=True)
         for c, quantity, reason in entries:
             if self.stop.is_set():

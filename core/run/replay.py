@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from loguru import logger
 
-from perpcarry.backtest.engine import pair_state, settlement_facts
+from perpcarry.backtest.facts import pair_state, settlement_facts
 from perpcarry.backtest.panel import Panel
-from perpcarry.domain.errors import UsageError
+from perpcarry.domain.errors import LocalStateError, UsageError
 from perpcarry.execution.journal import Journal
 from perpcarry.run.loop import Action, CarryLoop, CycleReport
 from perpcarry.run.market import Candidate, MarketSnapshot
@@ -139,9 +141,16 @@ def open_replay_journal(data_dir: Path) -> Iterator[tuple[Journal, ReplayRecord]
         yield journal, ReplayRecord.load(text)
 
 
-def _fresh_journal(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", ".lock"):
-        path.with_name(path.name + suffix).unlink(missing_ok=True)
+def _fresh_replay(data_dir: Path) -> None:
+    """Remove what the last replay left (its journal and paper accounts): one replay is
+    kept, the last."""
+    folder = replay_journal(data_dir).parent
+    if folder.exists():
+        logger.info("replay: starting afresh in {}", folder)
+        try:
+            shutil.rmtree(folder)
+        except OSError as err:
+            raise LocalStateError(f"replay folder {folder}: {err.strerror or err}") from None
 
 
 @dataclass
@@ -189,9 +198,9 @@ async def replay(config, start: datetime, end: datetime, *, venues=None, symbols
     began = time.perf_counter()
     report = ReplayReport(start, end)
     history = replay_history(select(load_bundled(), venues, symbols), end)
+    _fresh_replay(config.data_dir)
     clock, handles = await replay_venues(config, history, start, end, config.data_dir)
     journal_file = replay_journal(config.data_dir)
-    _fresh_journal(journal_file)
     journal = Journal.open(journal_file, trading=True, clock=clock.now, durable=False)
     try:
         session = TradingSession(config, journal, handles, paper=True, offline=True,

@@ -52,7 +52,7 @@ PARAMETERS: dict[str, tuple[str, type]] = {
     "exit_funding_below": ("--exit-funding-below", float),
     "entry_blackout_minutes": ("--entry-blackout-minutes", float),
     "spike_exit": ("--spike-exit", float), "enter_premium": ("--enter-premium", float),
-    "exit_premium": ("--exit-premium", float),
+    "exit_premium": ("--exit-premium", float), "margin_floor": ("--margin-floor", float),
 }
 # Parameters that choose the data rather than set the strategy.
 SELECTION = ("venue", "symbol", "start", "end")

@@ -1,0 +1,404 @@
+"""The margin monitor: every perp's liquidation distance, every margin pool's leverage and
+utilisation, and what is done about them, once per check.
+
+A carry's short loses as the price rises while its spot gains the same: the position is
+hedged, but the short's margin buffer shrinks and a liquidation would leave the spot naked.
+Each check reads every venue's perp positions and balances in bulk (one request of each
+kind per venue, whatever the number of positions), matches them to the journal's open
+positions and acts:
+
+- a liquidation distance below ``[risk] floor_distance``: free quote moved from the spot
+  wallet to the futures wallet where the venue separates them, enough to restore
+  ``top_up_target``; where there is not enough (or the wallet is unified), a **rebalance**
+  sells a slice of spot and buys back the same quantity of perp through the executor, so
+  the legs stay equal (:mod:`perpcarry.risk.sizing` sizes both);
+- effective leverage (perp notional / margin equity) above ``leverage_ceiling``: an alarm;
+- margin used / margin equity above ``utilisation_ceiling``: the venue's pending orders
+  canceled, then whole positions closed, smallest first, until it is under.
+
+Every action and alarm is a :class:`RiskEvent`, returned in the :class:`RiskReport` and
+appended to the journal's events (kind ``risk``) for the dashboard and the alerts. A value
+the venue does not report (a mark, a liquidation price) is an ``unknown`` event naming the
+perp, never a zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
+from typing import TYPE_CHECKING
+
+from loguru import logger
+
+from perpcarry.config.settings import RiskConfig
+from perpcarry.domain.errors import PerpcarryError, VenueError
+from perpcarry.domain.types import Market
+from perpcarry.events import EventBus
+from perpcarry.execution.journal import Position
+from perpcarry.risk.report import PerpRisk, PoolRisk, RiskEvent, RiskReport
+from perpcarry.risk.sizing import (
+    distance_after_top_up,
+    maintenance_rate,
+    rebalance_quantity,
+    top_up_amount,
+)
+from perpcarry.venues.orders import Balance, PerpPosition, Side, Wallet
+
+if TYPE_CHECKING:
+    from perpcarry.execution.service import TradingSession
+
+CENT = Decimal("0.01")
+
+
+class RiskMonitor:
+    """Checks margin and acts, with the ``[risk]`` settings."""
+
+    def __init__(self, config: RiskConfig, events: EventBus) -> None:
+        self.config = config
+        self.events = events
+
+    async def check(self, session: TradingSession, now: datetime) -> RiskReport:
+        """Read every venue of ``session``, act on what is out of bounds, and report. A
+        venue that does not answer is reported in ``down`` (the breaker times it)."""
+        report = RiskReport(at=now)
+        held: dict[str, list[Position]] = defaultdict(list)
+        for position in session.journal.positions():
+            held[position.venue].append(position)
+        pnl: Decimal | None = Decimal(0)
+        equity = Decimal(0)
+        for venue_id in session.venues:
+            try:
+                perps, pools = await self._read(session, report, venue_id, held[venue_id])
+            except VenueError as err:
+                self._down(session, report, venue_id, err)
+                pnl = None
+                continue
+            report.perps.extend(perps)
+            marks = {p.symbol: p.mark for p in perps}
+            for position in held[venue_id]:
+                mark = marks.get(position.perp_symbol)
+                if mark is None or pnl is None:
+                    pnl = None
+                    continue
+                if position.spot_cost is None or position.perp_proceeds is None:
+                    # A cost the journal does not know (a position adopted from the venue):
+                    # left out of the figure, the same way in every sample.
+                    continue
+                pnl += (position.spot_quantity * mark - position.spot_cost
+                        + position.perp_proceeds - position.perp_quantity * mark)
+                equity += position.spot_cost
+            equity += sum((p.equity for p in pools), Decimal(0))
+            try:
+                await self._act(session, report, venue_id, perps, pools)
+            except VenueError as err:  # a read between two actions went unanswered
+                self._down(session, report, venue_id, err)
+        report.unrealised_pnl = pnl
+        report.equity = equity if pnl is not None else None
+        danger = any(p.distance is None or p.distance < self.config.warning_distance
+                     for p in report.perps if p.positions) or bool(report.down)
+        report.next_check_seconds = (self.config.danger_check_seconds if danger
+                                     else self.config.check_seconds)
+        return report
+
+    async def _act(self, session: TradingSession, report: RiskReport, venue_id: str,
+                   perps: list[PerpRisk], pools: list[PoolRisk]) -> None:
+        """The liquidation floor first (it adds margin), then leverage and utilisation."""
+        if await self._margin_floor(session, report, venue_id, perps):
+            # The top-ups moved money and legs: leverage and utilisation are judged on what
+            # the venue and the journal hold now.
+            now_held = [p for p in session.journal.positions() if p.venue == venue_id]
+            perps, pools = await self._read(session, report, venue_id, now_held)
+        report.pools.extend(pools)
+        for pool in pools:
+            self._leverage(session, report, pool)
+            await self._utilisation(session, report, pool, perps)
+
+    def _down(self, session: TradingSession, report: RiskReport, venue_id: str,
+              err: VenueError) -> None:
+        report.down[venue_id] = str(err)
+        self._event(session, report, RiskEvent("venue_down", venue_id, venue_id, {},
+                                               f"no answer: {err}"))
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def _read(self, session: TradingSession, report: RiskReport, venue_id: str,
+                    held: list[Position]) -> tuple[list[PerpRisk], list[PoolRisk]]:
+        orders = session.venues[venue_id].orders
+        positions, balances = await asyncio.gather(orders.fetch_positions(),
+                                                   orders.fetch_balances())
+        markets = await _markets(session, venue_id)
+        perps = []
+        for position in positions:
+            market = markets.get(position.symbol)
+            if market is None:
+                self._event(session, report, RiskEvent(
+                    "unknown", venue_id, position.symbol, {"quantity": position.quantity},
+                    f"{position.symbol}: a perp position in a market the venue does not list; "
+                    "its margin pool is unknown"))
+                continue
+            perps.append(_perp(venue_id, position, market.settle or market.quote,
+                               tuple(p for p in held if p.perp_symbol == position.symbol)))
+        return perps, _pools(session, venue_id, perps, balances)
+
+    # -- the liquidation floor -------------------------------------------------------------
+
+    async def _margin_floor(self, session: TradingSession, report: RiskReport,
+                            venue_id: str, perps: list[PerpRisk]) -> bool:
+        """Warn below the warning distance; below the floor, top up to the target. True
+        when something was moved or traded."""
+        config = self.config
+        low: dict[str, list[PerpRisk]] = defaultdict(list)
+        for perp in perps:
+            if perp.distance is None or perp.mark is None:
+                what = "mark price" if perp.mark is None else "liquidation price"
+                self._event(session, report, RiskEvent(
+                    "unknown", venue_id, perp.symbol, {"quantity": perp.quantity},
+                    f"{perp.symbol}: the venue reports no {what}, so its liquidation "
+                    "distance is unknown"))
+                continue
+            numbers = {"distance": perp.distance, "mark": perp.mark,
+                       "liquidation_price": perp.liquidation_price}
+            if perp.distance < config.floor_distance and perp.positions:
+                low[perp.settle].append(perp)
+            elif perp.distance < config.floor_distance:
+                self._event(session, report, RiskEvent(
+                    "warning", venue_id, perp.symbol, numbers,
+                    f"{perp.symbol}: liquidation {_pct(perp.distance)} away, below the floor "
+                    f"{_pct(config.floor_distance)}; not in the journal, so not topped up"))
+            elif perp.distance < config.warning_distance:
+                self._event(session, report, RiskEvent(
+                    "warning", venue_id, perp.symbol, numbers,
+                    f"{perp.symbol}: liquidation {_pct(perp.distance)} away (warning "
+                    f"below {_pct(config.warning_distance)})"))
+        acted = False
+        for settle, pool in low.items():
+            acted |= await self._restore(session, report, venue_id, settle, pool)
+        return acted
+
+    async def _restore(self, session: TradingSession, report: RiskReport, venue_id: str,
+                       settle: str, low: list[PerpRisk]) -> bool:
+        """Bring every perp of one pool in ``low`` back to the target distance: one
+        transfer sized for the worst (it lifts them all), then rebalances for what it did
+        not cover."""
+        config = self.config
+        target = config.top_up_target
+        distances = {p.symbol: p.distance for p in low}
+        acted = False
+        capabilities = session.config.registry.venues[venue_id].order_capabilities
+        if capabilities is not None and capabilities.separate_wallets:
+            need = max(top_up_amount(p.distance, target, p.quantity, p.mark,
+                                     p.maintenance_rate or Decimal(0), short=p.short)
+                       for p in low)
+            moved = await self._transfer(session, report, venue_id, settle, need, low)
+            if moved:
+                acted = True
+                distances = {p.symbol: distance_after_top_up(
+                    p.distance, moved, p.quantity, p.mark, p.maintenance_rate or Decimal(0),
+                    short=p.short) for p in low}
+        proceeds = Decimal(0)
+        for perp in low:
+            if distances[perp.symbol] < target:
+                proceeds += await self._rebalance(session, report, perp,
+                                                  distances[perp.symbol])
+        if proceeds and capabilities is not None and capabilities.separate_wallets:
+            # A rebalance's spot sale lands in the spot wallet: into the pool with it.
+            await self._transfer(session, report, venue_id, settle, proceeds, low)
+        return acted or proceeds > 0
+
+    async def _transfer(self, session: TradingSession, report: RiskReport, venue_id: str,
+                        settle: str, need: Decimal, low: list[PerpRisk]) -> Decimal:
+        """Move up to ``need`` of the spot wallet's free ``settle`` to the futures wallet;
+        what was moved (zero when nothing is free)."""
+        balances = await session.venues[venue_id].orders.fetch_balances()
+        free = _free(balances, Wallet.SPOT, settle).quantize(CENT, ROUND_FLOOR)
+        amount = min(need.quantize(CENT, rounding="ROUND_CEILING"), free)
+        if amount <= 0:
+            return Decimal(0)
+        worst = min(low, key=lambda p: p.distance)
+        try:
+            moved = await session.transfer_margin(venue_id, settle, amount)
+        except VenueError as err:
+            self._event(session, report, RiskEvent(
+                "floor_unresolved", venue_id, worst.symbol, {"amount": amount},
+                f"transfer of {amount} {settle} to the futures wallet failed: {err}"))
+            return Decimal(0)
+        self._event(session, report, RiskEvent(
+            "top_up", venue_id, worst.symbol,
+            {"amount": moved, "distance": worst.distance, "free_before": free},
+            f"{worst.symbol}: liquidation {_pct(worst.distance)} away, below the floor "
+            f"{_pct(self.config.floor_distance)}: moved {moved} {settle} from the spot to the "
+            "futures wallet"))
+        return moved
+
+    async def _rebalance(self, session: TradingSession, report: RiskReport, perp: PerpRisk,
+                         distance: Decimal) -> Decimal:
+        """Take the same quantity off both legs of the journal's positions on ``perp``
+        (largest first), enough to restore the target distance; the quote the spot sales
+        raised (at the mark)."""
+        pair = await session.pair(perp.venue, perp.positions[0].base)
+        step = max(m.quantity_step * m.contract_size for m in (pair.spot, pair.perp))
+        quantity = rebalance_quantity(distance, self.config.top_up_target, perp.quantity,
+                                      step)
+        remaining = quantity
+        executor = session.executor(None)
+        raised = Decimal(0)
+        for position in sorted(perp.positions, key=lambda p: p.perp_quantity, reverse=True):
+            if remaining <= 0:
+                break
+            part = min(remaining, position.perp_quantity)
+            whole = part >= position.perp_quantity
+            try:
+                result = await session.close(position, executor=executor, slices=1,
+                                             quantity=None if whole else part)
+            except PerpcarryError as err:
+                self._event(session, report, RiskEvent(
+                    "floor_unresolved", perp.venue, position.position_id,
+                    {"distance": distance, "quantity": part},
+                    f"{perp.symbol}: rebalance of {part} {position.base} failed: {err}"))
+                continue
+            taken = -result.perp_change
+            if not taken:
+                self._event(session, report, RiskEvent(
+                    "floor_unresolved", perp.venue, position.position_id,
+                    {"distance": distance, "quantity": part},
+                    f"{perp.symbol}: rebalance of {part} {position.base} filled nothing "
+                    f"({result.state.value}: {result.note})"))
+                continue
+            raised += -result.spot_change * perp.mark
+            remaining -= taken
+            self._event(session, report, RiskEvent(
+                "rebalance", perp.venue, position.position_id,
+                {"quantity": taken, "spot_sold": -result.spot_change, "distance": distance},
+                f"{perp.symbol}: liquidation {_pct(distance)} away, no free quote to move: "
+                f"sold {-result.spot_change} {position.base} spot and bought back {taken} "
+                f"perp ({result.state.value})"))
+        return raised
+
+    # -- leverage and utilisation ------------------------------------------------------------
+
+    def _leverage(self, session: TradingSession, report: RiskReport, pool: PoolRisk) -> None:
+        leverage = pool.leverage
+        if leverage is not None and leverage > self.config.leverage_ceiling:
+            self._event(session, report, RiskEvent(
+                "leverage_alarm", pool.venue, pool.settle,
+                {"leverage": leverage, "ceiling": self.config.leverage_ceiling,
+                 "perp_notional": pool.perp_notional, "equity": pool.equity},
+                f"{pool.venue} {pool.settle} margin: effective leverage {leverage:.2f}x "
+                f"above the ceiling {self.config.leverage_ceiling}x"))
+
+    async def _utilisation(self, session: TradingSession, report: RiskReport, pool: PoolRisk,
+                           perps: list[PerpRisk]) -> None:
+        """Over the ceiling: cancel the venue's pending orders, then close whole positions
+        of the pool, smallest notional first, reading the pool again after each."""
+        ceiling = self.config.utilisation_ceiling
+        utilisation = pool.utilisation
+        if utilisation is None or utilisation <= ceiling:
+            return
+        self._event(session, report, RiskEvent(
+            "utilisation", pool.venue, pool.settle,
+            {"utilisation": utilisation, "ceiling": ceiling, "used": pool.used,
+             "equity": pool.equity},
+            f"{pool.venue} {pool.settle} margin {_pct(utilisation)} used, above the ceiling "
+            f"{_pct(ceiling)}: canceling pending orders and reducing, smallest first"))
+        orders = session.venues[pool.venue].orders
+        canceled = []
+        markets = await _markets(session, pool.venue)
+        for order in await orders.fetch_open_orders():
+            market = markets.get(order.symbol)
+            if market is not None and await orders.cancel_order(
+                    market, order.client_order_id) is not None:
+                canceled.append(order.client_order_id)
+        if canceled:
+            self._event(session, report, RiskEvent(
+                "orders_canceled", pool.venue, pool.settle, {"count": Decimal(len(canceled))},
+                f"{pool.venue}: canceled {len(canceled)} pending order(s): "
+                f"{', '.join(canceled)}"))
+        marks = {p.symbol: p.mark for p in perps}
+        smallest_first = sorted(
+            (pos for p in perps if p.settle == pool.settle for pos in p.positions),
+            key=lambda pos: pos.perp_quantity * (marks[pos.perp_symbol] or Decimal(0)))
+        executor = session.executor(None)
+        for position in smallest_first:
+            balances = await orders.fetch_balances()
+            utilisation = _utilisation(balances, pool.wallet, pool.settle)
+            if utilisation is None or utilisation <= ceiling:
+                return
+            try:
+                result = await session.close(position, executor=executor, slices=1)
+            except PerpcarryError as err:
+                result, failure = None, str(err)
+            if result is None or not result.perp_change:
+                self._event(session, report, RiskEvent(
+                    "utilisation", pool.venue, position.position_id,
+                    {"utilisation": utilisation}, f"closing {position.position_id} to "
+                    f"reduce margin use failed: {failure if result is None else result.note}"))
+                continue
+            self._event(session, report, RiskEvent(
+                "reduced", pool.venue, position.position_id,
+                {"utilisation": utilisation, "perp_closed": -result.perp_change},
+                f"{pool.venue} margin {_pct(utilisation)} used: closed {position.position_id}"
+                f" ({position.base}, {-result.perp_change} perp, {result.state.value})"))
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _event(self, session: TradingSession, report: RiskReport, event: RiskEvent) -> None:
+        report.events.append(event)
+        self.events.emit(event.as_event(report.at))
+        logger.warning("risk {}: {}", event.kind, event.message)
+
+
+def _perp(venue_id: str, position: PerpPosition, settle: str,
+          held: tuple[Position, ...]) -> PerpRisk:
+    mark = position.mark_price
+    rate = None if mark is None else maintenance_rate(position.maintenance_margin,
+                                                      position.quantity, mark)
+    return PerpRisk(venue_id, position.symbol, settle, position.side is Side.SELL,
+                    position.quantity, mark, position.margin_ratio, position.liquidation_price,
+                    position.liquidation_distance, rate, held)
+
+
+async def _markets(session: TradingSession, venue_id: str) -> dict[str, Market]:
+    """The venue's markets by symbol (the market-data client caches them)."""
+    return {m.symbol: m for m in await session.venues[venue_id].market_data.load_markets()}
+
+
+def _margin_wallet(session: TradingSession, venue_id: str) -> Wallet:
+    capabilities = session.config.registry.venues[venue_id].order_capabilities
+    separate = capabilities is not None and capabilities.separate_wallets
+    return Wallet.FUTURES if separate else Wallet.UNIFIED
+
+
+def _pools(session: TradingSession, venue_id: str, perps: list[PerpRisk],
+           balances: dict[Wallet, dict[str, Balance]]) -> list[PoolRisk]:
+    wallet = _margin_wallet(session, venue_id)
+    pools = []
+    for settle in sorted({p.settle for p in perps}):
+        balance = balances.get(wallet, {}).get(settle)
+        if balance is None:
+            continue
+        members = [p for p in perps if p.settle == settle]
+        notional = (None if any(p.mark is None for p in members)
+                    else sum((p.quantity * p.mark for p in members), Decimal(0)))
+        pools.append(PoolRisk(venue_id, settle, wallet, balance.total, balance.used,
+                              notional))
+    return pools
+
+
+def _free(balances: dict[Wallet, dict[str, Balance]], wallet: Wallet, currency: str
+          ) -> Decimal:
+    balance = balances.get(wallet, {}).get(currency)
+    return balance.free if balance is not None else Decimal(0)
+
+
+def _utilisation(balances: dict[Wallet, dict[str, Balance]], wallet: Wallet, currency: str
+                 ) -> Decimal | None:
+    balance = balances.get(wallet, {}).get(currency)
+    if balance is None or balance.total <= 0:
+        return None
+    return balance.used / balance.total
+
+
+def _pct(value: Decimal) -> str:
+    return f"{value * 100:.1f} %"
