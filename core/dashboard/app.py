@@ -217,8 +217,8 @@ def _overview_charts(doc: dict[str, Any]) -> dict[str, str]:
     funding = {key: [(datetime.fromisoformat(p["at"]), float(p["funding"])) for p in points]
                for key, points in doc["funding"].items()}
     return {"equity_chart": line_chart(equity, "Equity"),
-            "net_chart": line_chart(net, "Realised net PnL"),
-            "funding_chart": line_chart(funding, "Funding received")}
+            "net_chart": line_chart(net, "Realised net PnL", steps=True),
+            "funding_chart": line_chart(funding, "Funding received", steps=True)}
 
 
 def _money(text: str | float | None) -> str:

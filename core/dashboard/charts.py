@@ -12,9 +12,11 @@ PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 78, 16, 14, 30
 COLOURS = ("#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c")
 
 
-def line_chart(series: dict[str, list[tuple[datetime, float]]], label: str) -> str:
+def line_chart(series: dict[str, list[tuple[datetime, float]]], label: str, *,
+               steps: bool = False) -> str:
     """An SVG of each named series (points sorted by time) on shared axes; a one-line
-    note instead when there is no point to draw."""
+    note instead when there is no point to draw. ``steps``: the value holds until the next
+    point (a cumulative sum that moves only at events), drawn as steps, not slopes."""
     points = [p for values in series.values() for p in values]
     if not points:
         return f'<p class="empty">{escape(label)}: nothing recorded yet</p>'
@@ -45,7 +47,11 @@ def line_chart(series: dict[str, list[tuple[datetime, float]]], label: str) -> s
         parts.append(f'<text class="legend" x="{PAD_LEFT + 8}" y="{PAD_TOP + 14 + 14 * i}" '
                      f'style="fill: {colour}">{escape(name)}</text>')
         coords = [xy(t, v) for t, v in sorted(values)]
-        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+        drawn = coords
+        if steps:
+            drawn = [p for (x, y), prev in zip(coords, [None, *coords[:-1]], strict=True)
+                     for p in ([(x, prev[1])] if prev else []) + [(x, y)]]
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in drawn)
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
                      f'points="{path}"><title>{escape(name)}</title></polyline>')
         for (t, v), (x, y) in zip(sorted(values), coords, strict=True):
