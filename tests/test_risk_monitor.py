@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from perpcarry.cli.trade import session
 from perpcarry.config.loader import load_config
 from perpcarry.config.settings import RiskConfig
-from perpcarry.domain.errors import ExchangeUnavailable
+from perpcarry.domain.errors import ExchangeUnavailable, InvalidValue
 from perpcarry.events import EventBus
 from perpcarry.risk.monitor import RiskMonitor
 from perpcarry.risk.sizing import (
@@ -424,3 +424,14 @@ def test_a_margin_rebalance_covers_the_need_and_never_exceeds_the_position(
     if taken < quantity:
         # The sale's quote plus the margin the bought-back perp no longer needs.
         assert taken * mark + margin_share(taken * mark, target, leverage) >= need
+
+
+async def test_a_margin_floor_above_the_target_is_refused_naming_it(config_file):
+    # The session posts 1.5x the initial margin ([execution] margin_buffer): a floor of 1.6
+    # would top up forever.
+    config = config_file("[strategy]\nmargin_floor = 1.6\n")
+    async with session(config, ["binance"], paper=True, offline=True,
+                       trading=True) as trading:
+        with pytest.raises(InvalidValue, match=r"^\[strategy\] margin_floor: must not exceed "
+                           r"the margin a short is sized with \(1\.5x its initial margin\)"):
+            await monitor(config.settings.risk, trading).check(trading, NOW)

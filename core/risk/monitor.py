@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING
@@ -190,18 +191,18 @@ class RiskMonitor:
                 need -= moved
             if need <= 0:
                 continue
-            # What no transfer covered: the same share of every perp of the pool, as the
-            # backtest takes what each short misses from that short.
+            # What no transfer covered: the same share of each journalled perp of the pool,
+            # as the backtest takes what each short misses from that short.
+            journalled = sum((p.quantity * p.mark for p in members), Decimal(0))
+            short_of = ("no more free quote in the spot wallet" if separate
+                        else "the unified wallet's quote is in the pool already")
             proceeds = Decimal(0)
             for perp in members:
-                if perp.mark is None:
-                    continue
-                share = need * perp.quantity * perp.mark / pool.perp_notional
-                step = await _step(session, perp)
-                quantity = rebalance_for_margin(share, perp.quantity, perp.mark,
-                                                rule.leverage, rule.target, step)
+                quantity = rebalance_for_margin(
+                    need * perp.quantity * perp.mark / journalled, perp.quantity, perp.mark,
+                    rule.leverage, rule.target, await _step(session, perp))
                 proceeds += await self._rebalance(session, report, perp, quantity,
-                                                  f"{why}, no free quote to move", numbers)
+                                                  f"{why}, {short_of}", numbers)
             if proceeds and separate:
                 # A rebalance's spot sale lands in the spot wallet: into the pool with it.
                 await self._transfer(session, report, venue_id, pool.settle, proceeds,
@@ -416,20 +417,22 @@ class RiskMonitor:
         logger.warning("risk {}: {}", event.kind, event.message)
 
 
+@dataclass(frozen=True)
 class MarginRule:
     """The margin rule's settings for one session: the leverage and margin multiple it sizes
     shorts with (``[allocator]`` in a run, see ``perpcarry.cli.run.loop_settings``) and
     ``[strategy] margin_floor``."""
 
-    def __init__(self, leverage: Decimal, floor: Decimal, target: Decimal) -> None:
-        self.leverage, self.floor, self.target = leverage, floor, target
+    leverage: Decimal
+    floor: Decimal
+    target: Decimal
 
     @classmethod
     def of(cls, session: TradingSession) -> MarginRule:
         floor = Decimal(str(session.config.settings.strategy.margin_floor))
         target = session.settings.margin_buffer
         if floor > target:
-            raise InvalidValue("margin_floor", float(floor),
+            raise InvalidValue("[strategy] margin_floor", float(floor),
                                rule=f"must not exceed the margin a short is sized with "
                                     f"({target:g}x its initial margin): a top-up restores it")
         return cls(session.settings.leverage, floor, target)
