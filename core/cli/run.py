@@ -201,7 +201,7 @@ def print_replay(report, as_json: bool) -> None:
         console.print(line, highlight=False, markup=False)
     for note in report.notes:
         console.print(f"  [dim]{note}[/]", highlight=False)
-    console.print(f"journal: {report.journal} (perpcarry pnl --replay, perpcarry positions "
+    console.print(f"journal: {report.journal} (perpcarry pnl --replay, perpcarry dashboard "
                   "--replay)", highlight=False)
 
 

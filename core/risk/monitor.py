@@ -41,20 +41,27 @@ from loguru import logger
 
 from perpcarry.config.settings import RiskConfig
 from perpcarry.domain.errors import InvalidValue, PerpcarryError, VenueError
-from perpcarry.domain.types import Market
 from perpcarry.events import EventBus
 from perpcarry.execution.journal import Position
+from perpcarry.risk.accounts import (
+    free_of,
+    margin_wallet,
+    markets_of,
+    pct,
+    perp_risk,
+    pools_of,
+    utilisation_of,
+)
 from perpcarry.risk.report import PerpRisk, PoolRisk, RiskEvent, RiskReport
 from perpcarry.risk.sizing import (
     distance_after_top_up,
-    maintenance_rate,
     margin_share,
     margin_top_up,
     rebalance_for_margin,
     rebalance_quantity,
     top_up_amount,
 )
-from perpcarry.venues.orders import Balance, PerpPosition, Side, Wallet
+from perpcarry.venues.orders import Wallet
 
 if TYPE_CHECKING:
     from perpcarry.execution.service import TradingSession
@@ -147,7 +154,7 @@ class RiskMonitor:
         orders = session.venues[venue_id].orders
         positions, balances = await asyncio.gather(orders.fetch_positions(),
                                                    orders.fetch_balances())
-        markets = await _markets(session, venue_id)
+        markets = await markets_of(session, venue_id)
         perps = []
         for position in positions:
             market = markets.get(position.symbol)
@@ -157,9 +164,9 @@ class RiskMonitor:
                     f"{position.symbol}: a perp position in a market the venue does not list; "
                     "its margin pool is unknown"))
                 continue
-            perps.append(_perp(venue_id, position, market.settle or market.quote,
+            perps.append(perp_risk(venue_id, position, market.settle or market.quote,
                                tuple(p for p in held if p.perp_symbol == position.symbol)))
-        return perps, _pools(session, venue_id, perps, balances)
+        return perps, pools_of(session, venue_id, perps, balances)
 
     # -- the margin rule (the backtest's) ------------------------------------------------
 
@@ -183,7 +190,7 @@ class RiskMonitor:
             why = (f"{venue_id} {pool.settle} margin {pool.equity:,.2f}, "
                    f"{pool.equity / initial:.2f}x its initial margin {initial:,.2f} (floor "
                    f"{rule.floor}x)")
-            separate = _margin_wallet(session, venue_id) is Wallet.FUTURES
+            separate = margin_wallet(session, venue_id) is Wallet.FUTURES
             if separate:
                 moved = await self._transfer(session, report, venue_id, pool.settle, need,
                                              pool.settle, why, numbers)
@@ -233,13 +240,13 @@ class RiskMonitor:
             elif perp.distance < config.floor_distance:
                 self._event(session, report, RiskEvent(
                     "warning", venue_id, perp.symbol, numbers,
-                    f"{perp.symbol}: liquidation {_pct(perp.distance)} away, below the floor "
-                    f"{_pct(config.floor_distance)}; not in the journal, so not topped up"))
+                    f"{perp.symbol}: liquidation {pct(perp.distance)} away, below the floor "
+                    f"{pct(config.floor_distance)}; not in the journal, so not topped up"))
             elif perp.distance < config.warning_distance:
                 self._event(session, report, RiskEvent(
                     "warning", venue_id, perp.symbol, numbers,
-                    f"{perp.symbol}: liquidation {_pct(perp.distance)} away (warning "
-                    f"below {_pct(config.warning_distance)})"))
+                    f"{perp.symbol}: liquidation {pct(perp.distance)} away (warning "
+                    f"below {pct(config.warning_distance)})"))
         acted = False
         for settle, pool in low.items():
             acted |= await self._restore(session, report, venue_id, settle, pool)
@@ -274,7 +281,7 @@ class RiskMonitor:
                                               await _step(session, perp))
                 proceeds += await self._rebalance(
                     session, report, perp, quantity,
-                    f"{perp.symbol}: liquidation {_pct(distance)} away, no free quote to move",
+                    f"{perp.symbol}: liquidation {pct(distance)} away, no free quote to move",
                     {"distance": distance})
         if proceeds and capabilities is not None and capabilities.separate_wallets:
             # A rebalance's spot sale lands in the spot wallet: into the pool with it.
@@ -288,7 +295,7 @@ class RiskMonitor:
         """Move up to ``need`` of the spot wallet's free ``settle`` to the futures wallet
         (whole cents), saying ``why``; what was moved (zero when nothing is free)."""
         balances = await session.venues[venue_id].orders.fetch_balances()
-        free = _free(balances, Wallet.SPOT, settle).quantize(CENT, ROUND_FLOOR)
+        free = free_of(balances, Wallet.SPOT, settle).quantize(CENT, ROUND_FLOOR)
         amount = min(need.quantize(CENT, rounding="ROUND_CEILING"), free)
         if amount <= 0:
             return Decimal(0)
@@ -356,7 +363,7 @@ class RiskMonitor:
                 f"{pool.venue} {pool.settle} margin: effective leverage {leverage:.2f}x "
                 f"above the ceiling {self.config.leverage_ceiling}x"))
 
-    async def _utilisation(self, session: TradingSession, report: RiskReport, pool: PoolRisk,
+    async def utilisation_of(self, session: TradingSession, report: RiskReport, pool: PoolRisk,
                            perps: list[PerpRisk]) -> None:
         """Over the ceiling: cancel the venue's pending orders, then close whole positions
         of the pool, smallest notional first, reading the pool again after each."""
@@ -368,11 +375,11 @@ class RiskMonitor:
             "utilisation", pool.venue, pool.settle,
             {"utilisation": utilisation, "ceiling": ceiling, "used": pool.used,
              "equity": pool.equity},
-            f"{pool.venue} {pool.settle} margin {_pct(utilisation)} used, above the ceiling "
-            f"{_pct(ceiling)}: canceling pending orders and reducing, smallest first"))
+            f"{pool.venue} {pool.settle} margin {pct(utilisation)} used, above the ceiling "
+            f"{pct(ceiling)}: canceling pending orders and reducing, smallest first"))
         orders = session.venues[pool.venue].orders
         canceled = []
-        markets = await _markets(session, pool.venue)
+        markets = await markets_of(session, pool.venue)
         for order in await orders.fetch_open_orders():
             market = markets.get(order.symbol)
             if market is not None and await orders.cancel_order(
@@ -390,7 +397,7 @@ class RiskMonitor:
         executor = session.executor(None)
         for position in smallest_first:
             balances = await orders.fetch_balances()
-            utilisation = _utilisation(balances, pool.wallet, pool.settle)
+            utilisation = utilisation_of(balances, pool.wallet, pool.settle)
             if utilisation is None or utilisation <= ceiling:
                 return
             try:
@@ -406,7 +413,7 @@ class RiskMonitor:
             self._event(session, report, RiskEvent(
                 "reduced", pool.venue, position.position_id,
                 {"utilisation": utilisation, "perp_closed": -result.perp_change},
-                f"{pool.venue} margin {_pct(utilisation)} used: closed {position.position_id}"
+                f"{pool.venue} margin {pct(utilisation)} used: closed {position.position_id}"
                 f" ({position.base}, {-result.perp_change} perp, {result.state.value})"))
 
     # -- events ----------------------------------------------------------------------------
@@ -447,60 +454,5 @@ async def _step(session: TradingSession, perp: PerpRisk) -> Decimal:
 def _below_floor(low: list[PerpRisk], floor: Decimal) -> tuple[str, str, dict[str, Decimal]]:
     """(subject, why, numbers) of a top-up for the nearest liquidation of ``low``."""
     worst = min(low, key=lambda p: p.distance)
-    return (worst.symbol, f"{worst.symbol}: liquidation {_pct(worst.distance)} away, below "
-            f"the floor {_pct(floor)}", {"distance": worst.distance})
-
-
-def _perp(venue_id: str, position: PerpPosition, settle: str,
-          held: tuple[Position, ...]) -> PerpRisk:
-    mark = position.mark_price
-    rate = None if mark is None else maintenance_rate(position.maintenance_margin,
-                                                      position.quantity, mark)
-    return PerpRisk(venue_id, position.symbol, settle, position.side is Side.SELL,
-                    position.quantity, mark, position.margin_ratio, position.liquidation_price,
-                    position.liquidation_distance, rate, held)
-
-
-async def _markets(session: TradingSession, venue_id: str) -> dict[str, Market]:
-    """The venue's markets by symbol (the market-data client caches them)."""
-    return {m.symbol: m for m in await session.venues[venue_id].market_data.load_markets()}
-
-
-def _margin_wallet(session: TradingSession, venue_id: str) -> Wallet:
-    capabilities = session.config.registry.venues[venue_id].order_capabilities
-    separate = capabilities is not None and capabilities.separate_wallets
-    return Wallet.FUTURES if separate else Wallet.UNIFIED
-
-
-def _pools(session: TradingSession, venue_id: str, perps: list[PerpRisk],
-           balances: dict[Wallet, dict[str, Balance]]) -> list[PoolRisk]:
-    wallet = _margin_wallet(session, venue_id)
-    pools = []
-    for settle in sorted({p.settle for p in perps}):
-        balance = balances.get(wallet, {}).get(settle)
-        if balance is None:
-            continue
-        members = [p for p in perps if p.settle == settle]
-        notional = (None if any(p.mark is None for p in members)
-                    else sum((p.quantity * p.mark for p in members), Decimal(0)))
-        pools.append(PoolRisk(venue_id, settle, wallet, balance.total, balance.used,
-                              notional))
-    return pools
-
-
-def _free(balances: dict[Wallet, dict[str, Balance]], wallet: Wallet, currency: str
-          ) -> Decimal:
-    balance = balances.get(wallet, {}).get(currency)
-    return balance.free if balance is not None else Decimal(0)
-
-
-def _utilisation(balances: dict[Wallet, dict[str, Balance]], wallet: Wallet, currency: str
-                 ) -> Decimal | None:
-    balance = balances.get(wallet, {}).get(currency)
-    if balance is None or balance.total <= 0:
-        return None
-    return balance.used / balance.total
-
-
-def _pct(value: Decimal) -> str:
-    return f"{value * 100:.1f} %"
+    return (worst.symbol, f"{worst.symbol}: liquidation {pct(worst.distance)} away, below "
+            f"the floor {pct(floor)}", {"distance": worst.distance})

@@ -9,7 +9,7 @@ are at the recorded mark plus the paper half-spread, labelled as such.
 
 A replay keeps its own journal and paper accounts under ``<data_dir>/replay/`` (started
 afresh each time), so it never touches the paper account of ``run --paper``;
-``perpcarry pnl --replay`` and ``perpcarry positions --replay`` read it.
+``perpcarry pnl --replay`` and ``perpcarry dashboard --replay`` read it.
 """
 
 from __future__ import annotations
