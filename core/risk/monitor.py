@@ -363,7 +363,7 @@ class RiskMonitor:
                 f"{pool.venue} {pool.settle} margin: effective leverage {leverage:.2f}x "
                 f"above the ceiling {self.config.leverage_ceiling}x"))
 
-    async def utilisation_of(self, session: TradingSession, report: RiskReport, pool: PoolRisk,
+    async def _utilisation(self, session: TradingSession, report: RiskReport, pool: PoolRisk,
                            perps: list[PerpRisk]) -> None:
         """Over the ceiling: cancel the venue's pending orders, then close whole positions
         of the pool, smallest notional first, reading the pool again after each."""
