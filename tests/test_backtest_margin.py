@@ -29,12 +29,17 @@ def identity_gap(s: dict) -> float:
     return abs(s["final_equity"] / expected - 1.0)
 
 
-def test_btc_2021_is_topped_up_from_february_and_never_liquidated(run_cli):
+def test_btc_2021_is_topped_up_from_january_and_never_liquidated(run_cli):
     result = run_cli(*BTC_2021)
     assert result.exit_code == 0, result.stderr
     s = json.loads(result.stdout)
     m = s["margin"]
-    assert m["topups"] > 0 and m["first_topup"].startswith("2021-02")
+    # The default floor (1.25x the initial margin) is reached in January's rise; a floor of
+    # 1.0 (the buffer used up) only in February, and fewer times.
+    assert m["topups"] > 0 and m["first_topup"].startswith("2021-01")
+    used_up = json.loads(run_cli(*BTC_2021, "--margin-floor", "1").stdout)["margin"]
+    assert used_up["first_topup"].startswith("2021-02")
+    assert 0 < used_up["topups"] < m["topups"]
     # Caps leave free cash: every top-up is a transfer, at no cost.
     assert m["transfers"] == m["topups"] and m["transferred"] > 0
     assert m["rebalances"] == 0 and m["rebalance_cost"] == 0

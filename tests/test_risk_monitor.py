@@ -1,7 +1,9 @@
 """The margin monitor on the paper venues over the bundled snapshots: a carry position whose
-price rises until its short nears liquidation is topped up by a transfer (Binance, separate
-wallets) or rebalanced with equal legs (Bybit, unified), leverage above the ceiling raises
-an alarm, and margin use above the ceiling cancels pending orders and closes the smallest
+price rises until its pool's margin falls below ``margin_floor`` times its initial margin
+(the backtest's rule), or its short nears liquidation, is topped up by a transfer (Binance,
+separate wallets) or rebalanced with equal legs (Bybit, unified); the top-up comes before
+the utilisation ceiling; leverage above the ceiling raises an alarm, and margin use above
+the ceiling (once nothing can be topped up) cancels pending orders and closes the smallest
 position first. Prices are moved the way tests/test_paper.py moves them: the snapshot's
 own mark (and spot index) scaled."""
 
@@ -18,11 +20,14 @@ from hypothesis import strategies as st
 from perpcarry.cli.trade import session
 from perpcarry.config.loader import load_config
 from perpcarry.config.settings import RiskConfig
-from perpcarry.domain.errors import ExchangeUnavailable
+from perpcarry.domain.errors import ExchangeUnavailable, InvalidValue
 from perpcarry.events import EventBus
 from perpcarry.risk.monitor import RiskMonitor
 from perpcarry.risk.sizing import (
     distance_after_top_up,
+    margin_share,
+    margin_top_up,
+    rebalance_for_margin,
     rebalance_quantity,
     top_up_amount,
 )
@@ -30,6 +35,9 @@ from perpcarry.venues.orders import OrderRequest, OrderType, Side, TimeInForce, 
 
 PERP, SPOT = "BTC/USDT:USDT", "BTC/USDT"
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
+# The margin rule out of the way (a floor far below any margin these tests reach), for the
+# tests of the other triggers.
+NO_MARGIN_RULE = "[strategy]\nmargin_floor = 0.1\n"
 
 
 @pytest.fixture
@@ -92,7 +100,7 @@ def monitor(risk, trading) -> RiskMonitor:
 
 
 async def test_a_short_near_liquidation_is_topped_up_by_a_transfer(config_file):
-    config = config_file("[risk]\nleverage_ceiling = 20\n")
+    config = config_file("[risk]\nleverage_ceiling = 20\n" + NO_MARGIN_RULE)
     risk = config.settings.risk
     async with session(config, ["binance"], paper=True, offline=True,
                        trading=True) as trading:
@@ -138,7 +146,8 @@ async def test_a_short_near_liquidation_is_topped_up_by_a_transfer(config_file):
 async def test_without_free_quote_a_separate_wallet_venue_rebalances_and_moves_the_proceeds(
         config_file):
     # Just enough USDT for the open: about 3.5 USDT stay free in the spot wallet.
-    config = config_file("[risk]\nleverage_ceiling = 20\n", binance_usdt=1460)
+    config = config_file("[risk]\nleverage_ceiling = 20\n" + NO_MARGIN_RULE,
+                         binance_usdt=1460)
     risk = config.settings.risk
     async with session(config, ["binance"], paper=True, offline=True,
                        trading=True) as trading:
@@ -177,7 +186,7 @@ async def test_a_venue_that_does_not_answer_is_reported_down(config_file):
 
 async def test_a_unified_account_rebalances_with_equal_legs(config_file):
     # At 10x the initial margin held stays under the utilisation ceiling after the rise.
-    config = config_file("[risk]\nleverage_ceiling = 20\n", leverage=10)
+    config = config_file("[risk]\nleverage_ceiling = 20\n" + NO_MARGIN_RULE, leverage=10)
     risk = config.settings.risk
     async with session(config, ["bybit"], paper=True, offline=True, trading=True) as trading:
         position = await open_btc(trading, "bybit", "0.01")
@@ -222,9 +231,120 @@ async def test_leverage_above_the_ceiling_raises_an_alarm(config_file):
         assert (await monitor(calm, trading).check(trading, NOW)).of_kind("leverage_alarm") == []
 
 
+async def tight_binance_pool(trading) -> None:
+    """Two BTC carries on Binance, what the opens left free in the futures wallet moved back
+    to spot, and a resting perp sell far above the market: more than 85 % of the margin
+    used."""
+    await open_btc(trading, "binance", "0.01")
+    await open_btc(trading, "binance", "0.02")
+    venue = trading.venues["binance"].orders
+    perp_market = (await venue.view.markets())[PERP]
+    futures = (await venue.fetch_balances())[Wallet.FUTURES]["USDT"]
+    spare = futures.total - futures.used * Decimal("1.1")
+    await venue.transfer("USDT", spare.quantize(Decimal("0.01")), Wallet.FUTURES,
+                         Wallet.SPOT)
+    await venue.place_order(OrderRequest(perp_market, Side.SELL, Decimal("0.001"),
+                                         "hand1", OrderType.LIMIT, Decimal(200_000),
+                                         TimeInForce.POST_ONLY))
+    futures = (await venue.fetch_balances())[Wallet.FUTURES]["USDT"]
+    assert futures.used / futures.total > Decimal("0.85")
+
+
+async def test_the_margin_rule_tops_up_before_the_utilisation_ceiling(config_file):
+    # Default floor (1.25x the initial margin): the pool is topped up from the spot wallet
+    # before the ceiling is judged, so nothing is closed.
+    config = config_file("[risk]\nleverage_ceiling = 20\n")
+    rule = config.settings.strategy
+    async with session(config, ["binance"], paper=True, offline=True,
+                       trading=True) as trading:
+        await tight_binance_pool(trading)
+        venue = trading.venues["binance"].orders
+        spot_before = (await venue.fetch_balances())[Wallet.SPOT]["USDT"].free
+        report = await monitor(config.settings.risk, trading).check(trading, NOW)
+        kinds = [e.kind for e in report.events if e.kind != "warning"]
+        assert kinds == ["top_up"]
+        [top_up] = report.of_kind("top_up")
+        assert top_up.subject == "USDT" and "floor 1.25x" in top_up.message
+        futures = (await venue.fetch_balances())[Wallet.FUTURES]["USDT"]
+        perp = await perp_of(trading, "binance")
+        initial = margin_share(perp.quantity * perp.mark_price, 1,
+                               trading.settings.leverage)
+        # Restored to the target (1.5x the initial margin at the mark), to the cent.
+        target = margin_share(perp.quantity * perp.mark_price,
+                              trading.settings.margin_buffer, trading.settings.leverage)
+        assert target <= futures.total < target + Decimal("0.01")
+        assert futures.total > Decimal(str(rule.margin_floor)) * initial
+        assert futures.used / futures.total <= Decimal("0.85")
+        spot_after = (await venue.fetch_balances())[Wallet.SPOT]["USDT"].free
+        assert spot_before - spot_after == top_up.numbers["amount"]
+        assert report.of_kind("reduced") == [] and await venue.fetch_open_orders() != []
+
+
+async def test_a_pool_below_the_margin_floor_is_topped_up_to_the_target_by_a_transfer(
+        config_file):
+    config = config_file("[risk]\nleverage_ceiling = 20\n")
+    async with session(config, ["binance"], paper=True, offline=True,
+                       trading=True) as trading:
+        await open_btc(trading, "binance", "0.01")
+        leverage, target = trading.settings.leverage, trading.settings.margin_buffer
+        # At 5x with 1.5x the initial margin posted, a 5 % rise leaves 1.19x: below 1.25x.
+        await move_price(trading, "binance", Decimal("1.05"))
+        perp = await perp_of(trading, "binance")
+        venue = trading.venues["binance"].orders
+        futures = (await venue.fetch_balances())[Wallet.FUTURES]["USDT"]
+        notional = perp.quantity * perp.mark_price
+        assert futures.total < margin_share(notional, Decimal("1.25"), leverage)
+        need = margin_top_up(futures.total, notional, leverage, Decimal("1.25"), target)
+
+        report = await monitor(config.settings.risk, trading).check(trading, NOW)
+        [top_up] = report.of_kind("top_up")
+        assert top_up.numbers["amount"] == need.quantize(Decimal("0.01"),
+                                                         rounding="ROUND_CEILING")
+        futures = (await venue.fetch_balances())[Wallet.FUTURES]["USDT"]
+        assert margin_share(notional, target, leverage) <= futures.total
+        assert (await perp_of(trading, "binance")).quantity == perp.quantity
+        assert report.of_kind("rebalance") == []
+        # Above the floor now: the next check does nothing.
+        again = await monitor(config.settings.risk, trading).check(trading, NOW)
+        assert again.of_kind("top_up") == again.of_kind("rebalance") == []
+
+
+async def test_a_unified_pool_below_the_margin_floor_rebalances_with_equal_legs(config_file):
+    config = config_file("[risk]\nleverage_ceiling = 20\n", leverage=10)
+    async with session(config, ["bybit"], paper=True, offline=True, trading=True) as trading:
+        position = await open_btc(trading, "bybit", "0.01")
+        leverage, target = trading.settings.leverage, trading.settings.margin_buffer
+        # The unified account's USDT is its margin (its 1,500 less the spot bought).
+        await move_price(trading, "bybit", Decimal("1.5"))
+        perp = await perp_of(trading, "bybit")
+        unified = (await trading.venues["bybit"].orders.fetch_balances())[Wallet.UNIFIED]
+        notional = perp.quantity * perp.mark_price
+        need = margin_top_up(unified["USDT"].total, notional, leverage, Decimal("1.25"),
+                             target)
+        assert need > 0
+
+        report = await monitor(config.settings.risk, trading).check(trading, NOW)
+        [rebalance] = report.of_kind("rebalance")
+        assert report.of_kind("top_up") == []
+        expected = rebalance_for_margin(need, perp.quantity, perp.mark_price, leverage,
+                                        target, Decimal("0.001"))
+        assert rebalance.numbers["quantity"] == expected > 0
+        after = await perp_of(trading, "bybit")
+        assert after.quantity == perp.quantity - expected
+        now_held = trading.journal.position(position.position_id)
+        assert position.spot_quantity - now_held.spot_quantity == expected
+        assert abs(now_held.delta) <= trading.tolerance(await trading.pair("bybit", "BTC"))
+        unified = (await trading.venues["bybit"].orders.fetch_balances())[Wallet.UNIFIED]
+        # Back above the floor (the sale's fees aside, at the target).
+        assert unified["USDT"].total >= margin_share(after.quantity * after.mark_price,
+                                                     Decimal("1.25"), leverage)
+
+
 async def test_margin_use_above_the_ceiling_cancels_orders_and_closes_smallest_first(
         config_file):
-    config = config_file("[risk]\nutilisation_ceiling = 0.85\nleverage_ceiling = 20\n")
+    # Nothing topped up (the margin rule out of the way): the ceiling is the last resort.
+    config = config_file("[risk]\nutilisation_ceiling = 0.85\nleverage_ceiling = 20\n"
+                         + NO_MARGIN_RULE)
     async with session(config, ["binance"], paper=True, offline=True,
                        trading=True) as trading:
         small = await open_btc(trading, "binance", "0.01")
@@ -278,3 +398,40 @@ def test_a_rebalance_restores_the_target_and_never_exceeds_the_position(distance
     if taken < quantity:
         # (1 + d) q / (q - x) - 1: the distance once x is off both legs.
         assert (1 + distance) * quantity / (quantity - taken) - 1 >= target
+
+
+@given(st.decimals("0", "100000", places=2), st.decimals("1", "1000000", places=2),
+       st.sampled_from([Decimal(1), Decimal(2), Decimal(5), Decimal(10)]),
+       st.decimals("0.5", "1.5", places=2), st.decimals("1.5", "3", places=2))
+def test_the_margin_rule_tops_up_below_the_floor_and_lands_on_the_target(
+        equity, notional, leverage, floor, target):
+    need = margin_top_up(equity, notional, leverage, floor, target)
+    if equity >= margin_share(notional, floor, leverage):
+        assert need == 0
+    else:
+        assert need > 0 and equity + need == margin_share(notional, target, leverage)
+
+
+@given(st.decimals("0.01", "100000", places=2), st.integers(1, 10_000),
+       st.sampled_from([Decimal("0.001"), Decimal("0.01")]),
+       st.decimals("100", "100000", places=2),
+       st.sampled_from([Decimal(1), Decimal(2), Decimal(5)]), st.decimals("1.5", "3", places=2))
+def test_a_margin_rebalance_covers_the_need_and_never_exceeds_the_position(
+        need, steps, step, mark, leverage, target):
+    quantity = steps * step
+    taken = rebalance_for_margin(need, quantity, mark, leverage, target, step)
+    assert 0 < taken <= quantity and taken % step == 0
+    if taken < quantity:
+        # The sale's quote plus the margin the bought-back perp no longer needs.
+        assert taken * mark + margin_share(taken * mark, target, leverage) >= need
+
+
+async def test_a_margin_floor_above_the_target_is_refused_naming_it(config_file):
+    # The session posts 1.5x the initial margin ([execution] margin_buffer): a floor of 1.6
+    # would top up forever.
+    config = config_file("[strategy]\nmargin_floor = 1.6\n")
+    async with session(config, ["binance"], paper=True, offline=True,
+                       trading=True) as trading:
+        with pytest.raises(InvalidValue, match=r"^\[strategy\] margin_floor: must not exceed "
+                           r"the margin a short is sized with \(1\.5x its initial margin\)"):
+            await monitor(config.settings.risk, trading).check(trading, NOW)

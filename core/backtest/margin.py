@@ -8,8 +8,9 @@ at each settlement (the data's bars):
   ``(1 + margin_buffer) x notional / leverage`` (see
   :attr:`perpcarry.allocation.allocator.Limits.capital_per_notional`), and moves with the
   funding received and the short's unrealised profit or loss;
-- below ``margin_floor x notional / leverage`` (``[strategy] margin_floor``; 1.0: the buffer is
-  used up) it is **topped up** to its target ``(1 + margin_buffer) x notional / leverage``:
+- below ``margin_floor x notional / leverage`` (``[strategy] margin_floor``; default 1.25,
+  where the run loop's pool is 80 % used) it is **topped up** to its target
+  ``(1 + margin_buffer) x notional / leverage``:
   from free cash (equity not deployed in any leg) as a transfer, at no cost; what free cash
   cannot cover by a **rebalance**: sell a slice of spot and buy back the same quantity of
   perp (both legs' taker fee and ``spread_cost``), the quote freed restoring the margin of
@@ -20,6 +21,10 @@ at each settlement (the data's bars):
   margin is lost; the spot is sold (taker fee and half the spread on that leg). Where the
   bar jumped past the margin (margin below zero), the loss beyond it is the venue's (its
   insurance fund), not the trader's: the short's marking stops at its margin.
+
+The rule is the run loop's margin monitor's too (:mod:`perpcarry.risk.sizing`, one formula:
+:func:`~perpcarry.risk.sizing.margin_share`), which applies it to a venue's margin pool
+rather than to each short.
 
 Free cash changes only when money moves between it and the legs: trades at rebalances
 (spot bought or sold, margin posted or returned, fees), transfers and liquidations. Funding
@@ -33,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perpcarry.backtest.panel import Panel
+from perpcarry.risk.sizing import margin_share
 
 # What a margin event did, in Simulation.margin_kind.
 TRANSFER, REBALANCE, LIQUIDATION = "transfer", "rebalance", "liquidation"
@@ -46,7 +52,12 @@ class MarginModel:
     maintenance_rate: float    # share of notional below which the venue liquidates
 
     def target(self, notional):
-        return (1.0 + self.margin_buffer) * notional / self.leverage
+        """The margin a short of ``notional`` is sized with and topped up to."""
+        return margin_share(notional, 1.0 + self.margin_buffer, self.leverage)
+
+    def floor_margin(self, notional):
+        """The margin below which a short of ``notional`` is topped up."""
+        return margin_share(notional, self.floor, self.leverage)
 
 
 @dataclass(frozen=True)
@@ -110,7 +121,7 @@ class MarginBook:
         mark = p.event_mark[a:b]
         path = self.margin[s] + quantity * (
             np.cumsum(np.nan_to_num(p.event_rate[a:b] * mark)) - (mark - p.event_mark[a - 1]))
-        below = path < self.model.floor * quantity * mark / self.model.leverage
+        below = path < self.model.floor_margin(quantity * mark)
         if below.any():
             self.due[s] = a + int(np.argmax(below))
 

@@ -17,6 +17,7 @@ from perpcarry.cli import risk
 from perpcarry.cli.account import account, orders, paper_app
 from perpcarry.cli.backtest import backtest
 from perpcarry.cli.common import console, emit_json, load, path_option, state
+from perpcarry.cli.dashboard import dashboard
 from perpcarry.cli.plan import plan
 from perpcarry.cli.pnl import pnl
 from perpcarry.cli.run import run_strategy
@@ -112,6 +113,7 @@ app.command()(risk.resume)
 app.command()(sweep)
 app.command("run")(run_strategy)
 app.command()(pnl)
+app.command()(dashboard)
 app.command()(watch)
 
 

@@ -72,17 +72,12 @@ def _replay_pnl(config, is_paper: bool, live: bool, as_json: bool,
     """The last replay's ledger: its journal, marked at the replay's last prices and timed
     by its simulated clock (nothing to sync: the replayed accounts are gone)."""
     from perpcarry.domain.errors import UsageError
-    from perpcarry.ledger.pnl import ledger_pnl
     from perpcarry.run.replay import open_replay_journal
 
     if live:
         raise UsageError("--replay and --live: a replay trades the simulated paper accounts")
     with open_replay_journal(config.data_dir) as (journal, last):
-        report = ledger_pnl(journal, now=last.end, marks=last.marks, since=since_time,
-                            default_leverage=config.settings.execution.leverage)
-    sources = {p.position_id: "spot at its recorded price" for p in report.positions}
-    document = pnl_json(report, True, True, since_time, {}, {}, sources)
-    document["replay"] = {"start": last.start.isoformat(), "end": last.end.isoformat()}
+        document = replay_pnl_json(config, journal, last, since_time)
     if as_json:
         emit_json(document)
     else:
@@ -90,6 +85,19 @@ def _replay_pnl(config, is_paper: bool, live: bool, as_json: bool,
                       "marked at the last recorded prices", highlight=False)
         _render(document)
     return 0
+
+
+def replay_pnl_json(config, journal, last, since_time: datetime | None) -> dict[str, Any]:
+    """The ``pnl --replay --json`` document of a finished replay's journal and its record
+    ``last`` (the dashboard serves it too)."""
+    from perpcarry.ledger.pnl import ledger_pnl
+
+    report = ledger_pnl(journal, now=last.end, marks=last.marks, since=since_time,
+                        default_leverage=config.settings.execution.leverage)
+    sources = {p.position_id: "spot at its recorded price" for p in report.positions}
+    document = pnl_json(report, True, True, since_time, {}, {}, sources)
+    document["replay"] = {"start": last.start.isoformat(), "end": last.end.isoformat()}
+    return document
 
 
 def _since(text: str | None) -> datetime | None:

@@ -70,12 +70,11 @@ def resume(paper: PaperOption = False, live: LiveOption = False) -> int:
     return 0
 
 
-def halt_json(config, paper: bool) -> dict:
+def halt_json(journal) -> dict:
     """The kill switch and the breaker as ``positions --json`` lists them (null when off)."""
     from perpcarry.risk.state import breaker_state, kill_state
 
-    with _journal_of(config, paper) as journal:
-        kill, breaker = kill_state(journal), breaker_state(journal)
+    kill, breaker = kill_state(journal), breaker_state(journal)
     return {"kill": None if kill is None else {
                 "reason": kill.reason, "at": kill.at.isoformat(), "flatten": kill.flatten},
             "breaker": None if breaker is None else {

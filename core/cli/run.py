@@ -225,7 +225,33 @@ def print_replay(report, as_json: bool) -> None:
     for action in report.actions:
         if action.kind in {"failed", "skip"}:
             console.print(f"  {action.line()}", highlight=False, markup=False)
+    for line in _margin_lines(report.margin):
+        console.print(line, highlight=False, markup=False)
     for note in report.notes:
         console.print(f"  [dim]{note}[/]", highlight=False)
-    console.print(f"journal: {report.journal} (perpcarry pnl --replay, perpcarry positions "
+    console.print(f"journal: {report.journal} (perpcarry pnl --replay, perpcarry dashboard "
                   "--replay)", highlight=False)
+
+
+def _margin_lines(m) -> list[str]:
+    """The replay's margin block: top-ups as the backtest counts them, reductions,
+    liquidations, and how close the monitor let a perp and a pool come to danger."""
+    if m.topups:
+        sold = ", ".join(f"{q.normalize()} {base}" for base, q in m.rebalanced_quantity.items())
+        topups = (f"{m.topups} from {m.first_topup:%Y-%m-%d}: {m.transfers} transfers "
+                  f"({m.transferred:,.2f}), {m.rebalances} rebalances"
+                  + (f" (sold {sold}, {m.rebalanced_value:,.2f})" if m.rebalances else ""))
+    else:
+        topups = "none"
+    lines = [f"margin top-ups: {topups}",
+             f"reduced at the utilisation ceiling: {m.reduced}; at or past liquidation: "
+             f"{m.liquidatable}"]
+    if m.min_distance is not None:
+        distance, where, at = m.min_distance
+        lines.append(f"smallest liquidation distance: {distance * 100:.1f} % ({where}, "
+                     f"{at:%Y-%m-%d %H:%M})")
+    if m.max_utilisation is not None:
+        used, where, at = m.max_utilisation
+        lines.append(f"largest margin use after top-ups: {used * 100:.1f} % ({where}, "
+                     f"{at:%Y-%m-%d %H:%M})")
+    return lines

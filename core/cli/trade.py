@@ -216,19 +216,17 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
                   "--all", help="Closed positions too.")] = False,
               as_json: JsonOption = False) -> int:
     """Carry positions from the journal: both legs, delta, entry basis, fees, state, age."""
-    from perpcarry.cli.risk import halt_json, halt_note
+    from perpcarry.cli.risk import halt_note
     from perpcarry.execution.journal import Journal
     from perpcarry.execution.service import journal_path
 
     is_paper = _mode(paper, live, False)
     config = load()
     with Journal.open(journal_path(config.data_dir, is_paper), trading=False) as journal:
-        latest = journal.latest_intents()
-        rows = [position_json(p, latest.get(p.position_id))
-                for p in journal.positions(include_closed=include_closed)]
+        document = positions_json(journal, is_paper, include_closed)
+    rows = document["positions"]
     if as_json:
-        emit_json({"schema_version": JSON_SCHEMA_VERSION, "paper": is_paper,
-                   "positions": rows, **halt_json(config, is_paper)})
+        emit_json(document)
         return 0
     halted = halt_note(config, is_paper)
     if halted is not None:
@@ -254,6 +252,17 @@ def positions(paper: PaperOption = False, live: LiveOption = False,
     if note:
         out.print(note)
     return 0
+
+
+def positions_json(journal, paper: bool, include_closed: bool) -> dict[str, Any]:
+    """The ``positions --json`` document of ``journal`` (the dashboard serves it too)."""
+    from perpcarry.cli.risk import halt_json
+
+    latest = journal.latest_intents()
+    return {"schema_version": JSON_SCHEMA_VERSION, "paper": paper,
+            "positions": [position_json(p, latest.get(p.position_id))
+                          for p in journal.positions(include_closed=include_closed)],
+            **halt_json(journal)}
 
 
 def _basis_cell(row: dict[str, Any]) -> str:

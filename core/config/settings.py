@@ -193,11 +193,13 @@ class StrategyConfig(StrictModel):
     # above enter_premium, leave below exit_premium once held min_hold_hours. None: off.
     enter_premium: float | None = Field(default=None, gt=-1, lt=1)
     exit_premium: float | None = Field(default=None, gt=-1, lt=1)
-    # The backtest's margin model: a short's margin is topped up (from free cash, else by
-    # selling spot and buying back perp) when it falls below margin_floor x notional /
-    # [allocator] leverage, back to (1 + margin_buffer) x notional / leverage; 1.0: when the
-    # buffer is used up. At most 1 + margin_buffer (the target); see docs/strategy.md.
-    margin_floor: float = Field(default=1.0, gt=0, le=6)
+    # The margin rule of the backtest and of run's margin monitor: a short's margin (run: a
+    # margin pool's) is topped up (free quote moved, else spot sold and perp bought back)
+    # when it falls below margin_floor x notional / [allocator] leverage, back to
+    # (1 + margin_buffer) x notional / leverage. 1.25: at 80 % of the pool's margin used,
+    # before [risk] utilisation_ceiling (85 %) closes positions. At most 1 + margin_buffer
+    # (the target); see docs/strategy.md.
+    margin_floor: float = Field(default=1.25, gt=0, le=6)
 
     @field_validator("exit_apr")
     @classmethod

@@ -200,50 +200,33 @@ def build_registry(pm: pluggy.PluginManager, versions: dict[str, str | None]) ->
         impl.function(register=register_fee_model)
     registry.fee_models = {**fee_defaults, **fee_overrides}
 
-    for impl in pm.hook.register_executors.get_hookimpls():
-        owner = impl.plugin_name
-
-        def register_executor(executor: Executor, owner: str = owner) -> None:
-            _check(executor, Executor, "an executor (perpcarry.execution.engine.Executor)", owner)
-            if executor.name in registry.executors:
-                raise PluginError(
-                    f"executor {executor.name!r} is registered by both plugin "
-                    f"{registry.executors[executor.name][1]} and plugin {owner}"
-                )
-            registry.executors[executor.name] = (executor, owner)
-
-        impl.function(register=register_executor)
-
-    for impl in pm.hook.register_history_sources.get_hookimpls():
-        owner = impl.plugin_name
-
-        def register_history_source(source: HistorySource, owner: str = owner) -> None:
-            _check(source, HistorySource,
-                   "a history source (perpcarry.venues.protocol.HistorySource)", owner)
-            if source.name in registry.history_sources:
-                raise PluginError(
-                    f"history source {source.name!r} is registered by both plugin "
-                    f"{registry.history_sources[source.name][1]} and plugin {owner}"
-                )
-            registry.history_sources[source.name] = (source, owner)
-
-        impl.function(register=register_history_source)
-
-    for impl in pm.hook.register_alert_channels.get_hookimpls():
-        owner = impl.plugin_name
-
-        def register_alert_channel(channel: AlertChannel, owner: str = owner) -> None:
-            _check(channel, AlertChannel,
-                   "an alert channel (perpcarry.alerts.channels.AlertChannel)", owner)
-            if channel.name in registry.alert_channels:
-                raise PluginError(
-                    f"alert channel {channel.name!r} is registered by both plugin "
-                    f"{registry.alert_channels[channel.name][1]} and plugin {owner}"
-                )
-            registry.alert_channels[channel.name] = (channel, owner)
-
-        impl.function(register=register_alert_channel)
+    _register_named(pm.hook.register_executors, registry.executors, Executor,
+                    "an executor (perpcarry.execution.engine.Executor)", "executor")
+    _register_named(pm.hook.register_history_sources, registry.history_sources,
+                    HistorySource, "a history source (perpcarry.venues.protocol.HistorySource)",
+                    "history source")
+    _register_named(pm.hook.register_alert_channels, registry.alert_channels, AlertChannel,
+                    "an alert channel (perpcarry.alerts.channels.AlertChannel)",
+                    "alert channel")
     return registry
+
+
+def _register_named(hook, table: dict[str, tuple[Any, str]], kind: type, what: str,
+                    label: str) -> None:
+    """Call ``hook``'s implementations plugin by plugin with a ``register`` callback that
+    takes objects of ``kind`` keyed by their ``name``, stamped with their plugin; a name two
+    plugins register is an error naming both."""
+    for impl in hook.get_hookimpls():
+        owner = impl.plugin_name
+
+        def register(obj: Any, owner: str = owner) -> None:
+            _check(obj, kind, what, owner)
+            if obj.name in table:
+                raise PluginError(f"{label} {obj.name!r} is registered by both plugin "
+                                  f"{table[obj.name][1]} and plugin {owner}")
+            table[obj.name] = (obj, owner)
+
+        impl.function(register=register)
 
 
 def _check(obj: Any, kind: type, what: str, owner: str) -> None:

@@ -1,5 +1,5 @@
-"""The margin monitor: every perp's liquidation distance, every margin pool's leverage and
-utilisation, and what is done about them, once per check.
+"""The margin monitor: every margin pool's margin, every perp's liquidation distance, every
+pool's leverage and utilisation, and what is done about them, once per check.
 
 A carry's short loses as the price rises while its spot gains the same: the position is
 hedged, but the short's margin buffer shrinks and a liquidation would leave the spot naked.
@@ -7,14 +7,20 @@ Each check reads every venue's perp positions and balances in bulk (one request 
 kind per venue, whatever the number of positions), matches them to the journal's open
 positions and acts:
 
-- a liquidation distance below ``[risk] floor_distance``: free quote moved from the spot
-  wallet to the futures wallet where the venue separates them, enough to restore
-  ``top_up_target``; where there is not enough (or the wallet is unified), a **rebalance**
-  sells a slice of spot and buys back the same quantity of perp through the executor, so
-  the legs stay equal (:mod:`perpcarry.risk.sizing` sizes both);
+- a pool's margin equity below ``[strategy] margin_floor`` times its initial margin (its
+  perps' notional at the mark / ``[allocator] leverage``, as the run loop sets the session):
+  the backtest's margin rule, per pool rather than per short. Free quote is moved from the
+  spot wallet to the futures wallet where the venue separates them, enough to restore
+  ``1 + margin_buffer`` times the initial margin; for what is missing (or where the wallet
+  is unified) a **rebalance** sells a slice of spot and buys back the same quantity of perp
+  through the executor, so the legs stay equal;
+- then, a second trigger (a venue's own liquidation price may be nearer than the margin
+  rule assumes), a liquidation distance below ``[risk] floor_distance``: the same two
+  remedies, sized to restore ``top_up_target`` (:mod:`perpcarry.risk.sizing` sizes all);
 - effective leverage (perp notional / margin equity) above ``leverage_ceiling``: an alarm;
-- margin used / margin equity above ``utilisation_ceiling``: the venue's pending orders
-  canceled, then whole positions closed, smallest first, until it is under.
+- margin used / margin equity above ``utilisation_ceiling``, judged on the pool as read
+  again after the top-ups (the last resort): the venue's pending orders canceled, then
+  whole positions closed, smallest first, until it is under.
 
 Every action and alarm is a :class:`RiskEvent`, returned in the :class:`RiskReport` and
 appended to the journal's events (kind ``risk``) for the dashboard and the alerts. A value
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING
@@ -33,18 +40,28 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from perpcarry.config.settings import RiskConfig
-from perpcarry.domain.errors import PerpcarryError, VenueError
-from perpcarry.domain.types import Market
+from perpcarry.domain.errors import InvalidValue, PerpcarryError, VenueError
 from perpcarry.events import EventBus
 from perpcarry.execution.journal import Position
+from perpcarry.risk.accounts import (
+    free_of,
+    margin_wallet,
+    markets_of,
+    pct,
+    perp_risk,
+    pools_of,
+    utilisation_of,
+)
 from perpcarry.risk.report import PerpRisk, PoolRisk, RiskEvent, RiskReport
 from perpcarry.risk.sizing import (
     distance_after_top_up,
-    maintenance_rate,
+    margin_share,
+    margin_top_up,
+    rebalance_for_margin,
     rebalance_quantity,
     top_up_amount,
 )
-from perpcarry.venues.orders import Balance, PerpPosition, Side, Wallet
+from perpcarry.venues.orders import Wallet
 
 if TYPE_CHECKING:
     from perpcarry.execution.service import TradingSession
@@ -58,11 +75,14 @@ class RiskMonitor:
     def __init__(self, config: RiskConfig, events: EventBus) -> None:
         self.config = config
         self.events = events
+        self.last: RiskReport | None = None  # the last check's report (a replay's summary)
 
     async def check(self, session: TradingSession, now: datetime) -> RiskReport:
         """Read every venue of ``session``, act on what is out of bounds, and report. A
         venue that does not answer is reported in ``down`` (the breaker times it)."""
         report = RiskReport(at=now)
+        self.last = report
+        rule = MarginRule.of(session)
         held: dict[str, list[Position]] = defaultdict(list)
         for position in session.journal.positions():
             held[position.venue].append(position)
@@ -91,7 +111,7 @@ class RiskMonitor:
                 equity += position.spot_cost
             equity += sum((p.equity for p in pools), Decimal(0))
             try:
-                await self._act(session, report, venue_id, perps, pools)
+                await self._act(session, report, venue_id, perps, pools, rule)
             except VenueError as err:  # a read between two actions went unanswered
                 self._down(session, report, venue_id, err)
         report.unrealised_pnl = pnl
@@ -103,13 +123,14 @@ class RiskMonitor:
         return report
 
     async def _act(self, session: TradingSession, report: RiskReport, venue_id: str,
-                   perps: list[PerpRisk], pools: list[PoolRisk]) -> None:
-        """The liquidation floor first (it adds margin), then leverage and utilisation."""
+                   perps: list[PerpRisk], pools: list[PoolRisk], rule: MarginRule) -> None:
+        """The margin rule first, then the liquidation floor (both add margin), then
+        leverage and utilisation, each judged on what the venue and the journal hold after
+        the step before moved money or legs."""
+        if await self._margin_rule(session, report, venue_id, perps, pools, rule):
+            perps, pools = await self._read_again(session, report, venue_id)
         if await self._margin_floor(session, report, venue_id, perps):
-            # The top-ups moved money and legs: leverage and utilisation are judged on what
-            # the venue and the journal hold now.
-            now_held = [p for p in session.journal.positions() if p.venue == venue_id]
-            perps, pools = await self._read(session, report, venue_id, now_held)
+            perps, pools = await self._read_again(session, report, venue_id)
         report.pools.extend(pools)
         for pool in pools:
             self._leverage(session, report, pool)
@@ -123,12 +144,17 @@ class RiskMonitor:
 
     # -- reading -------------------------------------------------------------------------
 
+    async def _read_again(self, session: TradingSession, report: RiskReport, venue_id: str
+                          ) -> tuple[list[PerpRisk], list[PoolRisk]]:
+        now_held = [p for p in session.journal.positions() if p.venue == venue_id]
+        return await self._read(session, report, venue_id, now_held)
+
     async def _read(self, session: TradingSession, report: RiskReport, venue_id: str,
                     held: list[Position]) -> tuple[list[PerpRisk], list[PoolRisk]]:
         orders = session.venues[venue_id].orders
         positions, balances = await asyncio.gather(orders.fetch_positions(),
                                                    orders.fetch_balances())
-        markets = await _markets(session, venue_id)
+        markets = await markets_of(session, venue_id)
         perps = []
         for position in positions:
             market = markets.get(position.symbol)
@@ -138,9 +164,58 @@ class RiskMonitor:
                     f"{position.symbol}: a perp position in a market the venue does not list; "
                     "its margin pool is unknown"))
                 continue
-            perps.append(_perp(venue_id, position, market.settle or market.quote,
+            perps.append(perp_risk(venue_id, position, market.settle or market.quote,
                                tuple(p for p in held if p.perp_symbol == position.symbol)))
-        return perps, _pools(session, venue_id, perps, balances)
+        return perps, pools_of(session, venue_id, perps, balances)
+
+    # -- the margin rule (the backtest's) ------------------------------------------------
+
+    async def _margin_rule(self, session: TradingSession, report: RiskReport, venue_id: str,
+                           perps: list[PerpRisk], pools: list[PoolRisk],
+                           rule: MarginRule) -> bool:
+        """Top up every pool of the journal's positions whose margin equity is below the
+        floor, back to the target: a transfer where the wallets are separate, a rebalance
+        for what it did not cover. True when something was moved or traded."""
+        acted = False
+        for pool in pools:
+            members = [p for p in perps if p.settle == pool.settle and p.positions]
+            if pool.perp_notional is None or not members:
+                continue
+            need = margin_top_up(pool.equity, pool.perp_notional, rule.leverage, rule.floor,
+                                 rule.target)
+            if need <= 0:
+                continue
+            initial = margin_share(pool.perp_notional, 1, rule.leverage)
+            numbers = {"equity": pool.equity, "initial_margin": initial, "need": need}
+            why = (f"{venue_id} {pool.settle} margin {pool.equity:,.2f}, "
+                   f"{pool.equity / initial:.2f}x its initial margin {initial:,.2f} (floor "
+                   f"{rule.floor}x)")
+            separate = margin_wallet(session, venue_id) is Wallet.FUTURES
+            if separate:
+                moved = await self._transfer(session, report, venue_id, pool.settle, need,
+                                             pool.settle, why, numbers)
+                acted |= moved > 0
+                need -= moved
+            if need <= 0:
+                continue
+            # What no transfer covered: the same share of each journalled perp of the pool,
+            # as the backtest takes what each short misses from that short.
+            journalled = sum((p.quantity * p.mark for p in members), Decimal(0))
+            short_of = ("no more free quote in the spot wallet" if separate
+                        else "the unified wallet's quote is in the pool already")
+            proceeds = Decimal(0)
+            for perp in members:
+                quantity = rebalance_for_margin(
+                    need * perp.quantity * perp.mark / journalled, perp.quantity, perp.mark,
+                    rule.leverage, rule.target, await _step(session, perp))
+                proceeds += await self._rebalance(session, report, perp, quantity,
+                                                  f"{why}, {short_of}", numbers)
+            if proceeds and separate:
+                # A rebalance's spot sale lands in the spot wallet: into the pool with it.
+                await self._transfer(session, report, venue_id, pool.settle, proceeds,
+                                     pool.settle, why, numbers)
+            acted |= proceeds > 0
+        return acted
 
     # -- the liquidation floor -------------------------------------------------------------
 
@@ -165,13 +240,13 @@ class RiskMonitor:
             elif perp.distance < config.floor_distance:
                 self._event(session, report, RiskEvent(
                     "warning", venue_id, perp.symbol, numbers,
-                    f"{perp.symbol}: liquidation {_pct(perp.distance)} away, below the floor "
-                    f"{_pct(config.floor_distance)}; not in the journal, so not topped up"))
+                    f"{perp.symbol}: liquidation {pct(perp.distance)} away, below the floor "
+                    f"{pct(config.floor_distance)}; not in the journal, so not topped up"))
             elif perp.distance < config.warning_distance:
                 self._event(session, report, RiskEvent(
                     "warning", venue_id, perp.symbol, numbers,
-                    f"{perp.symbol}: liquidation {_pct(perp.distance)} away (warning "
-                    f"below {_pct(config.warning_distance)})"))
+                    f"{perp.symbol}: liquidation {pct(perp.distance)} away (warning "
+                    f"below {pct(config.warning_distance)})"))
         acted = False
         for settle, pool in low.items():
             acted |= await self._restore(session, report, venue_id, settle, pool)
@@ -191,7 +266,8 @@ class RiskMonitor:
             need = max(top_up_amount(p.distance, target, p.quantity, p.mark,
                                      p.maintenance_rate or Decimal(0), short=p.short)
                        for p in low)
-            moved = await self._transfer(session, report, venue_id, settle, need, low)
+            moved = await self._transfer(session, report, venue_id, settle, need,
+                                         *_below_floor(low, config.floor_distance))
             if moved:
                 acted = True
                 distances = {p.symbol: distance_after_top_up(
@@ -199,48 +275,46 @@ class RiskMonitor:
                     short=p.short) for p in low}
         proceeds = Decimal(0)
         for perp in low:
-            if distances[perp.symbol] < target:
-                proceeds += await self._rebalance(session, report, perp,
-                                                  distances[perp.symbol])
+            distance = distances[perp.symbol]
+            if distance < target:
+                quantity = rebalance_quantity(distance, target, perp.quantity,
+                                              await _step(session, perp))
+                proceeds += await self._rebalance(
+                    session, report, perp, quantity,
+                    f"{perp.symbol}: liquidation {pct(distance)} away, no free quote to move",
+                    {"distance": distance})
         if proceeds and capabilities is not None and capabilities.separate_wallets:
             # A rebalance's spot sale lands in the spot wallet: into the pool with it.
-            await self._transfer(session, report, venue_id, settle, proceeds, low)
+            await self._transfer(session, report, venue_id, settle, proceeds,
+                                 *_below_floor(low, config.floor_distance))
         return acted or proceeds > 0
 
     async def _transfer(self, session: TradingSession, report: RiskReport, venue_id: str,
-                        settle: str, need: Decimal, low: list[PerpRisk]) -> Decimal:
-        """Move up to ``need`` of the spot wallet's free ``settle`` to the futures wallet;
-        what was moved (zero when nothing is free)."""
+                        settle: str, need: Decimal, subject: str, why: str,
+                        numbers: dict[str, Decimal]) -> Decimal:
+        """Move up to ``need`` of the spot wallet's free ``settle`` to the futures wallet
+        (whole cents), saying ``why``; what was moved (zero when nothing is free)."""
         balances = await session.venues[venue_id].orders.fetch_balances()
-        free = _free(balances, Wallet.SPOT, settle).quantize(CENT, ROUND_FLOOR)
+        free = free_of(balances, Wallet.SPOT, settle).quantize(CENT, ROUND_FLOOR)
         amount = min(need.quantize(CENT, rounding="ROUND_CEILING"), free)
         if amount <= 0:
             return Decimal(0)
-        worst = min(low, key=lambda p: p.distance)
         try:
             moved = await session.transfer_margin(venue_id, settle, amount)
         except VenueError as err:
             self._event(session, report, RiskEvent(
-                "floor_unresolved", venue_id, worst.symbol, {"amount": amount},
+                "floor_unresolved", venue_id, subject, {"amount": amount},
                 f"transfer of {amount} {settle} to the futures wallet failed: {err}"))
             return Decimal(0)
         self._event(session, report, RiskEvent(
-            "top_up", venue_id, worst.symbol,
-            {"amount": moved, "distance": worst.distance, "free_before": free},
-            f"{worst.symbol}: liquidation {_pct(worst.distance)} away, below the floor "
-            f"{_pct(self.config.floor_distance)}: moved {moved} {settle} from the spot to the "
-            "futures wallet"))
+            "top_up", venue_id, subject, numbers | {"amount": moved, "free_before": free},
+            f"{why}: moved {moved} {settle} from the spot to the futures wallet"))
         return moved
 
     async def _rebalance(self, session: TradingSession, report: RiskReport, perp: PerpRisk,
-                         distance: Decimal) -> Decimal:
-        """Take the same quantity off both legs of the journal's positions on ``perp``
-        (largest first), enough to restore the target distance; the quote the spot sales
-        raised (at the mark)."""
-        pair = await session.pair(perp.venue, perp.positions[0].base)
-        step = max(m.quantity_step * m.contract_size for m in (pair.spot, pair.perp))
-        quantity = rebalance_quantity(distance, self.config.top_up_target, perp.quantity,
-                                      step)
+                         quantity: Decimal, why: str, numbers: dict[str, Decimal]) -> Decimal:
+        """Take ``quantity`` off both legs of the journal's positions on ``perp`` (largest
+        first), saying ``why``; the quote the spot sales raised (at the mark)."""
         remaining = quantity
         executor = session.executor(None)
         raised = Decimal(0)
@@ -255,25 +329,26 @@ class RiskMonitor:
             except PerpcarryError as err:
                 self._event(session, report, RiskEvent(
                     "floor_unresolved", perp.venue, position.position_id,
-                    {"distance": distance, "quantity": part},
+                    numbers | {"quantity": part},
                     f"{perp.symbol}: rebalance of {part} {position.base} failed: {err}"))
                 continue
             taken = -result.perp_change
             if not taken:
                 self._event(session, report, RiskEvent(
                     "floor_unresolved", perp.venue, position.position_id,
-                    {"distance": distance, "quantity": part},
+                    numbers | {"quantity": part},
                     f"{perp.symbol}: rebalance of {part} {position.base} filled nothing "
                     f"({result.state.value}: {result.note})"))
                 continue
-            raised += -result.spot_change * perp.mark
+            value = -result.spot_change * perp.mark
+            raised += value
             remaining -= taken
             self._event(session, report, RiskEvent(
                 "rebalance", perp.venue, position.position_id,
-                {"quantity": taken, "spot_sold": -result.spot_change, "distance": distance},
-                f"{perp.symbol}: liquidation {_pct(distance)} away, no free quote to move: "
-                f"sold {-result.spot_change} {position.base} spot and bought back {taken} "
-                f"perp ({result.state.value})"))
+                numbers | {"quantity": taken, "spot_sold": -result.spot_change,
+                           "value": value},
+                f"{why}: sold {-result.spot_change} {position.base} spot and bought back "
+                f"{taken} perp ({result.state.value})"))
         return raised
 
     # -- leverage and utilisation ------------------------------------------------------------
@@ -300,11 +375,11 @@ class RiskMonitor:
             "utilisation", pool.venue, pool.settle,
             {"utilisation": utilisation, "ceiling": ceiling, "used": pool.used,
              "equity": pool.equity},
-            f"{pool.venue} {pool.settle} margin {_pct(utilisation)} used, above the ceiling "
-            f"{_pct(ceiling)}: canceling pending orders and reducing, smallest first"))
+            f"{pool.venue} {pool.settle} margin {pct(utilisation)} used, above the ceiling "
+            f"{pct(ceiling)}: canceling pending orders and reducing, smallest first"))
         orders = session.venues[pool.venue].orders
         canceled = []
-        markets = await _markets(session, pool.venue)
+        markets = await markets_of(session, pool.venue)
         for order in await orders.fetch_open_orders():
             market = markets.get(order.symbol)
             if market is not None and await orders.cancel_order(
@@ -322,7 +397,7 @@ class RiskMonitor:
         executor = session.executor(None)
         for position in smallest_first:
             balances = await orders.fetch_balances()
-            utilisation = _utilisation(balances, pool.wallet, pool.settle)
+            utilisation = utilisation_of(balances, pool.wallet, pool.settle)
             if utilisation is None or utilisation <= ceiling:
                 return
             try:
@@ -338,7 +413,7 @@ class RiskMonitor:
             self._event(session, report, RiskEvent(
                 "reduced", pool.venue, position.position_id,
                 {"utilisation": utilisation, "perp_closed": -result.perp_change},
-                f"{pool.venue} margin {_pct(utilisation)} used: closed {position.position_id}"
+                f"{pool.venue} margin {pct(utilisation)} used: closed {position.position_id}"
                 f" ({position.base}, {-result.perp_change} perp, {result.state.value})"))
 
     # -- events ----------------------------------------------------------------------------
@@ -349,56 +424,35 @@ class RiskMonitor:
         logger.warning("risk {}: {}", event.kind, event.message)
 
 
-def _perp(venue_id: str, position: PerpPosition, settle: str,
-          held: tuple[Position, ...]) -> PerpRisk:
-    mark = position.mark_price
-    rate = None if mark is None else maintenance_rate(position.maintenance_margin,
-                                                      position.quantity, mark)
-    return PerpRisk(venue_id, position.symbol, settle, position.side is Side.SELL,
-                    position.quantity, mark, position.margin_ratio, position.liquidation_price,
-                    position.liquidation_distance, rate, held)
+@dataclass(frozen=True)
+class MarginRule:
+    """The margin rule's settings for one session: the leverage and margin multiple it sizes
+    shorts with (``[allocator]`` in a run, see ``perpcarry.cli.run.loop_settings``) and
+    ``[strategy] margin_floor``."""
+
+    leverage: Decimal
+    floor: Decimal
+    target: Decimal
+
+    @classmethod
+    def of(cls, session: TradingSession) -> MarginRule:
+        floor = Decimal(str(session.config.settings.strategy.margin_floor))
+        target = session.settings.margin_buffer
+        if floor > target:
+            raise InvalidValue("[strategy] margin_floor", float(floor),
+                               rule=f"must not exceed the margin a short is sized with "
+                                    f"({target:g}x its initial margin): a top-up restores it")
+        return cls(session.settings.leverage, floor, target)
 
 
-async def _markets(session: TradingSession, venue_id: str) -> dict[str, Market]:
-    """The venue's markets by symbol (the market-data client caches them)."""
-    return {m.symbol: m for m in await session.venues[venue_id].market_data.load_markets()}
+async def _step(session: TradingSession, perp: PerpRisk) -> Decimal:
+    """The quantity step both legs of ``perp``'s pair can trade."""
+    pair = await session.pair(perp.venue, perp.positions[0].base)
+    return max(m.quantity_step * m.contract_size for m in (pair.spot, pair.perp))
 
 
-def _margin_wallet(session: TradingSession, venue_id: str) -> Wallet:
-    capabilities = session.config.registry.venues[venue_id].order_capabilities
-    separate = capabilities is not None and capabilities.separate_wallets
-    return Wallet.FUTURES if separate else Wallet.UNIFIED
-
-
-def _pools(session: TradingSession, venue_id: str, perps: list[PerpRisk],
-           balances: dict[Wallet, dict[str, Balance]]) -> list[PoolRisk]:
-    wallet = _margin_wallet(session, venue_id)
-    pools = []
-    for settle in sorted({p.settle for p in perps}):
-        balance = balances.get(wallet, {}).get(settle)
-        if balance is None:
-            continue
-        members = [p for p in perps if p.settle == settle]
-        notional = (None if any(p.mark is None for p in members)
-                    else sum((p.quantity * p.mark for p in members), Decimal(0)))
-        pools.append(PoolRisk(venue_id, settle, wallet, balance.total, balance.used,
-                              notional))
-    return pools
-
-
-def _free(balances: dict[Wallet, dict[str, Balance]], wallet: Wallet, currency: str
-          ) -> Decimal:
-    balance = balances.get(wallet, {}).get(currency)
-    return balance.free if balance is not None else Decimal(0)
-
-
-def _utilisation(balances: dict[Wallet, dict[str, Balance]], wallet: Wallet, currency: str
-                 ) -> Decimal | None:
-    balance = balances.get(wallet, {}).get(currency)
-    if balance is None or balance.total <= 0:
-        return None
-    return balance.used / balance.total
-
-
-def _pct(value: Decimal) -> str:
-    return f"{value * 100:.1f} %"
+def _below_floor(low: list[PerpRisk], floor: Decimal) -> tuple[str, str, dict[str, Decimal]]:
+    """(subject, why, numbers) of a top-up for the nearest liquidation of ``low``."""
+    worst = min(low, key=lambda p: p.distance)
+    return (worst.symbol, f"{worst.symbol}: liquidation {pct(worst.distance)} away, below "
+            f"the floor {pct(floor)}", {"distance": worst.distance})

@@ -34,6 +34,7 @@ from perpcarry.allocation.allocator import Limits
 from perpcarry.backtest.engine import lp_allocator
 from perpcarry.ccxt.markets import CARRY_QUOTES
 from perpcarry.config.settings import AllocatorConfig
+from perpcarry.dashboard.feed import record_cycle
 from perpcarry.domain.errors import PerpcarryError, VenueError
 from perpcarry.events import Event, EventBus, EventKind, Severity
 from perpcarry.execution.engine import Executor
@@ -154,6 +155,8 @@ class CarryLoop:
         report.positions = len(positions)
         per_venue, notes = await self.equity(snapshot)
         report.notes += notes
+        record_cycle(self.journal, now, per_venue, [f.as_dict() for f in recovered.findings],
+                     snapshot.failures, snapshot.scan)
         if per_venue is None:
             report.notes.append("no trade this cycle: the account's equity is unknown")
             return report

@@ -61,6 +61,7 @@ class MarketSnapshot:
     pairs: PairState
     failures: dict[str, str] = field(default_factory=dict)  # venue -> why it is missing
     notes: list[str] = field(default_factory=list)
+    scan: dict | None = None  # the ``scan --json`` document it came from (None: a replay)
 
     def index(self) -> dict[tuple[str, str], int]:
         return {c.key: i for i, c in enumerate(self.candidates)}
@@ -97,8 +98,11 @@ class ScanMarket:
         # time left to a pair's next settlement is the one it had at the capture.
         shift = ({v: now - t for v, t in result.snapshot_times.items()}
                  if self.options.offline else {})
+        from perpcarry.cli.scan import result_to_json
+
         return MarketSnapshot(now, [_candidate(row) for row in rows], _pair_state(rows, shift),
-                              dict(failures), list(result.notes))
+                              dict(failures), list(result.notes),
+                              result_to_json(result, self.options))
 
 
 def _candidate(row: CarryYield) -> Candidate:

@@ -9,7 +9,7 @@ are at the recorded mark plus the paper half-spread, labelled as such.
 
 A replay keeps its own journal and paper accounts under ``<data_dir>/replay/`` (started
 afresh each time), so it never touches the paper account of ``run --paper``;
-``perpcarry pnl --replay`` and ``perpcarry positions --replay`` read it.
+``perpcarry pnl --replay`` and ``perpcarry dashboard --replay`` read it.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from perpcarry.backtest.facts import pair_state, settlement_facts
 from perpcarry.backtest.panel import Panel
 from perpcarry.domain.errors import LocalStateError, UsageError
 from perpcarry.execution.journal import Journal
+from perpcarry.risk.report import RiskReport
 from perpcarry.run.loop import Action, CarryLoop, CycleReport
 from perpcarry.run.market import Candidate, MarketSnapshot
 from perpcarry.strategy.rules import Facts, PairState
@@ -154,6 +155,76 @@ def _fresh_replay(data_dir: Path) -> None:
 
 
 @dataclass
+class MarginSeen:
+    """What the margin monitor did and saw over a replay, like the backtest's ``margin``
+    block: top-ups (transfers and rebalances), reductions at the utilisation ceiling, the
+    smallest liquidation distance of a journalled perp (before the monitor acted) and the
+    largest margin use it judged against the ceiling (after its top-ups). The paper venue
+    does not liquidate: a perp at or past its liquidation price (a distance at or below
+    zero, or none for a short its pool can no longer carry) is counted in
+    ``liquidatable``."""
+
+    topups: int = 0              # (check, pool) pairs topped up, by transfer or rebalance
+    first_topup: datetime | None = None
+    transfers: int = 0
+    transferred: Decimal = Decimal(0)   # spot -> futures wallet, rebalance proceeds included
+    rebalances: int = 0
+    rebalanced_quantity: dict[str, Decimal] = field(default_factory=dict)  # base -> sold
+    rebalanced_value: Decimal = Decimal(0)
+    reduced: int = 0
+    liquidatable: int = 0
+    min_distance: tuple[Decimal, str, datetime] | None = None     # (distance, perp, when)
+    max_utilisation: tuple[Decimal, str, datetime] | None = None  # (share, pool, when)
+
+    def add(self, risk: RiskReport, journal: Journal) -> None:
+        """Count one check's events and extremes."""
+        pools = {e.venue for e in risk.events if e.kind in {"top_up", "rebalance"}}
+        self.topups += len(pools)
+        if pools and self.first_topup is None:
+            self.first_topup = risk.at
+        for event in risk.events:
+            if event.kind == "top_up":
+                self.transfers += 1
+                self.transferred += event.numbers["amount"]
+            elif event.kind == "rebalance":
+                base = journal.position(event.subject).base
+                self.rebalances += 1
+                self.rebalanced_quantity[base] = (self.rebalanced_quantity.get(base, Decimal(0))
+                                                  + event.numbers["spot_sold"])
+                self.rebalanced_value += event.numbers["value"]
+            elif event.kind == "reduced":
+                self.reduced += 1
+        for perp in risk.perps:
+            if not perp.positions or perp.mark is None:
+                continue
+            if perp.distance is None or perp.distance <= 0:
+                self.liquidatable += 1
+            elif self.min_distance is None or perp.distance < self.min_distance[0]:
+                self.min_distance = (perp.distance, f"{perp.venue} {perp.symbol}", risk.at)
+        for pool in risk.pools:
+            used = pool.utilisation
+            if used is not None and (self.max_utilisation is None
+                                     or used > self.max_utilisation[0]):
+                self.max_utilisation = (used, f"{pool.venue} {pool.settle}", risk.at)
+
+    def as_dict(self) -> dict:
+        def extreme(value):
+            return None if value is None else {"value": str(value[0]), "where": value[1],
+                                               "at": value[2].isoformat()}
+
+        return {"topups": self.topups,
+                "first_topup": self.first_topup and self.first_topup.isoformat(),
+                "transfers": self.transfers, "transferred": str(self.transferred),
+                "rebalances": self.rebalances,
+                "rebalanced_quantity": {b: str(q) for b, q in
+                                        self.rebalanced_quantity.items()},
+                "rebalanced_value": str(self.rebalanced_value), "reduced": self.reduced,
+                "liquidatable": self.liquidatable,
+                "min_distance": extreme(self.min_distance),
+                "max_utilisation": extreme(self.max_utilisation)}
+
+
+@dataclass
 class ReplayReport:
     start: datetime
     end: datetime
@@ -162,12 +233,13 @@ class ReplayReport:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     journal: Path | None = None
+    margin: MarginSeen = field(default_factory=MarginSeen)
 
     def as_dict(self) -> dict:
         return {"start": self.start.isoformat(), "end": self.end.isoformat(),
                 "cycles": self.cycles, "seconds": round(self.seconds, 3),
                 "journal": str(self.journal), "actions": [a.as_dict() for a in self.actions],
-                "notes": self.notes}
+                "margin": self.margin.as_dict(), "notes": self.notes}
 
 
 def run_replay(config, start: datetime, end: datetime, *, venues, symbols, executor,
@@ -231,6 +303,8 @@ async def replay(config, start: datetime, end: datetime, *, venues=None, symbols
             cycle = await loop.cycle()
             report.cycles += 1
             report.actions += cycle.actions
+            if loop.risk.last is not None:
+                report.margin.add(loop.risk.last, journal)
             if on_cycle is not None:
                 on_cycle(cycle)
         journal.set_flag(REPLAY_FLAG, ReplayRecord(start, clock.now(),
