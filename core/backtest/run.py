@@ -13,7 +13,7 @@ import polars as pl
 
 from perpcarry.backtest.engine import Simulation, Strategy, lp_allocator, simulate
 from perpcarry.backtest.history import load_bundled, load_path
-from perpcarry.backtest.panel import build_panel, default_span, select
+from perpcarry.backtest.panel import Panel, build_panel, default_span, select
 from perpcarry.backtest.report import summarise
 from perpcarry.domain.errors import UsageError
 
@@ -79,12 +79,39 @@ def replay(history: pl.DataFrame, settings: BacktestConfig, allocator: Allocator
            progress: Callable[[int, int], None] | None = None) -> BacktestRun:
     """:func:`run_backtest` on an already loaded and selected history, with the taker fees
     resolved (``taker_fees``): what a sweep runs many times on data it loaded once."""
-    from perpcarry.allocation.allocator import Limits
+    ready = prepare(history, fees, fee_sources, start=start, end=end,
+                    **panel_settings(settings))
+    return replay_prepared(ready, settings, allocator, fees, allocate=allocate,
+                           progress=progress)
 
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a replay needs besides the strategy: runs that differ only in their strategy
+    (thresholds, holding rules, horizon, costs, caps) can share one (a sweep does)."""
+
+    history: pl.DataFrame        # the rows simulated (after venue/date selection)
+    panel: Panel
+    notes: tuple[str, ...]
+    fee_sources: dict[str, str]  # of the venues in the history
+
+
+def panel_settings(settings: BacktestConfig) -> dict:
+    """The settings that shape the panel: with the history and the span, all it depends on."""
+    return {"estimator": settings.estimator, "window_days": settings.window_days,
+            "ewma_halflife_days": settings.ewma_halflife_days,
+            "cadence_hours": settings.cadence_hours}
+
+
+def prepare(history: pl.DataFrame, fees: dict[str, tuple[float, float]],
+            fee_sources: dict[str, str], *, start: datetime | None, end: datetime | None,
+            estimator: str, window_days: float, ewma_halflife_days: float,
+            cadence_hours: float | None) -> Prepared:
+    """The history (venues with a fee model, the span) as the panel a replay simulates."""
     present = set(history["venue"].unique())
     sources = {v: s for v, s in fee_sources.items() if v in present}
     notes = []
-    unknown = sorted(set(history["venue"].unique()) - set(fees))
+    unknown = sorted(present - set(fees))
     if not fees:
         raise UsageError(f"no fee model for {', '.join(unknown)}: no loaded plugin provides "
                          "one (see [plugins] allow and deny; `perpcarry plugins` lists what "
@@ -99,10 +126,23 @@ def replay(history: pl.DataFrame, settings: BacktestConfig, allocator: Allocator
     else:
         notes.insert(0, f"span {start or 'the first settlement'} → {end or 'the last one'} "
                         "(as given)")
-    panel = build_panel(history, estimator=settings.estimator,
-                        window_hours=settings.window_days * 24,
-                        halflife_hours=settings.ewma_halflife_days * 24,
-                        start=start, end=end, cadence_hours=settings.cadence_hours)
+    panel = build_panel(history, estimator=estimator, window_hours=window_days * 24,
+                        halflife_hours=ewma_halflife_days * 24,
+                        start=start, end=end, cadence_hours=cadence_hours)
+    if start is not None:
+        history = history.filter(pl.col("time") >= start)
+    if end is not None:
+        history = history.filter(pl.col("time") <= end)
+    return Prepared(history, panel, (*notes, *panel.notes), sources)
+
+
+def replay_prepared(ready: Prepared, settings: BacktestConfig, allocator: AllocatorConfig,
+                    fees: dict[str, tuple[float, float]], *, allocate=None,
+                    progress: Callable[[int, int], None] | None = None) -> BacktestRun:
+    """The strategy of ``settings`` simulated on a prepared panel, and its summary."""
+    from perpcarry.allocation.allocator import Limits
+
+    panel = ready.panel
     spot_taker = np.array([fees[v][0] for v in panel.venues])
     perp_taker = np.array([fees[v][1] for v in panel.venues])
     if allocate is None:
@@ -110,9 +150,6 @@ def replay(history: pl.DataFrame, settings: BacktestConfig, allocator: Allocator
         allocate = lp_allocator(limits, panel.venues, panel.bases)
     simulation = simulate(panel, strategy_from(settings), spot_taker, perp_taker, allocate,
                           progress)
-    if start is not None:
-        history = history.filter(pl.col("time") >= start)
-    if end is not None:
-        history = history.filter(pl.col("time") <= end)
-    summary = summarise(simulation, settings, notes=[*notes, *panel.notes], fee_sources=sources)
-    return BacktestRun(history, simulation, summary, sources)
+    summary = summarise(simulation, settings, notes=list(ready.notes),
+                        fee_sources=ready.fee_sources)
+    return BacktestRun(ready.history, simulation, summary, ready.fee_sources)

@@ -89,10 +89,17 @@ def dask_client(scheduler: str | None, workers: int, connect_timeout: float
 
 
 def batches(jobs: list[Job], workers: int, batch_size: int | None) -> list[list[Job]]:
-    """Jobs cut into batches of ``batch_size`` (default: about BATCHES_PER_WORKER batches
-    per worker)."""
+    """Jobs grouped by panel key (each group in the order given), cut into batches of
+    ``batch_size`` (default: about BATCHES_PER_WORKER batches per worker): the jobs of a
+    batch mostly share one prepared panel, which a worker builds once."""
+    from perpcarry.sweep.tasks import panel_key
+
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(panel_key(job), []).append(job)
+    grouped = [job for group in groups.values() for job in group]
     size = batch_size or max(1, -(-len(jobs) // (workers * BATCHES_PER_WORKER)))
-    return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+    return [grouped[i:i + size] for i in range(0, len(grouped), size)]
 
 
 def run_on_cluster(client: Client, data: SweepData, jobs: list[Job],
