@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 # Batches per worker: enough that the last ones balance the load across workers, few
 # enough that scheduling stays a small share of the work.
 BATCHES_PER_WORKER = 8
+# Toward the end a batch takes at most 1 / (TAIL_SHARE x workers) of the jobs left: while
+# one worker finishes its last batch the others have smaller ones to take, instead of
+# waiting idle for up to a whole batch's time.
+TAIL_SHARE = 2
 SINGLE_THREADED = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1",
                    "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -90,8 +94,9 @@ def dask_client(scheduler: str | None, workers: int, connect_timeout: float
 
 def batches(jobs: list[Job], workers: int, batch_size: int | None) -> list[list[Job]]:
     """Jobs grouped by panel key (each group in the order given), cut into batches of
-    ``batch_size`` (default: about BATCHES_PER_WORKER batches per worker): the jobs of a
-    batch mostly share one prepared panel, which a worker builds once."""
+    ``batch_size``; by default about BATCHES_PER_WORKER batches per worker, none larger than
+    1 / (TAIL_SHARE x workers) of the jobs left, so the last batches shrink and the workers
+    finish together. The jobs of a batch mostly share one panel, which a worker builds once."""
     from perpcarry.sweep.tasks import panel_key
 
     groups: dict[tuple, list[Job]] = {}
@@ -99,7 +104,13 @@ def batches(jobs: list[Job], workers: int, batch_size: int | None) -> list[list[
         groups.setdefault(panel_key(job), []).append(job)
     grouped = [job for group in groups.values() for job in group]
     size = batch_size or max(1, -(-len(jobs) // (workers * BATCHES_PER_WORKER)))
-    return [grouped[i:i + size] for i in range(0, len(grouped), size)]
+    cut, first = [], 0
+    while first < len(grouped):
+        left = len(grouped) - first
+        take = batch_size or min(size, -(-left // (workers * TAIL_SHARE)))
+        cut.append(grouped[first:first + take])
+        first += take
+    return cut
 
 
 def run_on_cluster(client: Client, data: SweepData, jobs: list[Job],
