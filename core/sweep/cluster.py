@@ -32,6 +32,7 @@ BATCHES_PER_WORKER = 8
 TAIL_SHARE = 2
 SINGLE_THREADED = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1",
                    "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+PRE_SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
 
 
 class SchedulerUnreachable(PerpcarryError):
@@ -45,6 +46,7 @@ def dask_client(scheduler: str | None, workers: int, connect_timeout: float
                 ) -> Iterator[Client]:
     """A client of the scheduler at ``scheduler``, else of a local cluster of ``workers``
     single-threaded worker processes, closed (with the local cluster) on exit."""
+    import dask
     from distributed import Client, LocalCluster
 
     # Dask logs connection retries and shutdown chatter as warnings; the sweep reports
@@ -70,18 +72,24 @@ def dask_client(scheduler: str | None, workers: int, connect_timeout: float
         return
     # One backtest per worker process at a time, and one thread in it: polars would start a
     # thread per core in every worker, and the workers' threads would contend for the cores.
+    # Set before the worker process starts (Dask's pre-spawn environment, which it also sets
+    # in this process): polars and BLAS size their pools on import, and a worker imports the
+    # main module (a script that imports polars) before Dask's ``env`` would apply. This
+    # process has its pools already (it loaded the history), so they stay as they are.
     # Ctrl-C in a terminal signals every process of the foreground group. Only this one
     # should act on it (keep what finished, close the cluster); a worker would die with a
     # traceback. So workers start with SIGINT ignored (inherited through exec), then leave
     # the group: polars installs its own SIGINT handler while a query runs.
+    pre_spawn = {**dask.config.get(PRE_SPAWN_ENVIRON, {}), **SINGLE_THREADED}
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         # No dashboard; the scheduler's HTTP endpoints (health, metrics) on a free port of
         # the loopback rather than the default 8787, which another cluster may hold.
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None,
-                               scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                               silence_logs=logging.ERROR, env=SINGLE_THREADED)
+        with dask.config.set({PRE_SPAWN_ENVIRON: pre_spawn}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address=None,
+                                   scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                   silence_logs=logging.ERROR)
     finally:
         signal.signal(signal.SIGINT, previous)
     try:
@@ -103,11 +111,11 @@ def batches(jobs: list[Job], workers: int, batch_size: int | None) -> list[list[
     for job in jobs:
         groups.setdefault(panel_key(job), []).append(job)
     grouped = [job for group in groups.values() for job in group]
-    size = batch_size or max(1, -(-len(jobs) // (workers * BATCHES_PER_WORKER)))
+    largest = max(1, -(-len(jobs) // (workers * BATCHES_PER_WORKER)))
     cut, first = [], 0
     while first < len(grouped):
         left = len(grouped) - first
-        take = batch_size or min(size, -(-left // (workers * TAIL_SHARE)))
+        take = batch_size or min(largest, -(-left // (workers * TAIL_SHARE)))
         cut.append(grouped[first:first + take])
         first += take
     return cut
