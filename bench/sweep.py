@@ -19,14 +19,15 @@ result is checked equal to the loop's.
 
 The cores may be shared (other users, CI): before and after, a sample of the loop's backtests
 runs in this process and then split over ``--workers`` plain processes (no Dask), and that
-ratio, the most this machine gives that many processes right now, is printed beside the
-sweep's.
+ratio, the most this machine gives that many single-threaded processes right now, is printed
+beside the sweep's.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from perpcarry.backtest.history import load_bundled
 from perpcarry.backtest.panel import select
 from perpcarry.backtest.run import replay, taker_fees
 from perpcarry.config.loader import load_config
-from perpcarry.sweep.cluster import batches, dask_client, run_on_cluster
+from perpcarry.sweep.cluster import SINGLE_THREADED, batches, dask_client, run_on_cluster
 from perpcarry.sweep.grid import METRICS, Grid, Job, plan_jobs
 from perpcarry.sweep.tasks import SweepData, run_batch
 
@@ -88,8 +89,15 @@ def parallel_ceiling(data, jobs, workers: int) -> float:
     processes = [context.Process(target=_run_when_told,
                                  args=(data, jobs[i::workers], ready, go, spans))
                  for i, ready in enumerate(readies)]
-    for process in processes:
-        process.start()
+    # Single-threaded like the sweep's workers, from their start (they import polars first).
+    inherited = dict(os.environ)
+    os.environ.update(SINGLE_THREADED)
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(inherited)
     for ready in readies:
         ready.wait()
     go.set()
