@@ -131,41 +131,50 @@ def main() -> None:
     # so a change in what else runs on the machine falls on all alike; the cluster starts
     # once, before the first turn. Each turn gets the data afresh (as Dask scatters it), so
     # no prepared panel carries over from one turn to the next.
+    # CPU seconds beside the wall clock: other load on shared cores stretches the wall time
+    # of all three but not the CPU time each spends (all threads of the process; for Dask,
+    # the worker processes whole: backtests, scheduling and transfer).
     serial: dict[str, dict] = {}
     records: list[dict] = []
     serial_s = same_path_s = dask_s = 0.0
+    serial_cpu = same_path_cpu = dask_cpu = 0.0
     started = time.perf_counter()
     with dask_client(None, args.workers, connect_timeout=30) as client:
         startup_s = time.perf_counter() - started
         size = -(-len(jobs) // args.rounds)
         for first in range(0, len(jobs), size):
             chunk = jobs[first:first + size]
-            turn = time.perf_counter()
+            turn, cpu = time.perf_counter(), time.process_time()
             serial.update((job.key, loop_run(data, job)) for job in chunk)
             serial_s += time.perf_counter() - turn
-            turn = time.perf_counter()
+            serial_cpu += time.process_time() - cpu
+            turn, cpu = time.perf_counter(), time.process_time()
             fresh = SweepData(history, fees, sources)
             for batch in batches(chunk, args.workers, None):
                 run_batch(fresh, batch)
             same_path_s += time.perf_counter() - turn
+            same_path_cpu += time.process_time() - cpu
+            cpu = sum(client.run(time.process_time).values())
             turn = time.perf_counter()
             run_on_cluster(client, SweepData(history, fees, sources), chunk, None,
                            records.extend)
             dask_s += time.perf_counter() - turn
+            dask_cpu += sum(client.run(time.process_time).values()) - cpu
         stopping = time.perf_counter()
     stop_s = time.perf_counter() - stopping
+    n = len(jobs)
     print(f"serial loop (replay per run, as `perpcarry backtest` runs it): {serial_s:.1f} s, "
-          f"{serial_s / len(jobs) * 1000:.0f} ms a backtest")
+          f"{serial_s / n * 1000:.0f} ms a backtest ({serial_cpu / n * 1000:.0f} ms CPU)")
     print(f"the sweep's path in this process (one prepared panel per selection, span, "
           f"estimator and cadence, reused by the runs that share it): {same_path_s:.1f} s, "
-          f"{same_path_s / len(jobs) * 1000:.0f} ms a backtest")
+          f"{same_path_s / n * 1000:.0f} ms a backtest ({same_path_cpu / n * 1000:.0f} ms CPU)")
     busy = sum(r["seconds"] for r in records)
     dask_run = busy / len(records)
     overhead = (dask_s * args.workers - busy) / len(records)
     print(f"dask, {args.workers} workers (the sweep's path): {dask_s:.1f} s from submit to the "
           f"last result, data scattered once per turn (+ {startup_s:.1f} s to start the local "
           f"cluster, {stop_s:.1f} s to stop it), {dask_run * 1000:.0f} ms a backtest inside a "
-          "worker")
+          f"worker ({dask_cpu / n * 1000:.0f} ms CPU of the workers per backtest)")
 
     by_key = {r["key"]: r for r in records}
     same = len(by_key) == len(serial) and all(
