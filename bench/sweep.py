@@ -5,34 +5,39 @@ serial loop over the same jobs in the same run.
 
 The grid (2 venue selections x 10 entry x 5 exit thresholds x 2 estimators x 5 minimum
 holds) runs on the bundled 2023-01 → 2024-07 stretch where Binance, Bybit and OKX all have
-data. The serial loop calls the very function the workers call (``run_job``) in this
-process; the Dask run is ``perpcarry sweep``'s path: a LocalCluster of single-threaded
-worker processes, the data scattered once, jobs in batches. The two take turns on slices of
-the jobs (``--rounds``) so that other load on the machine falls on both alike. Printed:
-the speed-up of the Dask run over the loop (target >= 1.8x on 2 cores), and the scheduling
-overhead per run: worker-seconds not spent inside a backtest, per run, against a run's mean
-time (target under 5 %). Every Dask result is checked equal to the loop's.
+data. The serial loop is the one a user would write: ``replay`` (what ``perpcarry
+backtest`` runs) per combination, on the history loaded once. The Dask run is ``perpcarry
+sweep``'s path: a LocalCluster of single-threaded worker processes, the data scattered once,
+jobs grouped by panel key in batches, and each worker reusing the panel it prepared for
+runs that differ only in their strategy (``sweep.tasks``). That path also runs in this
+process, serially, so the speed-up splits into what the panel reuse gives and what the
+second worker gives. The three take turns on slices of the jobs (``--rounds``) so that
+other load on the machine falls on all alike. Printed: the speed-up of the Dask run over the
+loop (target >= 1.8x on 2 cores), and the scheduling overhead per run: worker-seconds not
+spent inside a backtest, per run, against a run's mean time (target under 5 %). Every Dask
+result is checked equal to the loop's.
 
-The cores may be shared (other users, CI): before and after, a sample of the backtests runs
-in this process and then split over ``--workers`` plain processes (no Dask), and that
-ratio, the most this machine gives that many processes right now, is printed beside the
-sweep's.
+The cores may be shared (other users, CI): before and after, a sample of the loop's backtests
+runs in this process and then split over ``--workers`` plain processes (no Dask), and that
+ratio, the most this machine gives that many single-threaded processes right now, is printed
+beside the sweep's.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
-import statistics
+import os
 import time
 from pathlib import Path
 
 from perpcarry.backtest.history import load_bundled
-from perpcarry.backtest.run import taker_fees
+from perpcarry.backtest.panel import select
+from perpcarry.backtest.run import replay, taker_fees
 from perpcarry.config.loader import load_config
-from perpcarry.sweep.cluster import dask_client, run_on_cluster
-from perpcarry.sweep.grid import METRICS, Grid, plan_jobs
-from perpcarry.sweep.tasks import SweepData, run_job
+from perpcarry.sweep.cluster import SINGLE_THREADED, batches, dask_client, run_on_cluster
+from perpcarry.sweep.grid import METRICS, Grid, Job, plan_jobs
+from perpcarry.sweep.tasks import SweepData, run_batch
 
 VALUES = {
     "venue": ("bybit,okx", "binance,bybit,okx"),
@@ -47,23 +52,36 @@ VALUES = {
 CALIBRATION_RUNS = 60
 
 
+def loop_run(data: SweepData, job: Job) -> dict:
+    """One run of the serial loop: ``replay`` on the job's selection, as a user would call
+    it; the metrics of its summary, or the error it raised."""
+    try:
+        summary = replay(select(data.history, job.venues, job.symbols), job.settings,
+                         job.allocator, data.fees, data.fee_sources, start=job.start,
+                         end=job.end).summary
+    except Exception as exc:
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+    return {"status": "ok", **{name: summary[name] for name in METRICS}}
+
+
 def _run_when_told(data, jobs, ready, go, spans) -> None:
-    run_job(data, jobs[0])          # imports and first-call costs, not timed
+    loop_run(data, jobs[0])         # imports and first-call costs, not timed
     ready.set()
     go.wait()
     started = time.perf_counter()   # CLOCK_MONOTONIC: comparable across processes
     for job in jobs:
-        run_job(data, job)
+        loop_run(data, job)
     spans.put((started, time.perf_counter()))
 
 
 def parallel_ceiling(data, jobs, workers: int) -> float:
     """Speed-up of ``workers`` plain processes (no Dask) over this one on the same
-    backtests, measured now: the most a scheduler could reach on this machine at the
-    moment. The processes start and load first; the clock runs from a common signal."""
+    backtests of the loop, measured now: the most a scheduler could reach on this machine
+    at the moment. The processes start and load first; the clock runs from a common
+    signal."""
     started = time.perf_counter()
     for job in jobs:
-        run_job(data, job)
+        loop_run(data, job)
     serial = time.perf_counter() - started
     context = multiprocessing.get_context("spawn")
     go, spans = context.Event(), context.Queue()
@@ -71,8 +89,15 @@ def parallel_ceiling(data, jobs, workers: int) -> float:
     processes = [context.Process(target=_run_when_told,
                                  args=(data, jobs[i::workers], ready, go, spans))
                  for i, ready in enumerate(readies)]
-    for process in processes:
-        process.start()
+    # Single-threaded like the sweep's workers, from their start (they import polars first).
+    inherited = dict(os.environ)
+    os.environ.update(SINGLE_THREADED)
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(inherited)
     for ready in readies:
         ready.wait()
     go.set()
@@ -87,7 +112,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000, help="backtests (first N of the grid)")
     parser.add_argument("--workers", type=int, default=2, help="local Dask worker processes")
     parser.add_argument("--rounds", type=int, default=4,
-                        help="turns: serial and Dask alternate on this many slices of the jobs")
+                        help="turns: the three runs alternate on this many slices of the jobs")
     args = parser.parse_args()
 
     config = load_config(None)
@@ -102,50 +127,75 @@ def main() -> None:
     sample = jobs[::max(1, len(jobs) // CALIBRATION_RUNS)][:CALIBRATION_RUNS]
     ceiling_before = parallel_ceiling(data, sample, args.workers)
 
-    # Serial and Dask take turns on slices of the jobs, so a change in what else runs on
-    # the machine falls on both alike; the cluster starts once, before the first turn.
-    serial: list[dict] = []
+    # The loop, the sweep's path in this process and Dask take turns on slices of the jobs,
+    # so a change in what else runs on the machine falls on all alike; the cluster starts
+    # once, before the first turn. Each turn gets the data afresh (as Dask scatters it), so
+    # no prepared panel carries over from one turn to the next.
+    # CPU seconds beside the wall clock: other load on shared cores stretches the wall time
+    # of all three but not the CPU time each spends (all threads of the process; for Dask,
+    # the worker processes whole: backtests, scheduling and transfer).
+    serial: dict[str, dict] = {}
     records: list[dict] = []
-    serial_s = dask_s = 0.0
+    serial_s = same_path_s = dask_s = 0.0
+    serial_cpu = same_path_cpu = dask_cpu = 0.0
     started = time.perf_counter()
     with dask_client(None, args.workers, connect_timeout=30) as client:
         startup_s = time.perf_counter() - started
         size = -(-len(jobs) // args.rounds)
         for first in range(0, len(jobs), size):
             chunk = jobs[first:first + size]
-            turn = time.perf_counter()
-            serial += [run_job(data, job) for job in chunk]
+            turn, cpu = time.perf_counter(), time.process_time()
+            serial.update((job.key, loop_run(data, job)) for job in chunk)
             serial_s += time.perf_counter() - turn
+            serial_cpu += time.process_time() - cpu
+            turn, cpu = time.perf_counter(), time.process_time()
+            fresh = SweepData(history, fees, sources)
+            for batch in batches(chunk, args.workers, None):
+                run_batch(fresh, batch)
+            same_path_s += time.perf_counter() - turn
+            same_path_cpu += time.process_time() - cpu
+            cpu = sum(client.run(time.process_time).values())
             turn = time.perf_counter()
-            run_on_cluster(client, data, chunk, None, records.extend)
+            run_on_cluster(client, SweepData(history, fees, sources), chunk, None,
+                           records.extend)
             dask_s += time.perf_counter() - turn
+            dask_cpu += sum(client.run(time.process_time).values()) - cpu
         stopping = time.perf_counter()
     stop_s = time.perf_counter() - stopping
-    serial_run = statistics.mean(r["seconds"] for r in serial)
-    print(f"serial loop: {serial_s:.1f} s, {serial_run * 1000:.0f} ms a backtest")
+    n = len(jobs)
+    print(f"serial loop (replay per run, as `perpcarry backtest` runs it): {serial_s:.1f} s, "
+          f"{serial_s / n * 1000:.0f} ms a backtest ({serial_cpu / n * 1000:.0f} ms CPU)")
+    print(f"the sweep's path in this process (one prepared panel per selection, span, "
+          f"estimator and cadence, reused by the runs that share it): {same_path_s:.1f} s, "
+          f"{same_path_s / n * 1000:.0f} ms a backtest ({same_path_cpu / n * 1000:.0f} ms CPU)")
     busy = sum(r["seconds"] for r in records)
     dask_run = busy / len(records)
     overhead = (dask_s * args.workers - busy) / len(records)
-    print(f"dask, {args.workers} workers: {dask_s:.1f} s from submit to the last result, "
-          f"data scattered once per turn (+ {startup_s:.1f} s to start the local cluster, "
-          f"{stop_s:.1f} s to stop it), {dask_run * 1000:.0f} ms a backtest inside a worker")
+    print(f"dask, {args.workers} workers (the sweep's path): {dask_s:.1f} s from submit to the "
+          f"last result, data scattered once per turn (+ {startup_s:.1f} s to start the local "
+          f"cluster, {stop_s:.1f} s to stop it), {dask_run * 1000:.0f} ms a backtest inside a "
+          f"worker ({dask_cpu / n * 1000:.0f} ms CPU of the workers per backtest)")
 
     by_key = {r["key"]: r for r in records}
-    same = all(by_key[r["key"]][m] == r[m] for r in serial for m in METRICS)
-    failed = sum(r["status"] != "ok" for r in serial)
-    print(f"same results as the loop: {'yes' if same and len(by_key) == len(serial) else 'NO'}"
-          f" ({failed} failed runs in both)")
+    same = len(by_key) == len(serial) and all(
+        by_key[key]["status"] == run["status"]
+        and all(by_key[key][m] == run[m] for m in METRICS if run["status"] == "ok")
+        for key, run in serial.items())
+    failed = sum(run["status"] != "ok" for run in serial.values())
+    print(f"same results as the loop: {'yes' if same else 'NO'} ({failed} failed runs in both)")
     ratio = serial_s / dask_s
     end_to_end = serial_s / (dask_s + startup_s + stop_s)
-    print(f"speed-up: {ratio:.2f}x on {args.workers} workers (target >= 1.8x: "
+    print(f"speed-up: {ratio:.2f}x over the loop on {args.workers} workers (target >= 1.8x: "
           f"{'yes' if ratio >= 1.8 else 'NO'}); {end_to_end:.2f}x counting the cluster's "
-          "start and stop")
+          f"start and stop. Of it, panel reuse {serial_s / same_path_s:.2f}x (the loop over "
+          f"the sweep's path in this process), the workers {same_path_s / dask_s:.2f}x (the "
+          "sweep's path in this process over Dask)")
     ceiling_after = parallel_ceiling(data, sample, args.workers)
     ceiling = (ceiling_before + ceiling_after) / 2
     print(f"this machine's ceiling now: {ceiling:.2f}x for {args.workers} plain processes "
           f"(no Dask) on {len(sample)} of the backtests (before {ceiling_before:.2f}x, after "
-          f"{ceiling_after:.2f}x; cores shared with other work lower it); the sweep reached "
-          f"{ratio / ceiling:.0%} of it")
+          f"{ceiling_after:.2f}x; cores shared with other work lower it); the workers "
+          f"reached {same_path_s / dask_s / ceiling:.0%} of it")
     print(f"scheduling overhead: {overhead * 1000:.1f} ms per run = "
           f"{overhead / dask_run:.1%} of a run's time (target < 5 %: "
           f"{'yes' if overhead / dask_run < 0.05 else 'NO'}; worker-seconds outside "

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -216,6 +217,29 @@ def test_interrupted_sweep_keeps_its_results_and_resume_skips_them(run_cli, grid
     assert lines[:len(finished)] == finished        # kept as they were, not run again
     assert len({r["key"] for r in lines}) == len(lines) == 30
     assert pl.read_parquet(out / "results.parquet").height == 30
+
+
+def test_local_workers_run_polars_single_threaded_even_if_the_main_module_imported_it(
+        tmp_path):
+    """Two workers on two cores: a polars pool per core in each would only contend. The
+    main module (a script such as bench/sweep.py) imports polars before the cluster starts,
+    and a spawned worker imports the main module first."""
+    script = tmp_path / "main.py"
+    script.write_text(textwrap.dedent("""
+        import polars
+        from perpcarry.sweep.cluster import dask_client
+
+        def pool_size():
+            return polars.thread_pool_size()
+
+        if __name__ == "__main__":
+            with dask_client(None, 2, connect_timeout=30) as client:
+                print(sorted(client.run(pool_size).values()))
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=WAIT_S * 2, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[1, 1]"
 
 
 def test_unreachable_scheduler_is_one_line_and_exit_code_2(run_cli, grid, tmp_path):

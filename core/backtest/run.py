@@ -14,7 +14,7 @@ import polars as pl
 from perpcarry.backtest.engine import Simulation, lp_allocator, simulate
 from perpcarry.backtest.history import load_bundled, load_path
 from perpcarry.backtest.margin import MarginModel
-from perpcarry.backtest.panel import build_panel, default_span, select
+from perpcarry.backtest.panel import Panel, build_panel, default_span, select
 from perpcarry.backtest.report import summarise
 from perpcarry.config.settings import (
     PAPER_DEFAULT_MAINTENANCE_MARGIN_RATE,
@@ -109,12 +109,40 @@ def replay(history: pl.DataFrame, settings: BacktestSettings, allocator: Allocat
            progress: Callable[[int, int], None] | None = None) -> BacktestRun:
     """:func:`run_backtest` on an already loaded and selected history, with the taker fees
     resolved (``taker_fees``): what a sweep runs many times on data it loaded once."""
-    from perpcarry.allocation.allocator import Limits
+    ready = prepare(history, fees, fee_sources, start=start, end=end,
+                    **panel_settings(settings))
+    return replay_prepared(ready, settings, allocator, fees, allocate=allocate,
+                           progress=progress)
 
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a replay needs besides the strategy: runs that differ only in their strategy
+    (thresholds, holding rules, horizon, costs, caps) can share one (a sweep does)."""
+
+    history: pl.DataFrame        # the rows simulated (after venue/date selection)
+    panel: Panel
+    notes: tuple[str, ...]
+    fee_sources: dict[str, str]  # of the venues in the history
+
+
+def panel_settings(settings: BacktestSettings) -> dict:
+    """The settings that shape the panel: with the history and the span, all it depends on."""
+    rules = settings.strategy
+    return {"estimator": rules.estimator, "window_days": rules.window_days,
+            "ewma_halflife_days": rules.ewma_halflife_days,
+            "cadence_hours": settings.backtest.cadence_hours}
+
+
+def prepare(history: pl.DataFrame, fees: dict[str, tuple[float, float]],
+            fee_sources: dict[str, str], *, start: datetime | None, end: datetime | None,
+            estimator: str, window_days: float, ewma_halflife_days: float,
+            cadence_hours: float | None) -> Prepared:
+    """The history (venues with a fee model, the span) as the panel a replay simulates."""
     present = set(history["venue"].unique())
     sources = {v: s for v, s in fee_sources.items() if v in present}
     notes = []
-    unknown = sorted(set(history["venue"].unique()) - set(fees))
+    unknown = sorted(present - set(fees))
     if not fees:
         raise UsageError(f"no fee model for {', '.join(unknown)}: no loaded plugin provides "
                          "one (see [plugins] allow and deny; `perpcarry plugins` lists what "
@@ -129,11 +157,23 @@ def replay(history: pl.DataFrame, settings: BacktestSettings, allocator: Allocat
     else:
         notes.insert(0, f"span {start or 'the first settlement'} → {end or 'the last one'} "
                         "(as given)")
-    rules = settings.strategy
-    panel = build_panel(history, estimator=rules.estimator,
-                        window_hours=rules.window_days * 24,
-                        halflife_hours=rules.ewma_halflife_days * 24,
-                        start=start, end=end, cadence_hours=settings.backtest.cadence_hours)
+    panel = build_panel(history, estimator=estimator, window_hours=window_days * 24,
+                        halflife_hours=ewma_halflife_days * 24,
+                        start=start, end=end, cadence_hours=cadence_hours)
+    if start is not None:
+        history = history.filter(pl.col("time") >= start)
+    if end is not None:
+        history = history.filter(pl.col("time") <= end)
+    return Prepared(history, panel, (*notes, *panel.notes), sources)
+
+
+def replay_prepared(ready: Prepared, settings: BacktestSettings, allocator: AllocatorConfig,
+                    fees: dict[str, tuple[float, float]], *, allocate=None,
+                    progress: Callable[[int, int], None] | None = None) -> BacktestRun:
+    """The strategy of ``settings`` simulated on a prepared panel, and its summary."""
+    from perpcarry.allocation.allocator import Limits
+
+    panel, rules = ready.panel, settings.strategy
     spot_taker = np.array([fees[v][0] for v in panel.venues])
     perp_taker = np.array([fees[v][1] for v in panel.venues])
     if allocate is None:
@@ -142,9 +182,6 @@ def replay(history: pl.DataFrame, settings: BacktestSettings, allocator: Allocat
     simulation = simulate(panel, Rules.from_config(rules), settings.backtest.capital,
                           spot_taker, perp_taker, allocate, progress,
                           margin=margin_model(allocator, rules))
-    if start is not None:
-        history = history.filter(pl.col("time") >= start)
-    if end is not None:
-        history = history.filter(pl.col("time") <= end)
-    summary = summarise(simulation, settings, notes=[*notes, *panel.notes], fee_sources=sources)
-    return BacktestRun(history, simulation, summary, sources)
+    summary = summarise(simulation, settings, notes=list(ready.notes),
+                        fee_sources=ready.fee_sources)
+    return BacktestRun(ready.history, simulation, summary, ready.fee_sources)

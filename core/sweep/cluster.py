@@ -26,8 +26,13 @@ if TYPE_CHECKING:
 # Batches per worker: enough that the last ones balance the load across workers, few
 # enough that scheduling stays a small share of the work.
 BATCHES_PER_WORKER = 8
+# Toward the end a batch takes at most 1 / (TAIL_SHARE x workers) of the jobs left: while
+# one worker finishes its last batch the others have smaller ones to take, instead of
+# waiting idle for up to a whole batch's time.
+TAIL_SHARE = 2
 SINGLE_THREADED = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1",
                    "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+PRE_SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
 
 
 class SchedulerUnreachable(PerpcarryError):
@@ -41,6 +46,7 @@ def dask_client(scheduler: str | None, workers: int, connect_timeout: float
                 ) -> Iterator[Client]:
     """A client of the scheduler at ``scheduler``, else of a local cluster of ``workers``
     single-threaded worker processes, closed (with the local cluster) on exit."""
+    import dask
     from distributed import Client, LocalCluster
 
     # Dask logs connection retries and shutdown chatter as warnings; the sweep reports
@@ -66,18 +72,24 @@ def dask_client(scheduler: str | None, workers: int, connect_timeout: float
         return
     # One backtest per worker process at a time, and one thread in it: polars would start a
     # thread per core in every worker, and the workers' threads would contend for the cores.
+    # Set before the worker process starts (Dask's pre-spawn environment, which it also sets
+    # in this process): polars and BLAS size their pools on import, and a worker imports the
+    # main module (a script that imports polars) before Dask's ``env`` would apply. This
+    # process has its pools already (it loaded the history), so they stay as they are.
     # Ctrl-C in a terminal signals every process of the foreground group. Only this one
     # should act on it (keep what finished, close the cluster); a worker would die with a
     # traceback. So workers start with SIGINT ignored (inherited through exec), then leave
     # the group: polars installs its own SIGINT handler while a query runs.
+    pre_spawn = {**dask.config.get(PRE_SPAWN_ENVIRON, {}), **SINGLE_THREADED}
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         # No dashboard; the scheduler's HTTP endpoints (health, metrics) on a free port of
         # the loopback rather than the default 8787, which another cluster may hold.
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None,
-                               scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                               silence_logs=logging.ERROR, env=SINGLE_THREADED)
+        with dask.config.set({PRE_SPAWN_ENVIRON: pre_spawn}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address=None,
+                                   scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                   silence_logs=logging.ERROR)
     finally:
         signal.signal(signal.SIGINT, previous)
     try:
@@ -89,10 +101,24 @@ def dask_client(scheduler: str | None, workers: int, connect_timeout: float
 
 
 def batches(jobs: list[Job], workers: int, batch_size: int | None) -> list[list[Job]]:
-    """Jobs cut into batches of ``batch_size`` (default: about BATCHES_PER_WORKER batches
-    per worker)."""
-    size = batch_size or max(1, -(-len(jobs) // (workers * BATCHES_PER_WORKER)))
-    return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+    """Jobs grouped by panel key (each group in the order given), cut into batches of
+    ``batch_size``; by default about BATCHES_PER_WORKER batches per worker, none larger than
+    1 / (TAIL_SHARE x workers) of the jobs left, so the last batches shrink and the workers
+    finish together. The jobs of a batch mostly share one panel, which a worker builds once."""
+    from perpcarry.sweep.tasks import panel_key
+
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(panel_key(job), []).append(job)
+    grouped = [job for group in groups.values() for job in group]
+    largest = max(1, -(-len(jobs) // (workers * BATCHES_PER_WORKER)))
+    cut, first = [], 0
+    while first < len(grouped):
+        left = len(grouped) - first
+        take = batch_size or min(largest, -(-left // (workers * TAIL_SHARE)))
+        cut.append(grouped[first:first + take])
+        first += take
+    return cut
 
 
 def run_on_cluster(client: Client, data: SweepData, jobs: list[Job],
