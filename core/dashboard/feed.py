@@ -1,8 +1,9 @@
 """What the run loop leaves for the dashboard besides the journal's trading tables: one
 ``cycle`` event per cycle (each venue's equity, the recovery findings, the venues that gave
-no market data, what the risk monitor read, each venue's rate-limit use) and the latest scan, as the ``scan --json`` document, in a file beside the
-journal. Written by :class:`perpcarry.run.loop.CarryLoop`, read by the dashboard; both
-sides live here so the format is defined once.
+no market data, what the risk monitor read, each venue's rate-limit use) and the latest
+scan, as the ``scan --json`` document, in a file beside the journal. Written by
+:class:`perpcarry.run.loop.CarryLoop`, read by the dashboard; both sides live here so the
+format is defined once.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import json
 import os
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from perpcarry.risk.report import RiskReport
 
 CYCLE_KIND = "cycle"
+# A paper venue run online: its orders are simulated, its market data is the venue's.
+PAPER_ONLINE = "paper: orders simulated (no rate limit); the use shown is its market data's"
 _PAGE = 1000
 
 
@@ -84,8 +87,8 @@ class RateLimitUse:
             client = handle.market_data
             paper = handle.orders is not client  # a paper account trades on its own
             if not isinstance(client, CcxtVenue) or client.context.offline:
-                note = ("paper: no venue rate limit (offline: market data from the bundled "
-                        "snapshots)" if isinstance(client, CcxtVenue)
+                note = (f"{'paper: ' if paper else ''}no venue rate limit (offline: market "
+                        "data from the bundled snapshots)" if isinstance(client, CcxtVenue)
                         else "paper: no venue rate limit (market data from the bundled "
                         "history)" if paper
                         else "rate-limit use unknown: this venue's client keeps no weight "
@@ -98,7 +101,7 @@ class RateLimitUse:
                                     "budget": budget.capacity}
                             for group, budget in client.budgets.items()},
                 "requests": total - self._counted.get(venue_id, 0),
-                "note": "paper orders: no venue rate limit; market data below" if paper
+                "note": PAPER_ONLINE if paper
                         else None}
             self._counted[venue_id] = total
         return use
