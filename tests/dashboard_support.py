@@ -9,6 +9,8 @@ from pathlib import Path
 
 from perpcarry.config.loader import load_config
 from perpcarry.dashboard.documents import Book
+from perpcarry.risk.monitor import RiskMonitor
+from perpcarry.risk.report import RiskReport
 from perpcarry.run.replay import replay
 
 # Three weeks of the bundled history: the loop opens, holds and closes positions on it.
@@ -21,6 +23,7 @@ class Replayed:
     config: object
     book: Book
     cycles: int
+    last_risk: RiskReport | None  # RiskMonitor.last after the replay's last cycle
 
 
 def replayed(folder: Path) -> Replayed:
@@ -28,5 +31,18 @@ def replayed(folder: Path) -> Replayed:
     config_file = folder / "perpcarry.toml"
     config_file.write_text(f'data_dir = "{folder / "data"}"\n')
     config = load_config(config_file)
-    report = asyncio.run(replay(config, START, END))
-    return Replayed(config, Book(report.journal, "replay", paper=True), report.cycles)
+    monitors: list[RiskMonitor] = []
+    real_init = RiskMonitor.__init__
+
+    def watched(self, *args, **kwargs):  # the replay's loop makes its own monitor
+        real_init(self, *args, **kwargs)
+        monitors.append(self)
+
+    RiskMonitor.__init__ = watched
+    try:
+        report = asyncio.run(replay(config, START, END))
+    finally:
+        RiskMonitor.__init__ = real_init
+    [monitor] = monitors
+    return Replayed(config, Book(report.journal, "replay", paper=True), report.cycles,
+                    monitor.last)

@@ -5,24 +5,35 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
+from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from dashboard_support import TOKEN, replayed
 from starlette.testclient import TestClient
+from venue_server import LOCAL_ONLY, VenueServer
 
+from perpcarry.cli.trade import session
 from perpcarry.config.loader import load_config
+from perpcarry.config.settings import VenueConfig
 from perpcarry.dashboard.app import create_app
 from perpcarry.dashboard.documents import Book
+from perpcarry.dashboard.feed import PAPER_ONLINE, record_cycle
 from perpcarry.dashboard.security import check_listen, load_or_create_token
 from perpcarry.domain.errors import ConfigError, UsageError
+from perpcarry.events import EventBus
 from perpcarry.execution.journal import Journal
 from perpcarry.execution.service import journal_path
+from perpcarry.risk.monitor import RiskMonitor
 from perpcarry.risk.state import entry_stop, kill_state
 
 AUTH = {"X-Perpcarry-Token": TOKEN}
+ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +246,166 @@ def test_dashboard_command_refusals_are_one_line(run_cli, paper_data, tmp_path):
             result = run_cli("dashboard", *args)
             assert (result.exit_code, result.stderr.count("\n")) == (2, 1), args
             assert message in result.stderr
+
+
+def position_row(page: str, position_id: str) -> str:
+    """The positions table's row of one position, as HTML."""
+    [row] = re.findall(rf'<tr data-position="{position_id}".*?</tr>', page, re.S)
+    return row
+
+
+def pct(value: Decimal, digits: int = 1) -> str:
+    return f"{float(value) * 100:.{digits}f}%"
+
+
+def test_margins_are_what_the_risk_monitor_read_at_the_last_cycle(client, replay_run):
+    last = replay_run.last_risk
+    assert last is not None and last.perps, "the replay's monitor read no perp"
+    margins = client.get("/api/margins").json()
+    assert margins["read_at"] == last.at.isoformat()
+    assert [(m["venue"], m["symbol"], Decimal(m["distance"]), Decimal(m["margin_ratio"]),
+             Decimal(m["liquidation_price"]), Decimal(m["mark"])) for m in margins["perps"]] \
+        == [(p.venue, p.symbol, p.distance, p.margin_ratio, p.liquidation_price, p.mark)
+            for p in last.perps]
+    assert [(m["venue"], m["settle"], Decimal(m["utilisation"]), Decimal(m["leverage"]))
+            for m in margins["pools"]] == [(p.venue, p.settle, p.utilisation, p.leverage)
+                                           for p in last.pools]
+    # The replay ends flat (its last cycle closed what the check read): no row shows one.
+    page = client.get("/positions").text
+    for perp in last.perps:
+        for position in perp.positions:
+            assert "margin-" not in position_row(page, position.position_id)
+
+
+RISK_CONFIG = ("[execution]\nleverage = 5\n[paper.venues.binance]\n"
+               "balances = { USDT = 100000 }\n[strategy]\nmargin_floor = 0.1\n"
+               "[risk]\nleverage_ceiling = 20\n")
+PERP = "BTC/USDT:USDT"
+
+
+async def test_a_position_below_the_warning_and_the_floor_is_highlighted(paper_data, tmp_path):
+    """A real paper position and a price moved the way tests/test_risk_monitor.py moves it;
+    the monitor's real check, recorded as the run loop records it."""
+    config_file = tmp_path / "perpcarry.toml"
+    config_file.write_text(RISK_CONFIG)
+    config = load_config(config_file)
+    risk = config.settings.risk
+    book = Book(journal_path(config.data_dir, True), "paper", paper=True)
+    client = TestClient(create_app(config, book, TOKEN))
+    now = datetime(2026, 12, 6, tzinfo=UTC)
+    async with session(config, ["binance"], paper=True, offline=True,
+                       trading=True) as trading:
+        opened = await trading.open("binance", "BTC", notional=None,
+                                    quantity=Decimal("0.01"),
+                                    executor=trading.executor(None), slices=1)
+        page = client.get("/positions").text
+        assert "not read yet: no cycle recorded" in position_row(page, opened.position_id)
+        monitor = RiskMonitor(risk, EventBus(config.registry.pm, trading.journal, None,
+                                             trading.journal.clock))
+        shown, unmoved = {}, {}
+        for factor, level in ((Decimal(1), "ok"), (Decimal("1.05"), "warning"),
+                              (Decimal("1.15"), "floor")):
+            await move_price(trading, factor, unmoved)
+            report = await monitor.check(trading, now)
+            record_cycle(trading.journal, now, None, [], {}, None, risk=report)
+            [perp] = [p for p in report.perps if p.symbol == PERP]
+            margins = client.get("/api/margins").json()
+            [reading] = [m for m in margins["perps"] if m["symbol"] == PERP]
+            assert (Decimal(reading["distance"]), reading["level"]) == (perp.distance, level)
+            shown[level] = (perp.distance, position_row(client.get("/positions").text,
+                                                        opened.position_id))
+    ok, warning, floor = shown["ok"], shown["warning"], shown["floor"]
+    assert ok[0] > risk.warning_distance and "margin-ok" in ok[1] and "⚠" not in ok[1]
+    assert risk.floor_distance < warning[0] < risk.warning_distance
+    assert 'class="distance margin-warning"' in warning[1]
+    assert f"{pct(warning[0])} ⚠ below warning 25%" in warning[1]
+    assert floor[0] < risk.floor_distance and 'class="distance margin-floor"' in floor[1]
+    assert f"{pct(floor[0])} ⛔ below floor 15%" in floor[1]
+
+
+async def move_price(trading, factor: Decimal, unmoved: dict) -> None:
+    """Set the Binance snapshot's BTC mark and spot index to ``factor`` times the
+    snapshot's own (kept in ``unmoved``), for the paper venue and the prices orders are
+    sized with, as tests/test_risk_monitor.py moves them."""
+    venue = trading.venues["binance"].orders
+    snapshot = await venue.view.funding()
+    quote = unmoved.setdefault(PERP, snapshot.quotes[PERP])
+    snapshot.quotes[PERP] = replace(
+        quote, mark_price=quote.mark_price * factor,
+        index_price=quote.index_price and quote.index_price * factor)
+
+    async def same_snapshot():
+        return snapshot
+
+    venue.view.client.fetch_funding_snapshot = same_snapshot
+
+
+def test_an_offline_run_shows_the_margins_the_account_had_and_no_rate_limit(run_cli,
+                                                                           paper_data):
+    assert run_cli("run", "--paper", "--offline", "--once").exit_code == 0
+    config = load_config(None)
+    book = Book(journal_path(config.data_dir, True), "paper", paper=True)
+    client = TestClient(create_app(config, book, TOKEN))
+    opened = client.get("/api/positions").json()["positions"]
+    assert opened, "the run opened nothing: the test would prove nothing"
+    page = client.get("/positions").text
+    for row in opened:  # opened after the cycle's check
+        assert "not read yet: opened after the last check" in \
+            position_row(page, row["position_id"])
+    account = json.loads(run_cli("account", "--paper", "--offline", "--json").stdout)
+    # The next cycle's check reads the account as it is now (the offline clock is pinned).
+    assert run_cli("run", "--paper", "--offline", "--once").exit_code == 0
+    margins = {(m["venue"], m["symbol"]): m for m in client.get("/api/margins").json()["perps"]}
+    held = [(v["venue"], p) for v in account["venues"] for p in v["positions"]]
+    assert held
+    for venue, p in held:
+        m = margins[(venue, p["symbol"])]
+        assert (m["distance"], m["margin_ratio"], m["liquidation_price"]) == (
+            p["liquidation_distance"], p["margin_ratio"], p["liquidation_price"])
+    page = client.get("/positions").text
+    for row in opened:
+        [p] = [p for venue, p in held
+               if (venue, p["symbol"]) == (row["venue"], row["perp_symbol"])]
+        html = position_row(page, row["position_id"])
+        assert f'<td class="margin-ratio">{pct(Decimal(p["margin_ratio"]), 2)}</td>' in html
+        assert f">{pct(Decimal(p['liquidation_distance']))}</td>" in html
+    health = client.get("/api/operations").json()["venues"]
+    assert health and all(
+        v["rate_limit"] == {"at": v["last_success"], "requests": None, "groups": [],
+                            "note": "paper: no venue rate limit (offline: market data from "
+                                    "the bundled snapshots)"} for v in health)
+    assert "paper: no venue rate limit" in client.get("/operations").text
+
+
+@pytest.mark.block_network(**LOCAL_ONLY)
+def test_an_online_run_shows_each_api_groups_weight_use(run_cli, paper_data, write_config,
+                                                        tmp_path):
+    """``run --paper --once`` with Binance's market data from a local server answering with
+    its bundled real snapshot: the market-data client's budgets were used."""
+    server = VenueServer(ROOT / "plugins" / "binance" / "snapshot" / "snapshot.json")
+    server.start()
+    try:
+        path = write_config(f'[venues.binance]\nenabled = true\nbase_url = "{server.url}"\n')
+        result = run_cli("--config", str(path), "run", "--paper", "--once", "--json")
+        sent = sum(server.requests.values())
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.stderr
+    config = load_config(path)
+    book = Book(journal_path(config.data_dir, True), "paper", paper=True)
+    client = TestClient(create_app(config, book, TOKEN))
+    [binance] = client.get("/api/operations").json()["venues"]
+    use = binance["rate_limit"]
+    assert use["note"] == PAPER_ONLINE
+    # Requests up to the cycle's record, of the ones the server answered in the run.
+    assert 0 < use["requests"] <= sent
+    groups = {g["group"]: g for g in use["groups"]}
+    assert set(groups) == {"spot", "fapi"}  # the plugin's published budgets
+    share = VenueConfig.model_fields["weight_budget_share"].default  # not set above
+    assert {g: groups[g]["budget"] for g in groups} == {"spot": 6000 * share,
+                                                       "fapi": 2400 * share}
+    assert sum(g["used"] for g in groups.values()) > 0
+    for g in groups.values():
+        assert g["share"] == pytest.approx(g["used"] / g["budget"])
+    page = client.get("/operations").text
+    assert f"fapi {groups['fapi']['share'] * 100:.1f}%" in page

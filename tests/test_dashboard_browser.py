@@ -100,6 +100,12 @@ def test_every_page_opens_and_the_positions_table_shows_the_journals_numbers(ser
         assert Decimal(row.locator("td.perp").inner_text()) == p.perp_quantity
         assert Decimal(row.locator("td.delta").inner_text()) == p.delta
         assert row.locator("td").nth(3).inner_text() == p.state.value
+    # A replay's venues are paper accounts over the bundled history: no rate limit.
+    page.goto(url + "/operations")
+    health = page.locator("#health tbody tr")
+    assert health.count() == 3
+    for i in range(3):
+        assert "paper: no venue rate limit" in health.nth(i).locator("td.rate-limit").inner_text()
 
 
 def test_the_charts_render_one_point_per_recorded_value(served, page):

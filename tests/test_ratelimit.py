@@ -89,3 +89,17 @@ def test_requests_made_at_once_go_as_fast_as_the_budget_allows_and_never_faster(
         # as soon as the refill covers it: no later than needed
         assert at == pytest.approx(max(0.0, (spent - budget.capacity)
                                        / budget.refill_per_second), abs=1e-6)
+
+
+async def test_the_weight_used_over_the_last_minute_is_what_was_acquired_in_it():
+    clock = FakeClock()
+    budget = WeightBudget(2400, 0.5, clock.monotonic, clock.sleep)  # 1200 a minute
+    await budget.acquire(100)
+    clock.now = 30.0
+    await budget.acquire(20)
+    assert budget.used_last_minute() == 120
+    clock.now = 60.0  # the first acquisition is a minute old
+    assert budget.used_last_minute() == 20
+    clock.now = 90.0
+    assert budget.used_last_minute() == 0
+    assert clock.slept == []  # reading it changes nothing the bucket does

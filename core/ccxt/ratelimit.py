@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
+
+WINDOW_SECONDS = 60.0  # budgets are published per minute
 
 
 class WeightBudget:
@@ -30,6 +33,9 @@ class WeightBudget:
         self._monotonic = monotonic
         self._sleep = sleep
         self._last = monotonic()
+        # (monotonic time, weight) of each acquisition of the last minute, for
+        # ``used_last_minute``; the bucket itself does not need them.
+        self._spent: deque[tuple[float, float]] = deque()
 
     def _refill(self) -> None:
         now = self._monotonic()
@@ -43,8 +49,20 @@ class WeightBudget:
         self._refill()
         # Taken before waiting: a caller arriving meanwhile waits behind this one.
         self._tokens -= weight
+        self._spent.append((self._last, weight))
+        self._forget(self._last)
         if self._tokens < 0:
             await self._sleep(-self._tokens / self.refill_per_second)
+
+    def used_last_minute(self) -> float:
+        """The weight acquired in the last minute (read-only: the bucket is not touched).
+        Divided by ``capacity`` it is the share of the budget used over that minute."""
+        now = self._monotonic()
+        return sum(weight for at, weight in self._spent if now - at < WINDOW_SECONDS)
+
+    def _forget(self, now: float) -> None:
+        while self._spent and now - self._spent[0][0] >= WINDOW_SECONDS:
+            self._spent.popleft()
 
 
 def backoff_delay(

@@ -4,8 +4,8 @@ run loop leaves beside it. Where the CLI has the document (``positions --json``,
 only what the terminal commands do not show (history over time, caps, the event log).
 
 Nothing here asks a venue: the dashboard reads what the run loop recorded, so a figure the
-loop has not recorded (a mark for an open position, a margin ratio) is shown as unknown,
-never estimated.
+loop has not recorded (a mark for an open position, the margin of a position opened after
+the last check) is shown as unknown, never estimated.
 """
 
 from __future__ import annotations
@@ -114,7 +114,10 @@ def positions_page(journal, book: Book, config) -> dict[str, Any]:
     record = replay_record(journal)
     now = datetime.now(UTC) if record is None else record.end  # a replay's clock stopped
     rows = []
+    margins = margins_document(journal, book, config)
+    read = {(m["venue"], m["symbol"]): m for m in margins["perps"]}
     for p in listed["positions"]:
+        margin = None if p["closed_at"] else read.get((p["venue"], p["perp_symbol"]))
         earned = pnl.get(p["position_id"], {})
         quote = rates.get((p["venue"], p["perp_symbol"]))
         opened = datetime.fromisoformat(p["opened_at"])
@@ -129,10 +132,49 @@ def positions_page(journal, book: Book, config) -> dict[str, Any]:
             "next_funding_time": quote["next_funding_time"] if quote else None,
             "held_hours": round(held_hours, 2),
             "min_hold_met": held_hours >= min_hold,
+            "margin": margin,
+            "margin_unread": None if margin is not None or p["closed_at"]
+            else _unread(margins, p["venue"]),
         })
     return {"schema_version": SCHEMA_VERSION, "journal": str(book.path), "book": book.label,
             "min_hold_hours": min_hold, "scan_at": (scan or {}).get("recorded_at"),
-            "positions": rows}
+            "margins_at": margins["read_at"], "warning_distance": margins["warning_distance"],
+            "floor_distance": margins["floor_distance"], "positions": rows}
+
+
+def margins_document(journal, book: Book, config) -> dict[str, Any]:
+    """The risk monitor's last check as the run loop recorded it: each perp's liquidation
+    distance, margin ratio, liquidation price and mark, with ``level`` ``floor`` (under
+    ``[risk] floor_distance``), ``warning`` (under ``warning_distance``), ``ok``, or None
+    when the venue reported no liquidation price; each pool's utilisation and leverage; the
+    venues that did not answer. Empty, with ``read_at`` None, before any cycle recorded
+    one."""
+    risk = config.settings.risk
+    readings = [c["risk"] for c in feed.cycles(journal) if c.get("risk") is not None]
+    last = readings[-1] if readings else {"at": None, "perps": [], "pools": [], "down": {}}
+    return {"schema_version": SCHEMA_VERSION, "journal": str(book.path), "book": book.label,
+            "read_at": last["at"], "warning_distance": str(risk.warning_distance),
+            "floor_distance": str(risk.floor_distance),
+            "perps": [p | {"level": _margin_level(p["distance"], risk)}
+                      for p in last["perps"]],
+            "pools": last["pools"], "down": last["down"]}
+
+
+def _margin_level(distance: str | None, risk) -> str | None:
+    if distance is None:
+        return None
+    if Decimal(distance) < risk.floor_distance:
+        return "floor"
+    return "warning" if Decimal(distance) < risk.warning_distance else "ok"
+
+
+def _unread(margins: dict[str, Any], venue: str) -> str:
+    """Why an open position has no margin reading."""
+    if margins["read_at"] is None:
+        return "not read yet: no cycle recorded the risk monitor's check"
+    if venue in margins["down"]:
+        return f"not read: {venue} did not answer the last check ({margins['down'][venue]})"
+    return "not read yet: opened after the last check"
 
 
 def operations_document(journal, book: Book) -> dict[str, Any]:
@@ -228,18 +270,33 @@ def _capital(positions: list[dict], equity: float | None, allocator) -> dict[str
 
 def _venue_health(cycles: list[dict]) -> list[dict[str, Any]]:
     """Per venue: the last cycle it answered in (its balances read), its errors in the
-    recorded cycles, and the last one."""
+    recorded cycles, and the last one; its rate-limit use at the last cycle that recorded
+    it (None before any did)."""
     health: dict[str, dict[str, Any]] = {}
+
+    def row(venue: str) -> dict[str, Any]:
+        return health.setdefault(venue, {"venue": venue, "last_success": None, "errors": 0,
+                                         "last_error": None, "rate_limit": None})
+
     for cycle in cycles:
         for venue in cycle["equity"] or {}:
-            health.setdefault(venue, {"venue": venue, "last_success": None, "errors": 0,
-                                      "last_error": None})["last_success"] = cycle["at"]
+            row(venue)["last_success"] = cycle["at"]
         for venue, why in cycle["failures"].items():
-            row = health.setdefault(venue, {"venue": venue, "last_success": None,
-                                            "errors": 0, "last_error": None})
-            row["errors"] += 1
-            row["last_error"] = f"{cycle['at']}: {why}"
+            failing = row(venue)
+            failing["errors"] += 1
+            failing["last_error"] = f"{cycle['at']}: {why}"
+        for venue, use in (cycle.get("rate_limits") or {}).items():
+            row(venue)["rate_limit"] = _rate_limit(cycle["at"], use)
     return sorted(health.values(), key=lambda r: r["venue"])
+
+
+def _rate_limit(at: str, use: dict[str, Any]) -> dict[str, Any]:
+    """One venue's recorded rate-limit use, each API group's share of its budget worked
+    out (weight used over the minute before ``at`` / the budget)."""
+    groups = [{"group": group, "used": b["used"], "budget": b["budget"],
+               "share": b["used"] / b["budget"]}
+              for group, b in sorted((use["budgets"] or {}).items())]
+    return {"at": at, "requests": use["requests"], "groups": groups, "note": use["note"]}
 
 
 def _log_line(event: dict) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from perpcarry.allocation.allocator import Limits
 from perpcarry.backtest.engine import lp_allocator
 from perpcarry.ccxt.markets import CARRY_QUOTES
 from perpcarry.config.settings import AllocatorConfig
-from perpcarry.dashboard.feed import record_cycle
+from perpcarry.dashboard.feed import RateLimitUse, record_cycle
 from perpcarry.domain.errors import PerpcarryError, VenueError
 from perpcarry.events import Event, EventBus, EventKind, Severity
 from perpcarry.execution.engine import Executor
@@ -123,6 +123,7 @@ class CarryLoop:
         risk = session.config.settings.risk
         self.risk = RiskMonitor(risk, events)
         self.breaker = CircuitBreaker(risk, self.journal, events)
+        self.rate_limits = RateLimitUse()
 
     def kill_requested(self) -> bool:
         """The kill switch changed since the last cycle acted on it."""
@@ -156,7 +157,8 @@ class CarryLoop:
         per_venue, notes = await self.equity(snapshot)
         report.notes += notes
         record_cycle(self.journal, now, per_venue, [f.as_dict() for f in recovered.findings],
-                     snapshot.failures, snapshot.scan)
+                     snapshot.failures, snapshot.scan, risk=self.risk.last,
+                     rate_limits=self.rate_limits.read(self.session.venues))
         if per_venue is None:
             report.notes.append("no trade this cycle: the account's equity is unknown")
             return report
