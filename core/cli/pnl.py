@@ -227,10 +227,11 @@ def _render(document: dict[str, Any]) -> None:
     summary_columns = (Column("venue", justify="left"), Column("quote", justify="left"),
                        Column("positions", drop=2), Column("funding"),
                        Column("unattributed", drop=1), Column("fees"),
-                       Column("spread\n+basis"), Column("net"), Column("APR"))
+                       Column("spread\n+basis"), Column("net"), Column("APR"),
+                       Column("expected\nAPR", drop=3))
     summary = [(v["venue"], v["quote"], str(v["positions"]), money(v["funding"]),
                 money(v["unattributed_funding"]), money(v["fees"]), money(v["spread_basis"]),
-                money(v["net"]), _apr(v["realised_apr"]))
+                money(v["net"]), _apr(v["realised_apr"]), _apr(v["expected_apr"]))
                for v in document["venues"] + document["totals"]]
     table, hidden = fitted_table(out, "Per venue", summary_columns, summary)
     out.print(table)

@@ -86,6 +86,9 @@ class VenuePnl:
     incomplete: int  # positions whose spread and basis are unknown (left out of net)
     net: Decimal
     realised_apr: Decimal | None  # net / capital-days * 365, complete positions only
+    # The APRs expected at entry of the same positions, weighted by capital and days (None
+    # when one of them has none recorded): what the realised APR is read against.
+    expected_apr: Decimal | None = None
 
     def as_dict(self) -> dict:
         """What the daily summary and the dashboard read: amounts as decimal strings."""
@@ -95,7 +98,8 @@ class VenuePnl:
                 "unconverted": {k: str(v) for k, v in self.unconverted.items()},
                 "spread_basis": str(self.spread_basis), "incomplete": self.incomplete,
                 "net": str(self.net),
-                "realised_apr": apr_text(self.realised_apr)}
+                "realised_apr": apr_text(self.realised_apr),
+                "expected_apr": apr_text(self.expected_apr)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +293,11 @@ def summarise(rows: list[PositionPnl], unattributed: list[RecordedFunding],
         capital_days = sum((r.capital_days for r in complete), ZERO)
         apr = (sum((r.net for r in complete), ZERO) / capital_days * YEAR_DAYS
                if capital_days else None)
+        expected = (sum((r.expected_apr * r.capital_days for r in complete), ZERO)
+                    / capital_days
+                    if capital_days and all(r.expected_apr is not None for r in complete)
+                    else None)
         summaries.append(VenuePnl(key[0], key[1], len(mine), funding, loose, fees,
                                   dict(unconverted), spread_basis, len(mine) - len(known),
-                                  funding - fees + spread_basis, apr))
+                                  funding - fees + spread_basis, apr, expected))
     return summaries
