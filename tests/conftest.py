@@ -25,6 +25,16 @@ def _isolated_env(monkeypatch, tmp_path):
 
 
 @pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """Trading state and caches of the test's own: the journals and paper accounts go to
+    the returned folder (``PERPCARRY_DATA_DIR``), caches beside it."""
+    path = tmp_path / "data"
+    monkeypatch.setenv("PERPCARRY_DATA_DIR", str(path))
+    monkeypatch.setenv("PERPCARRY_CACHE_DIR", str(tmp_path / "cache"))
+    return path
+
+
+@pytest.fixture
 def logged_warnings():
     """The messages perpcarry logs at WARNING and above during the test, in order (the
     package disables its logger as a library; the CLI enables it, as this does)."""

@@ -21,11 +21,7 @@ WALLETS = {"binance": ["spot", "futures", "funding"], "bybit": ["unified", "fund
            "okx": ["unified", "funding"]}
 
 
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-    path = tmp_path / "data"
-    monkeypatch.setenv("PERPCARRY_DATA_DIR", str(path))
-    return path
+pytestmark = pytest.mark.usefixtures("data_dir")
 
 
 def _binance_carry(tmp_path) -> dict:

@@ -44,14 +44,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    path = tmp_path / "data"
-    monkeypatch.setenv("PERPCARRY_DATA_DIR", str(path))
-    monkeypatch.setenv("PERPCARRY_CACHE_DIR", str(tmp_path / "cache"))
-    return path
-
-
 @asynccontextmanager
 async def paper_session(tmp_path):
     """A trading session on Binance's paper account (offline snapshot) whose venue and

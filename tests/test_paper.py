@@ -58,13 +58,6 @@ class Clock:
 
 
 @pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    path = tmp_path / "data"
-    monkeypatch.setenv("PERPCARRY_DATA_DIR", str(path))
-    return path
-
-
-@pytest.fixture
 def clock():
     return Clock()
 

@@ -14,13 +14,7 @@ from perpcarry.execution.journal import Journal
 from perpcarry.execution.service import journal_path
 from perpcarry.risk.state import kill_state, trip_breaker
 
-
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-    path = tmp_path / "data"
-    monkeypatch.setenv("PERPCARRY_DATA_DIR", str(path))
-    monkeypatch.setenv("PERPCARRY_CACHE_DIR", str(tmp_path / "cache"))
-    return path
+pytestmark = pytest.mark.usefixtures("data_dir")
 
 
 def perpcarry(*args: str) -> subprocess.CompletedProcess:

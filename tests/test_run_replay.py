@@ -42,12 +42,7 @@ def config(tmp_path):
     return load_config(path)
 
 
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-    path = tmp_path / "data"
-    monkeypatch.setenv("PERPCARRY_DATA_DIR", str(path))
-    monkeypatch.setenv("PERPCARRY_CACHE_DIR", str(tmp_path / "cache"))
-    return path
+pytestmark = pytest.mark.usefixtures("data_dir")
 
 
 def backtest_trades(config, start=START, end=END):

@@ -19,14 +19,7 @@ from perpcarry.venues.protocol import VenueContext
 PERP, SPOT = "BTC/USDT:USDT", "BTC/USDT"
 
 
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-    for name in ("PERPCARRY_CRASH_AT", "PERPCARRY_CRASH_TRACE", "PERPCARRY_PAPER_FAULTS"):
-        monkeypatch.delenv(name, raising=False)
-    path = tmp_path / "data"
-    monkeypatch.setenv("PERPCARRY_DATA_DIR", str(path))
-    monkeypatch.setenv("PERPCARRY_CACHE_DIR", str(tmp_path / "cache"))
-    return path
+pytestmark = pytest.mark.usefixtures("data_dir")
 
 
 def by_hand(tmp_path, act):
