@@ -231,12 +231,12 @@ async def test_leverage_above_the_ceiling_raises_an_alarm(config_file):
         assert (await monitor(calm, trading).check(trading, NOW)).of_kind("leverage_alarm") == []
 
 
-async def tight_binance_pool(trading) -> None:
+async def tight_binance_pool(trading):
     """Two BTC carries on Binance, what the opens left free in the futures wallet moved back
     to spot, and a resting perp sell far above the market: more than 85 % of the margin
-    used."""
-    await open_btc(trading, "binance", "0.01")
-    await open_btc(trading, "binance", "0.02")
+    used. Returns the two journal positions, smaller first."""
+    small = await open_btc(trading, "binance", "0.01")
+    large = await open_btc(trading, "binance", "0.02")
     venue = trading.venues["binance"].orders
     perp_market = (await venue.view.markets())[PERP]
     futures = (await venue.fetch_balances())[Wallet.FUTURES]["USDT"]
@@ -248,6 +248,7 @@ async def tight_binance_pool(trading) -> None:
                                          TimeInForce.POST_ONLY))
     futures = (await venue.fetch_balances())[Wallet.FUTURES]["USDT"]
     assert futures.used / futures.total > Decimal("0.85")
+    return small, large
 
 
 async def test_the_margin_rule_tops_up_before_the_utilisation_ceiling(config_file):
@@ -347,22 +348,8 @@ async def test_margin_use_above_the_ceiling_cancels_orders_and_closes_smallest_f
                          + NO_MARGIN_RULE)
     async with session(config, ["binance"], paper=True, offline=True,
                        trading=True) as trading:
-        small = await open_btc(trading, "binance", "0.01")
-        large = await open_btc(trading, "binance", "0.02")
+        small, large = await tight_binance_pool(trading)
         venue = trading.venues["binance"].orders
-        perp_market = (await venue.view.markets())[PERP]
-        # Move what the opens left free in the futures wallet back to spot: margin is tight.
-        futures = (await venue.fetch_balances())[Wallet.FUTURES]["USDT"]
-        spare = futures.total - futures.used * Decimal("1.1")
-        await venue.transfer("USDT", spare.quantize(Decimal("0.01")), Wallet.FUTURES,
-                             Wallet.SPOT)
-        # A resting sell far above the market holds margin too.
-        await venue.place_order(OrderRequest(perp_market, Side.SELL, Decimal("0.001"),
-                                             "hand1", OrderType.LIMIT, Decimal(200_000),
-                                             TimeInForce.POST_ONLY))
-        futures = (await venue.fetch_balances())[Wallet.FUTURES]["USDT"]
-        assert futures.used / futures.total > Decimal("0.85")
-
         report = await monitor(config.settings.risk, trading).check(trading, NOW)
         # (The short is also within the warning distance: that is reported too.)
         kinds = [e.kind for e in report.events if e.kind != "warning"]
