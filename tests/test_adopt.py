@@ -19,7 +19,7 @@ import pytest
 from execution_support import ETH_PRICE, _HarnessMarkets, open_fake, open_paper
 from fake_binance import FakeBinance
 from support import no_sleep
-from test_trade_cli import PERP, SPOT, by_hand, cli_json, data_dir, held  # noqa: F401
+from test_trade_cli import PERP, SPOT, by_hand, cli_json, held
 
 import perpcarry.execution.journal as journal_module
 from perpcarry.execution.engine import Pacing
@@ -27,6 +27,8 @@ from perpcarry.execution.executors import PerpFirst, Sliced
 from perpcarry.execution.journal import SCHEMA_VERSION, IntentState, Journal, PositionState
 from perpcarry.execution.recovery import Adoption, Reconciliation, reconcile_positions
 from perpcarry.venues.orders import OrderRequest, Side, Wallet
+
+pytestmark = pytest.mark.usefixtures("data_dir")
 
 ETH_PERP, ETH_SPOT = "ETH/USDT:USDT", "ETH/USDT"
 PAPER = ("--paper", "--offline")
@@ -55,13 +57,13 @@ def venue_short(tmp_path, symbol: str = PERP):
     return by_hand(tmp_path, read)
 
 
-def adopted_events(data_dir):  # noqa: F811 (the fixture's value)
+def adopted_events(data_dir):
     with Journal.open(data_dir / "journal-paper.sqlite", trading=False) as journal:
         return [e["detail"] for e in journal.events() if e["kind"] == "adopted"]
 
 
 def test_adopt_a_hedged_short_then_positions_and_close_and_never_twice(run_cli, tmp_path,
-                                                                       data_dir):  # noqa: F811
+                                                                       data_dir):
     # 0.01 BTC short and 0.01 BTC bought, delivered net of Binance's 0.1 % taker fee in BTC.
     by_hand(tmp_path, hand_trades((PERP, Side.SELL, "0.01"), (SPOT, Side.BUY, "0.01")))
     before = held(tmp_path)
