@@ -164,8 +164,6 @@ class CcxtVenue(ABC):
         # Histories fetched and not yet written to the cache (appended by the event loop,
         # taken by the store's thread: a deque's append and popleft are thread-safe).
         self._unwritten: deque[Fetched] = deque()
-        # What a write behind the answer raised that is no unusable cache (see ``_written``).
-        self._write_failures: list[BaseException] = []
 
     # -- transport --------------------------------------------------------------------
 
@@ -410,13 +408,10 @@ class CcxtVenue(ABC):
                 lambda store: store.missing_spans(venue, symbol, start_ms, end_ms))
         if missing == [(start_ms, end_ms)]:
             records = await self._page_history(market, start_ms, end_ms)
-            # Written behind the answer, which the records in hand are: the caller goes on
-            # while the store's thread writes, and close() waits for the write to end.
+            # Held until the scan has every venue's data (``flush_funding_history``) or the
+            # client closes: a write now, its CPU partly holding the GIL, would delay the
+            # event loop's handling of the responses still arriving.
             self._unwritten.append((symbol, records, start_ms, end_ms))
-            if len(self._unwritten) == 1:
-                # Else a write is queued that has not emptied the queue yet, so it will
-                # take these records too (it empties the queue before it ends).
-                self._in_history_thread(self._write_unwritten).add_done_callback(self._written)
             return records
         for span_start, span_end in missing:
             fetched = await self._page_history(market, span_start, span_end)
@@ -426,25 +421,27 @@ class CcxtVenue(ABC):
         return await self._in_history_thread(
             lambda store: store.records(venue, symbol, start_ms, end_ms))
 
+    async def flush_funding_history(self) -> None:
+        """Write every history fetched since the last flush to the cache, in one
+        transaction in the store's thread. An unusable cache stops the caching for the rest
+        of the run, as when a read finds it so: what was not written is fetched again next
+        time."""
+        if not self._unwritten or self._history_uncached:
+            self._unwritten.clear()
+            return
+        try:
+            await self._in_history_thread(self._write_unwritten)
+        except UnusableCache as err:
+            self._stop_caching_history(err)
+
     def _write_unwritten(self, store: FundingHistoryStore) -> None:
         """In the store's thread: write every history queued so far in one transaction.
-        The histories that came in while the thread was busy share one commit. Only this
-        thread takes from the queue."""
+        Only this thread takes from the queue."""
         fetched = []
         while self._unwritten:
             fetched.append(self._unwritten.popleft())
         if fetched:
             store.add_all(self.venue_id, fetched)
-
-    def _written(self, write: asyncio.Future[None]) -> None:
-        """After a write behind the answer: an unusable cache stops the caching for the rest
-        of the run, as when a read finds it so; any other failure, a bug of ours, is raised
-        by :meth:`close`."""
-        failure = None if write.cancelled() else write.exception()
-        if isinstance(failure, UnusableCache):
-            self._stop_caching_history(failure)
-        elif failure is not None:
-            self._write_failures.append(failure)
 
     def _in_history_thread(self, operation: Callable[[FundingHistoryStore], Any]) -> Any:
         """``operation`` on the history store, awaitable, run in the store's own thread:
@@ -518,19 +515,24 @@ class CcxtVenue(ABC):
         return await self.exchange.fetch_trading_fee(symbol)
 
     async def close(self) -> None:
-        if self._prefetched is not None:
-            # Let the reading thread finish with its connection. Had the read failed, a
-            # fetch that used it would have reported it; unused, its outcome does not matter.
-            await asyncio.gather(self._prefetched, return_exceptions=True)
-        if self._history_thread is not None:
-            # Whatever the store's thread still has to do finishes before its connection
-            # closes; the wait itself is off the event loop.
-            await asyncio.get_running_loop().run_in_executor(None, self._history_thread.shutdown)
-        if self._history is not None:
-            self._history.close()
-        await self.exchange.close()
-        if self._write_failures:
-            raise self._write_failures[0]
+        """Write what is not written yet (on every path, an error's too), then release the
+        cache's connections and ccxt's sessions."""
+        try:
+            if self._prefetched is not None:
+                # Let the reading thread finish with its connection. Had the read failed, a
+                # fetch that used it would have reported it; unused, its outcome does not
+                # matter.
+                await asyncio.gather(self._prefetched, return_exceptions=True)
+            await self.flush_funding_history()
+        finally:
+            if self._history_thread is not None:
+                # Whatever the store's thread still has to do finishes before its
+                # connection closes; the wait itself is off the event loop.
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self._history_thread.shutdown)
+            if self._history is not None:
+                self._history.close()
+            await self.exchange.close()
 
 
 def _iso(ms: int) -> str:

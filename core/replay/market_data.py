@@ -189,6 +189,9 @@ class HistoryMarketData:
     def prefetch_funding_history(self, symbols: Collection[str], span: timedelta) -> None:
         """Nothing to prefetch: the history is in memory."""
 
+    async def flush_funding_history(self) -> None:
+        """Nothing to write: the history is in memory."""
+
     async def fetch_funding_history(self, symbol: str, start: datetime, end: datetime
                                     ) -> list[FundingRecord]:
         """Settlements of ``symbol`` in [start, end], cut at ``clock()``."""

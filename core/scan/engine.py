@@ -347,7 +347,8 @@ async def gather_from(
 ) -> tuple[list[VenueData], dict[str, str]]:
     """:func:`gather` over clients the caller opened (the run loop keeps its own between
     cycles): each venue within ``[scan] deadline_seconds``, a failure named and never
-    fatal to the others. ``close`` closes each client as soon as its venue is done."""
+    fatal to the others. Once every venue is done, each client writes what it fetched to
+    its cache, and with ``close`` is closed (which writes it too)."""
     venue_ids = list(clients)
     deadline = config.settings.scan.deadline_seconds
     stages: dict[str, str] = {}
@@ -374,13 +375,16 @@ async def gather_from(
                 # user's to act on, and a one-line cause is.
                 logger.opt(exception=err).debug("{} failed unexpectedly", venue_id)
                 reason = _unexpected(err)
-        finally:
-            if close:
-                await clients[venue_id].close()
         progress(venue_id, "failed")
         return reason
 
-    outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids))
+    try:
+        outcomes = await asyncio.gather(*(guarded(v) for v in venue_ids))
+    finally:
+        # Not before: a cache write's CPU, partly holding the GIL, would delay the event
+        # loop's handling of the responses other venues are still receiving.
+        await asyncio.gather(*(client.close() if close else client.flush_funding_history()
+                               for client in clients.values()))
     data = [o for o in outcomes if isinstance(o, VenueData)]
     failures = {v: o for v, o in zip(venue_ids, outcomes, strict=True) if isinstance(o, str)}
     return data, failures

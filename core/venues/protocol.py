@@ -110,8 +110,14 @@ class MarketDataVenue(Protocol):
     async def fetch_fee_schedule(self) -> FeeSchedule | None:
         """The account's own fee rates when credentials are configured, else None."""
 
+    async def flush_funding_history(self) -> None:
+        """Write the history fetched since the last call to the local cache. A scan calls
+        it once every venue's data are in (``close`` must write it too). A venue without a
+        local cache does nothing."""
+
     async def close(self) -> None:
-        """Release connections."""
+        """Write what the local cache lacks (see ``flush_funding_history``), release
+        connections."""
 
 
 @dataclass(frozen=True)
