@@ -515,8 +515,15 @@ class CcxtVenue(ABC):
         return await self.exchange.fetch_trading_fee(symbol)
 
     async def close(self) -> None:
-        """Write what is not written yet (on every path, an error's too), then release the
-        cache's connections and ccxt's sessions."""
+        """Write what the cache lacks (on every path, an error's too) while ccxt's sessions
+        close (a graceful close waits 250 ms), then release the cache's connections."""
+        outcomes = await asyncio.gather(self._close_history(), self.exchange.close(),
+                                        return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _close_history(self) -> None:
         try:
             if self._prefetched is not None:
                 # Let the reading thread finish with its connection. Had the read failed, a
@@ -532,7 +539,6 @@ class CcxtVenue(ABC):
                     None, self._history_thread.shutdown)
             if self._history is not None:
                 self._history.close()
-            await self.exchange.close()
 
 
 def _iso(ms: int) -> str:
