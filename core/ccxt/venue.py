@@ -444,14 +444,22 @@ class CcxtVenue(ABC):
             store.add_all(self.venue_id, fetched)
 
     def _in_history_thread(self, operation: Callable[[FundingHistoryStore], Any]) -> Any:
-        """``operation`` on the history store, awaitable, run in the store's own thread:
-        SQLite's commits wait on the disk, and the event loop meanwhile handles the other
-        responses. One thread, so its connection serves one call at a time."""
+        """``operation`` on the history store, awaitable, run in the store's own thread
+        once the histories queued so far are written: SQLite's commits wait on the disk,
+        and the event loop meanwhile handles the other responses. One thread, so its
+        connection serves one call at a time."""
         if self._history_thread is None:
             self._history_thread = ThreadPoolExecutor(
                 1, thread_name_prefix=f"perpcarry-{self.venue_id}-history")
-        return asyncio.get_running_loop().run_in_executor(
-            self._history_thread, lambda: operation(self.history_store))
+
+        def on_written_store() -> Any:
+            # What the store answers includes every history fetched so far (a symbol asked
+            # again before the flush is not fetched again).
+            self._write_unwritten(self.history_store)
+            return operation(self.history_store)
+
+        return asyncio.get_running_loop().run_in_executor(self._history_thread,
+                                                          on_written_store)
 
     async def _page_history(
         self, market: Market, start_ms: int, end_ms: int
