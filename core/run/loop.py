@@ -43,10 +43,12 @@ from perpcarry.execution.service import TradingSession
 from perpcarry.ledger.pnl import ledger_pnl
 from perpcarry.ledger.sync import sync_venue
 from perpcarry.risk.breaker import CircuitBreaker, flatten
-from perpcarry.risk.monitor import RiskMonitor
+from perpcarry.risk.monitor import MarginRule, RiskMonitor
+from perpcarry.risk.report import RiskReport
 from perpcarry.risk.state import kill_state
+from perpcarry.risk.watch import RiskDecision, StreamRisk
 from perpcarry.run.market import Candidate, MarketSnapshot, MarketSource, hours
-from perpcarry.strategy.rules import Book, Rules, decide
+from perpcarry.strategy.rules import Book, Rules, decide, spiked
 
 ZERO = Decimal(0)
 
@@ -83,9 +85,11 @@ class CycleReport:
     notes: list[str] = field(default_factory=list)
     next_settlement: datetime | None = None  # the earliest of the universe's pairs
     next_check_seconds: float | None = None  # sooner, when a position nears danger
+    step: str = "cycle"  # or "risk": a risk step between cycles (CarryLoop.risk_step)
 
     def as_dict(self) -> dict:
-        return {"at": self.at.isoformat(), "equity": self.equity, "positions": self.positions,
+        return {"at": self.at.isoformat(), "step": self.step, "equity": self.equity,
+                "positions": self.positions,
                 "halted": self.halted, "actions": [a.as_dict() for a in self.actions],
                 "notes": self.notes}
 
@@ -124,6 +128,9 @@ class CarryLoop:
         self.risk = RiskMonitor(risk, events)
         self.breaker = CircuitBreaker(risk, self.journal, events)
         self.rate_limits = RateLimitUse()
+        # Deciding on streamed marks between cycles (perpcarry.cli.run wires it when the
+        # venues stream); None: the loop's checks alone.
+        self.watch: StreamRisk | None = None
 
     def kill_requested(self) -> bool:
         """The kill switch changed since the last cycle acted on it."""
@@ -140,9 +147,7 @@ class CarryLoop:
                          for f in recovered.findings if f.kind != "confirmed"]
         await self.sync_funding(report)
         # Margins are protected whatever else: top-ups and rebalances only ever reduce risk.
-        risk = await self.risk.check(self.session, now)
-        report.next_check_seconds = risk.next_check_seconds
-        report.notes += [e.message for e in risk.events]
+        risk = await self.risk_check(report)
         await self.breaker_step(report, risk, recovered)
         snapshot = await self.market.snapshot(now)
         report.notes += [f"{venue}: no market data this cycle ({why})"
@@ -168,6 +173,72 @@ class CarryLoop:
         self._order_errors = Counter(a.venue for a in report.actions if a.kind == "failed")
         self.alerts(now)
         return report
+
+    async def risk_step(self) -> CycleReport:
+        """Between two cycles, when the stream risk decided on a pushed mark: the kill
+        switch, the risk monitor's check and its actions (it re-reads every account over
+        REST: the truth before money moves), then the spike exits it asked for, each
+        confirmed on the venue's REST mark first. No market snapshot, no entries."""
+        report = CycleReport(self.clock(), step="risk")
+        breaches, exits = self.watch.take()
+        report.notes += [d.line() for d in breaches + exits]
+        await self.kill_switch(report)
+        await self.risk_check(report)
+        for decision in exits:
+            if self.stop.is_set():
+                break
+            await self._spike_exit(decision, report)
+        report.positions = len(self.journal.positions())
+        self.journal.append_event("risk_step", report.as_dict())
+        return report
+
+    async def risk_check(self, report: CycleReport) -> RiskReport:
+        """The risk monitor's check and its actions, told in ``report``; the stream risk
+        then watches what it read."""
+        risk = await self.risk.check(self.session, report.at)
+        report.next_check_seconds = risk.next_check_seconds
+        report.notes += [e.message for e in risk.events]
+        if self.watch is not None:
+            self.watch.refresh(risk, MarginRule.of(self.session))
+        return risk
+
+    async def _spike_exit(self, decision: RiskDecision, report: CycleReport) -> None:
+        """Close the pair of a streamed spike once the venue's REST mark confirms it."""
+        held = [p for p in self.journal.positions()
+                if (p.venue, p.base) == (decision.venue, decision.base)]
+        short = sum((p.perp_quantity for p in held), ZERO)
+        proceeds = [p.perp_proceeds for p in held]
+        if not short or None in proceeds:
+            return  # closed since, or adopted (no entry to measure from)
+        entry = sum(proceeds, ZERO) / short
+        try:
+            quote = (await self.session.venues[decision.venue].market_data
+                     .fetch_funding_snapshot()).quotes.get(decision.symbol)
+        except VenueError as err:
+            report.notes.append(f"spike exit of {decision.base} on {decision.venue} not "
+                                f"confirmed: no REST mark ({err})")
+            return
+        mark = quote.mark_price if quote is not None else None
+        rules = self.settings.rules
+        if mark is None or not spiked(rules, mark, entry):
+            what = "no REST mark" if mark is None else (
+                f"REST mark {mark} moved {abs(mark / entry - 1):.2%} since entry (limit "
+                f"{rules.spike_exit:.2%})")
+            report.notes.append(f"spike exit of {decision.base} on {decision.venue} not "
+                                f"confirmed: {what}")
+            return
+        reason = (f"exit: price moved {abs(mark / entry - 1):.2%} since entry (limit "
+                  f"{rules.spike_exit:.2%}; streamed mark {decision.mark}, REST mark {mark})")
+        for position in held:
+            action = Action("close", position.venue, position.base, position.perp_quantity,
+                            reason, position.position_id)
+            try:
+                result = await self.session.close(position, executor=self.settings.executor,
+                                                  slices=self.settings.slices)
+                action.state = result.state.value
+            except (VenueError, PerpcarryError) as err:
+                action.kind, action.reason = "failed", f"close: {err}"
+            report.actions.append(action)
 
     async def kill_switch(self, report: CycleReport) -> None:
         """The kill switch as ``perpcarry kill`` left it: engaged, no entry this cycle, and
