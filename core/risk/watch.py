@@ -186,7 +186,7 @@ class StreamRisk:
                 and spiked(self.rules, mark, perp.entry)):
             self._decide("spike_exit", perp, update,
                          f"price moved {pct(abs(mark / perp.entry - 1))} since entry at "
-                         f"{perp.entry:.2f} (limit {self.rules.spike_exit:.2%})")
+                         f"{perp.entry:.2f} (limit {pct(Decimal(str(self.rules.spike_exit)))})")
 
     def _decide(self, what: str, perp: _Perp, update: StreamUpdate, why: str) -> None:
         key = (perp.risk.venue, perp.risk.symbol, what)
