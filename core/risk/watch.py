@@ -29,17 +29,23 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from perpcarry.config.settings import RiskConfig
+from perpcarry.domain.errors import VenueError
 from perpcarry.events import EventBus
+from perpcarry.execution.journal import Position
 from perpcarry.risk.accounts import pct
 from perpcarry.risk.monitor import MarginRule
 from perpcarry.risk.report import PerpRisk, PoolRisk, RiskEvent, RiskReport
 from perpcarry.risk.sizing import margin_share, margin_top_up
 from perpcarry.strategy.rules import Rules, spiked
 from perpcarry.venues.streams import StreamKind, StreamUpdate
+
+if TYPE_CHECKING:
+    from perpcarry.execution.service import TradingSession
 
 ZERO = Decimal(0)
 # What each verdict asks of the loop: a risk step, the exit of the pair, or nothing (a
@@ -207,3 +213,33 @@ class StreamRisk:
         logger.warning("{}", decision.line())
         if decision.action is not None:
             self.wake.set()
+
+
+async def confirm_spike(session: TradingSession, rules: Rules, decision: RiskDecision
+                        ) -> tuple[list[Position], str]:
+    """The journal's positions of a streamed spike's pair, to close, and the exit's reason,
+    when the venue's REST mark confirms the spike (REST is the truth before money moves);
+    else no position and why not ("" when the pair is closed already, or adopted without
+    an entry price to measure from)."""
+    held = [p for p in session.journal.positions()
+            if (p.venue, p.base) == (decision.venue, decision.base)]
+    short = sum((p.perp_quantity for p in held), ZERO)
+    proceeds = [p.perp_proceeds for p in held]
+    if not short or None in proceeds:
+        return [], ""
+    entry = sum(proceeds, ZERO) / short
+    what = f"spike exit of {decision.base} on {decision.venue} not confirmed"
+    try:
+        quote = (await session.venues[decision.venue].market_data.fetch_funding_snapshot()
+                 ).quotes.get(decision.symbol)
+    except VenueError as err:
+        return [], f"{what}: no REST mark ({err})"
+    mark = quote.mark_price if quote is not None else None
+    if mark is None:
+        return [], f"{what}: no REST mark"
+    limit = pct(Decimal(str(rules.spike_exit)))
+    moved = pct(abs(mark / entry - 1))
+    if not spiked(rules, mark, entry):
+        return [], f"{what}: REST mark {mark} moved {moved} since entry (limit {limit})"
+    return held, (f"exit: price moved {moved} since entry (limit {limit}; streamed mark "
+                  f"{decision.mark}, REST mark {mark})")

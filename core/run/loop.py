@@ -46,9 +46,9 @@ from perpcarry.risk.breaker import CircuitBreaker, flatten
 from perpcarry.risk.monitor import MarginRule, RiskMonitor
 from perpcarry.risk.report import RiskReport
 from perpcarry.risk.state import kill_state
-from perpcarry.risk.watch import RiskDecision, StreamRisk
+from perpcarry.risk.watch import RiskDecision, StreamRisk, confirm_spike
 from perpcarry.run.market import Candidate, MarketSnapshot, MarketSource, hours
-from perpcarry.strategy.rules import Book, Rules, decide, spiked
+from perpcarry.strategy.rules import Book, Rules, decide
 
 ZERO = Decimal(0)
 
@@ -204,31 +204,10 @@ class CarryLoop:
 
     async def _spike_exit(self, decision: RiskDecision, report: CycleReport) -> None:
         """Close the pair of a streamed spike once the venue's REST mark confirms it."""
-        held = [p for p in self.journal.positions()
-                if (p.venue, p.base) == (decision.venue, decision.base)]
-        short = sum((p.perp_quantity for p in held), ZERO)
-        proceeds = [p.perp_proceeds for p in held]
-        if not short or None in proceeds:
-            return  # closed since, or adopted (no entry to measure from)
-        entry = sum(proceeds, ZERO) / short
-        try:
-            quote = (await self.session.venues[decision.venue].market_data
-                     .fetch_funding_snapshot()).quotes.get(decision.symbol)
-        except VenueError as err:
-            report.notes.append(f"spike exit of {decision.base} on {decision.venue} not "
-                                f"confirmed: no REST mark ({err})")
+        held, reason = await confirm_spike(self.session, self.settings.rules, decision)
+        if not held:
+            report.notes += [reason] if reason else []
             return
-        mark = quote.mark_price if quote is not None else None
-        rules = self.settings.rules
-        if mark is None or not spiked(rules, mark, entry):
-            what = "no REST mark" if mark is None else (
-                f"REST mark {mark} moved {abs(mark / entry - 1):.2%} since entry (limit "
-                f"{rules.spike_exit:.2%})")
-            report.notes.append(f"spike exit of {decision.base} on {decision.venue} not "
-                                f"confirmed: {what}")
-            return
-        reason = (f"exit: price moved {abs(mark / entry - 1):.2%} since entry (limit "
-                  f"{rules.spike_exit:.2%}; streamed mark {decision.mark}, REST mark {mark})")
         for position in held:
             action = Action("close", position.venue, position.base, position.perp_quantity,
                             reason, position.position_id)
