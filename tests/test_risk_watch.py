@@ -17,6 +17,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from venue_server import LOCAL_ONLY, Answer
 from ws_server import Faults, WsVenueServer
 
@@ -295,3 +297,71 @@ async def test_paper_fills_at_the_fresh_streamed_book_and_say_so(run, replay):
     price, source = await view.fill_price(spot, Side.BUY)
     assert source == "perp mark+2bps"
     assert price > CAPTURED_MARK
+
+
+# -- the arithmetic, on any path of marks ---------------------------------------------------
+
+def _watched(mark: Decimal, quantity: Decimal, margin: Decimal, floor: Decimal):
+    """A StreamRisk watching one journal short of ``quantity`` at ``mark`` whose pool holds
+    ``margin`` times its initial margin (leverage 2, target 1.5x, ``floor``)."""
+    from perpcarry.config.settings import RiskConfig, StrategyConfig
+    from perpcarry.execution.journal import Position, PositionState
+    from perpcarry.plugins.manager import load_registry
+    from perpcarry.risk.monitor import MarginRule
+    from perpcarry.risk.report import PerpRisk, PoolRisk, RiskReport
+    from perpcarry.risk.watch import StreamRisk
+    from perpcarry.strategy.rules import Rules
+    from perpcarry.venues.orders import Wallet
+
+    now = datetime.now(UTC)
+    position = Position("p1", "binance", "BTC", SPOT, PERP, quantity, quantity,
+                        quantity * mark, quantity * mark, {}, PositionState.OPEN, now, None)
+    perp = PerpRisk("binance", PERP, "USDT", True, quantity, mark, None, None, None, None,
+                    (position,))
+    pool = PoolRisk("binance", "USDT", Wallet.FUTURES, margin * quantity * mark / 2,
+                    Decimal(0), quantity * mark)
+    watch = StreamRisk(RiskConfig(), Rules.from_config(StrategyConfig()),
+                       EventBus(load_registry().pm, None, None, lambda: datetime.now(UTC)))
+    watch.refresh(RiskReport(now, perps=[perp], pools=[pool]),
+                  MarginRule(Decimal(2), floor, Decimal("1.5")))
+    return watch, pool
+
+
+@given(moves=st.lists(st.decimals(min_value=Decimal("0.9"), max_value=Decimal("1.1"),
+                                  places=4), min_size=1, max_size=30),
+       quantity=st.decimals(min_value=Decimal("0.001"), max_value=Decimal("50"), places=3),
+       floor=st.decimals(min_value=Decimal("1.1"), max_value=Decimal("1.5"), places=2))
+@settings(max_examples=60, deadline=None)
+def test_the_streamed_margin_is_the_checks_moved_by_the_last_mark_whatever_the_path(
+        moves, quantity, floor):
+    from perpcarry.risk.sizing import margin_top_up
+    from perpcarry.venues.streams import MarkTick
+
+    watch, pool = _watched(CAPTURED_MARK, quantity, Decimal("1.5"), floor)
+    breached_at = None
+    for n, move in enumerate(moves):
+        mark = CAPTURED_MARK * move
+        watch("binance", MarkTick(PERP, datetime.now(UTC), mark), "stream")
+        equity = pool.equity - quantity * (mark - CAPTURED_MARK)
+        # Path independence: what the pool holds depends on the last mark only.
+        assert watch.readings[("binance", PERP)].pool_equity == equity
+        if breached_at is None and margin_top_up(equity, quantity * mark, Decimal(2), floor,
+                                                 Decimal("1.5")) > 0:
+            breached_at = n
+            # Decided on this very push, and asking for a risk step.
+            assert [d.what for d in watch.decisions] == ["margin_floor"]
+            assert watch.decisions[0].mark == mark and watch.wake.is_set()
+    if breached_at is None:
+        assert watch.decisions == [] and not watch.wake.is_set()
+    else:  # told once per check, however many pushes breach after
+        assert len(watch.decisions) == 1
+
+
+@given(move=st.decimals(min_value=Decimal("1.05"), max_value=Decimal("1.5"), places=3))
+@settings(max_examples=20, deadline=None)
+def test_a_rest_value_decides_nothing(move):
+    from perpcarry.venues.streams import MarkTick
+
+    watch, _ = _watched(CAPTURED_MARK, Decimal(1), Decimal("1.3"), Decimal("1.25"))
+    watch("binance", MarkTick(PERP, datetime.now(UTC), CAPTURED_MARK * move), "rest")
+    assert watch.decisions == [] and watch.readings == {} and not watch.wake.is_set()
