@@ -193,7 +193,9 @@ def _confirm_live(venue_ids: list[str]) -> None:
 
 def _print_cycle(report, wake: datetime | None, status=None) -> None:
     equity = f"{report.equity:,.2f}" if report.equity is not None else "unknown"
-    line = (f"[bold]{report.at:%Y-%m-%d %H:%M:%S} UTC[/] equity {equity} · "
+    # A risk step between cycles reads no equity: it says what it is instead.
+    what = "risk step (stream risk)" if report.step == "risk" else f"equity {equity}"
+    line = (f"[bold]{report.at:%Y-%m-%d %H:%M:%S} UTC[/] {what} · "
             f"{report.positions} position(s)")
     if report.halted:
         line += f" · [red]halted: {report.halted}[/]"
@@ -202,7 +204,7 @@ def _print_cycle(report, wake: datetime | None, status=None) -> None:
     console.print(line, highlight=False)
     for action in report.actions:
         console.print(f"  {action.line()}", highlight=False, markup=False)
-    if not report.actions:
+    if not report.actions and report.step == "cycle":
         console.print("  no trade: the targets equal the positions held", highlight=False)
     for note in report.notes:
         console.print(f"  [dim]{note}[/]", highlight=False)
