@@ -104,13 +104,26 @@ class Run:
 
 
 @pytest.fixture
+def caplog_info():
+    """perpcarry's INFO messages during the test (the CLI enables its logger; so does this)."""
+    from loguru import logger
+
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(m.record["message"]), level="INFO")
+    logger.enable("perpcarry")
+    yield messages
+    logger.disable("perpcarry")
+    logger.remove(sink)
+
+
+@pytest.fixture
 async def run(server, replay, write_config, tmp_path):
-    async def build(extra: str = "") -> Run:
+    async def build(extra: str = "", streams: str = "") -> Run:
         path = write_config(
             f'cache_dir = "{tmp_path / "cache"}"\n'
             "[paper]\nquote_max_age_seconds = 0\n"
             "[streams]\nstale_after_seconds = {default = 1.5}\nbackoff_base_seconds = 0.05\n"
-            f"{extra}"
+            f"{streams}{extra}"
             f'[venues.binance]\nenabled = true\nbase_url = "{server.url}"\n')
         config = load_config(path)
         trading = await stack.enter_async_context(
@@ -266,8 +279,10 @@ async def test_a_spike_rest_confirms_closes_the_pair(run, replay, server):
     assert r.trading.journal.positions() == []
 
 
-async def test_paper_fills_at_the_fresh_streamed_book_and_say_so(run, replay):
-    r = await run()
+async def test_paper_fills_and_orders_use_the_fresh_streamed_book_and_mark_and_say_so(
+        run, replay, caplog_info):
+    replay()  # the streamed mark is the moved one; REST keeps the captured one
+    r = await run(streams="max_age_seconds = 0.5\n")
     r.start_streams()
     hub = r.hubs.get("binance")
     await _until(lambda: hub.fresh(StreamKind.SPOT_BOOK, SPOT, 5.0) is not None)
@@ -276,11 +291,13 @@ async def test_paper_fills_at_the_fresh_streamed_book_and_say_so(run, replay):
     markets = await view.markets()
     spot, perp = markets[SPOT], markets[PERP]
     assert await view.fill_price(spot, Side.BUY) == (STREAMED_SPOT_ASK, "stream book ask")
-    # No perp book is streamed or in the snapshot: the fresh streamed mark, less 2 bps.
-    price, source = await view.fill_price(perp, Side.SELL)
-    assert source == "stream mark-2bps"
-    assert price < CAPTURED_MARK
+    # No perp book is streamed or in the snapshot: the fresh streamed mark, less 2 bps, down
+    # to the 0.1 tick (119531.16295107 x 0.9998 = 119507.256...).
+    assert await view.fill_price(perp, Side.SELL) == (Decimal("119507.2"), "stream mark-2bps")
 
+    # The executor sizes and checks orders at the fresh streamed mark.
+    pair = await r.trading.pair("binance", "BTC")
+    assert await r.trading.reference_price(pair) == MOVED_MARK
     # A real order through the run's session: the spot leg fills at the streamed ask.
     result = await r.trading.open("binance", "BTC", notional=Decimal(5_000), quantity=None,
                                   executor=r.loop.settings.executor, slices=1)
@@ -290,13 +307,15 @@ async def test_paper_fills_at_the_fresh_streamed_book_and_say_so(run, replay):
     assert fills[-1].price_source == "stream book ask"
     assert fills[-1].average_price == STREAMED_SPOT_ASK
 
-    # Streams gone quiet past max_age: REST (no book in the snapshot), the mark named.
+    # Streams gone quiet past max_age (0.5 s): REST, and said so.
     await r.hubs.close()
-    view.use_streams(r.hubs, "binance", 0.01)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.6)
     price, source = await view.fill_price(spot, Side.BUY)
-    assert source == "perp mark+2bps"
-    assert price > CAPTURED_MARK
+    assert source == "perp mark+2bps"  # no book in the snapshot: the REST mark, named
+    assert CAPTURED_MARK < price < MOVED_MARK
+    assert await r.trading.reference_price(pair) == CAPTURED_MARK
+    assert any(line.startswith("binance: mark of BTC/USDT:USDT from REST (watchMarkPrices "
+                               "perp ") for line in caplog_info), caplog_info
 
 
 # -- the arithmetic, on any path of marks ---------------------------------------------------

@@ -143,6 +143,10 @@ class StreamRisk:
                 perp.positions[0].base)
         self._held = held
         self._told.clear()
+        # The check just made is what a risk step would make: only spike exits stay asked.
+        self._step = []
+        if not self._exits:
+            self.wake.clear()
 
     def take(self) -> tuple[list[RiskDecision], list[RiskDecision]]:
         """What the loop acts on now: (the breaches asking for a risk step, the spike
