@@ -384,3 +384,44 @@ def test_a_rest_value_decides_nothing(move):
     watch, _ = _watched(CAPTURED_MARK, Decimal(1), Decimal("1.3"), Decimal("1.25"))
     watch("binance", MarkTick(PERP, datetime.now(UTC), CAPTURED_MARK * move), "rest")
     assert watch.decisions == [] and watch.readings == {} and not watch.wake.is_set()
+
+
+async def test_risk_steps_come_at_most_every_danger_check_seconds_and_rest_has_the_last_word(
+        run):
+    """The stream risk asks again on the next breaching push after each step; the Runner
+    spaces the steps by ``danger_check_seconds``. The pushes are handed to the listener as
+    the hub would (no stream: the paper account's marks stay REST's, unmoved)."""
+    import time
+
+    from perpcarry.venues.streams import MarkTick
+
+    r = await run("[strategy]\nmargin_floor = 1.4\n[risk]\ndanger_check_seconds = 0.4\n")
+    watch = r.loop.watch
+    steps: list[tuple[float, CycleReport]] = []
+
+    def push() -> None:
+        watch("binance", MarkTick(PERP, datetime.now(UTC), MOVED_MARK), "stream")
+
+    def report(step, wake) -> None:
+        steps.append((time.monotonic(), step))
+        if len(steps) == 2:
+            r.loop.stop.set()
+        else:
+            push()  # breaches again: the check (at REST's mark) re-armed the watch
+
+    async def no_cycle():
+        raise AssertionError("a full cycle ran")
+
+    r.loop.cycle = no_cycle
+    push()
+    runner = Runner(r.loop, RunConfig(), report, lambda: datetime.now(UTC))
+    await asyncio.wait_for(runner.between(datetime.now(UTC) + timedelta(hours=1)), 30)
+
+    (first_at, first), (second_at, second) = steps
+    assert second_at - first_at >= 0.4
+    for step in (first, second):
+        assert step.step == "risk" and step.notes[0].startswith(
+            "stream risk: binance BTC/USDT:USDT margin_floor at mark 119531.16295107")
+        # REST (the paper account at the captured mark) shows no breach: nothing is moved.
+        assert not [n for n in step.notes if "to the futures wallet" in n]
+    assert [d.what for d in watch.decisions] == ["margin_floor", "margin_floor"]

@@ -15,6 +15,10 @@ Each cycle, in order:
 6. the targets against the journal: exits and reductions first (they free capital), then
    entries in FMZ's order (highest current rate plus entry premium first). A stop request
    (Ctrl-C, SIGTERM) is honoured between two-leg actions, never inside one.
+
+Between cycles, on streams, :meth:`CarryLoop.risk_step` runs steps 1 and 4 alone (and the
+spike exits confirmed over REST) when the stream risk (:mod:`perpcarry.risk.watch`) decided
+on a pushed mark.
 """
 
 from __future__ import annotations
@@ -148,7 +152,7 @@ class CarryLoop:
         await self.sync_funding(report)
         # Margins are protected whatever else: top-ups and rebalances only ever reduce risk.
         risk = await self.risk_check(report)
-        await self.breaker_step(report, risk, recovered)
+        await self.breaker_step(report, risk, recovered, self._order_errors)
         snapshot = await self.market.snapshot(now)
         report.notes += [f"{venue}: no market data this cycle ({why})"
                          for venue, why in snapshot.failures.items()]
@@ -183,7 +187,9 @@ class CarryLoop:
         breaches, exits = self.watch.take()
         report.notes += [d.line() for d in breaches + exits]
         await self.kill_switch(report)
-        await self.risk_check(report)
+        # The breaker hears the check at once (a floor it could not restore, a venue down);
+        # reconciliation and order errors are the cycles' to count.
+        await self.breaker_step(report, await self.risk_check(report), None, None)
         for decision in exits:
             if self.stop.is_set():
                 break
@@ -236,11 +242,11 @@ class CarryLoop:
         if kill.flatten:
             await self.flatten(report, "kill switch")
 
-    async def breaker_step(self, report: CycleReport, risk, recovered) -> None:
+    async def breaker_step(self, report: CycleReport, risk, recovered, order_errors) -> None:
         """Feed the circuit breaker; tripped, no entry (and with ``[risk] flatten`` every
         position closed)."""
         state = self.breaker.feed(report.at, report=risk, reconciliation=recovered,
-                                  order_errors=self._order_errors)
+                                  order_errors=order_errors)
         if state is None:
             return
         report.halted = report.halted or f"circuit breaker ({state.reason})"
