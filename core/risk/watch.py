@@ -211,12 +211,12 @@ class StreamRisk:
             self._step.append(decision)
         elif decision.action == EXIT:
             self._exits[(perp.risk.venue, perp.base)] = decision
+        if decision.action is not None:
+            self.wake.set()  # first: the loop acts even if telling it fails below
+        logger.warning("{}", decision.line())
         self.events.emit(RiskEvent(
             f"stream_{what}", perp.risk.venue, perp.risk.symbol,
             {"mark": update.mark_price}, decision.line()).as_event(self.events.clock()))
-        logger.warning("{}", decision.line())
-        if decision.action is not None:
-            self.wake.set()
 
 
 async def confirm_spike(session: TradingSession, rules: Rules, decision: RiskDecision
