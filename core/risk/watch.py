@@ -51,6 +51,7 @@ ZERO = Decimal(0)
 # What each verdict asks of the loop: a risk step, the exit of the pair, or nothing (a
 # warning is told; the monitor's next check follows the danger cadence).
 RISK_STEP, EXIT = "risk_step", "exit"
+KEPT_DECISIONS = 1000
 ACTION_OF = {"margin_floor": RISK_STEP, "liquidation_floor": RISK_STEP,
              "liquidation_warning": None, "spike_exit": EXIT}
 
@@ -207,6 +208,7 @@ class StreamRisk:
                                 update.mark_price, "stream", time.perf_counter(), update.at,
                                 perp.base)
         self.decisions.append(decision)
+        del self.decisions[:-KEPT_DECISIONS]  # a service runs for months: the newest only
         if decision.action == RISK_STEP:
             self._step.append(decision)
         elif decision.action == EXIT:
