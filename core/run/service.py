@@ -4,7 +4,9 @@ settlement, a graceful stop on Ctrl-C or SIGTERM, and a report of every cycle.
 A stop request only sets an event: the cycle in progress finishes the two-leg action it is
 in (never stopping between legs), sends nothing more, and the process exits. While waiting
 for the next cycle the kill switch is read every second, so ``perpcarry kill`` from another
-shell takes effect at once.
+shell takes effect at once, and, on streams, a risk step runs as soon as the stream risk
+asks for one (:meth:`perpcarry.run.loop.CarryLoop.risk_step`; at most one every ``[risk]
+danger_check_seconds``).
 """
 
 from __future__ import annotations
