@@ -27,6 +27,10 @@ ROOT = Path(__file__).parents[1]
 VENUES = ("binance", "bybit", "okx")
 OKX_STREAMED_MARK = Decimal("90900.0")  # tests/ws_captures/okx.json, mark-price push
 
+STALE_NOTE = ("okx: BTC/USDT:USDT has no fresh streamed mark: the stream risk decides "
+              "nothing on it; the risk monitor's checks at the loop's cadence "
+              "(danger_check_seconds near danger) apply")
+
 pytestmark = pytest.mark.block_network(**LOCAL_ONLY)
 
 
@@ -76,18 +80,17 @@ async def test_cycle_prices_with_the_fresh_streamed_mark_and_says_so(market):
     assert second.pairs.mark[0] == float(OKX_STREAMED_MARK)
     assert "okx: 1 of 1 marks streamed and fresh, the rest from REST (streams)" in second.notes
     assert "okx: 0 of 1 marks streamed and fresh, the rest from REST (streams)" in first.notes
-    # Held, and not yet streamed at the first cycle (told once), streamed at the second.
-    stale = ("okx: BTC/USDT:USDT has no fresh streamed mark: the stream risk decides nothing "
-             "on it; the risk monitor's checks at the loop's cadence (danger_check_seconds "
-             "near danger) apply")
-    assert stale in first.notes
-    assert stale not in second.notes
+    # Held, and not yet streamed at the first cycle (told), streamed at the second.
+    assert STALE_NOTE in first.notes
+    assert STALE_NOTE not in second.notes
 
 
 async def test_a_stale_stream_leaves_the_cycle_on_rest(market, server):
     stream_market, hubs = market
     await stream_market.snapshot(datetime.now(UTC))
     await _live(hubs)
+    live = await stream_market.snapshot(datetime.now(UTC))
+    assert STALE_NOTE not in live.notes
     server.faults["okx"].stall_after = 1 + server.pushed["okx"]
     hub = hubs.get("okx")
     feed = next(f for f in hub.feeds if StreamKind.MARK in f.kinds)
@@ -101,3 +104,7 @@ async def test_a_stale_stream_leaves_the_cycle_on_rest(market, server):
     # The REST poll the watchdog made is the truth now; no streamed mark was used.
     assert "okx: 0 of 1 marks streamed and fresh, the rest from REST (streams)" in \
         snapshot.notes
+    # The held perp's stale spell is told once, not every cycle.
+    assert STALE_NOTE in snapshot.notes
+    again = await stream_market.snapshot(datetime.now(UTC))
+    assert STALE_NOTE not in again.notes
