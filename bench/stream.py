@@ -1,10 +1,14 @@
 """Stream latency, throughput and memory, against the local websocket server replaying real
 captured pushes (tests/ws_server.py, tests/ws_captures/PROVENANCE.md).
 
-1. Latency: from a Binance markPrice push leaving the server to the mark alarm's decision
-   (the check that wakes the risk monitor), through ccxt.pro, the hub's parse, order and
-   duplicate checks and listeners. Baseline, same run: a bare aiohttp websocket client
-   reading and JSON-decoding the same pushes. Median and p99 of each, and their ratio.
+1. Latency: from a Binance markPrice push leaving the server to the stream risk's decision
+   (:class:`perpcarry.risk.watch.StreamRisk`: the held short's pool margin recomputed at the
+   pushed mark and found below the floor, the decision that asks the loop for a risk step),
+   through ccxt.pro, the hub's parse, order and duplicate checks and listeners. The account
+   state is set so that every push breaches (a 0.2 BTC short whose pool holds 1.2x its
+   initial margin, floor 1.25x); the watch is re-armed after each decision, outside the
+   measured span. Baseline, same run: a bare aiohttp websocket client reading and
+   JSON-decoding the same pushes. Median and p99 of each, and their ratio.
 2. Throughput and memory: a long replay at full speed across Binance, Bybit and OKX
    (marks, funding, spot books), ``--messages`` pushes in all (default 1,000,000); pushes
    per second, and the resident memory at the end of the first 10 % against the end.
@@ -64,24 +68,60 @@ async def hub_for(server, venue: str, cache: Path, kinds):
     return hub, client
 
 
-async def hub_latency(server, pushes: int, cache: Path) -> list[float]:
+def breached_account(mark):
+    """A risk check's report of one held 0.2 BTC short at ``mark`` whose pool holds 1.2x its
+    initial margin at leverage 2 (floor 1.25x): every mark near it breaches."""
+    from datetime import UTC, datetime
     from decimal import Decimal
 
-    from perpcarry.streams.alarm import MarkAlarm
+    from perpcarry.execution.journal import Position, PositionState
+    from perpcarry.risk.monitor import MarginRule
+    from perpcarry.risk.report import PerpRisk, PoolRisk, RiskReport
+    from perpcarry.venues.orders import Wallet
+
+    quantity, leverage = Decimal("0.2"), Decimal(2)
+    now = datetime.now(UTC)
+    position = Position("bench", "binance", "BTC", SPOT, PERP, quantity, quantity,
+                        quantity * mark, quantity * mark, {}, PositionState.OPEN, now, None)
+    perp = PerpRisk("binance", PERP, "USDT", True, quantity, mark, None, mark * 2,
+                    Decimal(1), Decimal("0.004"), (position,))
+    pool = PoolRisk("binance", "USDT", Wallet.FUTURES, Decimal("1.2") * quantity * mark
+                    / leverage, Decimal(0), quantity * mark)
+    report = RiskReport(now, perps=[perp], pools=[pool])
+    return report, MarginRule(leverage, Decimal("1.25"), Decimal("1.5"))
+
+
+async def hub_latency(server, pushes: int, cache: Path) -> list[float]:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from perpcarry.config.settings import RiskConfig, StrategyConfig
+    from perpcarry.events import EventBus
+    from perpcarry.plugins.manager import load_registry
+    from perpcarry.risk.watch import StreamRisk
+    from perpcarry.strategy.rules import Rules
     from perpcarry.venues.streams import StreamKind
 
     server.sent_at = {}
     hub, client = await hub_for(server, "binance", cache, (StreamKind.MARK,))
-    alarm = MarkAlarm(0.02)
-    alarm.watch("binance", PERP, Decimal("112015.09961957"))
+    events = EventBus(load_registry().pm, None, None, lambda: datetime.now(UTC))
+    watch = StreamRisk(RiskConfig(), Rules.from_config(StrategyConfig()), events)
+    report, rule = breached_account(Decimal("112015.09961957"))
+    watch.refresh(report, rule)
     latencies: list[float] = []
 
     def decide(venue, update, source) -> None:
-        alarm(venue, update, source)
-        decided = time.perf_counter()
+        before = len(watch.decisions)
+        watch(venue, update, source)
+        if len(watch.decisions) == before:
+            return
+        decision = watch.decisions[-1]
         sent = server.sent_at.get((venue, int(update.at.timestamp() * 1000)))
-        if sent is not None and source == "stream":
-            latencies.append((decided - sent) * 1000)
+        if sent is not None and decision.source == "stream":
+            latencies.append((decision.decided_at - sent) * 1000)
+        watch.take()
+        watch.decisions.clear()
+        watch.refresh(report, rule)  # re-armed: the next push is a decision again
 
     hub.listeners.append(decide)
     while len(latencies) < pushes:
@@ -188,7 +228,7 @@ def main() -> None:
               "every 2 ms:")
         print(f"  bare aiohttp client (baseline): median {statistics.median(raw):.3f} ms, "
               f"p99 {pct(raw, 0.99):.3f} ms")
-        print(f"  ccxt.pro -> hub -> mark alarm:   median {statistics.median(hub):.3f} ms, "
+        print(f"  ccxt.pro -> hub -> stream risk:  median {statistics.median(hub):.3f} ms, "
               f"p99 {pct(hub, 0.99):.3f} ms")
         print(f"  ratio hub/baseline: median {statistics.median(hub) / statistics.median(raw):.2f}x"
               f", p99 {pct(hub, 0.99) / pct(raw, 0.99):.2f}x; median under 5 ms: "

@@ -1,10 +1,12 @@
 """Each fault a websocket stream can have, injected by the local server (tests/ws_server.py)
 replaying real captured pushes: what the stream reports, what is re-polled over REST, and
-that no decision (the mark alarm waking the risk check) was taken on stale data."""
+that nothing a decision could read (what a hub listener, the stream risk, hears) came from
+a stale feed."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,7 +17,6 @@ from ws_server import Faults, WsVenueServer
 from perpcarry.config.settings import StreamsConfig
 from perpcarry.domain.types import MarketKind
 from perpcarry.plugins.manager import load_registry
-from perpcarry.streams.alarm import MarkAlarm
 from perpcarry.streams.hub import FeedState, StreamHub
 from perpcarry.venues.protocol import VenueContext
 from perpcarry.venues.streams import StreamKind
@@ -37,6 +38,31 @@ SETTINGS = StreamsConfig(stale_after_seconds={"default": 5}, backoff_base_second
 STALLING = SETTINGS.model_copy(update={"stale_after_seconds": {"default": 0.6}})
 
 pytestmark = pytest.mark.block_network(**LOCAL_ONLY)
+
+
+@dataclass(frozen=True)
+class Heard:
+    source: str
+    mark: Decimal
+    live: bool  # the pushing feed was live when the listener heard it
+
+
+@dataclass
+class Listener:
+    """What a hub listener (the stream risk's place) hears of BTC's perp mark."""
+
+    hub: StreamHub | None = None
+    decisions: list[Heard] = field(default_factory=list)
+
+    @property
+    def seen(self) -> int:
+        return len(self.decisions)
+
+    def __call__(self, venue, update, source) -> None:
+        if update.kind is StreamKind.MARK and update.symbol == PERP:
+            feed = next((f for f in self.hub.feeds if StreamKind.MARK in f.kinds), None)
+            self.decisions.append(Heard(source, update.mark_price, feed is not None
+                                        and feed.state is FeedState.LIVE))
 
 
 @pytest.fixture(scope="module")
@@ -61,17 +87,15 @@ def faults(server):
 
 async def _hub(server, venue: str, tmp_path: Path, kinds=(StreamKind.MARK,),
                keepalive_ms: int | None = None, settings: StreamsConfig = SETTINGS
-               ) -> tuple[StreamHub, MarkAlarm, object]:
-    """A hub of ``venue`` on the server, watching BTC's perp with a mark alarm whose
-    reference is 10 % below the replayed mark (so every mark it may act on is a decision)."""
+               ) -> tuple[StreamHub, Listener, object]:
+    """A hub of ``venue`` on the server, with a listener recording BTC's perp marks."""
     spec = load_registry().venues[venue]
     client = spec.factory(spec.config_model(enabled=True, base_url=server.url),
                           VenueContext(cache_dir=tmp_path, offline=True))
     await client.load_markets()
     hub = StreamHub(client, spec.streams, settings, jitter=lambda: 0.5,
                     keepalive_ms=keepalive_ms)
-    alarm = MarkAlarm(threshold=0.02)
-    alarm.watch(venue, PERP, REPLAYED_MARK[venue] * Decimal("0.9"))
+    alarm = Listener(hub)
     hub.listeners.append(alarm)
     hub.start({MarketKind.PERP: [PERP], MarketKind.SPOT: [SPOT]}, kinds)
     return hub, alarm, client
@@ -112,8 +136,9 @@ async def test_disconnect_mid_stream_reconnects_and_reconciles_before_trusting(
     assert states[states.index(FeedState.RECONCILING) + 1] is FeedState.LIVE
     assert FeedState.LIVE not in states[1:states.index(FeedState.RECONCILING)]
     assert server.requests[REST_PATH["binance"]] >= 1
-    # The alarm decided on pushed marks while live and on the REST marks, named as such.
+    # Pushed marks were heard only while their feed was live; REST marks are named so.
     assert {d.source for d in alarm.decisions} <= {"stream", "rest"}
+    assert all(d.live for d in alarm.decisions if d.source == "stream")
     assert all(d.mark in (REPLAYED_MARK["binance"], Decimal("112015.09961957"))
                for d in alarm.decisions)
 
@@ -139,8 +164,9 @@ async def test_silent_stall_turns_stale_and_decisions_read_rest(server, faults, 
     assert server.requests[REST_PATH["okx"]] >= 2
     assert any("watchMarkPrices perp stale (no message for 0.6s)" in line
                for line in caplog_info)
-    # The decisions: pushed marks while live, REST marks named "rest"; none from the stall.
+    # Pushed marks while live, REST marks named "rest"; none from the stall.
     assert {d.source for d in alarm.decisions} <= {"stream", "rest"}
+    assert all(d.live for d in alarm.decisions if d.source == "stream")
 
 
 async def test_malformed_push_is_skipped_and_named(server, faults, tmp_path, logged_warnings):
@@ -171,7 +197,7 @@ async def test_out_of_order_and_duplicate_pushes_are_dropped(server, faults, tmp
     assert feed.counts["duplicates"] == 1
     assert times == sorted(times)  # nothing older than what was already seen got through
     assert len(set(times)) == len(times)
-    assert alarm.seen == len(times)  # the alarm heard the accepted marks, not the dropped
+    assert alarm.seen == len(times)  # the listener heard the accepted marks, not the dropped
 
 
 async def test_ping_timeout_is_a_dead_connection(server, faults, tmp_path):

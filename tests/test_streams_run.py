@@ -1,12 +1,12 @@
 """``perpcarry run`` on streams: each cycle's snapshot takes the freshest streamed marks
-where a venue streams them and keeps REST otherwise (and says which), and a held perp's
-mark moving between cycles wakes the loop early."""
+where a venue streams them and keeps REST otherwise (and says which, and when a held perp
+has no fresh streamed mark to be watched on). The decisions on streamed marks between
+cycles are tests/test_risk_watch.py's."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,20 +15,21 @@ from venue_server import LOCAL_ONLY
 from ws_server import Faults, WsVenueServer
 
 from perpcarry.config.loader import load_config
-from perpcarry.config.settings import RunConfig
 from perpcarry.run.market import ScanMarket
-from perpcarry.run.service import Runner
 from perpcarry.scan.engine import ScanOptions
-from perpcarry.streams.alarm import MarkAlarm
 from perpcarry.streams.hub import FeedState
 from perpcarry.streams.market import StreamMarket
 from perpcarry.streams.session import HubSet
 from perpcarry.venues.protocol import VenueContext
-from perpcarry.venues.streams import MarkTick, StreamKind
+from perpcarry.venues.streams import StreamKind
 
 ROOT = Path(__file__).parents[1]
 VENUES = ("binance", "bybit", "okx")
 OKX_STREAMED_MARK = Decimal("90900.0")  # tests/ws_captures/okx.json, mark-price push
+
+STALE_NOTE = ("okx: BTC/USDT:USDT has no fresh streamed mark: the stream risk decides "
+              "nothing on it; the risk monitor's checks at the loop's cadence "
+              "(danger_check_seconds near danger) apply")
 
 pytestmark = pytest.mark.block_network(**LOCAL_ONLY)
 
@@ -44,7 +45,7 @@ def server():
 
 @pytest.fixture
 async def market(server, write_config, tmp_path):
-    """A StreamMarket over OKX's BTC pair on the server: (market, hubs, alarm); the test
+    """A StreamMarket over OKX's BTC pair (held) on the server: (market, hubs); the test
     closes ``hubs`` (and the fixture the REST client)."""
     server.faults["okx"] = Faults()
     path = write_config(f'cache_dir = "{tmp_path}"\n[streams]\nstale_after_seconds = '
@@ -55,8 +56,7 @@ async def market(server, write_config, tmp_path):
         config.venues["okx"], VenueContext(cache_dir=tmp_path))}
     polled = ScanMarket(config, clients, ScanOptions(venues=("okx",), symbols=("BTC",)))
     hubs = HubSet(config, clients)
-    alarm = MarkAlarm(config.settings.streams.wake_on_mark_move)
-    yield StreamMarket(polled, hubs, 5.0, alarm, lambda: {("okx", "BTC")}), hubs, alarm
+    yield StreamMarket(polled, hubs, 5.0, lambda: {("okx", "BTC")}), hubs
     await clients["okx"].close()
 
 
@@ -70,7 +70,7 @@ async def _live(hubs: HubSet) -> None:
 
 
 async def test_cycle_prices_with_the_fresh_streamed_mark_and_says_so(market):
-    stream_market, hubs, alarm = market
+    stream_market, hubs = market
     first = await stream_market.snapshot(datetime.now(UTC))  # subscribes
     await _live(hubs)
     second = await stream_market.snapshot(datetime.now(UTC))
@@ -80,13 +80,17 @@ async def test_cycle_prices_with_the_fresh_streamed_mark_and_says_so(market):
     assert second.pairs.mark[0] == float(OKX_STREAMED_MARK)
     assert "okx: 1 of 1 marks streamed and fresh, the rest from REST (streams)" in second.notes
     assert "okx: 0 of 1 marks streamed and fresh, the rest from REST (streams)" in first.notes
-    assert alarm.references[("okx", "BTC/USDT:USDT")] == OKX_STREAMED_MARK  # held: watched
+    # Held, and not yet streamed at the first cycle (told), streamed at the second.
+    assert STALE_NOTE in first.notes
+    assert STALE_NOTE not in second.notes
 
 
 async def test_a_stale_stream_leaves_the_cycle_on_rest(market, server):
-    stream_market, hubs, _ = market
+    stream_market, hubs = market
     await stream_market.snapshot(datetime.now(UTC))
     await _live(hubs)
+    live = await stream_market.snapshot(datetime.now(UTC))
+    assert STALE_NOTE not in live.notes
     server.faults["okx"].stall_after = 1 + server.pushed["okx"]
     hub = hubs.get("okx")
     feed = next(f for f in hub.feeds if StreamKind.MARK in f.kinds)
@@ -100,28 +104,7 @@ async def test_a_stale_stream_leaves_the_cycle_on_rest(market, server):
     # The REST poll the watchdog made is the truth now; no streamed mark was used.
     assert "okx: 0 of 1 marks streamed and fresh, the rest from REST (streams)" in \
         snapshot.notes
-
-
-async def test_a_mark_move_between_cycles_wakes_the_runner_early():
-    alarm = MarkAlarm(0.02)
-    alarm.watch("okx", "BTC/USDT:USDT", Decimal("100000"))
-
-    class Loop:  # what Runner reads of a loop while it waits
-        stop = asyncio.Event()
-
-        def kill_requested(self) -> bool:
-            return False
-
-    runner = Runner(Loop(), RunConfig(), lambda *_: None, lambda: datetime.now(UTC),
-                    sooner=alarm.sooner)
-    started = time.monotonic()
-    waiting = asyncio.create_task(runner._sleep_until(datetime.now(UTC) + timedelta(hours=1)))
-    await asyncio.sleep(0.1)
-    alarm("okx", MarkTick("BTC/USDT:USDT", datetime.now(UTC), Decimal("101000")), "stream")
-    assert not alarm.decisions  # 1 % is under the 2 % threshold
-    alarm("okx", MarkTick("BTC/USDT:USDT", datetime.now(UTC), Decimal("97500")), "stream")
-    await asyncio.wait_for(waiting, 3)
-    assert time.monotonic() - started < 2.5  # an hour's wait, cut short within seconds
-    (decision,) = alarm.decisions
-    assert decision.move == Decimal("-0.025")
-    assert not alarm.sooner.is_set()  # consumed by the wake
+    # The held perp's stale spell is told once, not every cycle.
+    assert STALE_NOTE in snapshot.notes
+    again = await stream_market.snapshot(datetime.now(UTC))
+    assert STALE_NOTE not in again.notes

@@ -91,12 +91,13 @@ def run_strategy(
             clients = {v: h.market_data for v, h in trading.venues.items()}
             market = ScanMarket(config, clients,
                                 scan_options(config, chosen_venues, chosen_symbols, offline))
-            market, hubs, sooner = streamed_market(config, trading, market, clients,
-                                                   offline or once)
+            market, hubs = streamed_market(config, trading, market, clients, offline or once)
             alerter = build_alerter(config.settings.alerts, config.registry, trading.journal,
                                     utc_now)
             events = EventBus(config.registry.pm, trading.journal, alerter, utc_now)
             loop = CarryLoop(trading, market, settings, utc_now, events)
+            if hubs is not None:
+                loop.watch = stream_risk(config, trading, hubs, settings.rules, events)
             if log_json or as_json:
                 printer, status = (_json_line if log_json else _json_report), nullcontext()
             else:
@@ -106,8 +107,7 @@ def run_strategy(
                 printer = partial(_print_cycle, status=status)
             try:
                 with status:
-                    return await Runner(loop, run_settings, printer, utc_now,
-                                        sooner=sooner).run(once=once)
+                    return await Runner(loop, run_settings, printer, utc_now).run(once=once)
             finally:
                 await alerter.aclose()
                 if hubs is not None:
@@ -119,23 +119,35 @@ def run_strategy(
 def streamed_market(config, trading, market, clients, polled_only: bool):
     """The loop's market on streams where the venues declare them (not offline or for one
     cycle, where subscribing serves nothing, and not with ``[streams] enabled = false``):
-    the market, its hubs and the event that wakes the loop early; else the polled market
-    unchanged."""
+    the market and its hubs; else the polled market unchanged and None."""
     settings = config.settings.streams
     if polled_only or not settings.enabled:
-        return market, None, None
-    from perpcarry.streams.alarm import MarkAlarm
+        return market, None
     from perpcarry.streams.market import StreamMarket
     from perpcarry.streams.session import HubSet
 
     hubs = HubSet(config, clients)
-    alarm = MarkAlarm(settings.wake_on_mark_move)
 
     def held() -> set[tuple[str, str]]:
         return {(p.venue, p.base) for p in trading.journal.positions()}
 
-    return (StreamMarket(market, hubs, settings.max_age_seconds, alarm, held), hubs,
-            alarm.sooner)
+    return StreamMarket(market, hubs, settings.max_age_seconds, held), hubs
+
+
+def stream_risk(config, trading, hubs, rules, events):
+    """What else reads the hubs in a run: the stream risk (deciding on the held perps'
+    pushed marks between cycles), the session's executor (reference prices, the basis
+    watch) and the paper venues (fills and marks), each only from fresh values."""
+    from perpcarry.risk.watch import StreamRisk
+
+    watch = StreamRisk(config.settings.risk, rules, events)
+    hubs.listeners.append(watch)
+    trading.streams = hubs
+    max_age = config.settings.streams.max_age_seconds
+    if trading.paper:
+        for venue_id, handle in trading.venues.items():
+            handle.orders.view.use_streams(hubs, venue_id, max_age)
+    return watch
 
 
 def _universe(config, chosen: tuple[str, ...] | None, offline: bool) -> list[str]:
@@ -181,7 +193,9 @@ def _confirm_live(venue_ids: list[str]) -> None:
 
 def _print_cycle(report, wake: datetime | None, status=None) -> None:
     equity = f"{report.equity:,.2f}" if report.equity is not None else "unknown"
-    line = (f"[bold]{report.at:%Y-%m-%d %H:%M:%S} UTC[/] equity {equity} · "
+    # A risk step between cycles reads no equity: it says what it is instead.
+    what = "risk step (stream risk)" if report.step == "risk" else f"equity {equity}"
+    line = (f"[bold]{report.at:%Y-%m-%d %H:%M:%S} UTC[/] {what} · "
             f"{report.positions} position(s)")
     if report.halted:
         line += f" · [red]halted: {report.halted}[/]"
@@ -190,7 +204,7 @@ def _print_cycle(report, wake: datetime | None, status=None) -> None:
     console.print(line, highlight=False)
     for action in report.actions:
         console.print(f"  {action.line()}", highlight=False, markup=False)
-    if not report.actions:
+    if not report.actions and report.step == "cycle":
         console.print("  no trade: the targets equal the positions held", highlight=False)
     for note in report.notes:
         console.print(f"  [dim]{note}[/]", highlight=False)

@@ -411,8 +411,6 @@ class StreamsConfig(StrictModel):
     backoff_jitter: float = Field(default=0.25, ge=0, le=1)
     # How old a streamed value may be and still drive a decision (a paper fill, a mark).
     max_age_seconds: float = Field(default=5.0, gt=0, le=3600)
-    # The mark move since the last cycle that wakes the loop early (0.02 = 2 %).
-    wake_on_mark_move: float = Field(default=0.02, gt=0, lt=1)
 
     @field_validator("stale_after_seconds")
     @classmethod

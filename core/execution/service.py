@@ -37,6 +37,7 @@ from perpcarry.execution.recovery import (
 from perpcarry.risk.state import breaker_state, kill_state
 from perpcarry.venues.orders import MarginMode, OrderVenue, Wallet
 from perpcarry.venues.protocol import MarketDataVenue, carry_pairs
+from perpcarry.venues.streams import StreamKind
 
 BPS = Decimal(10_000)
 
@@ -66,6 +67,8 @@ class TradingSession:
         self.offline = offline
         self.sleep = sleep
         self._pairs: dict[tuple[str, str], CarryPair] = {}
+        # The run's stream hubs (perpcarry.streams.session.HubSet), or None: REST only.
+        self.streams = None
 
     # -- market data -------------------------------------------------------------------
 
@@ -82,7 +85,20 @@ class TradingSession:
         return self._pairs[key]
 
     async def reference_price(self, pair: CarryPair) -> Decimal:
-        """A price to size and check orders with: the perp's mark, else its book's mid."""
+        """A price to size and check orders with: the perp's mark, else its book's mid;
+        streamed when the session has streams and the value is fresh (``[streams]
+        max_age_seconds``), else over REST (the hub logs why)."""
+        hub = self.streams.get(pair.venue) if self.streams is not None else None
+        if hub is not None:
+            max_age = self.config.settings.streams.max_age_seconds
+            mark = await hub.current(StreamKind.MARK, pair.perp.symbol, max_age)
+            if mark is not None:
+                return mark.mark_price
+            book = await hub.current(StreamKind.PERP_BOOK, pair.perp.symbol, max_age)
+            if book is not None:
+                return (book.bid + book.ask) / 2
+            raise VenueError(pair.venue, f"{pair.perp.symbol}: no mark price or book to "
+                             "size the order with")
         client = self.venues[pair.venue].market_data
         snapshot = await client.fetch_funding_snapshot()
         quote = snapshot.quotes.get(pair.perp.symbol)
@@ -246,14 +262,23 @@ class TradingSession:
         limit = self.settings.max_basis_move_bps / BPS
 
         async def basis_check() -> str | None:
+            hub = self.streams.get(pair.venue) if self.streams is not None else None
+            if hub is not None:
+                # Fresh streamed tops, else the venue's REST books (the hub logs why).
+                max_age = self.config.settings.streams.max_age_seconds
+                spot = await hub.current(StreamKind.SPOT_BOOK, pair.spot.symbol, max_age)
+                perp = await hub.current(StreamKind.PERP_BOOK, pair.perp.symbol, max_age)
+                return moved(spot, perp)
             client = self.venues[pair.venue].market_data
             try:
                 spot_books = await client.fetch_book_tops(MarketKind.SPOT)
                 perp_books = await client.fetch_book_tops(MarketKind.PERP)
             except VenueError as err:
                 return f"books unavailable, so the basis cannot be watched ({err})"
-            spot = spot_books.books.get(pair.spot.symbol)
-            perp = perp_books.books.get(pair.perp.symbol)
+            return moved(spot_books.books.get(pair.spot.symbol),
+                         perp_books.books.get(pair.perp.symbol))
+
+        def moved(spot, perp) -> str | None:
             if spot is None or perp is None:
                 return None
             basis = perp.bid / spot.ask - 1

@@ -2,7 +2,10 @@
 funding rate of each settlement, from the venue's own market-data client.
 
 Fills take the book's ask (buys) or bid (sells) when a book is known, else the mark price
-plus or minus the configured half-spread; each fill names its source. A spot market's mark
+plus or minus the configured half-spread; each fill names its source. In ``perpcarry run``
+on streams (:meth:`MarketView.use_streams`), a book top or mark the venue's stream pushed
+within ``[streams] max_age_seconds`` on a live feed comes first (``stream book ask``,
+``stream mark``); REST otherwise, as above. A spot market's mark
 is its perp's index price where the venue reports one (the spot index), else the perp's
 mark price. Nothing is invented: without a book and a mark the order is refused, and a
 settlement whose rate is not in the data stays unsettled until it is.
@@ -10,9 +13,11 @@ settlement whose rate is not in the data stays unsettled until it is.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -21,8 +26,13 @@ from perpcarry.domain.types import BookSnapshot, FundingQuote, FundingSnapshot, 
 from perpcarry.scan.engine import HISTORY_LOOKBACK_DAYS
 from perpcarry.venues.orders import Side
 from perpcarry.venues.protocol import MarketDataVenue
+from perpcarry.venues.streams import StreamKind
+
+if TYPE_CHECKING:
+    from perpcarry.streams.session import HubSet
 
 BPS = Decimal(10_000)
+BOOK_KIND = {MarketKind.SPOT: StreamKind.SPOT_BOOK, MarketKind.PERP: StreamKind.PERP_BOOK}
 STAMP_LAG = timedelta(minutes=1)
 
 
@@ -39,6 +49,21 @@ class MarketView:
         self._markets: dict[str, Market] | None = None
         self._funding: tuple[datetime, FundingSnapshot] | None = None
         self._books: dict[MarketKind, tuple[datetime, BookSnapshot | None]] = {}
+        self._streams: tuple[HubSet, str, float] | None = None
+
+    def use_streams(self, hubs: HubSet, venue_id: str, max_age: float) -> None:
+        """Read ``venue_id``'s hub in ``hubs`` first: its values younger than ``max_age``
+        seconds, from a live feed, replace the REST ones."""
+        self._streams = (hubs, venue_id, max_age)
+
+    def _streamed(self, kind: StreamKind, symbol: str):
+        """The hub's fresh value of ``kind`` for ``symbol``, or None (no streams, not
+        streamed, stale)."""
+        if self._streams is None:
+            return None
+        hubs, venue_id, max_age = self._streams
+        hub = hubs.get(venue_id)
+        return hub.fresh(kind, symbol, max_age) if hub is not None else None
 
     async def markets(self) -> dict[str, Market]:
         if self._markets is None:
@@ -49,9 +74,22 @@ class MarketView:
         return self.clock() - fetched <= self.max_age
 
     async def funding(self) -> FundingSnapshot:
+        """The venue's funding snapshot, each perp's mark replaced by a fresh streamed one
+        where there is one."""
         if self._funding is None or not self._fresh(self._funding[0]):
             self._funding = (self.clock(), await self.client.fetch_funding_snapshot())
-        return self._funding[1]
+        snapshot = self._funding[1]
+        hub = self._streams and self._streams[0].get(self._streams[1])
+        if hub is None:
+            return snapshot
+        quotes = dict(snapshot.quotes)
+        for symbol in {s for f in hub.feeds if StreamKind.MARK in f.kinds for s in f.symbols}:
+            tick = self._streamed(StreamKind.MARK, symbol)
+            if tick is not None and symbol in quotes:
+                quotes[symbol] = dataclasses.replace(
+                    quotes[symbol], mark_price=tick.mark_price,
+                    index_price=tick.index_price or quotes[symbol].index_price)
+        return dataclasses.replace(snapshot, quotes=quotes)
 
     async def book(self, kind: MarketKind) -> BookSnapshot | None:
         """The book tops of ``kind``; None when the venue cannot give them now (offline
@@ -80,19 +118,27 @@ class MarketView:
         quote = await self.quote_of(market)
         if quote is None:
             return None
+        # funding() took a fresh streamed mark (and index) where there was one: say so.
+        tick = self._streamed(StreamKind.MARK, quote.symbol)
+        streamed = "stream " if tick is not None else ""
         if market.kind is MarketKind.SPOT and quote.index_price is not None:
-            return quote.index_price, "index"
+            index_streamed = tick is not None and tick.index_price is not None
+            return quote.index_price, ("stream " if index_streamed else "") + "index"
         if quote.mark_price is None:
             return None
-        return quote.mark_price, "mark" if market.kind is MarketKind.PERP else "perp mark"
+        return quote.mark_price, streamed + ("mark" if market.kind is MarketKind.PERP
+                                             else "perp mark")
 
     async def fill_price(self, market: Market, side: Side) -> tuple[Decimal, str]:
         """Where a taker order of ``side`` fills now, on the market's tick, and its source."""
-        books = await self.book(market.kind)
-        top = books.books.get(market.symbol) if books else None
+        top = self._streamed(BOOK_KIND[market.kind], market.symbol)
+        name = "stream book"
+        if top is None:
+            books = await self.book(market.kind)
+            top, name = books.books.get(market.symbol) if books else None, "book"
         # A venue lists a halted market with bid and ask 0: no book to fill at.
         if top is not None and top.bid > 0 and top.ask > 0:
-            return (top.ask, "book ask") if side is Side.BUY else (top.bid, "book bid")
+            return (top.ask, f"{name} ask") if side is Side.BUY else (top.bid, f"{name} bid")
         marked = await self.mark(market)
         if marked is None:
             raise VenueError(self.venue_id, f"{market.symbol}: no book and no mark price to "

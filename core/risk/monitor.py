@@ -25,7 +25,9 @@ positions and acts:
 Every action and alarm is a :class:`RiskEvent`, returned in the :class:`RiskReport` and
 appended to the journal's events (kind ``risk``) for the dashboard and the alerts. A value
 the venue does not report (a mark, a liquidation price) is an ``unknown`` event naming the
-perp, never a zero.
+perp, never a zero. The actions themselves (transfer, rebalance, reduce) are
+:mod:`perpcarry.risk.remedies`; between checks, :mod:`perpcarry.risk.watch` decides on
+streamed marks and asks the run loop for a check.
 """
 
 from __future__ import annotations
@@ -34,24 +36,23 @@ import asyncio
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from perpcarry.config.settings import RiskConfig
-from perpcarry.domain.errors import InvalidValue, PerpcarryError, VenueError
+from perpcarry.domain.errors import InvalidValue, VenueError
 from perpcarry.events import EventBus
 from perpcarry.execution.journal import Position
 from perpcarry.risk.accounts import (
-    free_of,
     margin_wallet,
     markets_of,
     pct,
     perp_risk,
     pools_of,
-    utilisation_of,
 )
+from perpcarry.risk.remedies import Remedies, step_of
 from perpcarry.risk.report import PerpRisk, PoolRisk, RiskEvent, RiskReport
 from perpcarry.risk.sizing import (
     distance_after_top_up,
@@ -66,8 +67,6 @@ from perpcarry.venues.orders import Wallet
 if TYPE_CHECKING:
     from perpcarry.execution.service import TradingSession
 
-CENT = Decimal("0.01")
-
 
 class RiskMonitor:
     """Checks margin and acts, with the ``[risk]`` settings."""
@@ -76,6 +75,7 @@ class RiskMonitor:
         self.config = config
         self.events = events
         self.last: RiskReport | None = None  # the last check's report (a replay's summary)
+        self.remedies = Remedies(self._event)
 
     async def check(self, session: TradingSession, now: datetime) -> RiskReport:
         """Read every venue of ``session``, act on what is out of bounds, and report. A
@@ -192,8 +192,8 @@ class RiskMonitor:
                    f"{rule.floor}x)")
             separate = margin_wallet(session, venue_id) is Wallet.FUTURES
             if separate:
-                moved = await self._transfer(session, report, venue_id, pool.settle, need,
-                                             pool.settle, why, numbers)
+                moved = await self.remedies.transfer(session, report, venue_id, pool.settle,
+                                                     need, pool.settle, why, numbers)
                 acted |= moved > 0
                 need -= moved
             if need <= 0:
@@ -207,13 +207,13 @@ class RiskMonitor:
             for perp in members:
                 quantity = rebalance_for_margin(
                     need * perp.quantity * perp.mark / journalled, perp.quantity, perp.mark,
-                    rule.leverage, rule.target, await _step(session, perp))
-                proceeds += await self._rebalance(session, report, perp, quantity,
-                                                  f"{why}, {short_of}", numbers)
+                    rule.leverage, rule.target, await step_of(session, perp))
+                proceeds += await self.remedies.rebalance(session, report, perp, quantity,
+                                                          f"{why}, {short_of}", numbers)
             if proceeds and separate:
                 # A rebalance's spot sale lands in the spot wallet: into the pool with it.
-                await self._transfer(session, report, venue_id, pool.settle, proceeds,
-                                     pool.settle, why, numbers)
+                await self.remedies.transfer(session, report, venue_id, pool.settle,
+                                             proceeds, pool.settle, why, numbers)
             acted |= proceeds > 0
         return acted
 
@@ -266,8 +266,8 @@ class RiskMonitor:
             need = max(top_up_amount(p.distance, target, p.quantity, p.mark,
                                      p.maintenance_rate or Decimal(0), short=p.short)
                        for p in low)
-            moved = await self._transfer(session, report, venue_id, settle, need,
-                                         *_below_floor(low, config.floor_distance))
+            moved = await self.remedies.transfer(session, report, venue_id, settle, need,
+                                                 *_below_floor(low, config.floor_distance))
             if moved:
                 acted = True
                 distances = {p.symbol: distance_after_top_up(
@@ -278,78 +278,16 @@ class RiskMonitor:
             distance = distances[perp.symbol]
             if distance < target:
                 quantity = rebalance_quantity(distance, target, perp.quantity,
-                                              await _step(session, perp))
-                proceeds += await self._rebalance(
+                                              await step_of(session, perp))
+                proceeds += await self.remedies.rebalance(
                     session, report, perp, quantity,
                     f"{perp.symbol}: liquidation {pct(distance)} away, no free quote to move",
                     {"distance": distance})
         if proceeds and capabilities is not None and capabilities.separate_wallets:
             # A rebalance's spot sale lands in the spot wallet: into the pool with it.
-            await self._transfer(session, report, venue_id, settle, proceeds,
-                                 *_below_floor(low, config.floor_distance))
+            await self.remedies.transfer(session, report, venue_id, settle, proceeds,
+                                         *_below_floor(low, config.floor_distance))
         return acted or proceeds > 0
-
-    async def _transfer(self, session: TradingSession, report: RiskReport, venue_id: str,
-                        settle: str, need: Decimal, subject: str, why: str,
-                        numbers: dict[str, Decimal]) -> Decimal:
-        """Move up to ``need`` of the spot wallet's free ``settle`` to the futures wallet
-        (whole cents), saying ``why``; what was moved (zero when nothing is free)."""
-        balances = await session.venues[venue_id].orders.fetch_balances()
-        free = free_of(balances, Wallet.SPOT, settle).quantize(CENT, ROUND_FLOOR)
-        amount = min(need.quantize(CENT, rounding="ROUND_CEILING"), free)
-        if amount <= 0:
-            return Decimal(0)
-        try:
-            moved = await session.transfer_margin(venue_id, settle, amount)
-        except VenueError as err:
-            self._event(session, report, RiskEvent(
-                "floor_unresolved", venue_id, subject, {"amount": amount},
-                f"transfer of {amount} {settle} to the futures wallet failed: {err}"))
-            return Decimal(0)
-        self._event(session, report, RiskEvent(
-            "top_up", venue_id, subject, numbers | {"amount": moved, "free_before": free},
-            f"{why}: moved {moved} {settle} from the spot to the futures wallet"))
-        return moved
-
-    async def _rebalance(self, session: TradingSession, report: RiskReport, perp: PerpRisk,
-                         quantity: Decimal, why: str, numbers: dict[str, Decimal]) -> Decimal:
-        """Take ``quantity`` off both legs of the journal's positions on ``perp`` (largest
-        first), saying ``why``; the quote the spot sales raised (at the mark)."""
-        remaining = quantity
-        executor = session.executor(None)
-        raised = Decimal(0)
-        for position in sorted(perp.positions, key=lambda p: p.perp_quantity, reverse=True):
-            if remaining <= 0:
-                break
-            part = min(remaining, position.perp_quantity)
-            whole = part >= position.perp_quantity
-            try:
-                result = await session.close(position, executor=executor, slices=1,
-                                             quantity=None if whole else part)
-            except PerpcarryError as err:
-                self._event(session, report, RiskEvent(
-                    "floor_unresolved", perp.venue, position.position_id,
-                    numbers | {"quantity": part},
-                    f"{perp.symbol}: rebalance of {part} {position.base} failed: {err}"))
-                continue
-            taken = -result.perp_change
-            if not taken:
-                self._event(session, report, RiskEvent(
-                    "floor_unresolved", perp.venue, position.position_id,
-                    numbers | {"quantity": part},
-                    f"{perp.symbol}: rebalance of {part} {position.base} filled nothing "
-                    f"({result.state.value}: {result.note})"))
-                continue
-            value = -result.spot_change * perp.mark
-            raised += value
-            remaining -= taken
-            self._event(session, report, RiskEvent(
-                "rebalance", perp.venue, position.position_id,
-                numbers | {"quantity": taken, "spot_sold": -result.spot_change,
-                           "value": value},
-                f"{why}: sold {-result.spot_change} {position.base} spot and bought back "
-                f"{taken} perp ({result.state.value})"))
-        return raised
 
     # -- leverage and utilisation ------------------------------------------------------------
 
@@ -377,44 +315,7 @@ class RiskMonitor:
              "equity": pool.equity},
             f"{pool.venue} {pool.settle} margin {pct(utilisation)} used, above the ceiling "
             f"{pct(ceiling)}: canceling pending orders and reducing, smallest first"))
-        orders = session.venues[pool.venue].orders
-        canceled = []
-        markets = await markets_of(session, pool.venue)
-        for order in await orders.fetch_open_orders():
-            market = markets.get(order.symbol)
-            if market is not None and await orders.cancel_order(
-                    market, order.client_order_id) is not None:
-                canceled.append(order.client_order_id)
-        if canceled:
-            self._event(session, report, RiskEvent(
-                "orders_canceled", pool.venue, pool.settle, {"count": Decimal(len(canceled))},
-                f"{pool.venue}: canceled {len(canceled)} pending order(s): "
-                f"{', '.join(canceled)}"))
-        marks = {p.symbol: p.mark for p in perps}
-        smallest_first = sorted(
-            (pos for p in perps if p.settle == pool.settle for pos in p.positions),
-            key=lambda pos: pos.perp_quantity * (marks[pos.perp_symbol] or Decimal(0)))
-        executor = session.executor(None)
-        for position in smallest_first:
-            balances = await orders.fetch_balances()
-            utilisation = utilisation_of(balances, pool.wallet, pool.settle)
-            if utilisation is None or utilisation <= ceiling:
-                return
-            try:
-                result = await session.close(position, executor=executor, slices=1)
-            except PerpcarryError as err:
-                result, failure = None, str(err)
-            if result is None or not result.perp_change:
-                self._event(session, report, RiskEvent(
-                    "utilisation", pool.venue, position.position_id,
-                    {"utilisation": utilisation}, f"closing {position.position_id} to "
-                    f"reduce margin use failed: {failure if result is None else result.note}"))
-                continue
-            self._event(session, report, RiskEvent(
-                "reduced", pool.venue, position.position_id,
-                {"utilisation": utilisation, "perp_closed": -result.perp_change},
-                f"{pool.venue} margin {pct(utilisation)} used: closed {position.position_id}"
-                f" ({position.base}, {-result.perp_change} perp, {result.state.value})"))
+        await self.remedies.reduce(session, report, pool, perps, ceiling)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -443,12 +344,6 @@ class MarginRule:
                                rule=f"must not exceed the margin a short is sized with "
                                     f"({target:g}x its initial margin): a top-up restores it")
         return cls(session.settings.leverage, floor, target)
-
-
-async def _step(session: TradingSession, perp: PerpRisk) -> Decimal:
-    """The quantity step both legs of ``perp``'s pair can trade."""
-    pair = await session.pair(perp.venue, perp.positions[0].base)
-    return max(m.quantity_step * m.contract_size for m in (pair.spot, pair.perp))
 
 
 def _below_floor(low: list[PerpRisk], floor: Decimal) -> tuple[str, str, dict[str, Decimal]]:

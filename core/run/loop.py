@@ -15,6 +15,10 @@ Each cycle, in order:
 6. the targets against the journal: exits and reductions first (they free capital), then
    entries in FMZ's order (highest current rate plus entry premium first). A stop request
    (Ctrl-C, SIGTERM) is honoured between two-leg actions, never inside one.
+
+Between cycles, on streams, :meth:`CarryLoop.risk_step` runs steps 1 and 4 alone (and the
+spike exits confirmed over REST) when the stream risk (:mod:`perpcarry.risk.watch`) decided
+on a pushed mark.
 """
 
 from __future__ import annotations
@@ -43,8 +47,10 @@ from perpcarry.execution.service import TradingSession
 from perpcarry.ledger.pnl import ledger_pnl
 from perpcarry.ledger.sync import sync_venue
 from perpcarry.risk.breaker import CircuitBreaker, flatten
-from perpcarry.risk.monitor import RiskMonitor
+from perpcarry.risk.monitor import MarginRule, RiskMonitor
+from perpcarry.risk.report import RiskReport
 from perpcarry.risk.state import kill_state
+from perpcarry.risk.watch import RiskDecision, StreamRisk, confirm_spike
 from perpcarry.run.market import Candidate, MarketSnapshot, MarketSource, hours
 from perpcarry.strategy.rules import Book, Rules, decide
 
@@ -83,9 +89,11 @@ class CycleReport:
     notes: list[str] = field(default_factory=list)
     next_settlement: datetime | None = None  # the earliest of the universe's pairs
     next_check_seconds: float | None = None  # sooner, when a position nears danger
+    step: str = "cycle"  # or "risk": a risk step between cycles (CarryLoop.risk_step)
 
     def as_dict(self) -> dict:
-        return {"at": self.at.isoformat(), "equity": self.equity, "positions": self.positions,
+        return {"at": self.at.isoformat(), "step": self.step, "equity": self.equity,
+                "positions": self.positions,
                 "halted": self.halted, "actions": [a.as_dict() for a in self.actions],
                 "notes": self.notes}
 
@@ -124,6 +132,9 @@ class CarryLoop:
         self.risk = RiskMonitor(risk, events)
         self.breaker = CircuitBreaker(risk, self.journal, events)
         self.rate_limits = RateLimitUse()
+        # Deciding on streamed marks between cycles (perpcarry.cli.run wires it when the
+        # venues stream); None: the loop's checks alone.
+        self.watch: StreamRisk | None = None
 
     def kill_requested(self) -> bool:
         """The kill switch changed since the last cycle acted on it."""
@@ -140,10 +151,8 @@ class CarryLoop:
                          for f in recovered.findings if f.kind != "confirmed"]
         await self.sync_funding(report)
         # Margins are protected whatever else: top-ups and rebalances only ever reduce risk.
-        risk = await self.risk.check(self.session, now)
-        report.next_check_seconds = risk.next_check_seconds
-        report.notes += [e.message for e in risk.events]
-        await self.breaker_step(report, risk, recovered)
+        risk = await self.risk_check(report)
+        await self.breaker_step(report, risk, recovered, self._order_errors)
         snapshot = await self.market.snapshot(now)
         report.notes += [f"{venue}: no market data this cycle ({why})"
                          for venue, why in snapshot.failures.items()]
@@ -169,6 +178,53 @@ class CarryLoop:
         self.alerts(now)
         return report
 
+    async def risk_step(self) -> CycleReport:
+        """Between two cycles, when the stream risk decided on a pushed mark: the kill
+        switch, the risk monitor's check and its actions (it re-reads every account over
+        REST: the truth before money moves), then the spike exits it asked for, each
+        confirmed on the venue's REST mark first. No market snapshot, no entries."""
+        report = CycleReport(self.clock(), step="risk")
+        breaches, exits = self.watch.take()
+        report.notes += [d.line() for d in breaches + exits]
+        await self.kill_switch(report)
+        # The breaker hears the check at once (a floor it could not restore, a venue down);
+        # reconciliation and order errors are the cycles' to count.
+        await self.breaker_step(report, await self.risk_check(report), None, None)
+        for decision in exits:
+            if self.stop.is_set():
+                break
+            await self._spike_exit(decision, report)
+        report.positions = len(self.journal.positions())
+        self.journal.append_event("risk_step", report.as_dict())
+        return report
+
+    async def risk_check(self, report: CycleReport) -> RiskReport:
+        """The risk monitor's check and its actions, told in ``report``; the stream risk
+        then watches what it read."""
+        risk = await self.risk.check(self.session, report.at)
+        report.next_check_seconds = risk.next_check_seconds
+        report.notes += [e.message for e in risk.events]
+        if self.watch is not None:
+            self.watch.refresh(risk, MarginRule.of(self.session))
+        return risk
+
+    async def _spike_exit(self, decision: RiskDecision, report: CycleReport) -> None:
+        """Close the pair of a streamed spike once the venue's REST mark confirms it."""
+        held, reason = await confirm_spike(self.session, self.settings.rules, decision)
+        if not held:
+            report.notes += [reason] if reason else []
+            return
+        for position in held:
+            action = Action("close", position.venue, position.base, position.perp_quantity,
+                            reason, position.position_id)
+            try:
+                result = await self.session.close(position, executor=self.settings.executor,
+                                                  slices=self.settings.slices)
+                action.state = result.state.value
+            except (VenueError, PerpcarryError) as err:
+                action.kind, action.reason = "failed", f"close: {err}"
+            report.actions.append(action)
+
     async def kill_switch(self, report: CycleReport) -> None:
         """The kill switch as ``perpcarry kill`` left it: engaged, no entry this cycle, and
         with ``--flatten`` every position closed (smallest first)."""
@@ -186,11 +242,11 @@ class CarryLoop:
         if kill.flatten:
             await self.flatten(report, "kill switch")
 
-    async def breaker_step(self, report: CycleReport, risk, recovered) -> None:
+    async def breaker_step(self, report: CycleReport, risk, recovered, order_errors) -> None:
         """Feed the circuit breaker; tripped, no entry (and with ``[risk] flatten`` every
         position closed)."""
         state = self.breaker.feed(report.at, report=risk, reconciliation=recovered,
-                                  order_errors=self._order_errors)
+                                  order_errors=order_errors)
         if state is None:
             return
         report.halted = report.halted or f"circuit breaker ({state.reason})"

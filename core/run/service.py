@@ -4,15 +4,17 @@ settlement, a graceful stop on Ctrl-C or SIGTERM, and a report of every cycle.
 A stop request only sets an event: the cycle in progress finishes the two-leg action it is
 in (never stopping between legs), sends nothing more, and the process exits. While waiting
 for the next cycle the kill switch is read every second, so ``perpcarry kill`` from another
-shell takes effect at once.
+shell takes effect at once, and, on streams, a risk step runs as soon as the stream risk
+asks for one (:meth:`perpcarry.run.loop.CarryLoop.risk_step`; at most one every ``[risk]
+danger_check_seconds``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import signal
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -35,17 +37,19 @@ def next_wake(now: datetime, settings: RunConfig, next_settlement: datetime | No
 
 
 class Runner:
-    """Cycles of ``loop`` until stopped (or once)."""
+    """Cycles of ``loop`` until stopped (or once), and between them the risk steps the
+    stream risk asks for (``loop.watch``)."""
 
     def __init__(self, loop: CarryLoop, settings: RunConfig,
                  report: Callable[[CycleReport, datetime | None], None],
-                 clock: Callable[[], datetime], sooner: asyncio.Event | None = None) -> None:
+                 clock: Callable[[], datetime]) -> None:
         self.loop = loop
         self.settings = settings
         self.report = report
         self.clock = clock
-        # Set between cycles (a held perp's streamed mark moved): the next cycle starts now.
-        self.sooner = sooner
+        # monotonic() of the last risk step: they come at most every danger_check_seconds,
+        # so a breach the check cannot mend does not turn into a REST read on every push.
+        self._last_step: float | None = None
 
     async def run(self, *, once: bool) -> int:
         """Cycle until a stop request (or after one cycle); returns the exit code."""
@@ -62,21 +66,43 @@ class Runner:
                 wake = next_wake(self.clock(), self.settings, report.next_settlement,
                                  report.next_check_seconds)
                 self.report(report, wake)
-                await self._sleep_until(wake)
+                await self.between(wake)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 running.remove_signal_handler(sig)
         return 0
 
-    async def _sleep_until(self, wake: datetime) -> None:
-        """Wait for ``wake``, a stop request, the kill switch or ``sooner`` (checked every
-        second)."""
+    async def between(self, wake: datetime) -> None:
+        """Until the next cycle at ``wake``: a risk step each time the stream risk asks,
+        reported like a cycle (the next cycle may come sooner when it finds danger)."""
+        while await self._sleep_until(wake):
+            self._last_step = time.monotonic()
+            step = await self.loop.risk_step()
+            wake = min(wake, next_wake(self.clock(), self.settings, None,
+                                       step.next_check_seconds))
+            self.report(step, wake)
+
+    async def _sleep_until(self, wake: datetime) -> bool:
+        """Wait for ``wake``, a stop request or the kill switch (checked every second);
+        True when the stream risk asks for a risk step first."""
+        watch = self.loop.watch
+        pause = self.loop.risk.config.danger_check_seconds
         while not self.loop.stop.is_set():
             left = (wake - self.clock()).total_seconds()
             if left <= 0 or self.loop.kill_requested():
-                return
-            if self.sooner is not None and self.sooner.is_set():
-                self.sooner.clear()
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.loop.stop.wait(), min(left, KILL_POLL_SECONDS))
+                return False
+            waits = [asyncio.ensure_future(self.loop.stop.wait())]
+            if watch is not None and watch.wake.is_set():
+                since = (time.monotonic() - self._last_step if self._last_step is not None
+                         else pause)
+                if since >= pause:
+                    waits[0].cancel()
+                    return True
+                left = min(left, pause - since)
+            elif watch is not None:
+                waits.append(asyncio.ensure_future(watch.wake.wait()))
+            await asyncio.wait(waits, timeout=min(left, KILL_POLL_SECONDS),
+                               return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+        return False

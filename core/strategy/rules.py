@@ -91,6 +91,13 @@ def blackout_ends(rules: Rules, next_hours):
     return next_hours - rules.entry_blackout_minutes / 60.0
 
 
+def spiked(rules: Rules, mark, entry_mark):
+    """The spike-exit rule (``spike_exit`` set): the mark moved more than ``spike_exit`` since
+    entry. On float arrays (:func:`eligibility`) and on Decimals (the stream risk watch,
+    :mod:`perpcarry.risk.watch`, between cycles)."""
+    return abs(mark / entry_mark - 1) > rules.spike_exit
+
+
 def eligibility(rules: Rules, facts: Facts, at: np.ndarray, known: np.ndarray, held, release_at,
                 rejoin_at, entry_mark, now: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(eligible, may join) of pairs whose facts in force are ``facts[at]`` (``known``: any
@@ -112,7 +119,7 @@ def eligibility(rules: Rules, facts: Facts, at: np.ndarray, known: np.ndarray, h
         if rules.exit_funding_below is not None:
             leave |= known & (facts.rate[at] < rules.exit_funding_below)
         if rules.spike_exit is not None:
-            leave |= known & (np.abs(facts.mark[at] / entry_mark - 1.0) > rules.spike_exit)
+            leave |= known & spiked(rules, facts.mark[at], entry_mark)
     stay = held & ~leave
     stay |= ~held & may & (now >= rejoin_at)
     return stay, may
@@ -234,11 +241,10 @@ def reason(rules: Rules, facts: Facts, book: Book, i: int, target: float, now_ho
     rate, limit = facts.rate[i], rules.exit_funding_below
     if limit is not None and rate < limit:
         return f"exit: funding {_pct(rate)} below {_pct(limit)}"
-    if rules.spike_exit is not None:
+    if rules.spike_exit is not None and spiked(rules, facts.mark[i], book.entry_mark[i]):
         moved = abs(facts.mark[i] / book.entry_mark[i] - 1.0)
-        if moved > rules.spike_exit:
-            return (f"exit: price moved {_pct(moved)} since entry "
-                    f"(limit {_pct(rules.spike_exit)})")
+        return (f"exit: price moved {_pct(moved)} since entry "
+                f"(limit {_pct(rules.spike_exit)})")
     if facts.net_apr[i] < rules.exit_apr and now_hours >= book.release_at[i]:
         return f"exit: net APR {_pct(facts.net_apr[i])} below {_pct(rules.exit_apr)}"
     if rules.exit_premium is not None and facts.premium[i] < rules.exit_premium:
