@@ -27,7 +27,8 @@ from perpcarry.cli.trade import session
 from perpcarry.config.loader import load_config
 from perpcarry.config.settings import RunConfig
 from perpcarry.events import EventBus
-from perpcarry.run.loop import CarryLoop, CycleReport
+from perpcarry.run.loop import CarryLoop
+from perpcarry.run.report import CycleReport
 from perpcarry.run.service import Runner
 from perpcarry.streams.hub import FeedState
 from perpcarry.streams.market import KINDS

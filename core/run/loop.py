@@ -27,7 +27,7 @@ import asyncio
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 
@@ -36,7 +36,6 @@ import numpy as np
 from perpcarry.alerts.format import daily_summary
 from perpcarry.allocation.allocator import Limits
 from perpcarry.backtest.engine import lp_allocator
-from perpcarry.ccxt.markets import CARRY_QUOTES
 from perpcarry.config.settings import AllocatorConfig
 from perpcarry.dashboard.feed import RateLimitUse, record_cycle
 from perpcarry.domain.errors import PerpcarryError, VenueError
@@ -51,51 +50,12 @@ from perpcarry.risk.monitor import MarginRule, RiskMonitor
 from perpcarry.risk.report import RiskReport
 from perpcarry.risk.state import kill_state
 from perpcarry.risk.watch import RiskDecision, StreamRisk, confirm_spike
+from perpcarry.run.equity import account_equity
 from perpcarry.run.market import Candidate, MarketSnapshot, MarketSource, hours
+from perpcarry.run.report import Action, CycleReport
 from perpcarry.strategy.rules import Book, Rules, decide
 
 ZERO = Decimal(0)
-
-
-@dataclass
-class Action:
-    """One thing a cycle did (or chose not to do) to one pair."""
-
-    kind: str  # open | add | close | reduce | skip | failed
-    venue: str
-    base: str
-    quantity: Decimal
-    reason: str
-    position_id: str | None = None
-    state: str | None = None  # the intent's final state
-
-    def as_dict(self) -> dict:
-        return {"kind": self.kind, "venue": self.venue, "base": self.base,
-                "quantity": str(self.quantity), "reason": self.reason,
-                "position_id": self.position_id, "state": self.state}
-
-    def line(self) -> str:
-        done = f" -> {self.state}" if self.state else ""
-        return f"{self.kind} {self.base} on {self.venue} {self.quantity}{done}: {self.reason}"
-
-
-@dataclass
-class CycleReport:
-    at: datetime
-    actions: list[Action] = field(default_factory=list)
-    equity: float | None = None
-    positions: int = 0
-    halted: str | None = None  # why no entry was allowed (kill switch, breaker)
-    notes: list[str] = field(default_factory=list)
-    next_settlement: datetime | None = None  # the earliest of the universe's pairs
-    next_check_seconds: float | None = None  # sooner, when a position nears danger
-    step: str = "cycle"  # or "risk": a risk step between cycles (CarryLoop.risk_step)
-
-    def as_dict(self) -> dict:
-        return {"at": self.at.isoformat(), "step": self.step, "equity": self.equity,
-                "positions": self.positions,
-                "halted": self.halted, "actions": [a.as_dict() for a in self.actions],
-                "notes": self.notes}
 
 
 @dataclass(frozen=True)
@@ -163,7 +123,7 @@ class CarryLoop:
                                                             tz=now.tzinfo)
         positions = self.journal.positions()
         report.positions = len(positions)
-        per_venue, notes = await self.equity(snapshot)
+        per_venue, notes = await account_equity(self.session, snapshot)
         report.notes += notes
         record_cycle(self.journal, now, per_venue, [f.as_dict() for f in recovered.findings],
                      snapshot.failures, snapshot.scan, risk=self.risk.last,
@@ -425,43 +385,6 @@ class CarryLoop:
     def _rounded(self, c: Candidate, quantity: Decimal) -> Decimal:
         step = max(m.quantity_step * m.contract_size for m in (c.pair.spot, c.pair.perp))
         return (quantity / step).to_integral_value(rounding=ROUND_FLOOR) * step
-
-    # -- equity ---------------------------------------------------------------------------
-
-    async def equity(self, snapshot: MarketSnapshot
-                     ) -> tuple[dict[str, float] | None, list[str]]:
-        """Each venue account's equity in quote: every wallet's settle-currency balance (a
-        margin wallet's includes the perps' unrealised PnL) plus base assets at the pair's
-        spot price. An asset without a price is left out and named; a venue whose balances
-        cannot be read leaves the equity unknown (no trading on a guess)."""
-        prices: dict[tuple[str, str], float] = {}
-        for c, spot, mark in zip(snapshot.candidates, snapshot.pairs.spot,
-                                 snapshot.pairs.mark, strict=True):
-            price = spot if math.isfinite(spot) else mark
-            if math.isfinite(price):
-                prices[c.key] = float(price)
-        equity: dict[str, float] = {}
-        unpriced: dict[str, set[str]] = defaultdict(set)
-        for venue_id, handle in self.session.venues.items():
-            try:
-                balances = await handle.orders.fetch_balances()
-            except VenueError as err:
-                return None, [f"{venue_id}: balances unavailable ({err})"]
-            total = 0.0
-            for rows in balances.values():
-                for currency, balance in rows.items():
-                    if not balance.total:
-                        continue
-                    if currency in CARRY_QUOTES:
-                        total += float(balance.total)
-                    elif (venue_id, currency) in prices:
-                        total += float(balance.total) * prices[(venue_id, currency)]
-                    else:
-                        unpriced[venue_id].add(currency)
-            equity[venue_id] = total
-        notes = [f"{venue}: {', '.join(sorted(assets))} left out of the equity (no price)"
-                 for venue, assets in unpriced.items()]
-        return equity, notes
 
 
 def _by_key(positions: list[Position], states=None) -> dict[tuple[str, str], list[Position]]:

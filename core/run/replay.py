@@ -36,8 +36,9 @@ from perpcarry.backtest.panel import Panel
 from perpcarry.domain.errors import LocalStateError, UsageError
 from perpcarry.execution.journal import Journal
 from perpcarry.risk.report import RiskReport
-from perpcarry.run.loop import Action, CarryLoop, CycleReport
+from perpcarry.run.loop import CarryLoop
 from perpcarry.run.market import Candidate, MarketSnapshot
+from perpcarry.run.report import Action, CycleReport
 from perpcarry.strategy.rules import Facts, PairState
 from perpcarry.venues.protocol import carry_pairs
 

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from perpcarry.config.settings import RunConfig
-from perpcarry.run.loop import CarryLoop, CycleReport
+from perpcarry.run.loop import CarryLoop
+from perpcarry.run.report import CycleReport
 
 KILL_POLL_SECONDS = 1.0
 
