@@ -3,21 +3,34 @@
 ``watchMarkPrices`` subscribes ``<symbol>@markPrice@1s`` on fstream: each push carries the
 mark (``p``), index (``i``), current funding rate (``r``) and next funding time (``T``), so
 one feed serves marks and funding (ccxt has no ``watchFundingRates`` for Binance).
-``watchBidsAsks`` subscribes ``<symbol>@bookTicker`` (spot and USDⓈ-M). Orders, positions
-and balances (the user-data stream) are polled over REST until an account feed lands.
+``watchBidsAsks`` subscribes ``<symbol>@bookTicker`` (spot and USDⓈ-M).
+
+With credentials, the USDⓈ-M user-data stream: ccxt.pro 4.5 takes a listenKey from
+``POST /fapi/v1/listenKey`` (kept alive by a ``PUT`` every 20 minutes) and connects to
+``fstream…/private/ws?listenKey=…``; ``watchOrders`` reads its ``ORDER_TRADE_UPDATE``
+events, ``watchPositions`` its ``ACCOUNT_UPDATE`` positions. Not streamed, so polled:
+spot orders (ccxt 4.5 moved spot user data to the ws-api ``userDataStream.subscribe``
+handshake, which our local test server does not speak yet) and balances (``ACCOUNT_UPDATE``
+carries the wallet balance ``wb`` but no free balance, and a balance without its free part
+is not made up).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from perpcarry.domain.parsing import best_bid_ask, decimal_field, optional_decimal, time_field
 from perpcarry.domain.types import MarketKind
+from perpcarry.streams.account import ccxt_order_state, ccxt_position_update
 from perpcarry.venues.streams import (
+    AccountUpdate,
     BookTick,
     FundingTick,
     MarkTick,
+    OrderUpdate,
     StreamCapabilities,
     StreamFeed,
     StreamKind,
@@ -49,6 +62,29 @@ def parse_book_ticker(item: dict[str, Any], market: MarketKind, received: dateti
     return [BookTick(item["symbol"], _event_time(raw, received), bid, ask, kind)]
 
 
+async def parse_order(item: dict[str, Any], venue: Any, received: datetime
+                      ) -> list[AccountUpdate]:
+    """An ``ORDER_TRADE_UPDATE`` as ccxt's order, parsed as ``fetch_order``'s answer is.
+
+    Its commission ``n`` is the last trade's only, and a partial-fill update can go missing
+    (ccxt #27412): the fee is kept only when that one trade is the whole fill so far
+    (``l`` == ``z``); otherwise it is left to the fee completion after the fill
+    (``fees_pending``: a USDⓈ-M fee is never in base, so the fill itself is exact)."""
+    state = await ccxt_order_state(item, venue)
+    raw = item["info"]
+    if state.filled_quantity and Decimal(raw["l"]) != Decimal(raw["z"]):
+        state = replace(state, fees=(), fees_pending=True)
+    return [OrderUpdate(state)]
+
+
+async def parse_position(item: dict[str, Any], venue: Any, received: datetime
+                         ) -> list[AccountUpdate]:
+    """A position of an ``ACCOUNT_UPDATE`` as ccxt's position structure."""
+    return await ccxt_position_update(item, venue)
+
+
+USER_DATA = (("type", "future"),)  # the USDⓈ-M user-data stream (ccxt's "linear")
+
 STREAMS = StreamCapabilities(
     feeds=(
         StreamFeed("watchMarkPrices", MarketKind.PERP,
@@ -57,6 +93,10 @@ STREAMS = StreamCapabilities(
                    parse_book_ticker),
         StreamFeed("watchBidsAsks", MarketKind.PERP, frozenset({StreamKind.PERP_BOOK}),
                    parse_book_ticker),
+        StreamFeed("watchOrders", None, frozenset({StreamKind.ORDERS}), parse_order,
+                   params=USER_DATA),
+        StreamFeed("watchPositions", None, frozenset({StreamKind.POSITIONS}), parse_position,
+                   params=USER_DATA),
     ),
     # developers.binance.com, USDⓈ-M "Websocket Market Streams" (read 2026-12-06): at most
     # 1024 streams per connection, 10 incoming messages per second, 24 h per connection;
