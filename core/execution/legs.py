@@ -212,3 +212,16 @@ class LegSender:
 
 def _reason(err: VenueError) -> str:
     return str(err).removeprefix(f"{err.venue}: ")
+
+
+# The journal states after which an order may still change on the venue.
+WORKING = frozenset({OrderEvent.SENT, OrderEvent.ACKNOWLEDGED, OrderEvent.PARTIALLY_FILLED,
+                     OrderEvent.OUTCOME_UNKNOWN})
+
+
+def working_orders(journal: Journal, venue_id: str) -> list[tuple[str, str]]:
+    """(symbol, client order id) of the orders the journal sent on ``venue_id`` that are not
+    final yet: what an account stream's reconcile reads by client id after a reconnect."""
+    return [(order.symbol, order.client_order_id)
+            for intent in journal.unfinished_intents() if intent.venue == venue_id
+            for order in journal.orders(intent.intent_id) if order.state in WORKING]
