@@ -1,7 +1,8 @@
 """The fake Binance's USDⓈ-M user-data stream, as ccxt.pro 4.5 reaches it.
 
 - ``POST /fapi/v1/listenKey`` (API key header only, unsigned, as Binance documents it)
-  answers ``{"listenKey": ...}``; without the key header, Binance's -2015 refusal. ``PUT``
+  answers ``{"listenKey": ...}``; without the key header (or with another key than
+  ``api_key``), Binance's -2015 refusal. ``PUT``
   (ccxt's keep-alive every 20 minutes) answers the same key.
 - The websocket ``fstream.binance.com/private/ws?listenKey=<key>`` (where ccxt 4.5 connects
   for "linear") accepts the current key only, and closes with Binance's -1125 "This
@@ -42,11 +43,13 @@ class UserData:
         self.pushed: list[dict] = []
         self.refused: list[str] = []
         self.fill_delay_seconds = 0.0
+        self.api_key: str | None = None  # the only key accepted; None: any key
         self._tasks: set[asyncio.Task] = set()
 
     def listen_key_answer(self, request: web.Request) -> web.Response:
         """POST or PUT /fapi/v1/listenKey."""
-        if not request.headers.get("X-MBX-APIKEY"):
+        key = request.headers.get("X-MBX-APIKEY")
+        if not key or self.api_key not in (None, key):
             return error_response(401, -2015, "Invalid API-key, IP, or permissions for "
                                   "action.")
         if request.method == "POST" or self.listen_key is None:

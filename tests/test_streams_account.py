@@ -12,7 +12,6 @@ import asyncio
 import json
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from fake_binance import FakeBinance
@@ -125,3 +124,100 @@ async def test_real_order_push_parses_to_the_rest_state(venue, fake, journal):
     # times; everything else is the same state.
     assert replace(pushed, created_at=None, updated_at=None) == replace(
         rest, created_at=None, updated_at=None)
+
+
+async def test_each_connection_reads_the_account_from_rest_before_it_is_live(
+        venue, fake, journal):
+    """Reconcile: the journal's working orders by client id and the positions are read over
+    REST after the first connection and again after a cut, before the feed is live; an
+    order that filled while the stream was down is known from REST."""
+    intent_cid = _working_perp_order(journal, fake)
+    hub, book = await _account_hub(venue, journal)
+    orders_feed = next(f for f in hub.feeds if StreamKind.ORDERS in f.kinds)
+    try:
+        await _until(lambda: book.live)
+        assert fake.sent("GET", "/fapi/v1/order")[0].params["origClientOrderId"] == intent_cid
+        assert fake.sent("GET", "/fapi/v3/positionRisk")
+        assert book.order_states[intent_cid].status is OrderStatus.NEW
+        before = len(fake.sent("GET", "/fapi/v1/order"))
+        states: list[FeedState] = []
+        hub.status_listeners.append(lambda _v, status: states.append(status.state)
+                                    if status is orders_feed else None)
+        # The order fills while the connection is cut: no push reaches the client.
+        await fake.user_data.drop()
+        fake.orders[(FAPI, intent_cid)]["status"] = "FILLED"
+        fake.orders[(FAPI, intent_cid)]["executedQty"] = Decimal("0.006")
+        fake.orders[(FAPI, intent_cid)]["quote"] = Decimal("0.006") * Decimal("3925.56")
+        fake.trades.append({"symbol": "ETHUSDT", "id": 4830037678, "orderId": 1,
+                            "price": Decimal("3925.56"), "qty": Decimal("0.006"),
+                            "quoteQty": Decimal("23.55336"), "commission": Decimal(
+                                "0.01177668"), "commissionAsset": "USDT", "time": 0,
+                            "side": "BUY", "kind": FAPI})
+        await _until(lambda: orders_feed.counts["reconnects"] >= 1 and book.live)
+    finally:
+        await hub.close()
+    # stale -> REST poll -> ... -> reconciling from REST -> live, in that order.
+    assert states[0] is FeedState.STALE and states[-2:] == [FeedState.RECONCILING,
+                                                            FeedState.LIVE]
+    assert len(fake.sent("GET", "/fapi/v1/order")) > before
+    assert book.order_states[intent_cid].status is OrderStatus.FILLED
+    assert book.order_states[intent_cid].filled_quantity == Decimal("0.006")
+
+
+def _working_perp_order(journal: Journal, fake: FakeBinance) -> str:
+    """An open intent whose perp order the journal has as acknowledged, resting on the
+    fake (NEW): what a reconnect must read by client id."""
+    from perpcarry.execution.journal import Intent, JournalOrder, OrderEvent, Purpose
+    from perpcarry.venues.orders import Leg, client_order_id
+
+    cid = client_order_id("i1", Leg.PERP, 0, 0)
+    journal.begin_intent(
+        Intent("i1", "p1", "open", "binance", "ETH", "ETH/USDT", PERP, Decimal("0.006"),
+               "perp_first", (Decimal("0.006"),)),
+        [JournalOrder(cid, "i1", Leg.PERP, 0, 0, Purpose.ENTRY, "binance", PERP, Side.SELL,
+                      Decimal("0.006"), False)])
+    journal.mark(cid, OrderEvent.SENT)
+    journal.mark(cid, OrderEvent.ACKNOWLEDGED)
+    fake.orders[(FAPI, cid)] = {
+        "symbol": "ETHUSDT", "orderId": 1, "clientOrderId": cid, "side": "SELL",
+        "type": "LIMIT", "origQty": Decimal("0.006"), "price": Decimal("3925.56"),
+        "executedQty": Decimal(0), "quote": Decimal(0), "status": "NEW",
+        "timeInForce": "GTC", "reduceOnly": False, "time": 0, "updateTime": 0}
+    return cid
+
+
+async def test_refused_listen_key_leaves_the_feed_stale_with_binances_reason(
+        venue, fake, journal, logged_warnings):
+    fake.user_data.api_key = "another-key"
+    hub, book = await _account_hub(venue, journal)
+    orders_feed = next(f for f in hub.feeds if StreamKind.ORDERS in f.kinds)
+    try:
+        await _until(lambda: orders_feed.counts["faults"] >= 1)
+    finally:
+        await hub.close()
+    assert orders_feed.state is FeedState.STALE and not book.live
+    assert "Invalid API-key, IP, or permissions" in orders_feed.reason
+    assert orders_feed.counts["rest_polls"] >= 1  # REST filled in
+    for text in [orders_feed.reason, *logged_warnings]:
+        assert KEY not in text and SECRET not in text and "signature=" not in text
+
+
+async def test_malformed_and_duplicate_pushes_are_skipped_and_counted(venue, fake, journal):
+    hub, book = await _account_hub(venue, journal)
+    orders_feed = next(f for f in hub.feeds if StreamKind.ORDERS in f.kinds)
+    broken = json.loads(json.dumps(REAL_FILL))
+    broken["o"]["c"] = "pcbroken"
+    broken["o"]["X"] = "HALF_FILLED"  # no status Binance documents
+    try:
+        await _until(lambda: book.live)
+        await fake.user_data.push(broken)
+        await _until(lambda: orders_feed.counts["malformed"] == 1)
+        await fake.user_data.push(REAL_FILL)
+        await _until(lambda: REAL_FILL["o"]["c"] in book.order_states)
+        await fake.user_data.push(REAL_FILL)
+        await _until(lambda: orders_feed.counts["duplicates"] == 1)
+    finally:
+        await hub.close()
+    assert "pcbroken" not in book.order_states
+    assert (orders_feed.counts["malformed"], orders_feed.counts["duplicates"]) == (1, 1)
+    assert book.order_states[REAL_FILL["o"]["c"]].status is OrderStatus.FILLED

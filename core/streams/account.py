@@ -143,15 +143,17 @@ class AccountBook:
             wallet.update({b.currency: b for b in update.balances})
         return None
 
-    def _store_order(self, state: OrderState) -> str | None:
+    def _store_order(self, state: OrderState, *, pushed: bool = True) -> str | None:
         known = self.order_states.get(state.client_order_id)
-        if known is not None:
-            if state == known:
+        if known is not None and pushed:
+            # A push repeating a final order (ccxt re-merges its cached fee into it: a
+            # duplicate ORDER_TRADE_UPDATE came back with the fee doubled) or the same
+            # state again is a duplicate; fewer fills than known, an old push arriving late.
+            # Neither is kept over the newer state. A REST read is the truth and always is.
+            if state == known or (known.status.is_final
+                                  and state.filled_quantity == known.filled_quantity):
                 return "duplicates"
-            # Fills only grow and a final order stays final: anything else is an old push
-            # arriving late (never recorded over the newer state).
-            if state.filled_quantity < known.filled_quantity or (
-                    known.status.is_final and not state.status.is_final):
+            if state.filled_quantity < known.filled_quantity or known.status.is_final:
                 return "out_of_order"
         self.order_states[state.client_order_id] = state
         for waiter in self._waiters.pop(state.client_order_id, []):
@@ -171,7 +173,7 @@ class AccountBook:
                 state = await self._rest(failures, f"order {client_id}",
                                          self._fetch_order(symbol, client_id))
                 if state is not None:
-                    self._store_order(state)
+                    self._store_order(state, pushed=False)
         if StreamKind.POSITIONS in kinds:
             positions = await self._rest(failures, "positions", self.orders.fetch_positions())
             if positions is not None:

@@ -183,6 +183,7 @@ class StreamHub:
             return
         if self.keepalive_ms is not None:
             exchange.streaming = {**exchange.streaming, "keepAlive": self.keepalive_ms}
+        exchange.options.update(dict(feed.options))
         self._exchanges.append(exchange)
         method = getattr(exchange, feed.method)
         if feed.account:

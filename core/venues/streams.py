@@ -135,6 +135,9 @@ class StreamFeed:
     ccxt_id: str | None = None
     # ccxt params of an account watch (which wallet or market type it follows).
     params: tuple[tuple[str, Any], ...] = ()
+    # ccxt.pro options of the feed's client (e.g. no REST snapshot of its own: the hub
+    # reconciles over the venue's REST client).
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def account(self) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 from perpcarry.domain.parsing import best_bid_ask, decimal_field, optional_decimal, time_field
 from perpcarry.domain.types import MarketKind
 from perpcarry.streams.account import ccxt_order_state, ccxt_position_update
+from perpcarry.venues.orders import Fee
 from perpcarry.venues.streams import (
     AccountUpdate,
     BookTick,
@@ -66,15 +67,20 @@ async def parse_order(item: dict[str, Any], venue: Any, received: datetime
                       ) -> list[AccountUpdate]:
     """An ``ORDER_TRADE_UPDATE`` as ccxt's order, parsed as ``fetch_order``'s answer is.
 
-    Its commission ``n`` is the last trade's only, and a partial-fill update can go missing
-    (ccxt #27412): the fee is kept only when that one trade is the whole fill so far
-    (``l`` == ``z``); otherwise it is left to the fee completion after the fill
-    (``fees_pending``: a USDⓈ-M fee is never in base, so the fill itself is exact)."""
+    The fee is the event's own: its commission ``n`` is the last trade's only, a
+    partial-fill update can go missing (ccxt #27412), and ccxt merges fees across updates
+    of its cached order (a repeated event doubles it). So the fee is taken only when that
+    one trade is the whole fill so far (``l`` == ``z``); otherwise it is left to the fee
+    completion after the fill (``fees_pending``: a USDⓈ-M fee is never in base, so the
+    fill itself is exact)."""
     state = await ccxt_order_state(item, venue)
     raw = item["info"]
-    if state.filled_quantity and Decimal(raw["l"]) != Decimal(raw["z"]):
-        state = replace(state, fees=(), fees_pending=True)
-    return [OrderUpdate(state)]
+    fees: tuple[Fee, ...] = ()
+    if state.filled_quantity and Decimal(raw["l"]) == Decimal(raw["z"]) \
+            and Decimal(raw["n"]) > 0:
+        fees = (Fee(Decimal(raw["n"]), venue.exchange.safe_currency_code(raw["N"])),)
+    return [OrderUpdate(replace(state, fees=fees,
+                                fees_pending=bool(state.filled_quantity) and not fees))]
 
 
 async def parse_position(item: dict[str, Any], venue: Any, received: datetime
@@ -84,6 +90,10 @@ async def parse_position(item: dict[str, Any], venue: Any, received: datetime
 
 
 USER_DATA = (("type", "future"),)  # the USDⓈ-M user-data stream (ccxt's "linear")
+# ccxt.pro would read positions over REST itself on subscribing (watchOrders too); the
+# hub's reconcile does that, over the venue's REST client.
+NO_SNAPSHOT = (("watchPositions", {"fetchPositionsSnapshot": False,
+                                   "awaitPositionsSnapshot": False}),)
 
 STREAMS = StreamCapabilities(
     feeds=(
@@ -94,9 +104,9 @@ STREAMS = StreamCapabilities(
         StreamFeed("watchBidsAsks", MarketKind.PERP, frozenset({StreamKind.PERP_BOOK}),
                    parse_book_ticker),
         StreamFeed("watchOrders", None, frozenset({StreamKind.ORDERS}), parse_order,
-                   params=USER_DATA),
+                   params=USER_DATA, options=NO_SNAPSHOT),
         StreamFeed("watchPositions", None, frozenset({StreamKind.POSITIONS}), parse_position,
-                   params=USER_DATA),
+                   params=USER_DATA, options=NO_SNAPSHOT),
     ),
     # developers.binance.com, USDⓈ-M "Websocket Market Streams" (read 2026-12-06): at most
     # 1024 streams per connection, 10 incoming messages per second, 24 h per connection;
