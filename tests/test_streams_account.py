@@ -17,6 +17,7 @@ import pytest
 from fake_binance import FakeBinance
 from fake_binance_userdata import USERDATA
 from fake_binance_wire import FAPI
+from loguru import logger
 from pydantic import SecretStr
 from support import no_sleep
 
@@ -187,19 +188,38 @@ def _working_perp_order(journal: Journal, fake: FakeBinance) -> str:
 
 
 async def test_refused_listen_key_leaves_the_feed_stale_with_binances_reason(
-        venue, fake, journal, logged_warnings):
+        venue, fake, journal):
     fake.user_data.api_key = "another-key"
+    logged: list[str] = []
+    sink = logger.add(lambda message: logged.append(str(message)), level="DEBUG")
+    logger.enable("perpcarry")
     hub, book = await _account_hub(venue, journal)
     orders_feed = next(f for f in hub.feeds if StreamKind.ORDERS in f.kinds)
     try:
-        await _until(lambda: orders_feed.counts["faults"] >= 1)
+        await _until(lambda: orders_feed.counts["faults"] >= 2)
     finally:
         await hub.close()
+        logger.disable("perpcarry")
+        logger.remove(sink)
     assert orders_feed.state is FeedState.STALE and not book.live
     assert "Invalid API-key, IP, or permissions" in orders_feed.reason
     assert orders_feed.counts["rest_polls"] >= 1  # REST filled in
-    for text in [orders_feed.reason, *logged_warnings]:
+    assert any("stale" in line and "Invalid API-key" in line for line in logged)
+    for text in [orders_feed.reason, *logged]:
         assert KEY not in text and SECRET not in text and "signature=" not in text
+
+
+async def test_no_account_feed_without_credentials(fake, tmp_path, journal):
+    client = BinanceVenue(VenueConfig(enabled=True), VenueContext(
+        cache_dir=tmp_path, sleep=no_sleep, base_url=fake.url))
+    await client.load_markets()
+    hub, book = await _account_hub(client, journal)
+    await hub.close()
+    await client.close()
+    assert hub.feeds == [] and not book.live
+    assert not fake.sent("POST", "/fapi/v1/listenKey")
+    assert BINANCE_STREAMS.mode(StreamKind.ORDERS) == "stream"
+    assert BINANCE_STREAMS.mode(StreamKind.BALANCES) == "rest polling"
 
 
 async def test_malformed_and_duplicate_pushes_are_skipped_and_counted(venue, fake, journal):
@@ -221,3 +241,75 @@ async def test_malformed_and_duplicate_pushes_are_skipped_and_counted(venue, fak
     assert "pcbroken" not in book.order_states
     assert (orders_feed.counts["malformed"], orders_feed.counts["duplicates"]) == (1, 1)
     assert book.order_states[REAL_FILL["o"]["c"]].status is OrderStatus.FILLED
+
+
+# -- fills reaching the executor as events -------------------------------------------------
+
+
+async def _open_eth(venue, fake, journal, book: AccountBook | None) -> tuple[list, list]:
+    """A two-leg open of 0.01 ETH through a live TradingSession on the fake, whose USDⓈ-M
+    market orders fill 0.3 s after their answer. Returns the journal's orders (without
+    their intent's ids) and what each REST order query answered."""
+    from perpcarry.config.loader import load_config
+    from perpcarry.execution.service import TradingSession, VenueHandle
+
+    fake.user_data.fill_delay_seconds = 0.3
+    answered: list[OrderStatus] = []
+    query = venue.fetch_order
+
+    async def watched_query(market, client_id):
+        state = await query(market, client_id)
+        answered.append(state.status if state is not None else None)
+        return state
+
+    venue.fetch_order = watched_query
+    session = TradingSession(load_config(None), journal,
+                             {"binance": VenueHandle(venue, venue, order_updates=book)},
+                             paper=False)
+
+    async def fill_price(_pair):  # the price the fake fills at: the real 2024-12-12 fill's
+        return Decimal(REAL_FILL["o"]["L"])
+
+    session.reference_price = fill_price
+    result = await session.open("binance", "ETH", notional=None, quantity=Decimal("0.01"),
+                                executor=session.executor("perp-first"), slices=1)
+    orders = [(o.leg, o.purpose, o.state, o.filled, o.delivered, o.average_price, o.fees,
+               o.fees_pending) for o in journal.orders(result.intent_id)]
+    return orders, answered
+
+
+@pytest.mark.usefixtures("data_dir")
+async def test_a_fill_pushed_on_the_stream_ends_the_wait_with_the_same_journal(
+        venue, fake, journal, tmp_path):
+    fake.futures_wallet = Decimal("1000")
+    by_rest, rest_answers = await _open_eth(venue, fake, journal, None)
+    rest_gets = len(fake.sent("GET", "/fapi/v1/order"))
+
+    streamed_fake = FakeBinance(prices=dict(fake.prices), futures_wallet=Decimal("1000"),
+                                spot_balances={"USDT": Decimal("3000"), "ETH": Decimal(0)})
+    await streamed_fake.start()
+    config = VenueConfig(enabled=True, api_key=SecretStr(KEY), secret=SecretStr(SECRET))
+    streamed_venue = BinanceVenue(config, VenueContext(cache_dir=tmp_path / "s",
+                                                       sleep=no_sleep,
+                                                       base_url=streamed_fake.url))
+    with Journal.open(tmp_path / "streamed.sqlite", trading=True) as streamed_journal:
+        try:
+            await streamed_venue.load_markets()
+            hub, book = await _account_hub(streamed_venue, streamed_journal)
+            await _until(lambda: book.live)
+            by_stream, stream_answers = await _open_eth(streamed_venue, streamed_fake,
+                                                        streamed_journal, book)
+            await hub.close()
+        finally:
+            await streamed_venue.close()
+            await streamed_fake.stop()
+    stream_gets = len(streamed_fake.sent("GET", "/fapi/v1/order"))
+    assert by_stream == by_rest  # the same fills, prices, fees and states
+    assert [o[2].value for o in by_stream] == ["filled", "filled"]
+    # Without the stream the perp fill is found by a query that answers FILLED; with it,
+    # every query answered NEW (before the fill): the FILLED state came from the push.
+    assert OrderStatus.FILLED in rest_answers
+    assert OrderStatus.FILLED not in stream_answers
+    print(f"GET /fapi/v1/order: {rest_gets} without the stream, {stream_gets} with it")
+    assert stream_gets < rest_gets, (stream_gets, rest_gets)
+    assert any(e["o"]["X"] == "FILLED" for e in streamed_fake.user_data.pushed)

@@ -149,7 +149,7 @@ class StreamHub:
         for feed in self.capabilities.streamed(tuple(kinds)):
             if feed.account:
                 # Per venue, every symbol at once; without credentials REST fills in.
-                if self.account is not None:
+                if self.account is not None and self.venue.config.has_credentials:
                     self._spawn(feed, FeedStatus(f"{feed.method} account", feed.kinds, ()))
                 continue
             wanted = sorted(set(symbols.get(feed.market, ())))
