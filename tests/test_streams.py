@@ -46,8 +46,12 @@ def test_what_each_venue_streams_and_what_rest_polling_fills_in(specs):
         for kind in (StreamKind.MARK, StreamKind.FUNDING, StreamKind.SPOT_BOOK,
                      StreamKind.PERP_BOOK):
             assert capabilities.mode(kind) == "stream"
-        for kind in (StreamKind.ORDERS, StreamKind.POSITIONS, StreamKind.BALANCES):
-            assert capabilities.mode(kind) == "rest polling"
+        # Account feeds (with credentials): orders and positions stream; no venue's
+        # balance push is proven yet, so balances are polled.
+        for kind in (StreamKind.ORDERS, StreamKind.POSITIONS):
+            assert capabilities.mode(kind) == "stream"
+            assert capabilities.feed_of(kind).market is None  # per venue, every symbol
+        assert capabilities.mode(StreamKind.BALANCES) == "rest polling"
 
 
 @given(st.lists(st.text(min_size=1, max_size=12), max_size=300, unique=True),

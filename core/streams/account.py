@@ -257,6 +257,18 @@ def ccxt_balance_update(item: dict[str, Any], venue: Any, wallet: Wallet
     return [BalanceUpdate(wallet, tuple(venue._balances(item).values()))]
 
 
+def redact(text: str, venue: Any) -> str:
+    """``text`` with each of ``venue``'s credentials replaced by ``***``: a venue's login
+    refusal may echo the login request (Bybit's carries the key and signature), and a
+    feed's reason is shown and logged."""
+    config = getattr(venue, "config", None)
+    for field_name in getattr(venue, "credential_keys", {}):
+        secret = getattr(config, field_name, None)
+        if secret is not None and secret.get_secret_value():
+            text = text.replace(secret.get_secret_value(), "***")
+    return text
+
+
 def _short(err: BaseException) -> str:
     text = str(err) or type(err).__name__
     return text if len(text) <= 160 else f"{text[:157]}..."

@@ -41,7 +41,13 @@ from loguru import logger
 from perpcarry.config.settings import StreamsConfig
 from perpcarry.domain.parsing import MalformedField
 from perpcarry.domain.types import MarketKind
-from perpcarry.streams.account import AccountBook, StreamSilent, account_connected, connected
+from perpcarry.streams.account import (
+    AccountBook,
+    StreamSilent,
+    account_connected,
+    connected,
+    redact,
+)
 from perpcarry.streams.limits import ConnectionBudget, chunks
 from perpcarry.streams.rest import rest_updates
 from perpcarry.venues.streams import StreamCapabilities, StreamFeed, StreamKind, StreamUpdate
@@ -253,6 +259,7 @@ class StreamHub:
             except Exception as err:  # a ccxt error, a refused subscription, a dead socket
                 reason = f"{type(err).__name__}: {_short(err)}"
             status.counts["faults"] += 1
+            reason = redact(reason, self.venue)
             self._set(status, FeedState.STALE, reason)
             await self._poll(feed.kinds, status)
             await _drop_connections(exchange)
