@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from decimal import Decimal
+from itertools import pairwise
 from types import SimpleNamespace
 
 from hypothesis import given
@@ -42,7 +43,7 @@ def test_pushes_in_any_order_never_move_an_order_backwards(pushes):
         if book.store(OrderUpdate(state)) is None:
             kept.append(state)
     # Each kept state has at least the fills of the one before; nothing follows a final one.
-    assert all(b.filled_quantity >= a.filled_quantity for a, b in zip(kept, kept[1:]))
+    assert all(b.filled_quantity >= a.filled_quantity for a, b in pairwise(kept))
     assert all(not a.status.is_final for a in kept[:-1])
     assert book.order_states[CID] == kept[-1]
     assert sum(book.counts.values()) == 0  # store() alone does not count; accept() does
