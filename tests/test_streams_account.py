@@ -26,7 +26,7 @@ from perpcarry.execution.journal import Journal
 from perpcarry.execution.legs import working_orders
 from perpcarry.streams.account import AccountBook
 from perpcarry.streams.hub import FeedState, StreamHub
-from perpcarry.venues.orders import OrderStatus, Side
+from perpcarry.venues.orders import MarginMode, OrderStatus, Side
 from perpcarry.venues.protocol import VenueContext
 from perpcarry.venues.streams import StreamKind
 from perpcarry_binance.streams import STREAMS as BINANCE_STREAMS
@@ -313,3 +313,25 @@ async def test_a_fill_pushed_on_the_stream_ends_the_wait_with_the_same_journal(
     print(f"GET /fapi/v1/order: {rest_gets} without the stream, {stream_gets} with it")
     assert stream_gets < rest_gets, (stream_gets, rest_gets)
     assert any(e["o"]["X"] == "FILLED" for e in streamed_fake.user_data.pushed)
+
+
+async def test_real_account_updates_open_then_flatten_the_position(venue, fake, journal):
+    """ACCOUNT_UPDATE_0 (the 0.006 ETH long after the real fill) and ACCOUNT_UPDATE_2 (flat
+    after the sell) as positions: the REST path's PerpPosition, then none."""
+    hub, book = await _account_hub(venue, journal)
+    positions_feed = next(f for f in hub.feeds if StreamKind.POSITIONS in f.kinds)
+    try:
+        await _until(lambda: positions_feed.state is FeedState.LIVE)
+        await fake.user_data.push(_event("ACCOUNT_UPDATE_0"))
+        await _until(lambda: PERP in book.positions)
+        opened = book.positions[PERP]
+        await fake.user_data.push(_event("ACCOUNT_UPDATE_2"))
+        await _until(lambda: PERP not in book.positions)
+    finally:
+        await hub.close()
+    assert (opened.side, opened.quantity, opened.entry_price, opened.unrealised_pnl) == (
+        Side.BUY, Decimal("0.006"), Decimal("3925.56"), Decimal("-0.000031"))
+    assert opened.margin_mode is MarginMode.CROSS
+    # What the push does not carry is unknown, never zero.
+    assert (opened.mark_price, opened.liquidation_price, opened.maintenance_margin) == (
+        None, None, None)
