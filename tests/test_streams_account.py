@@ -335,3 +335,61 @@ async def test_real_account_updates_open_then_flatten_the_position(venue, fake, 
     # What the push does not carry is unknown, never zero.
     assert (opened.mark_price, opened.liquidation_price, opened.maintenance_margin) == (
         None, None, None)
+
+
+async def test_a_quiet_account_stays_live_and_is_read_from_rest(venue, fake, journal):
+    """Silence on an open connection is not a fault: after stale_after_seconds the account
+    is read from REST and the feed stays live."""
+    book = AccountBook(venue.venue_id, venue, lambda: working_orders(journal, "binance"))
+    quiet = SETTINGS.model_copy(update={"stale_after_seconds": {"default": 0.2}})
+    hub = StreamHub(venue, BINANCE_STREAMS, quiet, jitter=lambda: 0.5, account=book)
+    hub.start({}, (StreamKind.POSITIONS,))
+    [feed] = hub.feeds
+    try:
+        await _until(lambda: feed.counts["quiet_checks"] >= 2)
+    finally:
+        await hub.close()
+    assert feed.state is FeedState.LIVE and feed.counts["faults"] == 0
+    assert len(fake.sent("GET", "/fapi/v3/positionRisk")) >= 3  # connect + 2 quiet checks
+    assert len(fake.sent("POST", "/fapi/v1/listenKey")) == 1
+
+
+async def test_a_fill_while_the_stream_is_down_is_recorded_from_rest(venue, fake, journal):
+    """The order fills while the user-data socket is cut (and its listenKey expired): the
+    waiting leg is released when the feed goes stale and records the fill
+    from its query by client id."""
+    from perpcarry.execution.journal import Intent, JournalOrder, OrderEvent, Purpose
+    from perpcarry.execution.legs import LegSender
+    from perpcarry.venues.orders import Leg, client_order_id
+
+    hub, book = await _account_hub(venue, journal)
+    cid = client_order_id("i2", Leg.PERP, 0, 0)
+    order = JournalOrder(cid, "i2", Leg.PERP, 0, 0, Purpose.ENTRY, "binance", PERP, Side.SELL,
+                         Decimal("0.006"), False)
+    journal.begin_intent(Intent("i2", "p2", "open", "binance", "ETH", "ETH/USDT", PERP,
+                                Decimal("0.006"), "perp-first", (Decimal("0.006"),)), [order])
+    fake.user_data.fill_delay_seconds = 0.6
+
+    async def cut() -> None:
+        await _until(lambda: fake.sent("POST", "/fapi/v1/order"))
+        # The key expires with the cut: ccxt reuses its cached key until its 20-minute
+        # refresh, so there is no way back before the fill.
+        fake.user_data.listen_key = "expired"
+        await fake.user_data.drop()
+
+    try:
+        await _until(lambda: book.live)
+        cutting = asyncio.create_task(cut())
+        result = await LegSender(journal, venue, asyncio.sleep, updates=book,
+                                 poll_delays=(0.3, 0.3, 0.3, 0.3, 0.3)).send(
+            order, await venue.market(PERP))
+        await cutting
+    finally:
+        await hub.close()
+    assert result.order.state is OrderEvent.FILLED
+    assert journal.order(cid).filled == Decimal("0.006")
+    assert not book.live
+    # The fill was pushed to no one: the socket was gone.
+    filled = [e for e in fake.user_data.pushed if e["o"]["c"] == cid and e["o"]["X"] == "FILLED"]
+    assert filled and not fake.user_data.sockets
+    assert len(fake.sent("GET", "/fapi/v1/order")) >= 1
