@@ -141,6 +141,7 @@ async def test_each_connection_reads_the_account_from_rest_before_it_is_live(
         assert fake.sent("GET", "/fapi/v3/positionRisk")
         assert book.order_states[intent_cid].status is OrderStatus.NEW
         before = len(fake.sent("GET", "/fapi/v1/order"))
+        positions_before = len(fake.sent("GET", "/fapi/v3/positionRisk"))
         states: list[FeedState] = []
         hub.status_listeners.append(lambda _v, status: states.append(status.state)
                                     if status is orders_feed else None)
@@ -161,6 +162,7 @@ async def test_each_connection_reads_the_account_from_rest_before_it_is_live(
     assert states[0] is FeedState.STALE and states[-2:] == [FeedState.RECONCILING,
                                                             FeedState.LIVE]
     assert len(fake.sent("GET", "/fapi/v1/order")) > before
+    assert len(fake.sent("GET", "/fapi/v3/positionRisk")) > positions_before
     assert book.order_states[intent_cid].status is OrderStatus.FILLED
     assert book.order_states[intent_cid].filled_quantity == Decimal("0.006")
 

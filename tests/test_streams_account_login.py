@@ -149,3 +149,23 @@ async def test_refused_login_is_stale_with_the_venues_reason_and_no_secret(
     assert feed.counts["rest_polls"] >= 1
     for text in [feed.reason, *logged]:
         assert KEY not in text and "wrong-secret" not in text and PASSPHRASE not in text
+
+
+@pytest.mark.parametrize("venue", VENUES)
+async def test_a_cut_private_connection_logs_in_again_and_reconciles(server, venue, tmp_path):
+    hub, book, client = await _account_hub(server, venue, tmp_path)
+    feed = next(f for f in hub.feeds if StreamKind.ORDERS in f.kinds)
+    states: list[FeedState] = []
+    hub.status_listeners.append(lambda _v, status: states.append(status.state))
+    try:
+        await _until(lambda: book.live and server.connected(venue) == 1)
+        logins = server.logins[venue]
+        await server.drop(venue)
+        await _until(lambda: feed.counts["reconnects"] >= 1 and book.live
+                     and server.logins[venue] > logins)
+    finally:
+        await hub.close()
+        await client.close()
+    assert feed.counts["reconciled"] >= 2  # at the first connection and after the cut
+    cut = states.index(FeedState.STALE)
+    assert states[cut:][-2:] == [FeedState.RECONCILING, FeedState.LIVE]

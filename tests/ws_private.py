@@ -23,6 +23,7 @@ value comes from).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -57,13 +58,23 @@ class PrivateWsServer(WsVenueServer):
 
     async def push(self, venue: str, message: dict) -> int:
         """Send ``message`` on every logged-in connection of ``venue``; how many."""
+        return await self._in_server_loop(self._push_private(venue, message))
+
+    async def drop(self, venue: str) -> None:
+        """Close every private connection of ``venue`` (a network cut)."""
+        await self._in_server_loop(self._drop(venue))
+
+    async def _in_server_loop(self, work):
+        # The server runs in its own thread and loop; its sockets belong to that loop.
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self._loop))
+
+    async def _push_private(self, venue: str, message: dict) -> int:
         sockets = list(self._sockets[venue])
         for ws in sockets:
             await ws.send_str(json.dumps(message))
         return len(sockets)
 
-    async def drop(self, venue: str) -> None:
-        """Close every private connection of ``venue`` (a network cut)."""
+    async def _drop(self, venue: str) -> None:
         for ws in list(self._sockets[venue]):
             await ws.close()
 
