@@ -23,7 +23,7 @@ from perpcarry.config.settings import StreamsConfig
 from perpcarry.plugins.manager import load_registry
 from perpcarry.streams.account import AccountBook
 from perpcarry.streams.hub import FeedState, StreamHub
-from perpcarry.venues.orders import OrderStatus
+from perpcarry.venues.orders import OrderStatus, Wallet
 from perpcarry.venues.protocol import VenueContext
 from perpcarry.venues.streams import StreamKind
 
@@ -169,3 +169,47 @@ async def test_a_cut_private_connection_logs_in_again_and_reconciles(server, ven
     assert feed.counts["reconciled"] >= 2  # at the first connection and after the cut
     cut = states.index(FeedState.STALE)
     assert states[cut:][-2:] == [FeedState.RECONCILING, FeedState.LIVE]
+
+
+# The real REST balance each wallet push is rebuilt around.
+REST_BALANCE = {"bybit": "orders_balances_ccxt_static.json",
+                "okx": "orders_balances_docs-example.json"}
+
+
+def _balance_push(venue: str) -> dict:
+    cassette = json.loads((ROOT / "cassettes" / venue / REST_BALANCE[venue]).read_text())
+    body = json.loads(cassette["interactions"][0]["response"]["body"]["string"])
+    if venue == "bybit":
+        return {"id": "local-2", "topic": "wallet", "creationTime": int(body["time"]),
+                "data": body["result"]["list"]}
+    return {"arg": {"channel": "account", "uid": "local"}, "data": body["data"]}
+
+
+@pytest.mark.parametrize("venue", VENUES)
+async def test_wallet_push_parses_to_the_rest_balances(server, venue, tmp_path):
+    spec, config = _config(venue)
+    rest_client = spec.factory(config, VenueContext(cache_dir=tmp_path / "rest", offline=True,
+                                                    sleep=no_sleep))
+    try:
+        with replaying(spec.offline_snapshot):
+            await rest_client.load_markets()
+        with replaying(ROOT / "cassettes" / venue / REST_BALANCE[venue]):
+            rest = (await rest_client.fetch_balances())[Wallet.UNIFIED]
+    finally:
+        await rest_client.close()
+    spec, config = _config(venue, base_url=server.url)
+    client = spec.factory(config, VenueContext(cache_dir=tmp_path / "ws", offline=True,
+                                               sleep=no_sleep))
+    await client.load_markets()
+    book = AccountBook(venue, client, lambda: [])
+    hub = StreamHub(client, spec.streams, SETTINGS, jitter=lambda: 0.5, account=book)
+    hub.start({}, (StreamKind.BALANCES,))
+    [feed] = hub.feeds
+    try:
+        await _until(lambda: feed.state is FeedState.LIVE and server.connected(venue))
+        await server.push(venue, _balance_push(venue))
+        await _until(lambda: Wallet.UNIFIED in book.balances)
+    finally:
+        await hub.close()
+        await client.close()
+    assert book.balances[Wallet.UNIFIED] == rest and rest

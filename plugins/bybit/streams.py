@@ -9,9 +9,9 @@ come from ``watchBidsAsks`` (``orderbook.1.<symbol>``).
 
 With credentials, the v5 private stream (``wss://stream.bybit.com/v5/private``, logged in
 with ``{"op":"auth","args":[key, expires, signature]}``): ``watchOrders`` subscribes the
-``order`` topic, ``watchPositions`` the ``position`` topic, both parsed by the REST path's
-own parsing (a push's order object has the v5 REST order fields). Balances (``wallet``)
-stay polled: no push was captured or rebuilt to prove their parsing yet.
+``order`` topic, ``watchPositions`` the ``position`` topic, ``watchBalance`` the ``wallet``
+topic, each parsed by the REST path's own parsing (a push's objects have the v5 REST
+fields).
 """
 
 from __future__ import annotations
@@ -27,7 +27,12 @@ from perpcarry.domain.parsing import (
     time_field,
 )
 from perpcarry.domain.types import MarketKind
-from perpcarry.streams.account import ccxt_order_state, ccxt_position_update
+from perpcarry.streams.account import (
+    ccxt_balance_update,
+    ccxt_order_state,
+    ccxt_position_update,
+)
+from perpcarry.venues.orders import Wallet
 from perpcarry.venues.streams import (
     AccountUpdate,
     BookTick,
@@ -88,6 +93,16 @@ async def parse_position(item: dict[str, Any], venue: Any, received: datetime
     return await ccxt_position_update(item, venue)
 
 
+async def parse_balance(item: dict[str, Any], venue: Any, received: datetime
+                        ) -> list[AccountUpdate]:
+    """A ``wallet`` push: the trading account's wallet, read by ccxt's REST balance parsing
+    from the push's ``data`` (the v5 REST wallet-balance ``list`` objects, same fields).
+    ccxt.pro's own websocket parse reads other fields (``equity`` as the total) and would
+    disagree with ``fetch_balances`` for the same values."""
+    parsed = venue.exchange.parse_balance({"result": {"list": item["info"]}})
+    return ccxt_balance_update(parsed, venue, Wallet.UNIFIED)
+
+
 # The unified trading account the REST client declares (no probing requests), and no REST
 # positions snapshot of ccxt.pro's own: the hub reconciles over the venue's REST client.
 ACCOUNT_OPTIONS = (("enableUnifiedAccount", True), ("enableUnifiedMargin", False),
@@ -104,6 +119,8 @@ STREAMS = StreamCapabilities(
         StreamFeed("watchOrders", None, frozenset({StreamKind.ORDERS}), parse_order,
                    options=ACCOUNT_OPTIONS),
         StreamFeed("watchPositions", None, frozenset({StreamKind.POSITIONS}), parse_position,
+                   options=ACCOUNT_OPTIONS),
+        StreamFeed("watchBalance", None, frozenset({StreamKind.BALANCES}), parse_balance,
                    options=ACCOUNT_OPTIONS),
     ),
     # bybit-exchange.github.io/docs/v5/ws/connect (read 2026-12-06): no more than 500

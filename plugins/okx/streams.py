@@ -8,10 +8,9 @@ and ask, tick by tick) for spot and swaps.
 With credentials, the private stream (``wss://ws.okx.com:8443/ws/v5/private``, logged in
 with ``{"op":"login","args":[{apiKey, passphrase, timestamp, sign}]}``): ``watchOrders``
 subscribes the ``orders`` channel (every instrument type), ``watchPositions`` the
-``positions`` channel, both parsed by the REST path's own parsing (a push's order object
-has the v5 REST order fields; swap sizes are in contracts and converted with ``ctVal`` as
-in REST). Balances (``account``) stay polled: no push was captured or rebuilt to prove their
-parsing yet.
+``positions`` channel, ``watchBalance`` the ``account`` channel, each parsed by the REST
+path's own parsing (a push's objects have the v5 REST fields; swap sizes are in contracts
+and converted with ``ctVal`` as in REST).
 """
 
 from __future__ import annotations
@@ -21,7 +20,12 @@ from typing import Any
 
 from perpcarry.domain.parsing import best_bid_ask, decimal_field, time_field
 from perpcarry.domain.types import MarketKind
-from perpcarry.streams.account import ccxt_order_state, ccxt_position_update
+from perpcarry.streams.account import (
+    ccxt_balance_update,
+    ccxt_order_state,
+    ccxt_position_update,
+)
+from perpcarry.venues.orders import Wallet
 from perpcarry.venues.streams import (
     AccountUpdate,
     BookTick,
@@ -73,6 +77,12 @@ async def parse_position(item: dict[str, Any], venue: Any, received: datetime
     return await ccxt_position_update(item, venue)
 
 
+async def parse_balance(item: dict[str, Any], venue: Any, received: datetime
+                        ) -> list[AccountUpdate]:
+    """A ``account`` push as ccxt's balance structure: the trading account's wallet."""
+    return ccxt_balance_update(item, venue, Wallet.UNIFIED)
+
+
 # No REST positions snapshot of ccxt.pro's own: the hub reconciles over the REST client.
 ACCOUNT_OPTIONS = (("watchPositions", {"fetchPositionsSnapshot": False,
                                        "awaitPositionsSnapshot": False}),)
@@ -90,6 +100,8 @@ STREAMS = StreamCapabilities(
         StreamFeed("watchOrders", None, frozenset({StreamKind.ORDERS}), parse_order,
                    options=ACCOUNT_OPTIONS),
         StreamFeed("watchPositions", None, frozenset({StreamKind.POSITIONS}), parse_position,
+                   options=ACCOUNT_OPTIONS),
+        StreamFeed("watchBalance", None, frozenset({StreamKind.BALANCES}), parse_balance,
                    options=ACCOUNT_OPTIONS),
     ),
     # OKX API v5 "WebSocket" overview, as summarised in nautilus_trader's OKX adapter docs
