@@ -213,3 +213,48 @@ async def test_wallet_push_parses_to_the_rest_balances(server, venue, tmp_path):
         await hub.close()
         await client.close()
     assert book.balances[Wallet.UNIFIED] == rest and rest
+
+
+REST_POSITIONS = "orders_positions_ccxt_static.json"
+
+
+def _position_push(venue: str) -> dict:
+    cassette = json.loads((ROOT / "cassettes" / venue / REST_POSITIONS).read_text())
+    body = json.loads(cassette["interactions"][0]["response"]["body"]["string"])
+    if venue == "bybit":
+        rows = [{**row, "category": body["result"]["category"]}
+                for row in body["result"]["list"]]
+        return {"id": "local-3", "topic": "position", "creationTime": int(body["time"]),
+                "data": rows}
+    return {"arg": {"channel": "positions", "instType": "ANY", "uid": "local"},
+            "data": body["data"]}
+
+
+@pytest.mark.parametrize("venue", VENUES)
+async def test_position_push_parses_to_the_rest_position(server, venue, tmp_path):
+    spec, config = _config(venue)
+    rest_client = spec.factory(config, VenueContext(cache_dir=tmp_path / "rest", offline=True,
+                                                    sleep=no_sleep))
+    try:
+        with replaying(spec.offline_snapshot):
+            await rest_client.load_markets()
+        with replaying(ROOT / "cassettes" / venue / REST_POSITIONS):
+            [rest] = await rest_client.fetch_positions()
+    finally:
+        await rest_client.close()
+    spec, config = _config(venue, base_url=server.url)
+    client = spec.factory(config, VenueContext(cache_dir=tmp_path / "ws", offline=True,
+                                               sleep=no_sleep))
+    await client.load_markets()
+    book = AccountBook(venue, client, lambda: [])
+    hub = StreamHub(client, spec.streams, SETTINGS, jitter=lambda: 0.5, account=book)
+    hub.start({}, (StreamKind.POSITIONS,))
+    [feed] = hub.feeds
+    try:
+        await _until(lambda: feed.state is FeedState.LIVE and server.connected(venue))
+        await server.push(venue, _position_push(venue))
+        await _until(lambda: rest.symbol in book.positions)
+    finally:
+        await hub.close()
+        await client.close()
+    assert book.positions[rest.symbol] == rest
