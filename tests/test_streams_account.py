@@ -230,17 +230,21 @@ async def test_malformed_and_duplicate_pushes_are_skipped_and_counted(venue, fak
     broken = json.loads(json.dumps(REAL_FILL))
     broken["o"]["c"] = "pcbroken"
     broken["o"]["X"] = "HALF_FILLED"  # no status Binance documents
+    elsewhere = json.loads(json.dumps(REAL_FILL))  # a perp the fake (and so we) do not list
+    elsewhere["o"] |= {"s": "XRPUSDT", "c": "pcelsewhere"}
     try:
         await _until(lambda: book.live)
         await fake.user_data.push(broken)
         await _until(lambda: orders_feed.counts["malformed"] == 1)
+        await fake.user_data.push(elsewhere)
+        await _until(lambda: orders_feed.counts["other_markets"] == 1)
         await fake.user_data.push(REAL_FILL)
         await _until(lambda: REAL_FILL["o"]["c"] in book.order_states)
         await fake.user_data.push(REAL_FILL)
         await _until(lambda: orders_feed.counts["duplicates"] == 1)
     finally:
         await hub.close()
-    assert "pcbroken" not in book.order_states
+    assert "pcbroken" not in book.order_states and "pcelsewhere" not in book.order_states
     assert (orders_feed.counts["malformed"], orders_feed.counts["duplicates"]) == (1, 1)
     assert book.order_states[REAL_FILL["o"]["c"]].status is OrderStatus.FILLED
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from loguru import logger
 
-from perpcarry.domain.errors import PerpcarryError, VenueError
+from perpcarry.domain.errors import BadSymbol, PerpcarryError, VenueError
 from perpcarry.domain.parsing import MalformedField
 from perpcarry.venues.orders import Balance, OrderState, PerpPosition, Wallet
 from perpcarry.venues.streams import (
@@ -116,9 +116,14 @@ class AccountBook:
         for item in items:
             try:
                 updates = await feed.parse(item, self.orders, received)
+            except BadSymbol:
+                # An order or position of a market perpcarry does not list (a web-UI trade
+                # of another symbol): not ours to follow, and not a broken push.
+                verdicts["other_markets"] += 1
+                continue
             except UNREADABLE as err:
                 verdicts["malformed"] += 1
-                logger.warning("{}: {} push skipped: {}", self.venue_id, name, _short(err))
+                logger.warning("{}: {} push skipped: {}", self.venue_id, name, short_error(err))
                 continue
             for update in updates:
                 verdict = self.store(update)
@@ -269,6 +274,7 @@ def redact(text: str, venue: Any) -> str:
     return text
 
 
-def _short(err: BaseException) -> str:
+def short_error(err: BaseException) -> str:
+    """An error's text for a reason or a log line, at most 160 characters."""
     text = str(err) or type(err).__name__
     return text if len(text) <= 160 else f"{text[:157]}..."

@@ -47,6 +47,7 @@ from perpcarry.streams.account import (
     account_connected,
     connected,
     redact,
+    short_error,
 )
 from perpcarry.streams.limits import ConnectionBudget, chunks
 from perpcarry.streams.rest import rest_updates
@@ -183,9 +184,9 @@ class StreamHub:
         try:
             exchange = self._exchange_factory(feed.account)
         except Exception as err:  # no ccxt.pro class, markets not loaded: REST fills in
-            self._set(status, FeedState.STALE, f"cannot stream: {_short(err)}")
+            self._set(status, FeedState.STALE, f"cannot stream: {short_error(err)}")
             logger.warning("{}: {} cannot stream ({}); REST polling fills in", self.venue_id,
-                           status.name, _short(err))
+                           status.name, short_error(err))
             return
         if self.keepalive_ms is not None:
             exchange.streaming = {**exchange.streaming, "keepAlive": self.keepalive_ms}
@@ -257,7 +258,7 @@ class StreamHub:
             except StreamSilent as err:
                 reason = str(err)
             except Exception as err:  # a ccxt error, a refused subscription, a dead socket
-                reason = f"{type(err).__name__}: {_short(err)}"
+                reason = f"{type(err).__name__}: {short_error(err)}"
             status.counts["faults"] += 1
             reason = redact(reason, self.venue)
             self._set(status, FeedState.STALE, reason)
@@ -289,7 +290,7 @@ class StreamHub:
             except (MalformedField, KeyError, TypeError) as err:
                 status.counts["malformed"] += 1
                 logger.warning("{}: {} push for {} skipped: {}", self.venue_id, status.name,
-                               item.get("symbol"), _short(err))
+                               item.get("symbol"), short_error(err))
                 continue
             # A push is counted once, whatever number of updates (mark and funding) it held.
             dropped = {self._store(update, now, "stream", status) for update in updates}
@@ -348,11 +349,6 @@ class StreamHub:
             self.account.set_live(state is FeedState.LIVE)
         for listener in self.status_listeners:
             listener(self.venue_id, status)
-
-
-def _short(err: BaseException) -> str:
-    text = str(err) or type(err).__name__
-    return text if len(text) <= 160 else f"{text[:157]}..."
 
 
 async def _drop_connections(exchange: Any) -> None:
