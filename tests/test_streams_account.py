@@ -316,7 +316,6 @@ async def test_a_fill_pushed_on_the_stream_ends_the_wait_with_the_same_journal(
     # every query answered NEW (before the fill): the FILLED state came from the push.
     assert OrderStatus.FILLED in rest_answers
     assert OrderStatus.FILLED not in stream_answers
-    print(f"GET /fapi/v1/order: {rest_gets} without the stream, {stream_gets} with it")
     assert stream_gets < rest_gets, (stream_gets, rest_gets)
     assert any(e["o"]["X"] == "FILLED" for e in streamed_fake.user_data.pushed)
 
