@@ -27,6 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from fake_binance_userdata import USER_DATA_PATH, UserData
 from fake_binance_wire import (
     FAPI,
     SPOT,
@@ -86,6 +87,7 @@ class FakeBinance:
         self._faults: dict[str, deque[Fault]] = {}
         self._ids = itertools.count(8389765792662572101)  # a real-looking USDⓈ-M order id
         self._runner: web.AppRunner | None = None
+        self.user_data = UserData()  # the USDⓈ-M user-data stream (fake_binance_userdata)
 
     # -- test API -------------------------------------------------------------------
 
@@ -139,6 +141,11 @@ class FakeBinance:
         if self.latency_seconds:
             await asyncio.sleep(self.latency_seconds)
         path = "/" + request.match_info["path"]
+        if path == USER_DATA_PATH and request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self.user_data.connect(request)
+        if path == "/fapi/v1/listenKey":  # unsigned: the API key header only
+            self.requests.append(Recorded(request.method, path, {}))
+            return self.user_data.listen_key_answer(request)
         params = dict(parse_qsl(request.query_string))
         if request.can_read_body:
             params.update(parse_qsl(await request.text()))
@@ -160,6 +167,14 @@ class FakeBinance:
         if fault is not None and fault not in ACCEPTING:
             return refusal(fault, path)
         response = handler(self, params, fault)
+        if route in ("POST /fapi/v1/order", "DELETE /fapi/v1/order") and response.status == 200:
+            order = self._lookup(FAPI, {"origClientOrderId": params.get(
+                "newClientOrderId", params.get("origClientOrderId"))})
+            fill = self.trades[-1] if self.trades and order is not None \
+                and self.trades[-1]["orderId"] == order["orderId"] \
+                and route.startswith("POST") else None
+            if order is not None:
+                self.user_data.order_changed(order, fill, self._now())
         if fault is Fault.TIMEOUT_AFTER_ACCEPT:
             await asyncio.sleep(self.timeout_seconds)
         elif fault is Fault.ERROR_5XX_AFTER_ACCEPT:
@@ -228,6 +243,11 @@ class FakeBinance:
                 return self._order_response(kind, order, [])
             crosses = False
         fills = []
+        if crosses and kind == FAPI and order_type == "MARKET" \
+                and self.user_data.fill_delay_seconds:
+            self.user_data.later(self.user_data.fill_delay_seconds,
+                                 lambda: self._fill_later(order, quantity))
+            return self._order_response(kind, order, [])
         if crosses:
             fill = quantity / 2 if fault is Fault.PARTIAL_FILL else quantity
             fills = [self._fill(kind, order, fill, price)]
@@ -280,6 +300,11 @@ class FakeBinance:
                  "time": order["updateTime"], "side": side, "kind": kind}
         self.trades.append(trade)
         return trade
+
+    def _fill_later(self, order: dict, quantity: Decimal) -> None:
+        trade = self._fill(FAPI, order, quantity, self.prices[order["symbol"]])
+        order["status"] = "FILLED"
+        self.user_data.order_changed(order, trade, self._now())
 
     def _order_response(self, kind: str, order: dict, fills: list[dict]) -> web.Response:
         return json_response(spot_order(order, fills) if kind == SPOT else fapi_order(order))

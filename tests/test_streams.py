@@ -46,8 +46,13 @@ def test_what_each_venue_streams_and_what_rest_polling_fills_in(specs):
         for kind in (StreamKind.MARK, StreamKind.FUNDING, StreamKind.SPOT_BOOK,
                      StreamKind.PERP_BOOK):
             assert capabilities.mode(kind) == "stream"
-        for kind in (StreamKind.ORDERS, StreamKind.POSITIONS, StreamKind.BALANCES):
-            assert capabilities.mode(kind) == "rest polling"
+        # Account feeds (with credentials), per venue and for every symbol.
+        for kind in (StreamKind.ORDERS, StreamKind.POSITIONS):
+            assert capabilities.mode(kind) == "stream"
+            assert capabilities.feed_of(kind).market is None
+    # Binance's ACCOUNT_UPDATE has no free balance: its balances are polled.
+    assert binance.mode(StreamKind.BALANCES) == "rest polling"
+    assert bybit.mode(StreamKind.BALANCES) == okx.mode(StreamKind.BALANCES) == "stream"
 
 
 @given(st.lists(st.text(min_size=1, max_size=12), max_size=300, unique=True),

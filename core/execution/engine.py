@@ -41,7 +41,13 @@ from perpcarry.execution.journal import (
     OrderEvent,
     Purpose,
 )
-from perpcarry.execution.legs import LegFailed, LegResult, LegSender, LegUnresolved
+from perpcarry.execution.legs import (
+    LegFailed,
+    LegResult,
+    LegSender,
+    LegUnresolved,
+    OrderUpdates,
+)
 from perpcarry.venues.orders import (
     Leg,
     OrderRequest,
@@ -154,7 +160,8 @@ class TwoLegExecution:
     def __init__(self, journal: Journal, venue: OrderVenue, pair: CarryPair, *,
                  reference_price: Decimal, tolerance: Decimal | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 max_attempts: int = 2, checks: Checks | None = None) -> None:
+                 max_attempts: int = 2, checks: Checks | None = None,
+                 updates: OrderUpdates | None = None) -> None:
         self.journal = journal
         self.venue = venue
         self.pair = pair
@@ -163,7 +170,8 @@ class TwoLegExecution:
         self.tolerance = coarser if tolerance is None else tolerance
         self.sleep = sleep
         self.max_attempts = max_attempts
-        self.sender = LegSender(journal, venue, sleep, max_attempts=max_attempts)
+        self.sender = LegSender(journal, venue, sleep, max_attempts=max_attempts,
+                                updates=updates)
         self.checks = checks
         # What the pre-trade checks see; set by the caller before ``run``.
         self.context: TradeContext | None = None

@@ -11,7 +11,10 @@ execution safe in one place:
   is journalled before it is sent;
 - an acknowledged order is followed until it is final (market and IOC orders end quickly),
   and every state the venue reports is recorded, so the journal's position follows the
-  venue's fills.
+  venue's fills. With a live orders stream (:class:`OrderUpdates`) each wait between
+  queries ends as soon as the order's update arrives, and a final state from the stream
+  ends the following; without one, or when no update comes within the delay, the order is
+  queried by client id exactly as without streams.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import Protocol
 
 from perpcarry.domain.errors import (
     DuplicateClientOrderId,
@@ -34,12 +38,25 @@ from perpcarry.execution.crash import crash_point
 from perpcarry.execution.journal import Journal, JournalOrder, OrderEvent, Purpose
 from perpcarry.venues.orders import (
     OrderRequest,
+    OrderState,
     OrderVenue,
     client_order_id,
     resolve_outcome,
 )
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class OrderUpdates(Protocol):
+    """A venue's order updates as its account stream pushes them (``AccountBook``)."""
+
+    @property
+    def live(self) -> bool:
+        """Whether the orders stream is live now (a stale one is never waited on)."""
+
+    async def wait(self, client_order_id: str, timeout: float) -> OrderState | None:
+        """The order's next update within ``timeout`` seconds (a final one known already:
+        at once); None when none came or the stream is not live."""
 
 
 class LegFailed(Exception):
@@ -80,13 +97,14 @@ class LegSender:
 
     def __init__(self, journal: Journal, venue: OrderVenue, sleep: Sleep = asyncio.sleep,
                  *, max_attempts: int = 2, poll_delays: tuple[float, ...] = (0.05, 0.1, 0.2,
-                                                                              0.5, 1, 2)
-                 ) -> None:
+                                                                              0.5, 1, 2),
+                 updates: OrderUpdates | None = None) -> None:
         self.journal = journal
         self.venue = venue
         self.sleep = sleep
         self.max_attempts = max_attempts
         self.poll_delays = poll_delays
+        self.updates = updates  # None: the venue's orders are only queried
 
     async def send(self, order: JournalOrder, market: Market) -> LegResult:
         """Send ``order`` (already planned in the journal) and return its final state.
@@ -150,10 +168,13 @@ class LegSender:
         for delay in self.poll_delays:
             if state.status.is_final:
                 break
-            await self.sleep(delay)
-            state = await self._query(order, market)
-            if state is None:
-                raise LegUnresolved(order, "acknowledged order no longer found")
+            pushed = await self._next_update(order, delay)
+            if pushed is not None:
+                state = pushed
+            else:
+                state = await self._query(order, market)
+                if state is None:
+                    raise LegUnresolved(order, "acknowledged order no longer found")
             recorded = self.journal.record_state(state)
         if not state.status.is_final:
             # A market or IOC order still working after the polls: cancel what is left.
@@ -162,6 +183,20 @@ class LegSender:
                 raise LegUnresolved(order, "working order vanished while being canceled")
             recorded = self.journal.record_state(state)
         return LegResult(recorded)
+
+    async def _next_update(self, order: JournalOrder, delay: float) -> OrderState | None:
+        """The order's update from a live stream within ``delay``; None (after waiting out
+        ``delay``, as the polls always did) when there is none: the caller queries REST."""
+        if self.updates is None or not self.updates.live:
+            await self.sleep(delay)
+            return None
+        pushed = await self.updates.wait(order.client_order_id, delay)
+        if pushed is not None and pushed.filled_quantity and not pushed.fees \
+                and not pushed.fees_pending:
+            # A fill pushed without its fee (which may be in base, changing what was
+            # delivered): the query by client id reads it, as fetch_order always does.
+            return None
+        return pushed
 
     async def _query(self, order: JournalOrder, market: Market):
         try:
@@ -177,3 +212,16 @@ class LegSender:
 
 def _reason(err: VenueError) -> str:
     return str(err).removeprefix(f"{err.venue}: ")
+
+
+# The journal states after which an order may still change on the venue.
+WORKING = frozenset({OrderEvent.SENT, OrderEvent.ACKNOWLEDGED, OrderEvent.PARTIALLY_FILLED,
+                     OrderEvent.OUTCOME_UNKNOWN})
+
+
+def working_orders(journal: Journal, venue_id: str) -> list[tuple[str, str]]:
+    """(symbol, client order id) of the orders the journal sent on ``venue_id`` that are not
+    final yet: what an account stream's reconcile reads by client id after a reconnect."""
+    return [(order.symbol, order.client_order_id)
+            for intent in journal.unfinished_intents() if intent.venue == venue_id
+            for order in journal.orders(intent.intent_id) if order.state in WORKING]

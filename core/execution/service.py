@@ -28,6 +28,7 @@ from perpcarry.execution.engine import (
     TwoLegExecution,
 )
 from perpcarry.execution.journal import Journal, Position, PositionState
+from perpcarry.execution.legs import OrderUpdates
 from perpcarry.execution.recovery import (
     Adoption,
     Reconciliation,
@@ -51,6 +52,8 @@ def journal_path(data_dir: Path, paper: bool) -> Path:
 class VenueHandle:
     orders: OrderVenue
     market_data: MarketDataVenue
+    # The venue's order updates from its account stream (an AccountBook); None: queried.
+    order_updates: OrderUpdates | None = None
 
 
 class TradingSession:
@@ -203,10 +206,12 @@ class TradingSession:
     def execution(self, pair: CarryPair, price: Decimal) -> TwoLegExecution:
         """One open, close or repair of ``pair`` with the session's settings; ``price`` sizes
         and checks its orders."""
-        return TwoLegExecution(self.journal, self.venues[pair.venue].orders, pair,
+        handle = self.venues[pair.venue]
+        return TwoLegExecution(self.journal, handle.orders, pair,
                                reference_price=price, tolerance=self.settings.tolerance,
                                sleep=self.sleep, max_attempts=self.settings.max_attempts,
-                               checks=self.config.registry.pre_trade_vetoes)
+                               checks=self.config.registry.pre_trade_vetoes,
+                               updates=handle.order_updates)
 
     async def _context(self, action: str, pair: CarryPair, price: Decimal, *,
                        account_ready: bool) -> TradeContext:

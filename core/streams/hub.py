@@ -16,6 +16,11 @@ Streams lie (ccxt #27412, #20911, #16123, #23251), so:
 - **stale never drives a decision**: :meth:`StreamHub.fresh` answers only from a live feed
   (or from a REST poll) younger than ``max_age``; :meth:`StreamHub.current` falls back to
   REST and logs that it did.
+
+Account feeds (orders, positions, balances; one per venue, no symbols) run only when the
+hub is given an :class:`~perpcarry.streams.account.AccountBook` (the venue has credentials):
+they keep the same rules, read the account from REST through the book, and are not stale
+for being quiet (see :mod:`perpcarry.streams.account`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,14 @@ from loguru import logger
 from perpcarry.config.settings import StreamsConfig
 from perpcarry.domain.parsing import MalformedField
 from perpcarry.domain.types import MarketKind
+from perpcarry.streams.account import (
+    AccountBook,
+    StreamSilent,
+    account_connected,
+    connected,
+    redact,
+    short_error,
+)
 from perpcarry.streams.limits import ConnectionBudget, chunks
 from perpcarry.streams.rest import rest_updates
 from perpcarry.venues.streams import StreamCapabilities, StreamFeed, StreamKind, StreamUpdate
@@ -79,10 +92,10 @@ class StreamHub:
     """The streams of one venue. ``venue`` is its REST client (a ``CcxtVenue``)."""
 
     def __init__(self, venue: Any, capabilities: StreamCapabilities, settings: StreamsConfig,
-                 *, exchange_factory: Callable[[], Any] | None = None,
+                 *, exchange_factory: Callable[[bool], Any] | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
                  jitter: Callable[[], float] = random.random,
-                 keepalive_ms: int | None = None) -> None:
+                 keepalive_ms: int | None = None, account: AccountBook | None = None) -> None:
         self.venue = venue
         self.venue_id: str = venue.venue_id
         self.capabilities = capabilities
@@ -90,7 +103,10 @@ class StreamHub:
         self.monotonic = monotonic
         self.jitter = jitter
         self.keepalive_ms = keepalive_ms
-        self._exchange_factory = exchange_factory or (lambda: pro_exchange(venue))
+        # Called with whether the feed is an account one (its client gets the keys).
+        self._exchange_factory = exchange_factory or (
+            lambda private: pro_exchange(venue, credentials=private))
+        self.account = account
         self.budget = ConnectionBudget(capabilities.limits, monotonic)
         self.feeds: list[FeedStatus] = []
         self.listeners: list[Listener] = []
@@ -138,12 +154,19 @@ class StreamHub:
         no feed carries are left to REST polling (:meth:`current`)."""
         limit = self.capabilities.limits.subscriptions_per_connection
         for feed in self.capabilities.streamed(tuple(kinds)):
+            if feed.account:
+                # Per venue, every symbol at once; without credentials REST fills in.
+                if self.account is not None and self.venue.config.has_credentials:
+                    self._spawn(feed, FeedStatus(f"{feed.method} account", feed.kinds, ()))
+                continue
             wanted = sorted(set(symbols.get(feed.market, ())))
             for n, part in enumerate(chunks(wanted, limit), start=1):
                 name = f"{feed.method} {feed.market.value}" + (f" #{n}" if n > 1 else "")
-                status = FeedStatus(name, feed.kinds, tuple(part))
-                self.feeds.append(status)
-                self._tasks.append(asyncio.create_task(self._run(feed, status)))
+                self._spawn(feed, FeedStatus(name, feed.kinds, tuple(part)))
+
+    def _spawn(self, feed: StreamFeed, status: FeedStatus) -> None:
+        self.feeds.append(status)
+        self._tasks.append(asyncio.create_task(self._run(feed, status)))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -159,25 +182,49 @@ class StreamHub:
         """Subscribe, read, and on any fault: stale -> REST poll -> backoff -> resubscribe
         -> reconcile from REST -> live."""
         try:
-            exchange = self._exchange_factory()
+            exchange = self._exchange_factory(feed.account)
         except Exception as err:  # no ccxt.pro class, markets not loaded: REST fills in
-            self._set(status, FeedState.STALE, f"cannot stream: {_short(err)}")
+            self._set(status, FeedState.STALE, f"cannot stream: {short_error(err)}")
             logger.warning("{}: {} cannot stream ({}); REST polling fills in", self.venue_id,
-                           status.name, _short(err))
+                           status.name, short_error(err))
             return
         if self.keepalive_ms is not None:
             exchange.streaming = {**exchange.streaming, "keepAlive": self.keepalive_ms}
+        exchange.options.update(dict(feed.options))
         self._exchanges.append(exchange)
-        watch = getattr(exchange, feed.method)
+        method = getattr(exchange, feed.method)
+        if feed.account:
+            def watch(_symbols: list[str]) -> Any:
+                return method(params=dict(feed.params))
+        else:
+            watch = method
         stale_after = min(self.settings.stale_after(k.value) for k in feed.kinds)
         attempt = 0
         reconnecting = False
         while True:
-            await self.budget.acquire(len(status.symbols))
+            await self.budget.acquire(max(1, len(status.symbols)))
             pending = asyncio.ensure_future(watch(list(status.symbols)))
             try:
+                if feed.account:
+                    # An account may push nothing for hours: the open connection (the
+                    # venue took the keys), not a push, makes the feed live, after the
+                    # account is read from REST.
+                    await account_connected(exchange, pending, stale_after)
+                    _new_connection(exchange)
+                    self._set(status, FeedState.RECONCILING, "reconciling from REST")
+                    await self._poll(feed.kinds, status)
+                    status.counts["reconciled"] += 1
+                    reconnecting = False
+                    self._set(status, FeedState.LIVE, "")
                 while True:
                     done, _ = await asyncio.wait({pending}, timeout=stale_after)
+                    if not done and feed.account and status.state is FeedState.LIVE \
+                            and connected(exchange):
+                        # A quiet account is not a fault while the connection holds (its
+                        # keep-alive fails otherwise): read it from REST, stay live.
+                        status.counts["quiet_checks"] += 1
+                        await self._poll(feed.kinds, status)
+                        continue
                     if not done:
                         pending.cancel()
                         raise StreamSilent(f"no message for {stale_after:g}s")
@@ -198,7 +245,10 @@ class StreamHub:
                     if status.state is not FeedState.LIVE:
                         self._set(status, FeedState.LIVE, "")
                     attempt = 0
-                    self._accept(feed, status, result)
+                    if feed.account:
+                        await self._accept_account(feed, status, result)
+                    else:
+                        self._accept(feed, status, result)
                     pending = asyncio.ensure_future(watch(list(status.symbols)))
             except asyncio.CancelledError:
                 pending.cancel()
@@ -208,8 +258,9 @@ class StreamHub:
             except StreamSilent as err:
                 reason = str(err)
             except Exception as err:  # a ccxt error, a refused subscription, a dead socket
-                reason = f"{type(err).__name__}: {_short(err)}"
+                reason = f"{type(err).__name__}: {short_error(err)}"
             status.counts["faults"] += 1
+            reason = redact(reason, self.venue)
             self._set(status, FeedState.STALE, reason)
             await self._poll(feed.kinds, status)
             await _drop_connections(exchange)
@@ -239,12 +290,19 @@ class StreamHub:
             except (MalformedField, KeyError, TypeError) as err:
                 status.counts["malformed"] += 1
                 logger.warning("{}: {} push for {} skipped: {}", self.venue_id, status.name,
-                               item.get("symbol"), _short(err))
+                               item.get("symbol"), short_error(err))
                 continue
             # A push is counted once, whatever number of updates (mark and funding) it held.
             dropped = {self._store(update, now, "stream", status) for update in updates}
             for verdict in dropped - {None}:
                 status.counts[verdict] += 1
+
+    async def _accept_account(self, feed: StreamFeed, status: FeedStatus, result: Any
+                              ) -> None:
+        status.messages += 1
+        status.last_message = self.monotonic()
+        verdicts = await self.account.accept(feed, status.name, result, datetime.now(UTC))
+        status.counts.update(verdicts)
 
     def _store(self, update: StreamUpdate, received: float, source: str,
                status: FeedStatus | None) -> str | None:
@@ -270,8 +328,11 @@ class StreamHub:
         await self._poll(frozenset(kinds), None)
 
     async def _poll(self, kinds: frozenset[StreamKind], status: FeedStatus | None) -> None:
-        """Read ``kinds`` over the venue's REST client and keep them as REST values."""
+        """Read ``kinds`` over the venue's REST client and keep them as REST values (the
+        account kinds through the account book)."""
         updates, failures = await rest_updates(self.venue, kinds)
+        if self.account is not None and any(k.private for k in kinds):
+            failures |= await self.account.reconcile(k for k in kinds if k.private)
         if status is not None:
             status.counts["rest_polls"] += 1
         for what, why in failures.items():
@@ -284,17 +345,10 @@ class StreamHub:
 
     def _set(self, status: FeedStatus, state: FeedState, reason: str) -> None:
         status.state, status.reason = state, reason
+        if self.account is not None and StreamKind.ORDERS in status.kinds:
+            self.account.set_live(state is FeedState.LIVE)
         for listener in self.status_listeners:
             listener(self.venue_id, status)
-
-
-class StreamSilent(Exception):
-    """The watchdog's verdict: no message within the kind's ``stale_after_seconds``."""
-
-
-def _short(err: BaseException) -> str:
-    text = str(err) or type(err).__name__
-    return text if len(text) <= 160 else f"{text[:157]}..."
 
 
 async def _drop_connections(exchange: Any) -> None:
@@ -316,16 +370,21 @@ def _new_connection(exchange: Any) -> bool:
     return new
 
 
-def pro_exchange(venue: Any) -> Any:
+def pro_exchange(venue: Any, *, credentials: bool = False) -> Any:
     """A ccxt.pro client for ``venue`` (a ``CcxtVenue`` whose markets are loaded): the same
-    class, options, sandbox and ``base_url`` as its REST client, public streams only, and
-    the REST client's markets (ccxt.pro never loads them itself)."""
+    class, options, sandbox and ``base_url`` as its REST client, and the REST client's
+    markets (ccxt.pro never loads them itself). With ``credentials`` (account feeds) it gets
+    the venue's keys, read from their ``SecretStr`` here and nowhere logged."""
     import ccxt.pro as ccxt_pro
 
     from perpcarry.ccxt.transport import rebase
 
     options = {"fetchMarkets": {"types": list(venue.market_types)}, **venue.ccxt_options}
-    exchange = getattr(ccxt_pro, venue.ccxt_id)({"enableRateLimit": False, "options": options})
+    params: dict[str, Any] = {"enableRateLimit": False, "options": options}
+    if credentials:
+        for field_name, ccxt_key in venue.credential_keys.items():
+            params[ccxt_key] = getattr(venue.config, field_name).get_secret_value()
+    exchange = getattr(ccxt_pro, venue.ccxt_id)(params)
     if venue.config.sandbox:
         exchange.set_sandbox_mode(True)
     base_url = venue.config.base_url or venue.context.base_url

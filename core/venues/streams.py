@@ -5,12 +5,17 @@ A plugin lists its :class:`StreamFeed` s in a :class:`StreamCapabilities` on its
 subscribes, the :class:`StreamKind` s it carries and the plugin's parser from what ccxt
 returns to :data:`StreamUpdate` s. A kind no feed carries is filled in by REST polling, and
 :meth:`StreamCapabilities.mode` says so; core never probes ``exchange.has`` at run time.
+
+An account feed (orders, positions, balances) is per venue, not per symbol: its ``market``
+is None, it starts only when the venue has credentials, and its parser turns what ccxt.pro
+returns into :data:`AccountUpdate` s built by the venue's own REST parsing (an order update
+carries the same :class:`~perpcarry.venues.orders.OrderState` a ``fetch_order`` gives).
 See docs/streams.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -18,6 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 from perpcarry.domain.types import MarketKind
+from perpcarry.venues.orders import Balance, OrderState, PerpPosition, Wallet
 
 
 class StreamKind(StrEnum):
@@ -80,15 +86,63 @@ FeedParser = Callable[[dict[str, Any], MarketKind, datetime], list[StreamUpdate]
 
 
 @dataclass(frozen=True)
+class OrderUpdate:
+    """An order's state as an account stream pushed it (parsed as the REST path does)."""
+
+    state: OrderState
+    kind: StreamKind = field(default=StreamKind.ORDERS, init=False)
+
+    @property
+    def symbol(self) -> str:
+        return self.state.symbol
+
+
+@dataclass(frozen=True)
+class PositionUpdate:
+    """One perp's position as pushed; ``position`` None: the venue reports it flat."""
+
+    symbol: str
+    position: PerpPosition | None
+    kind: StreamKind = field(default=StreamKind.POSITIONS, init=False)
+
+
+@dataclass(frozen=True)
+class BalanceUpdate:
+    """The balances of one wallet as pushed (only the currencies the push carried)."""
+
+    wallet: Wallet
+    balances: tuple[Balance, ...]
+    kind: StreamKind = field(default=StreamKind.BALANCES, init=False)
+
+
+AccountUpdate = OrderUpdate | PositionUpdate | BalanceUpdate
+# What ccxt.pro returned for one account item (an order, a position, a balance structure),
+# the venue's REST order client (whose parsing it reuses) and when it was received -> the
+# updates it carries. Raises InvalidResponse or MalformedField for an unreadable item.
+AccountParser = Callable[[dict[str, Any], Any, datetime], Awaitable[list[AccountUpdate]]]
+
+
+@dataclass(frozen=True)
 class StreamFeed:
     """One ccxt.pro subscription a venue offers."""
 
     method: str  # the ccxt.pro watch method taking a list of unified symbols
-    market: MarketKind  # which markets' symbols it is subscribed with
+    # Which markets' symbols it is subscribed with; None: an account feed, per venue.
+    market: MarketKind | None
     kinds: frozenset[StreamKind]
-    parse: FeedParser
+    parse: FeedParser | AccountParser  # an AccountParser exactly when ``market`` is None
     # The ccxt.pro class when it is not the REST client's (none of ours today).
     ccxt_id: str | None = None
+    # ccxt params of an account watch (which wallet or market type it follows).
+    params: tuple[tuple[str, Any], ...] = ()
+    # ccxt.pro options of the feed's client (e.g. no REST snapshot of its own: the hub
+    # reconciles over the venue's REST client).
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def account(self) -> bool:
+        """Whether this feed carries account kinds (needs credentials, has no symbols)."""
+        return self.market is None
 
 
 @dataclass(frozen=True)

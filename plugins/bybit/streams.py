@@ -6,6 +6,12 @@ deltas that ccxt merges into ``info``; a linear ticker carries ``markPrice``,
 ``ask1Price``), so one feed serves marks, funding and perp books. Spot tickers carry no
 bid/ask (the real capture in data/raw-responses/multivenue-ws-… shows it), so spot books
 come from ``watchBidsAsks`` (``orderbook.1.<symbol>``).
+
+With credentials, the v5 private stream (``wss://stream.bybit.com/v5/private``, logged in
+with ``{"op":"auth","args":[key, expires, signature]}``): ``watchOrders`` subscribes the
+``order`` topic, ``watchPositions`` the ``position`` topic, ``watchBalance`` the ``wallet``
+topic, each parsed by the REST path's own parsing (a push's objects have the v5 REST
+fields).
 """
 
 from __future__ import annotations
@@ -21,10 +27,18 @@ from perpcarry.domain.parsing import (
     time_field,
 )
 from perpcarry.domain.types import MarketKind
+from perpcarry.streams.account import (
+    ccxt_balance_update,
+    ccxt_order_state,
+    ccxt_position_update,
+)
+from perpcarry.venues.orders import Wallet
 from perpcarry.venues.streams import (
+    AccountUpdate,
     BookTick,
     FundingTick,
     MarkTick,
+    OrderUpdate,
     StreamCapabilities,
     StreamFeed,
     StreamKind,
@@ -66,6 +80,35 @@ def parse_bid_ask(item: dict[str, Any], market: MarketKind, received: datetime
     return [BookTick(item["symbol"], _time(item, received), bid, ask, kind)]
 
 
+async def parse_order(item: dict[str, Any], venue: Any, received: datetime
+                      ) -> list[AccountUpdate]:
+    """An ``order`` push as ccxt's order, parsed as ``fetch_order``'s answer is (its
+    ``cumExecFee`` / ``cumFeeDetail`` are the order's cumulative fee, as in REST)."""
+    return [OrderUpdate(await ccxt_order_state(item, venue))]
+
+
+async def parse_position(item: dict[str, Any], venue: Any, received: datetime
+                         ) -> list[AccountUpdate]:
+    """A ``position`` push as ccxt's position structure."""
+    return await ccxt_position_update(item, venue)
+
+
+async def parse_balance(item: dict[str, Any], venue: Any, received: datetime
+                        ) -> list[AccountUpdate]:
+    """A ``wallet`` push: the trading account's wallet, read by ccxt's REST balance parsing
+    from the push's ``data`` (the v5 REST wallet-balance ``list`` objects, same fields).
+    ccxt.pro's own websocket parse reads other fields (``equity`` as the total) and would
+    disagree with ``fetch_balances`` for the same values."""
+    parsed = venue.exchange.parse_balance({"result": {"list": item["info"]}})
+    return ccxt_balance_update(parsed, venue, Wallet.UNIFIED)
+
+
+# The unified trading account the REST client declares (no probing requests), and no REST
+# positions snapshot of ccxt.pro's own: the hub reconciles over the venue's REST client.
+ACCOUNT_OPTIONS = (("enableUnifiedAccount", True), ("enableUnifiedMargin", False),
+                   ("watchPositions", {"fetchPositionsSnapshot": False,
+                                       "awaitPositionsSnapshot": False}))
+
 STREAMS = StreamCapabilities(
     feeds=(
         StreamFeed("watchTickers", MarketKind.PERP,
@@ -73,6 +116,12 @@ STREAMS = StreamCapabilities(
                    parse_linear_ticker),
         StreamFeed("watchBidsAsks", MarketKind.SPOT, frozenset({StreamKind.SPOT_BOOK}),
                    parse_bid_ask),
+        StreamFeed("watchOrders", None, frozenset({StreamKind.ORDERS}), parse_order,
+                   options=ACCOUNT_OPTIONS),
+        StreamFeed("watchPositions", None, frozenset({StreamKind.POSITIONS}), parse_position,
+                   options=ACCOUNT_OPTIONS),
+        StreamFeed("watchBalance", None, frozenset({StreamKind.BALANCES}), parse_balance,
+                   options=ACCOUNT_OPTIONS),
     ),
     # bybit-exchange.github.io/docs/v5/ws/connect (read 2026-12-06): no more than 500
     # connections per 5 minutes per IP; a spot subscribe request holds at most 10 args.

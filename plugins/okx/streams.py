@@ -4,6 +4,13 @@
 current period's rate, paid at ``fundingTime``, as in the REST endpoint),
 ``watchMarkPrices`` the ``mark-price`` channel, ``watchBidsAsks`` ``bbo-tbt`` (best bid
 and ask, tick by tick) for spot and swaps.
+
+With credentials, the private stream (``wss://ws.okx.com:8443/ws/v5/private``, logged in
+with ``{"op":"login","args":[{apiKey, passphrase, timestamp, sign}]}``): ``watchOrders``
+subscribes the ``orders`` channel (every instrument type), ``watchPositions`` the
+``positions`` channel, ``watchBalance`` the ``account`` channel, each parsed by the REST
+path's own parsing (a push's objects have the v5 REST fields; swap sizes are in contracts
+and converted with ``ctVal`` as in REST).
 """
 
 from __future__ import annotations
@@ -13,10 +20,18 @@ from typing import Any
 
 from perpcarry.domain.parsing import best_bid_ask, decimal_field, time_field
 from perpcarry.domain.types import MarketKind
+from perpcarry.streams.account import (
+    ccxt_balance_update,
+    ccxt_order_state,
+    ccxt_position_update,
+)
+from perpcarry.venues.orders import Wallet
 from perpcarry.venues.streams import (
+    AccountUpdate,
     BookTick,
     FundingTick,
     MarkTick,
+    OrderUpdate,
     StreamCapabilities,
     StreamFeed,
     StreamKind,
@@ -49,6 +64,29 @@ def parse_bbo(item: dict[str, Any], market: MarketKind, received: datetime
     return [BookTick(item["symbol"], at, bid, ask, kind)]
 
 
+async def parse_order(item: dict[str, Any], venue: Any, received: datetime
+                      ) -> list[AccountUpdate]:
+    """An ``orders`` push as ccxt's order, parsed as ``fetch_order``'s answer is (its
+    ``fee`` is the order's cumulative fee, as in REST)."""
+    return [OrderUpdate(await ccxt_order_state(item, venue))]
+
+
+async def parse_position(item: dict[str, Any], venue: Any, received: datetime
+                         ) -> list[AccountUpdate]:
+    """A ``positions`` push as ccxt's position structure."""
+    return await ccxt_position_update(item, venue)
+
+
+async def parse_balance(item: dict[str, Any], venue: Any, received: datetime
+                        ) -> list[AccountUpdate]:
+    """A ``account`` push as ccxt's balance structure: the trading account's wallet."""
+    return ccxt_balance_update(item, venue, Wallet.UNIFIED)
+
+
+# No REST positions snapshot of ccxt.pro's own: the hub reconciles over the REST client.
+ACCOUNT_OPTIONS = (("watchPositions", {"fetchPositionsSnapshot": False,
+                                       "awaitPositionsSnapshot": False}),)
+
 STREAMS = StreamCapabilities(
     feeds=(
         StreamFeed("watchFundingRates", MarketKind.PERP, frozenset({StreamKind.FUNDING}),
@@ -59,6 +97,12 @@ STREAMS = StreamCapabilities(
                    parse_bbo),
         StreamFeed("watchBidsAsks", MarketKind.PERP, frozenset({StreamKind.PERP_BOOK}),
                    parse_bbo),
+        StreamFeed("watchOrders", None, frozenset({StreamKind.ORDERS}), parse_order,
+                   options=ACCOUNT_OPTIONS),
+        StreamFeed("watchPositions", None, frozenset({StreamKind.POSITIONS}), parse_position,
+                   options=ACCOUNT_OPTIONS),
+        StreamFeed("watchBalance", None, frozenset({StreamKind.BALANCES}), parse_balance,
+                   options=ACCOUNT_OPTIONS),
     ),
     # OKX API v5 "WebSocket" overview, as summarised in nautilus_trader's OKX adapter docs
     # (read 2026-12-06): 3 connection requests per second per IP, 480
