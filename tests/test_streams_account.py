@@ -398,3 +398,30 @@ async def test_a_fill_while_the_stream_is_down_is_recorded_from_rest(venue, fake
     filled = [e for e in fake.user_data.pushed if e["o"]["c"] == cid and e["o"]["X"] == "FILLED"]
     assert filled and not fake.user_data.sockets
     assert len(fake.sent("GET", "/fapi/v1/order")) >= 1
+
+
+@pytest.mark.usefixtures("data_dir")
+async def test_a_live_runs_hubs_hand_each_venues_fills_to_its_executor(venue, fake, journal):
+    """What `perpcarry run --live` wires (cli/run.py account_books): the run's hubs start the
+    venue's account feeds, and the session's venue handle carries the same book, so the
+    executor's fills come from the stream."""
+    from perpcarry.cli.run import account_books
+    from perpcarry.config.loader import load_config
+    from perpcarry.execution.service import TradingSession, VenueHandle
+    from perpcarry.streams.session import HubSet
+
+    config = load_config(None)
+    session = TradingSession(config, journal, {"binance": VenueHandle(venue, venue)},
+                             paper=False)
+    hubs = HubSet(config, {"binance": venue}, account_books(session))
+    hubs.start({"binance": []}, ())
+    try:
+        book = session.venues["binance"].order_updates
+        assert book is not None and hubs.get("binance").account is book
+        assert {f.name for f in hubs.get("binance").feeds} >= {"watchOrders account"}
+        await _until(lambda: book.live)
+        fills, answers = await _open_eth(venue, fake, journal, book)
+    finally:
+        await hubs.close()
+    assert [f[2].value for f in fills] == ["filled", "filled"]
+    assert OrderStatus.FILLED not in answers  # the perp's fill came from the push

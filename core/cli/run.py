@@ -126,12 +126,30 @@ def streamed_market(config, trading, market, clients, polled_only: bool):
     from perpcarry.streams.market import StreamMarket
     from perpcarry.streams.session import HubSet
 
-    hubs = HubSet(config, clients)
+    hubs = HubSet(config, clients, None if trading.paper else account_books(trading))
 
     def held() -> set[tuple[str, str]]:
         return {(p.venue, p.base) for p in trading.journal.positions()}
 
     return StreamMarket(market, hubs, settings.max_age_seconds, held), hubs
+
+
+def account_books(trading):
+    """A live session's account books: each venue's orders, positions and balances over its
+    account streams (where it has keys), and its fills handed to the executor as events
+    (``VenueHandle.order_updates``); REST is still read after every reconnect."""
+    from functools import partial
+
+    from perpcarry.execution.legs import working_orders
+    from perpcarry.streams.account import AccountBook
+
+    def book(venue_id: str) -> AccountBook:
+        handle = trading.venues[venue_id]
+        handle.order_updates = AccountBook(venue_id, handle.orders,
+                                           partial(working_orders, trading.journal, venue_id))
+        return handle.order_updates
+
+    return book
 
 
 def stream_risk(config, trading, hubs, rules, events):

@@ -123,9 +123,10 @@ STREAMS = StreamCapabilities(
         StreamFeed("watchBalance", None, frozenset({StreamKind.BALANCES}), parse_balance,
                    options=ACCOUNT_OPTIONS),
     ),
-    # bybit-exchange.github.io/docs/v5/ws/connect (read 2026-12-06): no more than 500
-    # connections per 5 minutes per IP; a spot subscribe request holds at most 10 args.
-    # Not re-verified with today's search (the page's limits section was not in the index).
+    # bybit-exchange.github.io/docs/v5/rate-limit, "Websocket IP limit" (read 2026-12-06):
+    # no more than 500 connections within a 5-minute window per IP. A spot subscribe
+    # request holds at most 10 args (the v5 "Connect" page, read in an earlier session;
+    # not in today's search index), so each connection carries at most 10.
     limits=StreamLimits(subscriptions_per_connection=10, connections_per_window=500,
                         connection_window_seconds=300),
 )
