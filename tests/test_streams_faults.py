@@ -252,3 +252,24 @@ def caplog_info():
     yield messages
     logger.disable("perpcarry")
     logger.remove(sink)
+
+
+async def test_a_failing_listener_neither_stales_the_feed_nor_blinds_the_others(
+        server, faults, tmp_path):
+    """One consumer's bug (here: every call raises) is logged with its traceback and
+    counted; the feed stays live and the next listener still hears every push."""
+
+    class Broken:
+        def __call__(self, venue, update, source):
+            raise RuntimeError("a consumer's bug")
+
+    hub, alarm, client = await _hub(server, "binance", tmp_path)
+    hub.listeners.insert(0, Broken())
+    feed = _feed(hub, StreamKind.MARK)
+    try:
+        await _until(lambda: alarm.seen >= 5)
+    finally:
+        await _close(hub, client)
+    assert hub.listener_failures["Broken"] >= 5
+    assert feed.counts["reconnects"] == 0 and feed.state is FeedState.LIVE
+    assert {d.source for d in alarm.decisions} == {"stream"}

@@ -110,6 +110,7 @@ class StreamHub:
         self.budget = ConnectionBudget(capabilities.limits, monotonic)
         self.feeds: list[FeedStatus] = []
         self.listeners: list[Listener] = []
+        self.listener_failures: Counter[str] = Counter()  # by listener class
         self.status_listeners: list[StatusListener] = []
         self._latest: dict[tuple[StreamKind, str], Entry] = {}
         self._stream_at: dict[tuple[StreamKind, str], tuple[datetime, StreamUpdate]] = {}
@@ -320,7 +321,15 @@ class StreamHub:
             self._stream_at[key] = (update.at, update)
         self._latest[key] = Entry(update, received, source, status)
         for listener in self.listeners:
-            listener(self.venue_id, update, source)
+            try:
+                listener(self.venue_id, update, source)
+            except Exception:  # one consumer's bug must not blind the others
+                # A bug of ours in one consumer (or its journal write failing) would else
+                # take the feed stale and flap it: logged with its traceback and counted.
+                self.listener_failures[type(listener).__name__] += 1
+                logger.opt(exception=True).error(
+                    "{}: stream listener {} failed on {} of {}", self.venue_id,
+                    type(listener).__name__, update.kind.value, update.symbol)
         return None
 
     async def poll(self, kinds: Iterable[StreamKind]) -> None:
