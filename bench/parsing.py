@@ -1,0 +1,168 @@
+"""Micro-benchmark of the funding-history parsers on the recorded pages.
+
+    python bench/parsing.py [--rounds 7] [--baseline DIR]
+
+Parses every recorded history page (Binance ``fundingRate``, Bybit ``funding/history``,
+OKX ``funding-rate-history``: the bundled snapshots, which a cold ``bench/scan.py`` run
+replays, and ``cassettes/``), as a cold scan does once per page, and prints the cost per
+record against ``json.loads`` of the same bodies measured in the same run (the decoding
+plain ccxt does with every page; the parser is work on top of it). Then the scan's step
+from the parsed records to the estimators' input (``perpcarry.scan.engine``'s history
+conversion), over the snapshot pages.
+
+With ``--baseline DIR`` (a directory from which ``perpcarry`` and the plugins import, e.g.
+an export of main with ``perpcarry`` -> ``core`` and ``perpcarry_<venue>`` ->
+``plugins/<venue>`` links), the same measurement runs in child processes on that tree and
+on this one, alternating round by round, and the ratio this / baseline is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+ROOT = Path(__file__).parents[1]
+VENUES = ("binance", "bybit", "okx")
+HISTORY_PATHS = {"/fapi/v1/fundingRate": "binance", "/v5/market/funding/history": "bybit",
+                 "/api/v5/public/funding-rate-history": "okx"}
+
+
+def recorded_pages() -> list[tuple[str, str, str, bool]]:
+    """(venue, venue symbol, body, from a snapshot) of every recorded 200 history page."""
+    files = [(ROOT / "plugins" / v / "snapshot" / "snapshot.json", True) for v in VENUES]
+    files += [(p, False) for v in VENUES for p in sorted((ROOT / "cassettes" / v).glob("*.json"))
+              if not p.name.startswith("error_")]
+    pages = []
+    for path, snapshot in files:
+        for interaction in json.loads(path.read_text())["interactions"]:
+            url = urlsplit(interaction["request"]["uri"])
+            venue = HISTORY_PATHS.get(url.path)
+            if venue is None or interaction["response"]["status"]["code"] != 200:
+                continue
+            query = dict(parse_qsl(url.query))
+            pages.append((venue, query.get("symbol") or query["instId"],
+                          interaction["response"]["body"]["string"], snapshot))
+    return pages
+
+
+def parsers():
+    """The history parser of each venue, as ``parse(market, decoded body)``."""
+    from perpcarry_binance.parsing import parse_funding_rates
+    from perpcarry_bybit.parsing import parse_funding_history as bybit_history
+    from perpcarry_okx.parsing import parse_funding_history as okx_history
+
+    return {
+        "binance": lambda market, body: parse_funding_rates("binance", body, market),
+        "bybit": lambda market, body: bybit_history("bybit", body, market),
+        "okx": lambda market, body: okx_history("okx", market, body["data"]),
+    }
+
+
+def perp(venue: str, venue_symbol: str):
+    from perpcarry.domain.types import Market, MarketKind
+
+    return Market(venue, f"{venue_symbol}/USDT:USDT", venue_symbol, venue_symbol, "USDT",
+                  "USDT", MarketKind.PERP, Decimal(1), Decimal("0.001"), Decimal("0.001"),
+                  None, Decimal("0.1"))
+
+
+def measure(repeats: int) -> dict[str, float]:
+    """Best-of-``repeats`` seconds per record: json.loads and the parser per venue, and the
+    scan's conversion of the snapshot histories for the estimators."""
+    from perpcarry.scan.engine import ScanOptions, VenueData, latest_estimates
+
+    parse = parsers()
+    pages = [(venue, perp(venue, symbol), body, json.loads(body), snapshot)
+             for venue, symbol, body, snapshot in recorded_pages()]
+    result: dict[str, float] = {}
+    for venue in VENUES:
+        mine = [(market, body, decoded) for v, market, body, decoded, _ in pages if v == venue]
+        count = sum(len(parse[venue](market, decoded)) for market, _, decoded in mine)
+        decode, parsing = [], []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for _, body, _ in mine:
+                json.loads(body)
+            decode.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for market, _, decoded in mine:
+                parse[venue](market, decoded)
+            parsing.append(time.perf_counter() - started)
+        result[f"{venue} json.loads"] = min(decode) / count
+        result[f"{venue} parser"] = min(parsing) / count
+        result[f"{venue} records"] = count
+    history: dict[str, dict] = {venue: {} for venue in VENUES}
+    for venue, market, _, decoded, snapshot in pages:
+        if snapshot:
+            history[venue][market.symbol] = parse[venue](market, decoded)
+    # Only what latest_estimates reads of a VenueData: its history.
+    data = [VenueData.__new__(VenueData) for _ in VENUES]
+    for venue_data, venue in zip(data, VENUES, strict=True):
+        object.__setattr__(venue_data, "history", history[venue])
+    options = ScanOptions(venues=VENUES)
+    estimating = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for venue_data in data:
+            latest_estimates(venue_data, options)
+        estimating.append(time.perf_counter() - started)
+    result["estimates per scan"] = min(estimating)
+    return result
+
+
+def child(tree: str | None, repeats: int) -> dict[str, float]:
+    env = dict(os.environ)
+    if tree:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [tree, env.get("PYTHONPATH")]))
+    out = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(repeats)],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=20, help="timed passes per round")
+    parser.add_argument("--baseline", help="directory the baseline tree imports from")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.repeats)))
+        return
+    sides = {"this tree": None} | ({"baseline": args.baseline} if args.baseline else {})
+    rounds: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    for _ in range(args.rounds):
+        for side, tree in sides.items():
+            rounds[side].append(child(tree, args.repeats))
+
+    def median(side: str, key: str) -> float:
+        return statistics.median(r[key] for r in rounds[side])
+
+    for venue in VENUES:
+        records = int(rounds["this tree"][0][f"{venue} records"])
+        line = (f"{venue}: {records} records; parser {median('this tree', f'{venue} parser') * 1e6:.3f}"
+                f" us/record = {median('this tree', f'{venue} parser') / median('this tree', f'{venue} json.loads'):.2f}x json.loads")
+        if args.baseline:
+            base = median("baseline", f"{venue} parser")
+            line += (f"; baseline {base * 1e6:.3f} us/record = "
+                     f"{base / median('baseline', f'{venue} json.loads'):.2f}x json.loads; "
+                     f"this / baseline = {median('this tree', f'{venue} parser') / base:.2f}x")
+        print(line)
+    line = f"scan history -> estimates, per scan: {median('this tree', 'estimates per scan') * 1e3:.2f} ms"
+    if args.baseline:
+        base = median("baseline", "estimates per scan")
+        line += (f"; baseline {base * 1e3:.2f} ms; this / baseline = "
+                 f"{median('this tree', 'estimates per scan') / base:.2f}x")
+    print(line + f"  [{args.rounds} rounds alternating, best of {args.repeats} passes each]")
+
+
+if __name__ == "__main__":
+    main()
