@@ -146,21 +146,23 @@ def main() -> None:
     def median(side: str, key: str) -> float:
         return statistics.median(r[key] for r in rounds[side])
 
+    this = "this tree"
     for venue in VENUES:
-        records = int(rounds["this tree"][0][f"{venue} records"])
-        line = (f"{venue}: {records} records; parser {median('this tree', f'{venue} parser') * 1e6:.3f}"
-                f" us/record = {median('this tree', f'{venue} parser') / median('this tree', f'{venue} json.loads'):.2f}x json.loads")
+        records = int(rounds[this][0][f"{venue} records"])
+        per_record = median(this, f"{venue} parser")
+        line = (f"{venue}: {records} records; parser {per_record * 1e6:.3f} us/record = "
+                f"{per_record / median(this, f'{venue} json.loads'):.2f}x json.loads")
         if args.baseline:
             base = median("baseline", f"{venue} parser")
             line += (f"; baseline {base * 1e6:.3f} us/record = "
                      f"{base / median('baseline', f'{venue} json.loads'):.2f}x json.loads; "
-                     f"this / baseline = {median('this tree', f'{venue} parser') / base:.2f}x")
+                     f"this / baseline = {per_record / base:.2f}x")
         print(line)
-    line = f"scan history -> estimates, per scan: {median('this tree', 'estimates per scan') * 1e3:.2f} ms"
+    per_scan = median(this, "estimates per scan")
+    line = f"scan history -> estimates, per scan: {per_scan * 1e3:.2f} ms"
     if args.baseline:
         base = median("baseline", "estimates per scan")
-        line += (f"; baseline {base * 1e3:.2f} ms; this / baseline = "
-                 f"{median('this tree', 'estimates per scan') / base:.2f}x")
+        line += f"; baseline {base * 1e3:.2f} ms; this / baseline = {per_scan / base:.2f}x"
     print(line + f"  [{args.rounds} rounds alternating, best of {args.repeats} passes each]")
 
 
