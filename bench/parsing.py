@@ -99,17 +99,19 @@ def measure(repeats: int) -> dict[str, float]:
         result[f"{venue} json.loads"] = min(decode) / count
         result[f"{venue} parser"] = min(parsing) / count
         result[f"{venue} records"] = count
-    history: dict[str, dict] = {venue: {} for venue in VENUES}
-    for venue, market, _, decoded, snapshot in pages:
-        if snapshot:
-            history[venue][market.symbol] = parse[venue](market, decoded)
-    # Only what latest_estimates reads of a VenueData: its history.
-    data = [VenueData.__new__(VenueData) for _ in VENUES]
-    for venue_data, venue in zip(data, VENUES, strict=True):
-        object.__setattr__(venue_data, "history", history[venue])
+    snapshot_pages = [(venue, market, decoded) for venue, market, _, decoded, snapshot in pages
+                      if snapshot]
     options = ScanOptions(venues=VENUES)
     estimating = []
     for _ in range(repeats):
+        # Records parsed afresh for each pass, as in a scan (no number's hash cached yet).
+        history: dict[str, dict] = {venue: {} for venue in VENUES}
+        for venue, market, decoded in snapshot_pages:
+            history[venue][market.symbol] = parse[venue](market, decoded)
+        # Only what latest_estimates reads of a VenueData: its history.
+        data = [VenueData.__new__(VenueData) for _ in VENUES]
+        for venue_data, venue in zip(data, VENUES, strict=True):
+            object.__setattr__(venue_data, "history", history[venue])
         started = time.perf_counter()
         for venue_data in data:
             latest_estimates(venue_data, options)
