@@ -27,6 +27,7 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import parse_qsl, urlsplit
 
 ROOT = Path(__file__).parents[1]
@@ -83,7 +84,7 @@ def forget_moments() -> None:
 def measure(repeats: int) -> dict[str, float]:
     """Best-of-``repeats`` seconds per record: json.loads and the parser per venue, and the
     scan's latest_estimates over the parsed histories."""
-    from perpcarry.scan.engine import ScanOptions, VenueData, latest_estimates
+    from perpcarry.scan.engine import ScanOptions, latest_estimates
 
     parse = parsers()
     pages = [(venue, perp(venue, symbol), body, json.loads(body))
@@ -109,15 +110,13 @@ def measure(repeats: int) -> dict[str, float]:
     options = ScanOptions(venues=VENUES)
     estimating = []
     for _ in range(repeats):
-        # Records parsed afresh for each pass, as in a scan (no number's hash cached yet).
+        # Records parsed afresh for each pass, as in a scan (fresh objects, fresh caches).
         history: dict[str, dict] = {venue: {} for venue in VENUES}
         forget_moments()
         for venue, market, _, decoded in pages:
             history[venue][market.symbol] = parse[venue](market, decoded)
-        # Only what latest_estimates reads of a VenueData: its history.
-        data = [VenueData.__new__(VenueData) for _ in VENUES]
-        for venue_data, venue in zip(data, VENUES, strict=True):
-            object.__setattr__(venue_data, "history", history[venue])
+        # Only what latest_estimates reads of a venue's VenueData: its history.
+        data = [SimpleNamespace(history=history[venue]) for venue in VENUES]
         started = time.perf_counter()
         for venue_data in data:
             latest_estimates(venue_data, options)
