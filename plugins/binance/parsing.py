@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from perpcarry.domain.parsing import (
     MalformedField,
     best_bid_ask,
     decimal_field,
+    funding_page,
     int_field,
     oldest_first,
     optional_decimal,
@@ -183,11 +185,30 @@ def parse_book_tickers(
 def parse_funding_rates(venue: str, payload: Any, market: Market) -> list[FundingRecord]:
     """``/fapi/v1/fundingRate`` → settled records, ascending. A malformed record raises
     ``MalformedField``: dropping it would leave a silent gap in the history."""
+    rows = _rows(payload, "fundingRate")
+    try:
+        # A page at once (``funding_page``); a row that is not an object or lacks a field
+        # raises here, and every doubt goes to the record-by-record reading, which names it.
+        if set(map(_SYMBOL, rows)) <= {market.venue_symbol}:
+            records = funding_page(venue, market.symbol, list(map(_FUNDING_TIME, rows)),
+                                   list(map(_FUNDING_RATE, rows)), list(map(_MARK, rows)))
+            if records is not None:
+                return records
+    except (KeyError, TypeError):
+        pass
+    return _funding_records(venue, rows, market)
+
+
+_SYMBOL, _FUNDING_TIME, _FUNDING_RATE, _MARK = map(
+    itemgetter, ("symbol", "fundingTime", "fundingRate", "markPrice"))
+
+
+def _funding_records(venue: str, rows: list[Any], market: Market) -> list[FundingRecord]:
+    """``parse_funding_rates`` record by record: raises ``MalformedField`` for the first
+    bad value."""
     symbol, venue_symbol = market.symbol, market.venue_symbol
     records = []
-    # Once per record of every history page (the bulk of a cold scan's parsing): the fields
-    # in FundingRecord's order, the symbol compared inline (``_symbol`` reads it so).
-    for entry in _rows(payload, "fundingRate"):
+    for entry in rows:
         if not isinstance(entry, dict) or entry.get("symbol") != venue_symbol:
             raise MalformedField("symbol", entry)
         records.append(FundingRecord(venue, symbol, time_field(entry, "fundingTime"),

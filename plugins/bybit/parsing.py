@@ -10,12 +10,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from perpcarry.domain.parsing import (
     MalformedField,
     best_bid_ask,
     decimal_field,
+    funding_page,
     int_field,
     oldest_first,
     optional_decimal,
@@ -200,6 +203,25 @@ def parse_funding_history(venue: str, response: Any, market: Market) -> list[Fun
     silent gap in the history cache.
     """
     rows, _ = result_list(venue, response, "funding history")
+    try:
+        # A page at once (``funding_page``); a row that is not an object or lacks a field
+        # raises here, and every doubt goes to the record-by-record reading, which names it.
+        if set(map(dict.get, rows, repeat("symbol"))) <= {None, market.venue_symbol}:
+            records = funding_page(venue, market.symbol, list(map(_SETTLED_AT, rows)),
+                                   list(map(_FUNDING_RATE, rows)))
+            if records is not None:
+                return records
+    except (KeyError, TypeError):
+        pass
+    return _funding_records(venue, rows, market)
+
+
+_SETTLED_AT, _FUNDING_RATE = itemgetter("fundingRateTimestamp"), itemgetter("fundingRate")
+
+
+def _funding_records(venue: str, rows: list[Any], market: Market) -> list[FundingRecord]:
+    """``parse_funding_history`` record by record: raises ``MalformedField`` for the first
+    bad value."""
     records = []
     for row in rows:
         if not isinstance(row, dict):

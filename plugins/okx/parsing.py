@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from perpcarry.domain.parsing import (
     MalformedField,
     best_bid_ask,
     decimal_field,
+    funding_page,
     int_field,
     oldest_first,
     optional_decimal,
@@ -163,6 +166,30 @@ def parse_funding_history(venue: str, market: Market,
     ``realizedRate`` is what was actually paid; older rows (and rows rebuilt from
     datasets that kept only ``fundingRate``) lack it, so ``fundingRate`` is the fallback.
     """
+    try:
+        # A page at once (``funding_page``); a row that is not an object or lacks a field
+        # raises here, and every doubt (a page mixing rows with and without realizedRate
+        # too) goes to the record-by-record reading, which names it.
+        if set(map(dict.get, rows, repeat("instId"))) <= {None, market.venue_symbol}:
+            rates = list(map(dict.get, rows, repeat("realizedRate")))
+            if rates.count(None) == len(rates):
+                rates = list(map(_FUNDING_RATE, rows))
+            records = funding_page(venue, market.symbol, list(map(_FUNDING_TIME, rows)),
+                                   rates)
+            if records is not None:
+                return records
+    except (KeyError, TypeError):
+        pass
+    return _funding_records(venue, market, rows)
+
+
+_FUNDING_TIME, _FUNDING_RATE = itemgetter("fundingTime"), itemgetter("fundingRate")
+
+
+def _funding_records(venue: str, market: Market,
+                     rows: list[dict[str, Any]]) -> list[FundingRecord]:
+    """``parse_funding_history`` record by record: raises ``MalformedField`` for the first
+    bad value."""
     records = []
     for row in rows:
         if row.get("instId") not in (None, market.venue_symbol):
