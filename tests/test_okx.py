@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 from perpcarry.ccxt.replay import replaying
 from perpcarry.domain.errors import ExchangeUnavailable, InvalidResponse, RateLimitError
+from perpcarry.domain.parsing import MalformedField
 from perpcarry.domain.types import Market, MarketKind, SkipLog
 from perpcarry.venues.protocol import VenueContext, carry_pairs
 from perpcarry_okx import OkxConfig
-from perpcarry_okx.parsing import parse_funding_rates, parse_mark_prices
+from perpcarry_okx.parsing import parse_funding_rates, parse_mark_prices, response_rows
 from perpcarry_okx.venue import OkxVenue
 
 ROOT = Path(__file__).parents[1]
@@ -170,6 +171,16 @@ def test_mark_prices_keep_only_positive_numbers():
             {"instId": "SOL-USDT-SWAP", "markPx": ""}, {"instId": "DOGE-USDT-SWAP",
                                                         "markPx": "0"}, {"markPx": "1"}]
     assert parse_mark_prices(rows) == {"BTC-USDT-SWAP": Decimal("90900")}
+
+
+def test_a_row_that_is_not_an_object_is_malformed_not_dropped():
+    """A history page with a null row would otherwise lose a settlement in silence."""
+    row = {"instId": "BTC-USDT-SWAP", "fundingRate": "0.0001", "fundingTime": "1700000000000"}
+    assert response_rows("okx", {"code": "0", "data": [row]}, "x") == [row]
+    with pytest.raises(MalformedField, match="public/funding-rate-history: data row 1 is "
+                                             "not an object"):
+        response_rows("okx", {"code": "0", "data": [row, None]},
+                      "public/funding-rate-history")
 
 
 def test_inverse_swaps_are_ignored_not_skipped():

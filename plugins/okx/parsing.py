@@ -32,14 +32,18 @@ FUNDING_INTERVALS_HOURS = frozenset({1, 2, 4, 8})
 
 
 def response_rows(venue: str, response: Any, endpoint: str) -> list[dict[str, Any]]:
-    """The ``data`` list of an OKX envelope; anything else is a ``MalformedField``."""
+    """The ``data`` list of an OKX envelope, every row an object; anything else is a
+    ``MalformedField`` (a row dropped in silence would leave a gap in a history)."""
     if not isinstance(response, dict):
         raise MalformedField(endpoint, response, f"{endpoint}: body is not a JSON object")
     code = response.get("code")
     rows = response.get("data")
     if code not in ("0", 0) or not isinstance(rows, list):
         raise MalformedField("data", rows, f"{endpoint}: unexpected envelope (code={code!r})")
-    return [row for row in rows if isinstance(row, dict)]
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise MalformedField("data", row, f"{endpoint}: data row {index} is not an object")
+    return rows
 
 
 def parse_mark_prices(rows: list[dict[str, Any]]) -> dict[str, Decimal]:
