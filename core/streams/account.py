@@ -242,9 +242,18 @@ async def ccxt_order_state(item: dict[str, Any], venue: Any) -> OrderState:
     return venue._order_state(await venue.market(item["symbol"]), item)
 
 
-async def ccxt_position_update(item: dict[str, Any], venue: Any) -> list[AccountUpdate]:
-    """ccxt.pro's position structure through the venue's REST position parsing; a position
-    of no contracts is the venue saying the perp is flat."""
+async def parse_ccxt_order(item: dict[str, Any], venue: Any, received: datetime
+                           ) -> list[AccountUpdate]:
+    """An account parser for a venue whose order pushes carry the order's cumulative fee,
+    as its REST answer does (Bybit's ``cumExecFee``, OKX's ``fee``): ccxt.pro's order
+    structure read as ``fetch_order``'s answer is."""
+    return [OrderUpdate(await ccxt_order_state(item, venue))]
+
+
+async def parse_ccxt_position(item: dict[str, Any], venue: Any, received: datetime
+                              ) -> list[AccountUpdate]:
+    """An account parser: ccxt.pro's position structure through the venue's REST position
+    parsing; a position of no contracts is the venue saying the perp is flat."""
     market = await venue.market(item["symbol"])
     contracts = item.get("contracts")
     if contracts is None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from perpcarry.domain.parsing import best_bid_ask, decimal_field, optional_decimal, time_field
 from perpcarry.domain.types import MarketKind
-from perpcarry.streams.account import ccxt_order_state, ccxt_position_update
+from perpcarry.streams.account import ccxt_order_state, parse_ccxt_position
 from perpcarry.venues.orders import Fee
 from perpcarry.venues.streams import (
     AccountUpdate,
@@ -83,12 +83,6 @@ async def parse_order(item: dict[str, Any], venue: Any, received: datetime
                                 fees_pending=bool(state.filled_quantity) and not fees))]
 
 
-async def parse_position(item: dict[str, Any], venue: Any, received: datetime
-                         ) -> list[AccountUpdate]:
-    """A position of an ``ACCOUNT_UPDATE`` as ccxt's position structure."""
-    return await ccxt_position_update(item, venue)
-
-
 USER_DATA = (("type", "future"),)  # the USDⓈ-M user-data stream (ccxt's "linear")
 # ccxt.pro would read positions over REST itself on subscribing (watchOrders too); the
 # hub's reconcile does that, over the venue's REST client.
@@ -105,8 +99,8 @@ STREAMS = StreamCapabilities(
                    parse_book_ticker),
         StreamFeed("watchOrders", None, frozenset({StreamKind.ORDERS}), parse_order,
                    params=USER_DATA, options=NO_SNAPSHOT),
-        StreamFeed("watchPositions", None, frozenset({StreamKind.POSITIONS}), parse_position,
-                   params=USER_DATA, options=NO_SNAPSHOT),
+        StreamFeed("watchPositions", None, frozenset({StreamKind.POSITIONS}),
+                   parse_ccxt_position, params=USER_DATA, options=NO_SNAPSHOT),
     ),
     # developers.binance.com, USDⓈ-M "Websocket Market Streams" (read 2026-12-06): at most
     # 1024 streams per connection, 10 incoming messages per second, 24 h per connection;

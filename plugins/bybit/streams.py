@@ -29,8 +29,8 @@ from perpcarry.domain.parsing import (
 from perpcarry.domain.types import MarketKind
 from perpcarry.streams.account import (
     ccxt_balance_update,
-    ccxt_order_state,
-    ccxt_position_update,
+    parse_ccxt_order,
+    parse_ccxt_position,
 )
 from perpcarry.venues.orders import Wallet
 from perpcarry.venues.streams import (
@@ -38,7 +38,6 @@ from perpcarry.venues.streams import (
     BookTick,
     FundingTick,
     MarkTick,
-    OrderUpdate,
     StreamCapabilities,
     StreamFeed,
     StreamKind,
@@ -80,19 +79,6 @@ def parse_bid_ask(item: dict[str, Any], market: MarketKind, received: datetime
     return [BookTick(item["symbol"], _time(item, received), bid, ask, kind)]
 
 
-async def parse_order(item: dict[str, Any], venue: Any, received: datetime
-                      ) -> list[AccountUpdate]:
-    """An ``order`` push as ccxt's order, parsed as ``fetch_order``'s answer is (its
-    ``cumExecFee`` / ``cumFeeDetail`` are the order's cumulative fee, as in REST)."""
-    return [OrderUpdate(await ccxt_order_state(item, venue))]
-
-
-async def parse_position(item: dict[str, Any], venue: Any, received: datetime
-                         ) -> list[AccountUpdate]:
-    """A ``position`` push as ccxt's position structure."""
-    return await ccxt_position_update(item, venue)
-
-
 async def parse_balance(item: dict[str, Any], venue: Any, received: datetime
                         ) -> list[AccountUpdate]:
     """A ``wallet`` push: the trading account's wallet, read by ccxt's REST balance parsing
@@ -116,10 +102,10 @@ STREAMS = StreamCapabilities(
                    parse_linear_ticker),
         StreamFeed("watchBidsAsks", MarketKind.SPOT, frozenset({StreamKind.SPOT_BOOK}),
                    parse_bid_ask),
-        StreamFeed("watchOrders", None, frozenset({StreamKind.ORDERS}), parse_order,
+        StreamFeed("watchOrders", None, frozenset({StreamKind.ORDERS}), parse_ccxt_order,
                    options=ACCOUNT_OPTIONS),
-        StreamFeed("watchPositions", None, frozenset({StreamKind.POSITIONS}), parse_position,
-                   options=ACCOUNT_OPTIONS),
+        StreamFeed("watchPositions", None, frozenset({StreamKind.POSITIONS}),
+                   parse_ccxt_position, options=ACCOUNT_OPTIONS),
         StreamFeed("watchBalance", None, frozenset({StreamKind.BALANCES}), parse_balance,
                    options=ACCOUNT_OPTIONS),
     ),

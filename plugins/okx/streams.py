@@ -22,8 +22,8 @@ from perpcarry.domain.parsing import best_bid_ask, decimal_field, time_field
 from perpcarry.domain.types import MarketKind
 from perpcarry.streams.account import (
     ccxt_balance_update,
-    ccxt_order_state,
-    ccxt_position_update,
+    parse_ccxt_order,
+    parse_ccxt_position,
 )
 from perpcarry.venues.orders import Wallet
 from perpcarry.venues.streams import (
@@ -31,7 +31,6 @@ from perpcarry.venues.streams import (
     BookTick,
     FundingTick,
     MarkTick,
-    OrderUpdate,
     StreamCapabilities,
     StreamFeed,
     StreamKind,
@@ -64,19 +63,6 @@ def parse_bbo(item: dict[str, Any], market: MarketKind, received: datetime
     return [BookTick(item["symbol"], at, bid, ask, kind)]
 
 
-async def parse_order(item: dict[str, Any], venue: Any, received: datetime
-                      ) -> list[AccountUpdate]:
-    """An ``orders`` push as ccxt's order, parsed as ``fetch_order``'s answer is (its
-    ``fee`` is the order's cumulative fee, as in REST)."""
-    return [OrderUpdate(await ccxt_order_state(item, venue))]
-
-
-async def parse_position(item: dict[str, Any], venue: Any, received: datetime
-                         ) -> list[AccountUpdate]:
-    """A ``positions`` push as ccxt's position structure."""
-    return await ccxt_position_update(item, venue)
-
-
 async def parse_balance(item: dict[str, Any], venue: Any, received: datetime
                         ) -> list[AccountUpdate]:
     """A ``account`` push as ccxt's balance structure: the trading account's wallet."""
@@ -97,10 +83,10 @@ STREAMS = StreamCapabilities(
                    parse_bbo),
         StreamFeed("watchBidsAsks", MarketKind.PERP, frozenset({StreamKind.PERP_BOOK}),
                    parse_bbo),
-        StreamFeed("watchOrders", None, frozenset({StreamKind.ORDERS}), parse_order,
+        StreamFeed("watchOrders", None, frozenset({StreamKind.ORDERS}), parse_ccxt_order,
                    options=ACCOUNT_OPTIONS),
-        StreamFeed("watchPositions", None, frozenset({StreamKind.POSITIONS}), parse_position,
-                   options=ACCOUNT_OPTIONS),
+        StreamFeed("watchPositions", None, frozenset({StreamKind.POSITIONS}),
+                   parse_ccxt_position, options=ACCOUNT_OPTIONS),
         StreamFeed("watchBalance", None, frozenset({StreamKind.BALANCES}), parse_balance,
                    options=ACCOUNT_OPTIONS),
     ),
