@@ -62,19 +62,29 @@ def _config(venue: str, secret: str = SECRET, **extra):
     return spec, spec.config_model(enabled=True, **credentials, **extra)
 
 
-async def _rest_order(venue: str, tmp_path: Path):
-    """The OrderState the REST path gives for the recorded order."""
+async def _from_rest(venue: str, tmp_path: Path, cassette: str, read):
+    """What the REST path gives for a recorded answer: ``read(client)`` replayed from
+    ``cassette`` over the venue's offline markets."""
     spec, config = _config(venue)
-    cassette, symbol, client_id = REST_ORDER[venue]
     client = spec.factory(config, VenueContext(cache_dir=tmp_path / "rest", offline=True,
                                                sleep=no_sleep))
     try:
         with replaying(spec.offline_snapshot):
             await client.load_markets()
         with replaying(ROOT / "cassettes" / venue / cassette):
-            return await client.fetch_order(await client.market(symbol), client_id)
+            return await read(client)
     finally:
         await client.close()
+
+
+async def _rest_order(venue: str, tmp_path: Path):
+    """The OrderState the REST path gives for the recorded order."""
+    cassette, symbol, client_id = REST_ORDER[venue]
+
+    async def read(client):
+        return await client.fetch_order(await client.market(symbol), client_id)
+
+    return await _from_rest(venue, tmp_path, cassette, read)
 
 
 def _push(venue: str) -> dict:
@@ -90,14 +100,15 @@ def _push(venue: str) -> dict:
             "data": [order]}
 
 
-async def _account_hub(server, venue: str, tmp_path: Path, secret: str = SECRET):
+async def _account_hub(server, venue: str, tmp_path: Path, secret: str = SECRET,
+                       kind: StreamKind = StreamKind.ORDERS):
     spec, config = _config(venue, secret, base_url=server.url)
     client = spec.factory(config, VenueContext(cache_dir=tmp_path / "ws", offline=True,
                                                sleep=no_sleep))
     await client.load_markets()
     book = AccountBook(venue, client, lambda: [])
     hub = StreamHub(client, spec.streams, SETTINGS, jitter=lambda: 0.5, account=book)
-    hub.start({}, (StreamKind.ORDERS,))
+    hub.start({}, (kind,))
     return hub, book, client
 
 
@@ -187,23 +198,12 @@ def _balance_push(venue: str) -> dict:
 
 @pytest.mark.parametrize("venue", VENUES)
 async def test_wallet_push_parses_to_the_rest_balances(server, venue, tmp_path):
-    spec, config = _config(venue)
-    rest_client = spec.factory(config, VenueContext(cache_dir=tmp_path / "rest", offline=True,
-                                                    sleep=no_sleep))
-    try:
-        with replaying(spec.offline_snapshot):
-            await rest_client.load_markets()
-        with replaying(ROOT / "cassettes" / venue / REST_BALANCE[venue]):
-            rest = (await rest_client.fetch_balances())[Wallet.UNIFIED]
-    finally:
-        await rest_client.close()
-    spec, config = _config(venue, base_url=server.url)
-    client = spec.factory(config, VenueContext(cache_dir=tmp_path / "ws", offline=True,
-                                               sleep=no_sleep))
-    await client.load_markets()
-    book = AccountBook(venue, client, lambda: [])
-    hub = StreamHub(client, spec.streams, SETTINGS, jitter=lambda: 0.5, account=book)
-    hub.start({}, (StreamKind.BALANCES,))
+    async def read(client):
+        return (await client.fetch_balances())[Wallet.UNIFIED]
+
+    rest = await _from_rest(venue, tmp_path, REST_BALANCE[venue], read)
+    hub, book, client = await _account_hub(server, venue, tmp_path,
+                                           kind=StreamKind.BALANCES)
     [feed] = hub.feeds
     try:
         await _until(lambda: feed.state is FeedState.LIVE and server.connected(venue))
@@ -232,23 +232,13 @@ def _position_push(venue: str) -> dict:
 
 @pytest.mark.parametrize("venue", VENUES)
 async def test_position_push_parses_to_the_rest_position(server, venue, tmp_path):
-    spec, config = _config(venue)
-    rest_client = spec.factory(config, VenueContext(cache_dir=tmp_path / "rest", offline=True,
-                                                    sleep=no_sleep))
-    try:
-        with replaying(spec.offline_snapshot):
-            await rest_client.load_markets()
-        with replaying(ROOT / "cassettes" / venue / REST_POSITIONS):
-            [rest] = await rest_client.fetch_positions()
-    finally:
-        await rest_client.close()
-    spec, config = _config(venue, base_url=server.url)
-    client = spec.factory(config, VenueContext(cache_dir=tmp_path / "ws", offline=True,
-                                               sleep=no_sleep))
-    await client.load_markets()
-    book = AccountBook(venue, client, lambda: [])
-    hub = StreamHub(client, spec.streams, SETTINGS, jitter=lambda: 0.5, account=book)
-    hub.start({}, (StreamKind.POSITIONS,))
+    async def read(client):
+        [position] = await client.fetch_positions()
+        return position
+
+    rest = await _from_rest(venue, tmp_path, REST_POSITIONS, read)
+    hub, book, client = await _account_hub(server, venue, tmp_path,
+                                           kind=StreamKind.POSITIONS)
     [feed] = hub.feeds
     try:
         await _until(lambda: feed.state is FeedState.LIVE and server.connected(venue))
