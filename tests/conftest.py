@@ -34,20 +34,31 @@ def data_dir(tmp_path, monkeypatch):
     return path
 
 
-@pytest.fixture
-def logged_warnings():
-    """The messages perpcarry logs at WARNING and above during the test, in order (the
-    package disables its logger as a library; the CLI enables it, as this does)."""
+def _logged(level: str):
+    """perpcarry's messages at ``level`` and above during a test, in order (the package
+    disables its logger as a library; the CLI enables it, as this does)."""
     from loguru import logger
 
     messages: list[str] = []
     sink = logger.add(lambda message: messages.append(message.record["message"]),
-                      level="WARNING")
+                      level=level)
     logger.enable("perpcarry")
     yield messages
     logger.disable("perpcarry")
     with suppress(ValueError):  # a CLI run in the test replaces every sink
         logger.remove(sink)
+
+
+@pytest.fixture
+def logged_warnings():
+    """The messages perpcarry logs at WARNING and above during the test."""
+    yield from _logged("WARNING")
+
+
+@pytest.fixture
+def caplog_info():
+    """The messages perpcarry logs at INFO and above during the test."""
+    yield from _logged("INFO")
 
 
 @dataclass

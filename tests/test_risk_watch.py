@@ -105,19 +105,6 @@ class Run:
 
 
 @pytest.fixture
-def caplog_info():
-    """perpcarry's INFO messages during the test (the CLI enables its logger; so does this)."""
-    from loguru import logger
-
-    messages: list[str] = []
-    sink = logger.add(lambda m: messages.append(m.record["message"]), level="INFO")
-    logger.enable("perpcarry")
-    yield messages
-    logger.disable("perpcarry")
-    logger.remove(sink)
-
-
-@pytest.fixture
 async def run(server, replay, write_config, tmp_path):
     async def build(extra: str = "", streams: str = "") -> Run:
         path = write_config(

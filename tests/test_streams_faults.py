@@ -242,18 +242,6 @@ async def test_a_decision_without_a_fresh_stream_reads_rest_and_says_so(server, 
     assert server.requests[REST_PATH["binance"]] == 1
 
 
-@pytest.fixture
-def caplog_info():
-    from loguru import logger
-
-    messages: list[str] = []
-    sink = logger.add(lambda m: messages.append(m.record["message"]), level="INFO")
-    logger.enable("perpcarry")
-    yield messages
-    logger.disable("perpcarry")
-    logger.remove(sink)
-
-
 async def test_a_failing_listener_neither_stales_the_feed_nor_blinds_the_others(
         server, faults, tmp_path):
     """One consumer's bug (here: every call raises) is logged with its traceback and
