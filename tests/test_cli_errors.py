@@ -82,6 +82,10 @@ CASES = {
                                b"[backtest]\nenter_apr = 0.2\n", 2,
                                "{config}: backtest: enter_apr moved to [strategy]: write it "
                                "there ([strategy] enter_apr = 0.2)"),
+    "mark-alarm-setting-removed": (["--config", "{config}", "venues"], {},
+                                   b"[streams]\nwake_on_mark_move = 0.02\n", 2,
+                                   "{config}: streams: wake_on_mark_move was removed: the "
+                                   "stream risk decides on every pushed mark of a held perp"),
     "config-is-a-folder": (["--config", "{dir}", "venues"], {}, None, 2,
                            "{dir}: a folder, not a config file"),
     "int-shown-whole": (["plan", "--offline", "--capital", "1000", "--min-positions",

@@ -412,6 +412,16 @@ class StreamsConfig(StrictModel):
     # How old a streamed value may be and still drive a decision (a paper fill, a mark).
     max_age_seconds: float = Field(default=5.0, gt=0, le=3600)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _alarm_removed(cls, values: Any) -> Any:
+        # Configs written before the stream risk had the mark alarm's threshold here.
+        if isinstance(values, dict) and "wake_on_mark_move" in values:
+            raise ValueError("wake_on_mark_move was removed: the stream risk decides on every "
+                             "pushed mark of a held perp against [strategy] margin_floor, "
+                             "[risk] floor_distance and [strategy] spike_exit; delete the line")
+        return values
+
     @field_validator("stale_after_seconds")
     @classmethod
     def _positive(cls, value: dict[str, float]) -> dict[str, float]:
