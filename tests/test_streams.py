@@ -131,3 +131,26 @@ def test_a_push_missing_a_documented_field_is_malformed_never_a_zero():
 
 def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+@pytest.mark.parametrize(("venue", "ws_host"), [("binance", "fstream.binancefuture.com"),
+                                                ("bybit", "stream-demo.bybit.com"),
+                                                ("okx", "wspap.okx.com")])
+async def test_the_streams_trade_where_the_rest_client_does(specs, venue, ws_host, tmp_path):
+    """``sandbox = true``: Binance's and Bybit's REST clients trade on demo trading (their
+    plugins' reading), OKX's on its demo (simulated) environment; the ccxt.pro client
+    follows each, so an account stream never logs in to the real account while orders go
+    to the sandbox."""
+    from perpcarry.streams.client import pro_exchange
+    from perpcarry.venues.protocol import VenueContext
+
+    spec = specs[venue]
+    client = spec.factory(spec.config_model(enabled=True, sandbox=True),
+                          VenueContext(cache_dir=tmp_path, offline=True))
+    try:
+        exchange = pro_exchange(client)  # no markets loaded: none handed over
+    finally:
+        await client.close()
+    assert ws_host in repr(exchange.urls["api"]["ws"])
+    assert exchange.options.get("enableDemoTrading") == \
+        client.exchange.options.get("enableDemoTrading")

@@ -34,6 +34,7 @@ from loguru import logger
 
 from perpcarry.domain.errors import BadSymbol, PerpcarryError, VenueError
 from perpcarry.domain.parsing import MalformedField
+from perpcarry.streams.client import connected
 from perpcarry.venues.orders import Balance, OrderState, PerpPosition, Wallet
 from perpcarry.venues.streams import (
     AccountUpdate,
@@ -223,14 +224,6 @@ async def account_connected(exchange: Any, pending: asyncio.Future, limit: float
             raise StreamSilent(f"no connection within {limit:g}s")
         await asyncio.wait({pending}, timeout=ACCOUNT_CONNECT_POLL_SECONDS)
 
-
-def connected(exchange: Any) -> bool:
-    """Whether ccxt.pro holds an open connection (it closes one whose keep-alive failed)."""
-    for client in (getattr(exchange, "clients", None) or {}).values():
-        connection = getattr(client, "connection", None)
-        if connection is not None and not getattr(connection, "closed", True):
-            return True
-    return False
 
 
 # -- parsing helpers the plugins' account parsers share -------------------------------------

@@ -45,9 +45,14 @@ from perpcarry.streams.account import (
     AccountBook,
     StreamSilent,
     account_connected,
-    connected,
     redact,
     short_error,
+)
+from perpcarry.streams.client import (
+    connected,
+    drop_connections,
+    new_connection,
+    pro_exchange,
 )
 from perpcarry.streams.limits import ConnectionBudget, chunks
 from perpcarry.streams.rest import rest_updates
@@ -211,7 +216,7 @@ class StreamHub:
                     # venue took the keys), not a push, makes the feed live, after the
                     # account is read from REST.
                     await account_connected(exchange, pending, stale_after)
-                    _new_connection(exchange)
+                    new_connection(exchange)
                     self._set(status, FeedState.RECONCILING, "reconciling from REST")
                     await self._poll(feed.kinds, status)
                     status.counts["reconciled"] += 1
@@ -230,7 +235,7 @@ class StreamHub:
                         pending.cancel()
                         raise StreamSilent(f"no message for {stale_after:g}s")
                     result = pending.result()
-                    if _new_connection(exchange) and status.messages and not reconnecting:
+                    if new_connection(exchange) and status.messages and not reconnecting:
                         # ccxt.pro redialled on its own after the venue closed the
                         # connection between two watches: pushes may have been missed.
                         status.counts["reconnects"] += 1
@@ -264,7 +269,7 @@ class StreamHub:
             reason = redact(reason, self.venue)
             self._set(status, FeedState.STALE, reason)
             await self._poll(feed.kinds, status)
-            await _drop_connections(exchange)
+            await drop_connections(exchange)
             delay = min(self.settings.backoff_max_seconds,
                         self.settings.backoff_base_seconds * 2 ** attempt)
             delay *= 1 + self.settings.backoff_jitter * self.jitter()
@@ -358,46 +363,3 @@ class StreamHub:
             self.account.set_live(state is FeedState.LIVE)
         for listener in self.status_listeners:
             listener(self.venue_id, status)
-
-
-async def _drop_connections(exchange: Any) -> None:
-    """Close the feed's websocket connections so the next watch dials and subscribes anew
-    (ccxt.pro keeps a silent connection open, and a watch on it never resubscribes)."""
-    for url, client in list((getattr(exchange, "clients", None) or {}).items()):
-        with contextlib.suppress(Exception):
-            await client.close()
-        exchange.clients.pop(url, None)
-
-
-def _new_connection(exchange: Any) -> bool:
-    """Whether ccxt.pro opened a connection since the last look (each one is marked)."""
-    new = False
-    for client in (getattr(exchange, "clients", None) or {}).values():
-        if not getattr(client, "perpcarry_seen", False):
-            client.perpcarry_seen = True
-            new = True
-    return new
-
-
-def pro_exchange(venue: Any, *, credentials: bool = False) -> Any:
-    """A ccxt.pro client for ``venue`` (a ``CcxtVenue`` whose markets are loaded): the same
-    class, options, sandbox and ``base_url`` as its REST client, and the REST client's
-    markets (ccxt.pro never loads them itself). With ``credentials`` (account feeds) it gets
-    the venue's keys, read from their ``SecretStr`` here and nowhere logged."""
-    import ccxt.pro as ccxt_pro
-
-    from perpcarry.ccxt.transport import rebase
-
-    options = {"fetchMarkets": {"types": list(venue.market_types)}, **venue.ccxt_options}
-    params: dict[str, Any] = {"enableRateLimit": False, "options": options}
-    if credentials:
-        for field_name, ccxt_key in venue.credential_keys.items():
-            params[ccxt_key] = getattr(venue.config, field_name).get_secret_value()
-    exchange = getattr(ccxt_pro, venue.ccxt_id)(params)
-    if venue.config.sandbox:
-        exchange.set_sandbox_mode(True)
-    base_url = venue.config.base_url or venue.context.base_url
-    if base_url:
-        exchange.urls["api"] = rebase(exchange.urls["api"], base_url)
-    exchange.set_markets(list(venue.raw_markets.values()))
-    return exchange
