@@ -45,8 +45,8 @@ def server():
 
 @pytest.fixture
 async def market(server, write_config, tmp_path):
-    """A StreamMarket over OKX's BTC pair (held) on the server: (market, hubs); the test
-    closes ``hubs`` (and the fixture the REST client)."""
+    """A StreamMarket over OKX's BTC pair (held) on the server: (market, hubs); a test
+    closes ``hubs`` before asserting, and the fixture closes them and the REST client."""
     server.faults["okx"] = Faults()
     path = write_config(f'cache_dir = "{tmp_path}"\n[streams]\nstale_after_seconds = '
                         '{default = 1.5}\nbackoff_base_seconds = 0.05\n'
@@ -57,6 +57,7 @@ async def market(server, write_config, tmp_path):
     polled = ScanMarket(config, clients, ScanOptions(venues=("okx",), symbols=("BTC",)))
     hubs = HubSet(config, clients)
     yield StreamMarket(polled, hubs, 5.0, lambda: {("okx", "BTC")}), hubs
+    await hubs.close()  # again when the test did (a failed one may not have)
     await clients["okx"].close()
 
 
@@ -91,14 +92,19 @@ async def test_a_stale_stream_leaves_the_cycle_on_rest(market, server):
     await _live(hubs)
     live = await stream_market.snapshot(datetime.now(UTC))
     assert STALE_NOTE not in live.notes
-    server.faults["okx"].stall_after = 1 + server.pushed["okx"]
     hub = hubs.get("okx")
     feed = next(f for f in hub.feeds if StreamKind.MARK in f.kinds)
-    for _ in range(300):
-        if feed.state is FeedState.STALE:
-            break
+    faults = server.faults["okx"]
+    # Resubscriptions refused: the feed stays stale while the cycle below runs.
+    faults.refuse_subscriptions = 1000
+    deadline = asyncio.get_running_loop().time() + 20
+    while feed.state is not FeedState.STALE:
+        assert asyncio.get_running_loop().time() < deadline, "the mark feed never went stale"
+        if faults.stall_after is None:
+            # A stall silences the first connection to reach it (OKX's feeds each have
+            # their own): armed again until the mark feed's is the silent one.
+            faults.stall_after = 1 + server.pushed["okx"]
         await asyncio.sleep(0.01)
-    assert feed.state is FeedState.STALE
     snapshot = await stream_market.snapshot(datetime.now(UTC))
     await hubs.close()
     # The REST poll the watchdog made is the truth now; no streamed mark was used.
