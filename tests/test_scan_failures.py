@@ -118,6 +118,24 @@ def test_a_hung_endpoint_fails_its_venue_at_the_deadline_and_the_rest_is_shown(s
     assert "WARNING" not in result.stderr and "retrying" not in result.stderr
 
 
+def test_the_funding_and_book_requests_leave_while_the_markets_load(scan, server):
+    """Binance's markets never answer, yet its funding, book and volume requests were all
+    sent: each waits for the markets only to read its answer, so a cold scan's requests
+    take two round trips (markets with funding and books, then history), not three."""
+    markets = ("/api/v3/exchangeInfo", "/fapi/v1/exchangeInfo")
+
+    def hang(host, path, query, recorded):
+        return Answer(200, "", hang=True) if path in markets else None
+
+    server.requests.clear()
+    result = scan(rule=hang, deadline=2)
+    assert "binance failed: no answer within 2 s (while loading markets)" in result.stdout
+    asked = {path for host, path in server.requests if "binance" in host}
+    assert asked == {*markets, "/fapi/v1/premiumIndex", "/fapi/v1/fundingInfo",
+                     "/api/v3/ticker/bookTicker", "/fapi/v1/ticker/bookTicker",
+                     "/api/v3/ticker/24hr", "/fapi/v1/ticker/24hr"}
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

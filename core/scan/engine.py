@@ -171,27 +171,31 @@ async def _gather_venue(
     if not declared.bulk_books:
         notes.append(f"{venue_id}: no books declared: basis and spread n/a, cost is fees only")
     progress(venue_id, "loading markets")
-    markets = await client.load_markets()
-    pairs = carry_pairs(markets)
-    if options.symbols:
-        wanted = {s.upper() for s in options.symbols}
-        pairs = [p for p in pairs if p.base in wanted]
-
-    wants_history = options.estimator != "current" and bool(pairs)
+    # Every request that needs nothing from another leaves at once: the funding, book and
+    # fee requests fly while the markets load, and each waits for the markets only to read
+    # its answer. Only the history waits, for the symbols and their last settlements.
+    wants_history = options.estimator != "current"
     if wants_history and not declared.funding_history:
         notes.append(f"{venue_id}: no funding history declared: its pairs are ranked only "
                      "with --estimator current")
         wants_history = False
-    if wants_history:
-        # Read what the cache holds while the funding and book requests are in flight.
-        client.prefetch_funding_history([p.perp.symbol for p in pairs],
-                                        _history_lookback(options))
-    progress(venue_id, "loading funding and books")
+
+    async def pairs_of_markets() -> list[CarryPair]:
+        pairs = carry_pairs(await client.load_markets())
+        if options.symbols:
+            wanted = {s.upper() for s in options.symbols}
+            pairs = [p for p in pairs if p.base in wanted]
+        if wants_history and pairs:
+            # Read what the cache holds while the funding and book answers are read.
+            client.prefetch_funding_history([p.perp.symbol for p in pairs],
+                                            _history_lookback(options))
+        progress(venue_id, "loading funding and books")
+        return pairs
 
     async def funding_then_history():
         """The funding snapshot, then at once the history of the pairs it quotes: the
         history requests go out while the books (the largest responses) are still parsed."""
-        funding = await client.fetch_funding_snapshot()
+        pairs, funding = await _all(pairs_of_markets(), client.fetch_funding_snapshot())
         skipped.extend(funding.skipped)
         # A symbol the venue's parser already skipped (by unified or venue symbol) counts once.
         already = {s.symbol for s in funding.skipped}

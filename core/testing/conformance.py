@@ -223,6 +223,23 @@ class VenueConformance:
 
         assert asyncio.run(run()) == self.snapshot_requests
 
+    def test_snapshot_read_while_the_markets_load_is_the_same(self, recorded: Recorded,
+                                                              tmp_path: Path):
+        """The scan asks a fresh client for its funding snapshot while its markets are still
+        loading: the snapshot must be the one read after the markets, so a plugin reads its
+        markets only after awaiting them."""
+        async def run() -> FundingSnapshot:
+            client = self.client(tmp_path)
+            try:
+                with replaying(self.spec().offline_snapshot):
+                    _, snapshot = await asyncio.gather(client.load_markets(),
+                                                       client.fetch_funding_snapshot())
+                return snapshot
+            finally:
+                await client.close()
+
+        assert asyncio.run(run()) == recorded.snapshot
+
     # -- capabilities ---------------------------------------------------------------
 
     def test_core_calls_no_method_a_capability_declares_missing(self):
