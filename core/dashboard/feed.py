@@ -252,7 +252,7 @@ def streamed_readings(journal_path: Path) -> dict[tuple[str, str], dict[str, Any
         return {}
     try:
         return {(p["venue"], p["symbol"]): _reading(p) for p in json.loads(text)["perps"]}
-    except (ValueError, TypeError, KeyError, InvalidOperation) as err:
+    except (ValueError, TypeError, KeyError) as err:
         logger.warning("streamed readings {} damaged ({}: {}): shown without them", path,
                        type(err).__name__, err)
         return {}
@@ -263,9 +263,13 @@ def _reading(perp: dict[str, Any]) -> dict[str, Any]:
     def number(text: Any, optional: bool = False) -> Decimal | None:
         if text is None and optional:
             return None
-        if not isinstance(text, str) or not Decimal(text).is_finite():
+        try:
+            value = Decimal(text) if isinstance(text, str) else None
+        except InvalidOperation:
+            value = None
+        if value is None or not value.is_finite():
             raise ValueError(f"not a decimal string: {text!r}")
-        return Decimal(text)
+        return value
 
     if not isinstance(perp["venue"], str) or not isinstance(perp["symbol"], str):
         raise TypeError("venue and symbol must be strings")
