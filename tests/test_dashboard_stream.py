@@ -12,14 +12,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import tempfile
+import time
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from dashboard_support import TOKEN
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
-from test_risk_watch import CAPTURED_MARK, MOVED_MARK
+from test_risk_watch import CAPTURED_MARK, MOVED_MARK, _watched
 
 from perpcarry.cli.run import loop_settings, stream_risk
 from perpcarry.cli.trade import session
@@ -40,7 +46,8 @@ PERP = "BTC/USDT:USDT"
 # used: the ceiling is raised so that the check does not reduce the position away.
 CONFIG = ("[allocator]\nleverage = 5\nmargin_buffer = 0.05\n[paper.venues.binance]\n"
           "balances = { USDT = 100000 }\n[strategy]\nmargin_floor = 0.1\n"
-          "[risk]\nleverage_ceiling = 20\nutilisation_ceiling = 0.99\n[streams]\nmax_age_seconds = 30\n")
+          "[risk]\nleverage_ceiling = 20\nutilisation_ceiling = 0.99\n"
+          "[streams]\nmax_age_seconds = 30\n")
 
 pytestmark = pytest.mark.usefixtures("data_dir")
 
@@ -154,6 +161,43 @@ async def test_pushes_inside_a_second_make_one_write_and_the_last_one_follows(wr
         assert h.writer.writes == 2  # nothing new pushed: nothing rewritten
 
 
+EVERY = 0.02  # the window, shortened so that many examples run in a few seconds
+
+
+@given(pushes=st.lists(st.tuples(st.sampled_from([CAPTURED_MARK, MOVED_MARK]),
+                                 st.sampled_from([0, 0.005, 0.012, EVERY * 1.5])),
+                       min_size=1, max_size=12))
+@settings(max_examples=25, deadline=None)
+def test_writes_are_a_window_apart_and_the_newest_reading_always_arrives(pushes):
+    """Whatever the pushes and the pauses between them: no two writes inside one window,
+    and once the pushes stop the file holds the stream risk's newest reading."""
+    async def scenario(folder: Path) -> None:
+        watch, _ = _watched(CAPTURED_MARK, Decimal("0.01"), Decimal("1.5"), Decimal("1.1"))
+        writer = StreamFile(folder / "journal.stream.json", watch, every=EVERY)
+        written_at: list[float] = []
+        write = writer.write
+
+        def timed() -> None:
+            written_at.append(time.monotonic())  # before: the window counts from the start
+            write()
+
+        writer.write = timed
+        start = datetime.now(UTC)
+        for n, (mark, pause) in enumerate(pushes):
+            tick = MarkTick(PERP, start + timedelta(milliseconds=n), mark)
+            watch("binance", tick, "stream")
+            writer("binance", tick, "stream")
+            await asyncio.sleep(pause)
+        await asyncio.sleep(EVERY * 3)
+        assert all(b - a > EVERY - 1e-3 for a, b in pairwise(written_at)), written_at
+        [written] = json.loads(writer.path.read_text())["perps"]
+        newest = watch.readings[("binance", PERP)]
+        assert (written["mark"], written["at"]) == (str(newest.mark), newest.at.isoformat())
+
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(scenario(Path(folder)))
+
+
 async def test_a_failing_write_warns_once_and_the_risk_keeps_deciding(write_config,
                                                                      logged_warnings):
     async with held_perp(write_config) as h:
@@ -161,7 +205,7 @@ async def test_a_failing_write_warns_once_and_the_risk_keeps_deciding(write_conf
         # whoever runs the test (a read-only folder does not stop root).
         h.writer.path.with_name(h.writer.path.name + ".partial").mkdir()
         h.writer.every = 0.01
-        for n in range(5):
+        for _ in range(5):
             h.push(CAPTURED_MARK)
             await asyncio.sleep(0.05)
         assert not h.writer.path.exists() and h.writer.writes == 0
@@ -192,6 +236,14 @@ async def test_a_new_run_replaces_the_file_a_previous_run_left(write_config):
         h.push(CAPTURED_MARK)
         [written] = h.file()["perps"]
         assert written["mark"] == str(CAPTURED_MARK)
+        # A run that starts holding nothing removes what the last one left, on its first
+        # pushed mark.
+        [position] = h.trading.journal.positions()
+        await h.trading.close(position, executor=h.trading.executor(None), slices=1)
+        await h.check()
+        next_run = StreamFile(h.writer.path, h.watch)
+        next_run("binance", MarkTick(PERP, datetime.now(UTC), MOVED_MARK), "stream")
+        assert not h.writer.path.exists()
 
 
 # -- the read side ----------------------------------------------------------------------------
