@@ -154,12 +154,16 @@ def account_books(trading):
 
 def stream_risk(config, trading, hubs, rules, events):
     """What else reads the hubs in a run: the stream risk (deciding on the held perps'
-    pushed marks between cycles), the session's executor (reference prices, the basis
-    watch) and the paper venues (fills and marks), each only from fresh values."""
+    pushed marks between cycles), then the dashboard's stream file (what it decided on),
+    the session's executor (reference prices, the basis watch) and the paper venues (fills
+    and marks), each only from fresh values."""
+    from perpcarry.dashboard.feed import StreamFile, stream_path
     from perpcarry.risk.watch import StreamRisk
 
     watch = StreamRisk(config.settings.risk, rules, events)
-    hubs.listeners.append(watch)
+    # The file's listener runs after the stream risk's on the same push, so it holds the
+    # reading the risk has just decided on; kept apart, the risk does no file work.
+    hubs.listeners += [watch, StreamFile(stream_path(trading.journal.path), watch)]
     trading.streams = hubs
     max_age = config.settings.streams.max_age_seconds
     if trading.paper:

@@ -139,7 +139,8 @@ def positions_page(journal, book: Book, config) -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "journal": str(book.path), "book": book.label,
             "min_hold_hours": min_hold, "scan_at": (scan or {}).get("recorded_at"),
             "margins_at": margins["read_at"], "warning_distance": margins["warning_distance"],
-            "floor_distance": margins["floor_distance"], "positions": rows}
+            "floor_distance": margins["floor_distance"],
+            "stream_max_age_seconds": margins["stream_max_age_seconds"], "positions": rows}
 
 
 def margins_document(journal, book: Book, config) -> dict[str, Any]:
@@ -148,16 +149,40 @@ def margins_document(journal, book: Book, config) -> dict[str, Any]:
     ``[risk] floor_distance``), ``warning`` (under ``warning_distance``), ``ok``, or None
     when the venue reported no liquidation price; each pool's utilisation and leverage; the
     venues that did not answer. Empty, with ``read_at`` None, before any cycle recorded
-    one."""
+    one. Each perp's ``streamed`` is the newest reading the run's stream risk decided on
+    since (:func:`_streamed`), None without one."""
     risk = config.settings.risk
     readings = [c["risk"] for c in feed.cycles(journal) if c.get("risk") is not None]
     last = readings[-1] if readings else {"at": None, "perps": [], "pools": [], "down": {}}
+    streamed = feed.streamed_readings(book.path)
+    max_age = config.settings.streams.max_age_seconds
+    now = datetime.now(UTC)
     return {"schema_version": SCHEMA_VERSION, "journal": str(book.path), "book": book.label,
             "read_at": last["at"], "warning_distance": str(risk.warning_distance),
-            "floor_distance": str(risk.floor_distance),
-            "perps": [p | {"level": _margin_level(p["distance"], risk)}
+            "floor_distance": str(risk.floor_distance), "stream_max_age_seconds": max_age,
+            "perps": [p | {"level": _margin_level(p["distance"], risk),
+                           "streamed": _streamed(streamed.get((p["venue"], p["symbol"])),
+                                                 now, max_age, risk)}
                       for p in last["perps"]],
             "pools": last["pools"], "down": last["down"]}
+
+
+def _streamed(reading: dict[str, Any] | None, now: datetime, max_age: float, risk
+              ) -> dict[str, Any] | None:
+    """A streamed reading as the pages show it: ``mark``, ``at``, ``distance`` and
+    ``pool_equity`` (decimal strings, None when unknown), ``age_seconds`` at ``now``,
+    ``level`` as the check's, and ``stale`` when older than ``[streams] max_age_seconds``
+    (the age the run itself trusts a streamed value to)."""
+    if reading is None:
+        return None
+    # An exchange clock a little ahead of ours would make a fresh push look younger than 0.
+    age = max((now - reading["at"]).total_seconds(), 0.0)
+    distance = None if reading["distance"] is None else str(reading["distance"])
+    return {"mark": str(reading["mark"]), "at": reading["at"].isoformat(),
+            "distance": distance, "level": _margin_level(distance, risk),
+            "pool_equity": None if reading["pool_equity"] is None
+            else str(reading["pool_equity"]),
+            "age_seconds": round(age, 1), "stale": age > max_age}
 
 
 def _margin_level(distance: str | None, risk) -> str | None:

@@ -143,6 +143,8 @@ class StreamRisk:
                 perp, pools.get((perp.venue, perp.settle)), perp.mark, entry,
                 perp.positions[0].base)
         self._held = held
+        # A perp no longer held has no reading (the dashboard's stream file shows these).
+        self.readings = {key: r for key, r in self.readings.items() if key in held}
         self._told.clear()
         # The check just made is what a risk step would make: only spike exits stay asked.
         self._step = []
