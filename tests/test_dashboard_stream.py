@@ -25,6 +25,7 @@ from dashboard_support import TOKEN
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
+from support import until
 from test_risk_watch import CAPTURED_MARK, MOVED_MARK, _watched
 
 from perpcarry.cli.run import loop_settings, stream_risk
@@ -110,14 +111,6 @@ async def held_perp(write_config):
         yield held
 
 
-async def _until(predicate, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
-
-
 def pct(value: Decimal) -> str:
     return f"{float(value) * 100:.1f}%"
 
@@ -152,7 +145,7 @@ async def test_pushes_inside_a_second_make_one_write_and_the_last_one_follows(wr
             h.push(mark, start + timedelta(milliseconds=n + 1))
         # Nothing awaited since: the window's write is only scheduled.
         assert h.writer.writes == 1 and h.file() == first
-        await _until(lambda: h.writer.writes == 2)
+        await until(lambda: h.writer.writes == 2)
         [written] = h.file()["perps"]
         last = h.watch.readings[("binance", PERP)]
         assert (written["mark"], written["at"], written["distance"]) == (
@@ -226,7 +219,7 @@ async def test_the_file_goes_when_nothing_is_held(write_config):
         await h.check()
         assert h.watch.readings == {}
         h.push(CAPTURED_MARK)  # a mark of a perp no longer held
-        await _until(lambda: not h.writer.path.exists())
+        await until(lambda: not h.writer.path.exists())
 
 
 async def test_a_new_run_replaces_the_file_a_previous_run_left(write_config):

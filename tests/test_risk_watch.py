@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import until
 from venue_server import LOCAL_ONLY, Answer
 from ws_server import Faults, WsVenueServer
 
@@ -133,16 +134,6 @@ async def run(server, replay, write_config, tmp_path):
         yield build
 
 
-def _until(predicate, timeout: float = 15.0):
-    async def wait() -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not predicate():
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError("condition not reached in time")
-            await asyncio.sleep(0.02)
-    return wait()
-
-
 async def _one_risk_step(run: Run) -> list[CycleReport]:
     """What the Runner does between two cycles, until its first risk step (a full cycle
     would fail the test)."""
@@ -176,7 +167,7 @@ async def test_a_streamed_margin_breach_is_decided_on_its_push_and_topped_up_by_
 
     r.hubs.listeners.append(after_watch)
     r.start_streams()
-    await _until(lambda: heard)
+    await until(lambda: heard)
     update, decided = heard[0]
     assert update.mark_price == MOVED_MARK
     (decision,) = decided
@@ -218,7 +209,7 @@ async def test_with_the_feed_stale_nothing_is_decided_and_the_next_check_acts_on
         Answer(answer.status, moved_body) if path == "/fapi/v1/premiumIndex" else None)
     r.start_streams()
     feed = next(f for f in r.hubs.get("binance").feeds if StreamKind.MARK in f.kinds)
-    await _until(lambda: feed.state is FeedState.STALE and feed.counts["rest_polls"] >= 1)
+    await until(lambda: feed.state is FeedState.STALE and feed.counts["rest_polls"] >= 1)
     assert feed.state is FeedState.STALE
     assert r.loop.watch.decisions == []  # the REST poll's moved mark decides nothing here
     assert not r.loop.watch.wake.is_set()
@@ -235,7 +226,7 @@ async def test_a_spike_rest_does_not_confirm_closes_nothing(run, replay):
     replay()
     r = await run("[strategy]\nspike_exit = 0.05\n")
     r.start_streams()
-    await _until(lambda: r.loop.watch.wake.is_set())
+    await until(lambda: r.loop.watch.wake.is_set())
     (decision,) = [d for d in r.loop.watch.decisions if d.what == "spike_exit"]
     assert decision.mark == MOVED_MARK and decision.action == "exit"
 
@@ -254,7 +245,7 @@ async def test_a_spike_rest_confirms_closes_the_pair(run, replay, server):
     premium = next(a for k, a in server.recorded.items() if k[1] == "/fapi/v1/premiumIndex")
     moved_body = premium.body.replace(str(CAPTURED_MARK), str(MOVED_MARK))
     r.start_streams()
-    await _until(lambda: r.loop.watch.wake.is_set())
+    await until(lambda: r.loop.watch.wake.is_set())
     server.rule = lambda host, path, query, answer: (
         Answer(answer.status, moved_body) if path == "/fapi/v1/premiumIndex" else None)
 
@@ -273,7 +264,7 @@ async def test_paper_fills_and_orders_use_the_fresh_streamed_book_and_mark_and_s
     r = await run(streams="max_age_seconds = 0.5\n")
     r.start_streams()
     hub = r.hubs.get("binance")
-    await _until(lambda: hub.fresh(StreamKind.SPOT_BOOK, SPOT, 5.0) is not None)
+    await until(lambda: hub.fresh(StreamKind.SPOT_BOOK, SPOT, 5.0) is not None)
     await r.live()
     view = r.trading.venues["binance"].orders.view
     markets = await view.markets()

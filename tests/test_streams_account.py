@@ -19,7 +19,7 @@ from fake_binance_userdata import USERDATA
 from fake_binance_wire import FAPI
 from loguru import logger
 from pydantic import SecretStr
-from support import no_sleep
+from support import no_sleep, until
 
 from perpcarry.config.settings import StreamsConfig, VenueConfig
 from perpcarry.execution.journal import Journal
@@ -45,14 +45,6 @@ def _event(name: str) -> dict:
 
 
 REAL_FILL = _event("ORDER_TRADE_UPDATE_1")  # MARKET BUY 0.006 ETHUSDT filled at 3925.56
-
-
-async def _until(predicate, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -108,11 +100,11 @@ def _seed_real_fill(fake: FakeBinance) -> None:
 async def test_real_order_push_parses_to_the_rest_state(venue, fake, journal):
     hub, book = await _account_hub(venue, journal)
     try:
-        await _until(lambda: book.live)
+        await until(lambda: book.live)
         assert fake.sent("POST", "/fapi/v1/listenKey")
         await fake.user_data.push(REAL_FILL)
         cid = REAL_FILL["o"]["c"]
-        await _until(lambda: cid in book.order_states)
+        await until(lambda: cid in book.order_states)
         pushed = book.order_states[cid]
         _seed_real_fill(fake)
         rest = await venue.fetch_order(await venue.market(PERP), cid)
@@ -136,7 +128,7 @@ async def test_each_connection_reads_the_account_from_rest_before_it_is_live(
     hub, book = await _account_hub(venue, journal)
     orders_feed = next(f for f in hub.feeds if StreamKind.ORDERS in f.kinds)
     try:
-        await _until(lambda: book.live)
+        await until(lambda: book.live)
         assert fake.sent("GET", "/fapi/v1/order")[0].params["origClientOrderId"] == intent_cid
         assert fake.sent("GET", "/fapi/v3/positionRisk")
         assert book.order_states[intent_cid].status is OrderStatus.NEW
@@ -155,7 +147,7 @@ async def test_each_connection_reads_the_account_from_rest_before_it_is_live(
                             "quoteQty": Decimal("23.55336"), "commission": Decimal(
                                 "0.01177668"), "commissionAsset": "USDT", "time": 0,
                             "side": "BUY", "kind": FAPI})
-        await _until(lambda: orders_feed.counts["reconnects"] >= 1 and book.live)
+        await until(lambda: orders_feed.counts["reconnects"] >= 1 and book.live)
     finally:
         await hub.close()
     # stale -> REST poll -> ... -> reconciling from REST -> live, in that order.
@@ -198,7 +190,7 @@ async def test_refused_listen_key_leaves_the_feed_stale_with_binances_reason(
     hub, book = await _account_hub(venue, journal)
     orders_feed = next(f for f in hub.feeds if StreamKind.ORDERS in f.kinds)
     try:
-        await _until(lambda: orders_feed.counts["faults"] >= 2)
+        await until(lambda: orders_feed.counts["faults"] >= 2)
     finally:
         await hub.close()
         logger.disable("perpcarry")
@@ -233,15 +225,15 @@ async def test_malformed_and_duplicate_pushes_are_skipped_and_counted(venue, fak
     elsewhere = json.loads(json.dumps(REAL_FILL))  # a perp the fake (and so we) do not list
     elsewhere["o"] |= {"s": "XRPUSDT", "c": "pcelsewhere"}
     try:
-        await _until(lambda: book.live)
+        await until(lambda: book.live)
         await fake.user_data.push(broken)
-        await _until(lambda: orders_feed.counts["malformed"] == 1)
+        await until(lambda: orders_feed.counts["malformed"] == 1)
         await fake.user_data.push(elsewhere)
-        await _until(lambda: orders_feed.counts["other_markets"] == 1)
+        await until(lambda: orders_feed.counts["other_markets"] == 1)
         await fake.user_data.push(REAL_FILL)
-        await _until(lambda: REAL_FILL["o"]["c"] in book.order_states)
+        await until(lambda: REAL_FILL["o"]["c"] in book.order_states)
         await fake.user_data.push(REAL_FILL)
-        await _until(lambda: orders_feed.counts["duplicates"] == 1)
+        await until(lambda: orders_feed.counts["duplicates"] == 1)
     finally:
         await hub.close()
     assert "pcbroken" not in book.order_states and "pcelsewhere" not in book.order_states
@@ -302,7 +294,7 @@ async def test_a_fill_pushed_on_the_stream_ends_the_wait_with_the_same_journal(
         try:
             await streamed_venue.load_markets()
             hub, book = await _account_hub(streamed_venue, streamed_journal)
-            await _until(lambda: book.live)
+            await until(lambda: book.live)
             by_stream, stream_answers = await _open_eth(streamed_venue, streamed_fake,
                                                         streamed_journal, book)
             await hub.close()
@@ -326,12 +318,12 @@ async def test_real_account_updates_open_then_flatten_the_position(venue, fake, 
     hub, book = await _account_hub(venue, journal)
     positions_feed = next(f for f in hub.feeds if StreamKind.POSITIONS in f.kinds)
     try:
-        await _until(lambda: positions_feed.state is FeedState.LIVE)
+        await until(lambda: positions_feed.state is FeedState.LIVE)
         await fake.user_data.push(_event("ACCOUNT_UPDATE_0"))
-        await _until(lambda: PERP in book.positions)
+        await until(lambda: PERP in book.positions)
         opened = book.positions[PERP]
         await fake.user_data.push(_event("ACCOUNT_UPDATE_2"))
-        await _until(lambda: PERP not in book.positions)
+        await until(lambda: PERP not in book.positions)
     finally:
         await hub.close()
     assert (opened.side, opened.quantity, opened.entry_price, opened.unrealised_pnl) == (
@@ -351,7 +343,7 @@ async def test_a_quiet_account_stays_live_and_is_read_from_rest(venue, fake, jou
     hub.start({}, (StreamKind.POSITIONS,))
     [feed] = hub.feeds
     try:
-        await _until(lambda: feed.counts["quiet_checks"] >= 2)
+        await until(lambda: feed.counts["quiet_checks"] >= 2)
     finally:
         await hub.close()
     assert feed.state is FeedState.LIVE and feed.counts["faults"] == 0
@@ -376,14 +368,14 @@ async def test_a_fill_while_the_stream_is_down_is_recorded_from_rest(venue, fake
     fake.user_data.fill_delay_seconds = 0.6
 
     async def cut() -> None:
-        await _until(lambda: fake.sent("POST", "/fapi/v1/order"))
+        await until(lambda: fake.sent("POST", "/fapi/v1/order"))
         # The key expires with the cut: ccxt reuses its cached key until its 20-minute
         # refresh, so there is no way back before the fill.
         fake.user_data.listen_key = "expired"
         await fake.user_data.drop()
 
     try:
-        await _until(lambda: book.live)
+        await until(lambda: book.live)
         cutting = asyncio.create_task(cut())
         result = await LegSender(journal, venue, asyncio.sleep, updates=book,
                                  poll_delays=(0.3, 0.3, 0.3, 0.3, 0.3)).send(
@@ -419,7 +411,7 @@ async def test_a_live_runs_hubs_hand_each_venues_fills_to_its_executor(venue, fa
         book = session.venues["binance"].order_updates
         assert book is not None and hubs.get("binance").account is book
         assert {f.name for f in hubs.get("binance").feeds} >= {"watchOrders account"}
-        await _until(lambda: book.live)
+        await until(lambda: book.live)
         fills, answers = await _open_eth(venue, fake, journal, book)
     finally:
         await hubs.close()

@@ -6,7 +6,6 @@ reason, REST filling in, and no key or signature in any message or log line."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 from pydantic import SecretStr
-from support import no_sleep
+from support import no_sleep, until
 from venue_server import LOCAL_ONLY
 from ws_private import PrivateWsServer
 
@@ -112,23 +111,15 @@ async def _account_hub(server, venue: str, tmp_path: Path, secret: str = SECRET,
     return hub, book, client
 
 
-async def _until(predicate, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 @pytest.mark.parametrize("venue", VENUES)
 async def test_order_push_after_login_parses_to_the_rest_state(server, venue, tmp_path):
     rest = await _rest_order(venue, tmp_path)
     hub, book, client = await _account_hub(server, venue, tmp_path)
     try:
-        await _until(lambda: book.live and server.topics[venue])
+        await until(lambda: book.live and server.topics[venue])
         assert server.logins[venue] >= 1
         await server.push(venue, _push(venue))
-        await _until(lambda: rest.client_order_id in book.order_states)
+        await until(lambda: rest.client_order_id in book.order_states)
     finally:
         await hub.close()
         await client.close()
@@ -149,7 +140,7 @@ async def test_refused_login_is_stale_with_the_venues_reason_and_no_secret(
     hub, book, client = await _account_hub(server, venue, tmp_path, secret="wrong-secret")
     feed = next(f for f in hub.feeds if StreamKind.ORDERS in f.kinds)
     try:
-        await _until(lambda: feed.counts["faults"] >= 2 and feed.state is FeedState.STALE)
+        await until(lambda: feed.counts["faults"] >= 2 and feed.state is FeedState.STALE)
     finally:
         await hub.close()
         await client.close()
@@ -169,10 +160,10 @@ async def test_a_cut_private_connection_logs_in_again_and_reconciles(server, ven
     states: list[FeedState] = []
     hub.status_listeners.append(lambda _v, status: states.append(status.state))
     try:
-        await _until(lambda: book.live and server.connected(venue) == 1)
+        await until(lambda: book.live and server.connected(venue) == 1)
         logins = server.logins[venue]
         await server.drop(venue)
-        await _until(lambda: feed.counts["reconnects"] >= 1 and book.live
+        await until(lambda: feed.counts["reconnects"] >= 1 and book.live
                      and server.logins[venue] > logins)
     finally:
         await hub.close()
@@ -206,9 +197,9 @@ async def test_wallet_push_parses_to_the_rest_balances(server, venue, tmp_path):
                                            kind=StreamKind.BALANCES)
     [feed] = hub.feeds
     try:
-        await _until(lambda: feed.state is FeedState.LIVE and server.connected(venue))
+        await until(lambda: feed.state is FeedState.LIVE and server.connected(venue))
         await server.push(venue, _balance_push(venue))
-        await _until(lambda: Wallet.UNIFIED in book.balances)
+        await until(lambda: Wallet.UNIFIED in book.balances)
     finally:
         await hub.close()
         await client.close()
@@ -241,9 +232,9 @@ async def test_position_push_parses_to_the_rest_position(server, venue, tmp_path
                                            kind=StreamKind.POSITIONS)
     [feed] = hub.feeds
     try:
-        await _until(lambda: feed.state is FeedState.LIVE and server.connected(venue))
+        await until(lambda: feed.state is FeedState.LIVE and server.connected(venue))
         await server.push(venue, _position_push(venue))
-        await _until(lambda: rest.symbol in book.positions)
+        await until(lambda: rest.symbol in book.positions)
     finally:
         await hub.close()
         await client.close()

@@ -5,12 +5,12 @@ a stale feed."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from support import until
 from venue_server import LOCAL_ONLY
 from ws_server import Faults, WsVenueServer
 
@@ -101,14 +101,6 @@ async def _hub(server, venue: str, tmp_path: Path, kinds=(StreamKind.MARK,),
     return hub, alarm, client
 
 
-async def _until(predicate, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
-
-
 def _feed(hub: StreamHub, kind: StreamKind):
     return next(f for f in hub.feeds if kind in f.kinds)
 
@@ -125,7 +117,7 @@ async def test_disconnect_mid_stream_reconnects_and_reconciles_before_trusting(
     feed = _feed(hub, StreamKind.MARK)
     states: list[FeedState] = []
     hub.status_listeners.append(lambda venue, status: states.append(status.state))
-    await _until(lambda: feed.counts["reconciled"] >= 1 and feed.state is FeedState.LIVE)
+    await until(lambda: feed.counts["reconciled"] >= 1 and feed.state is FeedState.LIVE)
     await _close(hub, client)
     assert feed.counts["reconnects"] >= 1
     assert server.connections["binance"] >= 2
@@ -156,7 +148,7 @@ async def test_silent_stall_turns_stale_and_decisions_read_rest(server, faults, 
             seen_when_stale.append(hub.fresh(StreamKind.MARK, PERP, max_age=60))
 
     hub.status_listeners.append(on_status)
-    await _until(lambda: feed.counts["reconciled"] >= 1 and feed.state is FeedState.LIVE)
+    await until(lambda: feed.counts["reconciled"] >= 1 and feed.state is FeedState.LIVE)
     await _close(hub, client)
     assert seen_when_stale[0] is None
     assert feed.counts["faults"] == 1
@@ -173,7 +165,7 @@ async def test_malformed_push_is_skipped_and_named(server, faults, tmp_path, log
     faults["bybit"].malformed_at = 3
     hub, alarm, client = await _hub(server, "bybit", tmp_path)
     feed = _feed(hub, StreamKind.MARK)
-    await _until(lambda: feed.messages >= 8)
+    await until(lambda: feed.messages >= 8)
     await _close(hub, client)
     assert feed.counts["malformed"] == 1
     assert feed.state is FeedState.LIVE  # one bad push does not stop the stream
@@ -191,7 +183,7 @@ async def test_out_of_order_and_duplicate_pushes_are_dropped(server, faults, tmp
     times = []
     hub.listeners.append(lambda venue, update, source: times.append(update.at)
                          if update.kind is StreamKind.MARK else None)
-    await _until(lambda: feed.messages >= 10)
+    await until(lambda: feed.messages >= 10)
     await _close(hub, client)
     assert feed.counts["out_of_order"] == 1
     assert feed.counts["duplicates"] == 1
@@ -204,11 +196,11 @@ async def test_ping_timeout_is_a_dead_connection(server, faults, tmp_path):
     faults["okx"].ignore_pings = True
     hub, _alarm, client = await _hub(server, "okx", tmp_path, keepalive_ms=150)
     feed = _feed(hub, StreamKind.MARK)
-    await _until(lambda: feed.counts["faults"] >= 1)
+    await until(lambda: feed.counts["faults"] >= 1)
     reason = feed.reason
     # The stale feed is polled over REST (the poll follows the fault, on a loaded machine
     # a moment later).
-    await _until(lambda: server.requests[REST_PATH["okx"]] >= 1)
+    await until(lambda: server.requests[REST_PATH["okx"]] >= 1)
     await _close(hub, client)
     assert "ping-pong keepalive missing" in reason
     assert server.pings["okx"] >= 1
@@ -221,7 +213,7 @@ async def test_refused_resubscription_backs_off_and_polls_rest(server, faults, t
     feed = _feed(hub, StreamKind.MARK)
     reasons = []
     hub.status_listeners.append(lambda venue, status: reasons.append(status.reason))
-    await _until(lambda: server.refused["bybit"] == 2 and feed.state is FeedState.LIVE
+    await until(lambda: server.refused["bybit"] == 2 and feed.state is FeedState.LIVE
                  and feed.counts["reconciled"] >= 1)
     await _close(hub, client)
     assert sum("too many requests" in r for r in reasons) == 2
@@ -255,7 +247,7 @@ async def test_a_failing_listener_neither_stales_the_feed_nor_blinds_the_others(
     hub.listeners.insert(0, Broken())
     feed = _feed(hub, StreamKind.MARK)
     try:
-        await _until(lambda: alarm.seen >= 5)
+        await until(lambda: alarm.seen >= 5)
     finally:
         await _close(hub, client)
     assert hub.listener_failures["Broken"] >= 5
