@@ -66,6 +66,25 @@ def test_positions_api_lists_the_journals_positions_with_its_numbers(client, rep
             p.spot_quantity, p.perp_quantity, p.delta, p.state.value)
 
 
+def test_no_amount_is_shown_in_exponent_notation(client, replay_run):
+    """The replay's closed OKX position keeps a zero spot quantity stored as ``0E-8`` (what
+    a Decimal's str() gives): the API and the page give every quantity and amount in plain
+    digits, exactly."""
+    with Journal.open(replay_run.book.path, trading=False) as journal:
+        exponent = [p for p in journal.positions(include_closed=True)
+                    if "E" in str(p.spot_quantity) or "E" in str(p.delta)]
+    assert exponent, "no stored quantity in exponent form: the test would prove nothing"
+    document = client.get("/api/positions").json()
+    for row in document["positions"]:
+        for key in ("spot_quantity", "perp_quantity", "delta", "spot_cost", "perp_proceeds"):
+            assert row[key] is None or "E" not in row[key].upper(), (key, row[key])
+        assert all("E" not in v.upper() for v in row["fees"].values()), row["fees"]
+    [row] = [r for r in document["positions"] if r["position_id"] == exponent[0].position_id]
+    assert Decimal(row["spot_quantity"]) == exponent[0].spot_quantity
+    page = client.get("/positions").text
+    assert not re.search(r">-?\d+(\.\d+)?E[-+]?\d+<", page), "a number in exponent notation"
+
+
 def test_overview_has_one_equity_point_per_cycle_and_the_realised_net(client, replay_run):
     overview = client.get("/api/overview").json()
     assert len(overview["equity"]) == replay_run.cycles

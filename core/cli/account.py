@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from perpcarry.cli.common import emit_json, load, percent, split_option
+from perpcarry.domain.types import decimal_text
 
 JSON_SCHEMA_VERSION = 1
 DISPLAY_PLACES = Decimal("1e-8")
@@ -165,8 +166,8 @@ def account_json(results: dict[str, Any], failures: dict[str, str], paper: bool,
         venues.append({
             "venue": venue_id,
             "balances": [{"wallet": wallet.value, "currency": b.currency,
-                          "free": _text(b.free), "used": _text(b.used),
-                          "total": _text(b.total)}
+                          "free": decimal_text(b.free), "used": decimal_text(b.used),
+                          "total": decimal_text(b.total)}
                          for wallet, rows in found["balances"].items() for b in rows.values()],
             "wallets": [wallet.value for wallet in found["balances"]],
             "positions": [position_json(p) for p in found["positions"]],
@@ -178,30 +179,26 @@ def account_json(results: dict[str, Any], failures: dict[str, str], paper: bool,
 
 def position_json(p) -> dict[str, Any]:
     return {"symbol": p.symbol, "side": "short" if p.side.value == "sell" else "long",
-            "quantity": _text(p.quantity), "entry_price": _text(p.entry_price),
-            "mark_price": _text(p.mark_price), "unrealised_pnl": _text(p.unrealised_pnl),
-            "leverage": _text(p.leverage),
+            "quantity": decimal_text(p.quantity), "entry_price": decimal_text(p.entry_price),
+            "mark_price": decimal_text(p.mark_price),
+            "unrealised_pnl": decimal_text(p.unrealised_pnl),
+            "leverage": decimal_text(p.leverage),
             "margin_mode": p.margin_mode.value if p.margin_mode else None,
-            "maintenance_margin": _text(p.maintenance_margin),
-            "margin_ratio": _text(p.margin_ratio),
-            "liquidation_price": _text(p.liquidation_price),
-            "liquidation_distance": _text(p.liquidation_distance)}
+            "maintenance_margin": decimal_text(p.maintenance_margin),
+            "margin_ratio": decimal_text(p.margin_ratio),
+            "liquidation_price": decimal_text(p.liquidation_price),
+            "liquidation_distance": decimal_text(p.liquidation_distance)}
 
 
 def order_json(o) -> dict[str, Any]:
     return {"symbol": o.symbol, "client_order_id": o.client_order_id,
             "venue_order_id": o.venue_order_id, "side": o.side.value, "type": o.type.value,
-            "status": o.status.value, "quantity": _text(o.quantity),
-            "filled_quantity": _text(o.filled_quantity),
-            "average_price": _text(o.average_price),
-            "fees": [{"amount": _text(f.amount), "currency": f.currency} for f in o.fees],
+            "status": o.status.value, "quantity": decimal_text(o.quantity),
+            "filled_quantity": decimal_text(o.filled_quantity),
+            "average_price": decimal_text(o.average_price),
+            "fees": [{"amount": decimal_text(f.amount), "currency": f.currency} for f in o.fees],
             "reduce_only": o.reduce_only, "price_source": o.price_source,
             "created_at": o.created_at.isoformat() if o.created_at else None}
-
-
-def _text(value: Decimal | None) -> str | None:
-    """A decimal as JSON text, exact and never in exponent notation."""
-    return None if value is None else format(value, "f")
 
 
 def number(value: Decimal | None) -> str:

@@ -18,6 +18,7 @@ import typer
 
 from perpcarry.cli.common import console, emit_json, load, percent
 from perpcarry.cli.trade import JsonOption, LiveOption, PaperOption, _mode
+from perpcarry.domain.types import decimal_text
 
 JSON_SCHEMA_VERSION = 1
 CENTS = Decimal("0.01")
@@ -149,10 +150,6 @@ async def _sync(config, journal, venue_ids: list[str], paper: bool, offline: boo
             not_synced[venue_id] = str(err).removeprefix(f"{venue_id}: ")
 
 
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
-
-
 def _apr_text(value: Decimal | None) -> str | None:
     from perpcarry.ledger.pnl import apr_text
 
@@ -167,17 +164,20 @@ def pnl_json(report, paper: bool, offline: bool, since: datetime | None,
         "position_id": r.position_id, "venue": r.venue, "base": r.base, "quote": r.quote,
         "state": r.state.value, "opened_at": r.opened_at.isoformat(),
         "closed_at": r.closed_at.isoformat() if r.closed_at else None,
-        "days": str(r.days.quantize(Decimal("1e-6"))), "funding": str(r.funding),
-        "fees": str(r.fees), "unconverted": {k: str(v) for k, v in r.unconverted.items()},
-        "spread_basis": _text(r.spread_basis), "spread_basis_status": r.spread_basis_status,
+        "days": str(r.days.quantize(Decimal("1e-6"))), "funding": decimal_text(r.funding),
+        "fees": decimal_text(r.fees),
+        "unconverted": {k: decimal_text(v) for k, v in r.unconverted.items()},
+        "spread_basis": decimal_text(r.spread_basis),
+        "spread_basis_status": r.spread_basis_status,
         "spot_marked_at": (mark_sources.get(r.position_id)
                            if r.spread_basis_status == "marked" else None),
-        "net": _text(r.net), "capital": _text(r.capital), "leverage": _text(r.leverage),
+        "net": decimal_text(r.net), "capital": decimal_text(r.capital),
+        "leverage": decimal_text(r.leverage),
         "leverage_source": r.leverage_source, "realised_apr": _apr_text(r.realised_apr),
-        "expected_apr": _text(r.expected_apr), "spot_dust": str(r.spot_dust),
+        "expected_apr": decimal_text(r.expected_apr), "spot_dust": decimal_text(r.spot_dust),
     } for r in report.positions]
     unattributed = [{"venue": u.payment.venue, "symbol": u.payment.symbol,
-                     "amount": str(u.payment.amount), "currency": u.payment.currency,
+                     "amount": decimal_text(u.payment.amount), "currency": u.payment.currency,
                      "time": u.payment.time.isoformat(), "payment_id": u.payment.payment_id}
                     for u in report.unattributed]
     return {"schema_version": JSON_SCHEMA_VERSION, "paper": paper, "offline": offline,

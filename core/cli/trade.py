@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from perpcarry.cli.common import console, emit_json, load
+from perpcarry.domain.types import decimal_text
 
 JSON_SCHEMA_VERSION = 1
 
@@ -292,12 +293,12 @@ def position_json(p, last_intent=None) -> dict[str, Any]:
     age = datetime.now(UTC) - p.opened_at
     return {"position_id": p.position_id, "venue": p.venue, "base": p.base,
             "spot_symbol": p.spot_symbol, "perp_symbol": p.perp_symbol,
-            "spot_quantity": str(p.spot_quantity), "perp_quantity": str(p.perp_quantity),
-            "delta": str(p.delta),
-            "spot_cost": None if p.spot_cost is None else str(p.spot_cost),
-            "perp_proceeds": None if p.perp_proceeds is None else str(p.perp_proceeds),
+            "spot_quantity": decimal_text(p.spot_quantity),
+            "perp_quantity": decimal_text(p.perp_quantity), "delta": decimal_text(p.delta),
+            "spot_cost": decimal_text(p.spot_cost),
+            "perp_proceeds": decimal_text(p.perp_proceeds),
             "entry_basis": None if basis is None else str(basis.quantize(Decimal("1e-8"))),
-            "fees": {k: str(v) for k, v in p.fees.items()}, "state": p.state.value,
+            "fees": {k: decimal_text(v) for k, v in p.fees.items()}, "state": p.state.value,
             "last_intent": None if last_intent is None else {
                 "intent_id": last_intent.intent_id, "action": last_intent.action,
                 "state": last_intent.state.value,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from perpcarry.domain.types import decimal_text
 from perpcarry.venues.streams import StreamKind
 
 if TYPE_CHECKING:
@@ -215,8 +216,8 @@ class StreamFile:
                     "written_at": datetime.now(UTC).isoformat(),
                     "perps": [{"venue": venue, "symbol": symbol, "mark": str(r.mark),
                                "at": r.at.astimezone(UTC).isoformat(),
-                               "distance": _text(r.distance),
-                               "pool_equity": _text(r.pool_equity)}
+                               "distance": decimal_text(r.distance),
+                               "pool_equity": decimal_text(r.pool_equity)}
                               for (venue, symbol), r in sorted(readings.items())]}))
                 os.replace(partial, self.path)  # a reader never sees half a file
         except OSError as err:
@@ -229,10 +230,6 @@ class StreamFile:
         self._failing = False
         self._written = readings
         self.writes += 1
-
-
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
 
 
 def streamed_readings(journal_path: Path) -> dict[tuple[str, str], dict[str, Any]]:

@@ -15,6 +15,12 @@ from typing import NamedTuple
 from loguru import logger
 
 
+def decimal_text(value: Decimal | None) -> str | None:
+    """A decimal as the JSON documents and pages give it: exact and never in exponent
+    notation (``0E-8`` is ``0.00000000``, ``1E-7`` is ``0.0000001``); None stays None."""
+    return None if value is None else format(value, "f")
+
+
 class MarketKind(StrEnum):
     SPOT = "spot"
     PERP = "perp"

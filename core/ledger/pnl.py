@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from perpcarry.domain.types import decimal_text
 from perpcarry.execution.journal import (
     Journal,
     Position,
@@ -93,11 +94,12 @@ class VenuePnl:
     def as_dict(self) -> dict:
         """What the daily summary and the dashboard read: amounts as decimal strings."""
         return {"venue": self.venue, "quote": self.quote, "positions": self.positions,
-                "funding": str(self.funding), "unattributed_funding": str(self.unattributed),
-                "fees": str(self.fees),
-                "unconverted": {k: str(v) for k, v in self.unconverted.items()},
-                "spread_basis": str(self.spread_basis), "incomplete": self.incomplete,
-                "net": str(self.net),
+                "funding": decimal_text(self.funding),
+                "unattributed_funding": decimal_text(self.unattributed),
+                "fees": decimal_text(self.fees),
+                "unconverted": {k: decimal_text(v) for k, v in self.unconverted.items()},
+                "spread_basis": decimal_text(self.spread_basis), "incomplete": self.incomplete,
+                "net": decimal_text(self.net),
                 "realised_apr": apr_text(self.realised_apr),
                 "expected_apr": apr_text(self.expected_apr)}
 
