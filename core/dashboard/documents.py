@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from perpcarry.dashboard import feed
+from perpcarry.domain.types import decimal_text
 
 SCHEMA_VERSION = 1
 # Events an operator reads in the alert log: the event bus's (fills, alarms, the kill
@@ -177,11 +178,10 @@ def _streamed(reading: dict[str, Any] | None, now: datetime, max_age: float, ris
         return None
     # An exchange clock a little ahead of ours would make a fresh push look younger than 0.
     age = max((now - reading["at"]).total_seconds(), 0.0)
-    distance = None if reading["distance"] is None else str(reading["distance"])
-    return {"mark": str(reading["mark"]), "at": reading["at"].isoformat(),
+    distance = decimal_text(reading["distance"])
+    return {"mark": decimal_text(reading["mark"]), "at": reading["at"].isoformat(),
             "distance": distance, "level": _margin_level(distance, risk),
-            "pool_equity": None if reading["pool_equity"] is None
-            else str(reading["pool_equity"]),
+            "pool_equity": decimal_text(reading["pool_equity"]),
             "age_seconds": round(age, 1), "stale": age > max_age}
 
 

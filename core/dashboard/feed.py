@@ -15,12 +15,13 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from perpcarry.domain.parsing import decimal_field, optional_decimal
 from perpcarry.domain.types import decimal_text
 from perpcarry.venues.streams import StreamKind
 
@@ -214,7 +215,7 @@ class StreamFile:
                 partial = self.path.with_name(self.path.name + ".partial")
                 partial.write_text(json.dumps({
                     "written_at": datetime.now(UTC).isoformat(),
-                    "perps": [{"venue": venue, "symbol": symbol, "mark": str(r.mark),
+                    "perps": [{"venue": venue, "symbol": symbol, "mark": decimal_text(r.mark),
                                "at": r.at.astimezone(UTC).isoformat(),
                                "distance": decimal_text(r.distance),
                                "pool_equity": decimal_text(r.pool_equity)}
@@ -256,23 +257,13 @@ def streamed_readings(journal_path: Path) -> dict[tuple[str, str], dict[str, Any
 
 
 def _reading(perp: dict[str, Any]) -> dict[str, Any]:
-    """One perp of the stream file, checked: raises on any field of the wrong kind."""
-    def number(text: Any, optional: bool = False) -> Decimal | None:
-        if text is None and optional:
-            return None
-        try:
-            value = Decimal(text) if isinstance(text, str) else None
-        except InvalidOperation:
-            value = None
-        if value is None or not value.is_finite():
-            raise ValueError(f"not a decimal string: {text!r}")
-        return value
-
+    """One perp of the stream file, checked: raises on any field of the wrong kind (a
+    malformed number is ``MalformedField``, a ValueError)."""
     if not isinstance(perp["venue"], str) or not isinstance(perp["symbol"], str):
         raise TypeError("venue and symbol must be strings")
     at = datetime.fromisoformat(perp["at"])
     if at.tzinfo is None:
         raise ValueError(f"at {perp['at']!r} has no time zone")
-    return {"mark": number(perp["mark"]), "at": at,
-            "distance": number(perp["distance"], True),
-            "pool_equity": number(perp["pool_equity"], True)}
+    return {"mark": decimal_field(perp, "mark"), "at": at,
+            "distance": optional_decimal(perp, "distance"),
+            "pool_equity": optional_decimal(perp, "pool_equity")}
